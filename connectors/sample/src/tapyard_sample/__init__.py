@@ -1,0 +1,1 @@
+"""The tapyard sample connector (being built)."""

@@ -1,0 +1,5 @@
+"""tapyard: a framework for vendor connectors."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

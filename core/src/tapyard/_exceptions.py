@@ -1,0 +1,136 @@
+"""The tapyard exception tree.
+
+Every error tapyard raises on purpose derives from :class:`TapyardError`. The
+CLI prints ``str(error)`` on one line and exits non-zero; ``--debug`` adds the
+traceback. Messages marked *safe* below never contain a secret value: URLs in
+them carry no query string and no user info, and response bodies are quoted
+only as a short, redacted excerpt.
+
+    TapyardError
+    ├── ConfigError                 bad configuration or command-line input
+    ├── ConnectorNotFoundError      no installed connector has that name
+    ├── StreamNotFoundError         the connector has no stream of that name
+    ├── PluginError                 a plugin failed to load or broke a contract
+    ├── SchemaError                 a stream schema cannot be built or exported
+    ├── DestinationError            the destination cannot be opened or written
+    ├── StateError                  the saved sync state cannot be read
+    └── HTTPError                   talking to the vendor API failed
+        ├── TransportError          connection refused/reset, timeouts (after retries)
+        ├── HTTPStatusError         a non-retryable status, or retries exhausted
+        │   └── AuthenticationError 401/403 that no refresh could fix
+        ├── ResponseError           malformed JSON, an HTML page, a page too large
+        ├── DeadlineExceededError   a request outlived its total deadline
+        ├── RetryAfterTooLongError  the server asked to wait longer than the cap
+        └── CircuitOpenError        too many consecutive failures: the run stops
+
+All messages are safe to show users.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "CircuitOpenError",
+    "ConfigError",
+    "ConnectorNotFoundError",
+    "DeadlineExceededError",
+    "DestinationError",
+    "HTTPError",
+    "HTTPStatusError",
+    "PluginError",
+    "ResponseError",
+    "RetryAfterTooLongError",
+    "SchemaError",
+    "StateError",
+    "StreamNotFoundError",
+    "TapyardError",
+    "TransportError",
+]
+
+
+class TapyardError(Exception):
+    """Base of every error tapyard raises on purpose. Its message is safe to show."""
+
+
+class ConfigError(TapyardError):
+    """Configuration or command-line input is malformed or fails validation. Safe."""
+
+
+class ConnectorNotFoundError(TapyardError):
+    """No installed (and allowed) connector has the requested name. Safe."""
+
+
+class StreamNotFoundError(TapyardError):
+    """A requested stream does not exist in the connector. Safe."""
+
+
+class PluginError(TapyardError):
+    """A plugin could not be loaded, or returned something that breaks a hook's contract. Safe."""
+
+
+class SchemaError(TapyardError):
+    """A stream schema could not be built, mapped or exported. Safe."""
+
+
+class DestinationError(TapyardError):
+    """The destination cannot be opened, created or written. Safe: URLs lose their passwords."""
+
+
+class StateError(TapyardError):
+    """Saved sync state is unreadable or does not fit the stream. Safe."""
+
+
+class HTTPError(TapyardError):
+    """Talking to the vendor API failed. Safe: URLs lose query strings and user info.
+
+    ``method`` and ``url`` name the request (redacted); ``attempts`` counts the tries made.
+    """
+
+    def __init__(self, message: str, *, method: str = "", url: str = "", attempts: int = 0) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.attempts = attempts
+
+
+class TransportError(HTTPError):
+    """The connection failed (refused, reset, timed out) on every attempt. Safe."""
+
+
+class HTTPStatusError(HTTPError):
+    """The server answered a status that is not retried, or kept answering a retried one. Safe.
+
+    ``status_code`` holds the last status seen.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str = "",
+        url: str = "",
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, method=method, url=url, attempts=attempts)
+        self.status_code = status_code
+
+
+class AuthenticationError(HTTPStatusError):
+    """The server refused the credentials (401/403) and no refresh fixed it. Safe."""
+
+
+class ResponseError(HTTPError):
+    """The response could not be used: malformed JSON, an HTML page, or over the size cap. Safe."""
+
+
+class DeadlineExceededError(HTTPError):
+    """A request, retries included, ran past its total deadline (a server that drips bytes). Safe."""
+
+
+class RetryAfterTooLongError(HTTPError):
+    """The server asked to wait (Retry-After) longer than the configured cap. Safe."""
+
+
+class CircuitOpenError(HTTPError):
+    """The circuit breaker is open after repeated failures: requests stop until it cools down. Safe."""

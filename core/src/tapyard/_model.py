@@ -1,0 +1,245 @@
+"""The nouns every part of tapyard shares: requests for a page, pages, stream
+state, paginators, auth strategies, streams and connectors.
+
+These are deliberately small. The HTTP engine, the paginators, the declarative
+REST connector and the sync engine all speak in these terms, and so do plugins.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "AuthStrategy",
+    "Connector",
+    "Page",
+    "PageRequest",
+    "Paginator",
+    "Source",
+    "Stream",
+    "StreamState",
+]
+
+#: The plugin API this core implements. A connector built for another major
+#: version is refused at load time with a clear message.
+PLUGIN_API_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """What to fetch next: a URL (relative to the connector's base URL, or absolute)
+    and the query parameters to send with it.
+
+    A paginator's ``next()`` returns one of these; the sync engine stores it in
+    the stream state as the resume point, so it must be JSON-serialisable.
+    """
+
+    url: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"url": self.url, "params": dict(self.params)}
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> PageRequest:
+        return cls(url=str(data["url"]), params=dict(data.get("params") or {}))
+
+
+@dataclass(slots=True)
+class Page:
+    """One page of vendor records, as read, plus where to resume after it.
+
+    ``resume`` is the request for the next page (``None`` on the last page).
+    The sync engine commits it with the page's records, in one transaction.
+    """
+
+    records: list[dict[str, Any]]
+    resume: PageRequest | None = None
+
+
+@dataclass(slots=True)
+class StreamState:
+    """The committed state of one stream.
+
+    ``cursor`` is the high-water mark of the cursor field over every finished
+    run: the next incremental run asks for records after it. ``resume`` is set
+    while a run is under way (the next page to fetch) and ``pending`` is the
+    highest cursor value already written by that unfinished run. A run that
+    finishes folds ``pending`` into ``cursor`` and clears both.
+    """
+
+    cursor: Any = None
+    resume: PageRequest | None = None
+    pending: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cursor": self.cursor,
+            "resume": self.resume.to_state() if self.resume else None,
+            "pending": self.pending,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> StreamState:
+        if not data:
+            return cls()
+        resume = data.get("resume")
+        return cls(
+            cursor=data.get("cursor"),
+            resume=PageRequest.from_state(resume) if resume else None,
+            pending=data.get("pending"),
+        )
+
+
+class Paginator(BaseModel, abc.ABC):
+    """How a stream walks from one page to the next.
+
+    A paginator is configuration, not state: every bit of position lives in the
+    :class:`PageRequest` it returns, so a run can resume from a saved request.
+    Options are pydantic fields, validated with ``extra="forbid"``.
+
+    ``stable`` says whether a saved request still points at the same place in a
+    later run (server-side cursors, page tokens, next links do; offsets and page
+    numbers over data that changes do not). For unstable paginators the sync
+    engine resumes an interrupted run from the committed cursor instead.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stable: ClassVar[bool] = True
+
+    def first(self, url: str, params: Mapping[str, Any]) -> PageRequest:
+        """The request for the first page, given the stream's URL and parameters."""
+        return PageRequest(url=url, params=dict(params))
+
+    @abc.abstractmethod
+    def next(
+        self,
+        request: PageRequest,
+        response: httpx.Response,
+        body: Any,
+        records: Sequence[Mapping[str, Any]],
+    ) -> PageRequest | None:
+        """The request for the page after ``request``, or ``None`` when it was the last.
+
+        ``body`` is the parsed JSON of ``response``; ``records`` the records
+        extracted from it.
+        """
+
+
+class AuthStrategy(abc.ABC):
+    """Applies a credential to outgoing requests.
+
+    The HTTP engine calls :meth:`apply` on every request it sends to the
+    connector's own origin, and never on a redirect to another host.
+    """
+
+    #: The kind name connectors declare (``"api_key"``, ``"bearer"``, ...).
+    kind: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def apply(self, request: httpx.Request) -> None:
+        """Add the credential to ``request`` in place (headers or query)."""
+
+    def refresh(self) -> bool:
+        """Called after a 401. Return True if the credential was refreshed and
+        the request should be tried once more."""
+        return False
+
+
+class Stream(BaseModel):
+    """A stream as discovery reports it and as the sync engine writes it.
+
+    ``schema_model`` is a pydantic model of one record; the destination table
+    is created from it and each record is validated against it. Records that
+    fail go to the dead-letter table.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    schema_model: type[BaseModel]
+    primary_key: tuple[str, ...] = ("id",)
+    cursor_field: str | None = None
+    description: str = ""
+
+
+class Source(abc.ABC):
+    """An open connection to one vendor for one run: made by :meth:`Connector.open`."""
+
+    @abc.abstractmethod
+    def streams(self) -> list[Stream]:
+        """The streams this source can read."""
+
+    @abc.abstractmethod
+    def read(self, stream: Stream, state: StreamState) -> Iterator[Page]:
+        """Yield the stream's pages, starting after ``state``.
+
+        When ``state.resume`` is set, start from that request; otherwise start
+        from the first page, asking only for records whose cursor is past
+        ``state.cursor`` where the vendor allows it.
+        """
+
+    def check(self) -> None:  # noqa: B027 - optional hook with a sensible default
+        """Raise a :class:`~tapyard.TapyardError` if the source cannot be read.
+
+        The default reads nothing; connectors should override it with a cheap call.
+        """
+
+    @property
+    def http_stats(self) -> Mapping[str, int]:
+        """Counters of HTTP work done so far (requests, retries, ...)."""
+        return {}
+
+
+class Connector(abc.ABC):
+    """A connector definition, registered through ``tapyard_register_connectors``.
+
+    Subclasses set the class attributes or pass them to ``__init__``; the core
+    fills ``version`` and ``distribution`` from the installed package.
+    """
+
+    name: str = ""
+    description: str = ""
+    config_model: type[BaseModel] = BaseModel
+    auth_kinds: Sequence[str] = ("none",)
+    plugin_api: int = PLUGIN_API_VERSION
+    version: str = "0"
+    distribution: str | None = None
+
+    @abc.abstractmethod
+    def streams(self, config: BaseModel) -> list[Stream]:
+        """The streams this connector offers for ``config`` (discovery)."""
+
+    @abc.abstractmethod
+    def open(self, config: BaseModel, context: RunContext) -> contextlib.AbstractContextManager[Source]:
+        """Open a source for one run; closing it releases every resource."""
+
+    def parse_config(self, raw: Mapping[str, Any]) -> BaseModel:
+        """Validate raw configuration against :attr:`config_model`."""
+        from tapyard._config import validate_model
+
+        return validate_model(self.config_model, raw, what=f"config for {self.name!r}")
+
+
+@dataclass
+class RunContext:
+    """What a source needs from the core for one run."""
+
+    #: the plugin manager (to call hooks)
+    pm: Any
+    #: credential values for this run, or None
+    credentials: BaseModel | None = None
+    #: HTTP policy overrides (a dict of :class:`tapyard.HttpPolicy` fields)
+    http: Mapping[str, Any] = field(default_factory=dict)
+    #: called with (connector, response) after every HTTP response
+    on_response: Callable[..., None] | None = None
