@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthStrategy",
     "Connector",
+    "NoConfig",
     "Page",
     "PageRequest",
     "Paginator",
@@ -115,6 +116,8 @@ class Paginator(BaseModel, abc.ABC):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: The kind name connectors declare (``"cursor"``, ``"offset"``, ...).
+    kind: ClassVar[str] = ""
     stable: ClassVar[bool] = True
 
     def first(self, url: str, params: Mapping[str, Any]) -> PageRequest:
@@ -170,6 +173,10 @@ class Stream(BaseModel):
     schema_model: type[BaseModel]
     primary_key: tuple[str, ...] = ("id",)
     cursor_field: str | None = None
+    #: True when the vendor returns records in ascending cursor order with
+    #: unique cursor values: an interrupted read may then restart after the
+    #: highest cursor written instead of the committed one.
+    is_sorted: bool = False
     description: str = ""
 
 
@@ -184,9 +191,9 @@ class Source(abc.ABC):
     def read(self, stream: Stream, state: StreamState) -> Iterator[Page]:
         """Yield the stream's pages, starting after ``state``.
 
-        When ``state.resume`` is set, start from that request; otherwise start
-        from the first page, asking only for records whose cursor is past
-        ``state.cursor`` where the vendor allows it.
+        When ``state.resume`` is set and still means the same position, start
+        from that request; otherwise start from the first page, asking only for
+        records whose cursor is past ``state.cursor`` where the vendor allows it.
         """
 
     def check(self) -> None:  # noqa: B027 - optional hook with a sensible default
@@ -201,6 +208,12 @@ class Source(abc.ABC):
         return {}
 
 
+class NoConfig(BaseModel):
+    """The configuration of a connector that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Connector(abc.ABC):
     """A connector definition, registered through ``tapyard_register_connectors``.
 
@@ -210,7 +223,7 @@ class Connector(abc.ABC):
 
     name: str = ""
     description: str = ""
-    config_model: type[BaseModel] = BaseModel
+    config_model: type[BaseModel] = NoConfig
     auth_kinds: Sequence[str] = ("none",)
     plugin_api: int = PLUGIN_API_VERSION
     version: str = "0"
@@ -219,6 +232,17 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def streams(self, config: BaseModel) -> list[Stream]:
         """The streams this connector offers for ``config`` (discovery)."""
+
+    def stream_names(self) -> list[str]:
+        """The stream names to list without any configuration or network call.
+
+        The default asks :meth:`streams` with the default configuration and
+        gives an empty list when the connector needs configuration to know.
+        """
+        try:
+            return [s.name for s in self.streams(self.config_model())]
+        except Exception:
+            return []
 
     @abc.abstractmethod
     def open(self, config: BaseModel, context: RunContext) -> contextlib.AbstractContextManager[Source]:

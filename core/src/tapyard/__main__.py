@@ -1,0 +1,5 @@
+"""``python -m tapyard``: the same as the ``tapyard`` command."""
+
+from tapyard.cli import entry
+
+entry()

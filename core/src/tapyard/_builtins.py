@@ -1,0 +1,111 @@
+"""The built-in plugin: stock paginators, auth strategies, destinations, and
+the default answer of every firstresult hook.
+
+It is registered like any third-party plugin, and its implementations are
+``trylast`` so that any plugin can override them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from tapyard._model import AuthStrategy, Connector, Paginator, Stream
+
+hookimpl = pluggy.HookimplMarker("tapyard")
+
+
+@hookimpl(trylast=True)
+def tapyard_register_paginators(register: Callable[[str, type[Paginator]], None]) -> None:
+    from tapyard._declarative import SinglePage
+    from tapyard._paginators import STOCK_PAGINATORS
+
+    register(SinglePage.kind, SinglePage)
+    for kind, cls in STOCK_PAGINATORS.items():
+        register(kind, cls)
+
+
+@hookimpl(trylast=True)
+def tapyard_register_auth_strategies(register: Callable[[str, type[AuthStrategy]], None]) -> None:
+    from tapyard._auth import STOCK_AUTH_STRATEGIES
+
+    for kind, cls in STOCK_AUTH_STRATEGIES.items():
+        register(kind, cls)
+
+
+def _sqlite(url: str) -> Any:
+    from tapyard._sqlite import SQLiteDestination
+
+    return SQLiteDestination(url)
+
+
+def _jsonl(url: str) -> Any:
+    from tapyard._jsonl import JSONLDestination
+
+    return JSONLDestination(url)
+
+
+@hookimpl(trylast=True)
+def tapyard_register_destinations(register: Callable[[str, Callable[[str], Any]], None]) -> None:
+    register("sqlite", _sqlite)
+    register("jsonl", _jsonl)
+
+
+@hookimpl(trylast=True)
+def tapyard_auth_strategy(
+    connector: Connector, config: BaseModel, credentials: BaseModel | None
+) -> AuthStrategy | None:
+    if credentials is None:
+        return None
+    from tapyard._exceptions import ConfigError
+    from tapyard._plugins import collect_auth_strategies
+
+    fields = {k: v for k, v in credentials if k not in ("kind", "name")}
+    kind = getattr(credentials, "kind", None)
+    strategies = collect_auth_strategies()
+    if kind not in strategies:
+        raise ConfigError(
+            f"credential kind {kind!r} is not a known auth strategy; known: {', '.join(sorted(strategies))}"
+        )
+    return strategies[kind](**fields)
+
+
+@hookimpl(trylast=True)
+def tapyard_stream_paginator(connector: Connector, stream: Stream) -> Paginator | None:
+    from tapyard._declarative import SinglePage
+    from tapyard._model import Paginator
+
+    paginator = getattr(stream, "paginator", None)
+    return paginator if isinstance(paginator, Paginator) else SinglePage()
+
+
+@hookimpl(trylast=True)
+def tapyard_rate_limit_policy(connector: Connector, config: BaseModel) -> Mapping[str, float] | None:
+    policy = getattr(connector, "rate_limit", None)
+    return dict(policy) if policy else None
+
+
+@hookimpl(trylast=True)
+def tapyard_stream_schema(connector: Connector, stream: Stream) -> type[BaseModel] | None:
+    return stream.schema_model
+
+
+@hookimpl(trylast=True)
+def tapyard_map_records(
+    connector: Connector, stream: Stream, records: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    return records if isinstance(records, list) else list(records)
+
+
+@hookimpl(trylast=True)
+def tapyard_json_schema(
+    connector: Connector, stream: Stream, model: type[BaseModel]
+) -> dict[str, Any] | None:
+    from tapyard._schema import json_schema_of
+
+    return json_schema_of(model, stream.primary_key, stream.cursor_field)

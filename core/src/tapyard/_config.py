@@ -1,0 +1,99 @@
+"""Reading configuration: a JSON or YAML file, or inline JSON, validated by a
+pydantic model into one clear error line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from tapyard._exceptions import ConfigError
+
+__all__ = ["describe_validation_error", "load_config", "validate_model"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_config(value: str | None) -> dict[str, Any]:
+    """Parse ``--config``: inline JSON (starts with ``{``), or a path to a JSON or YAML file.
+
+    Raises :class:`ConfigError` with the file name and the line of a syntax
+    error; never returns anything but a mapping.
+    """
+    if value is None or not value.strip():
+        return {}
+    text = value.strip()
+    if text.startswith("{"):
+        source = "inline --config JSON"
+        data = _parse_json(text, source)
+    else:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {value!r} does not exist; pass a JSON/YAML file or inline JSON like '{{\"key\": 1}}'"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {value!r}: {exc}") from exc
+        source = f"config file {value!r}"
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = _parse_yaml(text, source)
+        elif path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            data = _parse_json(text, source)
+        else:
+            data = _parse_yaml(text, source)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold an object (key: value pairs), not {type(data).__name__}")
+    return data
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{source} is not valid YAML: {problem}{where}") from exc
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
+    """One line naming each failing field and why; input values are left out (they may be secret)."""
+    parts = []
+    for error in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in error.get("loc", ())) or "(root)"
+        message = error.get("msg", "invalid")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field"
+        elif error.get("type") == "missing":
+            message = "required field is missing"
+        parts.append(f"{where}: {message}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def validate_model(model: type[M], raw: Mapping[str, Any], *, what: str) -> M:
+    """Validate ``raw`` against ``model``; a failure is one :class:`ConfigError` line."""
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {what}: {describe_validation_error(exc)}") from exc

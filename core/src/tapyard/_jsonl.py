@@ -1,0 +1,123 @@
+"""The JSON Lines destination, for piping and for files.
+
+Each line is ``{"stream": ..., "record": {...}}`` (or ``"dead_letter"``
+instead of ``"record"``). ``jsonl:-`` writes to standard output and keeps no
+state. ``jsonl:///path`` appends to a file and keeps the state beside it in
+``path.state.json``, together with the file's length after the last committed
+write. On open, anything past that length (the tail of a write that was
+killed) is cut off, so a resumed run neither loses nor repeats a line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from tapyard._destinations import Batch, Destination, url_path
+from tapyard._exceptions import DestinationError, StateError
+from tapyard._model import Stream, StreamState
+from tapyard._schema import Column
+
+__all__ = ["JSONLDestination", "atomic_write"]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class JSONLDestination(Destination):
+    """Records as JSON Lines in a file (``jsonl:///path``) or on standard output (``jsonl:-``)."""
+
+    def __init__(self, url: str) -> None:
+        target = url_path(url, "jsonl")
+        self._state: dict[str, dict[str, Any]] = {}
+        self._fh: IO[bytes]
+        if target == "-":
+            self.url = "jsonl:-"
+            self.path: Path | None = None
+            self.keeps_state = False
+            self._fh = sys.stdout.buffer
+            return
+        self.path = Path(target).expanduser()
+        self.url = f"jsonl:///{self.path}"
+        self.state_path = self.path.with_name(self.path.name + ".state.json")
+        offset = 0
+        if self.state_path.exists():
+            try:
+                saved = orjson.loads(self.state_path.read_bytes())
+                offset = int(saved["offset"])
+                self._state = dict(saved["states"])
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise StateError(
+                    f"state file {self.state_path} is unreadable; delete it (and {self.path}) to start over"
+                ) from exc
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("ab")
+            size = self._fh.seek(0, os.SEEK_END)
+            if size < offset:
+                raise StateError(
+                    f"{self.path} is shorter than its state file says ({size} < {offset} bytes); "
+                    f"delete {self.state_path} to start over"
+                )
+            if size > offset:
+                self._fh.truncate(offset)
+        except OSError as exc:
+            raise DestinationError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def prepare(self, stream: Stream, columns: Sequence[Column]) -> None:
+        """Nothing to create: lines carry their stream name."""
+
+    def load_state(self, state_key: str) -> dict[str, StreamState]:
+        return {name: StreamState.from_json(data) for name, data in self._state.get(state_key, {}).items()}
+
+    def write(self, state_key: str, batches: Sequence[Batch]) -> None:
+        lines = []
+        for batch in batches:
+            prefix = b'{"stream":' + orjson.dumps(batch.stream)
+            lines.extend(prefix + b',"record":' + orjson.dumps(row) + b"}\n" for row in batch.rows)
+            lines.extend(
+                prefix + b',"dead_letter":' + orjson.dumps({"raw": d.raw, "error": d.error}) + b"}\n"
+                for d in batch.dead
+            )
+        try:
+            self._fh.write(b"".join(lines))
+            self._fh.flush()
+            if self.path is None:
+                return
+            os.fsync(self._fh.fileno())
+            states = self._state.setdefault(state_key, {})
+            for batch in batches:
+                if batch.state is not None:
+                    states[batch.stream] = batch.state.to_json()
+            atomic_write(
+                self.state_path, orjson.dumps({"offset": self._fh.tell(), "states": self._state})
+            )
+        except OSError as exc:
+            raise DestinationError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        if self.path is not None and not self._fh.closed:
+            self._fh.close()

@@ -1,0 +1,289 @@
+"""The plugin manager: one ``pluggy.PluginManager("tapyard")`` per process.
+
+Built-in capabilities are registered as plugins first (``tapyard._builtins``,
+whose implementations are ``trylast``), then every entry point of the group
+``tapyard``. Loading is lazy: nothing is imported until the first call to
+:func:`get_plugin_manager`.
+
+``TAPYARD_LOAD_PLUGINS`` is an allow-list: when set, only the entry points it
+names (comma-separated) are loaded, and an empty value loads none. A plugin
+that fails to import is skipped with a warning naming it, unless strict mode
+(``TAPYARD_STRICT_PLUGINS=1`` or ``--strict-plugins``) turns that into an error.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from tapyard import hookspecs
+from tapyard._exceptions import ConnectorNotFoundError, PluginError
+from tapyard._model import PLUGIN_API_VERSION
+
+if TYPE_CHECKING:
+    from tapyard._model import AuthStrategy, Connector, Paginator
+
+__all__ = [
+    "PluginInfo",
+    "collect_auth_strategies",
+    "collect_connectors",
+    "collect_destinations",
+    "collect_paginators",
+    "get_connector",
+    "get_plugin_manager",
+    "plugin_infos",
+    "reset_plugin_manager",
+]
+
+ENTRY_POINT_GROUP = "tapyard"
+
+
+class PluginWarning(UserWarning):
+    """A plugin was skipped or looks incompatible; tapyard goes on without it."""
+
+
+@dataclass
+class PluginInfo:
+    """What tapyard knows about one loaded (or failed) plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    error: str | None = None
+    requires_core: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+_lock = threading.RLock()
+_pm: pluggy.PluginManager | None = None
+_infos: dict[str, PluginInfo] = {}
+_cache: dict[str, Any] = {}
+
+
+def _strict() -> bool:
+    return os.environ.get("TAPYARD_STRICT_PLUGINS", "") not in ("", "0", "false")
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("TAPYARD_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _core_requirement(dist: metadata.Distribution) -> str | None:
+    for req in dist.requires or ():
+        head = req.split(";")[0].strip()
+        if head.startswith("tapyard") and not head.startswith(("tapyard-", "tapyard_")):
+            return head[len("tapyard") :].strip() or None
+    return None
+
+
+def _check_core_version(info: PluginInfo) -> None:
+    if not info.requires_core:
+        return
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    from tapyard import __version__
+
+    try:
+        spec = SpecifierSet(info.requires_core)
+    except InvalidSpecifier:
+        return
+    if __version__ not in spec:
+        message = (
+            f"plugin {info.name!r} ({info.distribution} {info.version}) supports tapyard"
+            f"{info.requires_core}, but this is tapyard {__version__}; it may not work"
+        )
+        info.warnings.append(message)
+        warnings.warn(message, PluginWarning, stacklevel=3)
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    allowed = _allowed()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        if pm.has_plugin(ep.name) or ep.name in _infos:
+            continue
+        dist = ep.dist
+        info = PluginInfo(
+            name=ep.name,
+            distribution=dist.metadata["Name"] if dist else None,
+            version=dist.version if dist else None,
+            requires_core=_core_requirement(dist) if dist else None,
+        )
+        _infos[ep.name] = info
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            if _strict():
+                raise PluginError(
+                    f"plugin {ep.name!r} failed to load: {info.error}"
+                ) from exc
+            warnings.warn(
+                f"skipping plugin {ep.name!r}: it failed to load ({info.error})",
+                PluginWarning,
+                stacklevel=2,
+            )
+            continue
+        _check_core_version(info)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built on first use."""
+    global _pm
+    if _pm is not None:
+        return _pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager("tapyard")
+            pm.add_hookspecs(hookspecs)
+            from tapyard import _builtins
+
+            pm.register(_builtins, name="tapyard.builtins")
+            _load_entry_points(pm)
+            _pm = pm
+    return _pm
+
+
+def reset_plugin_manager() -> None:
+    """Forget every loaded plugin and cached collection (for tests and reloads)."""
+    global _pm
+    with _lock:
+        _pm = None
+        _infos.clear()
+        _cache.clear()
+
+
+def invalidate() -> None:
+    """Drop cached collections after a plugin was registered or unregistered."""
+    with _lock:
+        _cache.clear()
+
+
+def plugin_infos() -> list[PluginInfo]:
+    """Every entry-point plugin seen, loaded or not, with its distribution and version."""
+    get_plugin_manager()
+    return list(_infos.values())
+
+
+def _collect(hook_name: str, key_of: Callable[..., str]) -> dict[str, Any]:
+    with _lock:
+        if hook_name in _cache:
+            return dict(_cache[hook_name])
+        found: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        pm = get_plugin_manager()
+
+        hook = getattr(pm.hook, hook_name)
+        # Registration order: the built-ins (trylast) first, so a later plugin's
+        # registration of the same key overrides them.
+        for impl in hook.get_hookimpls():
+            plugin_name = pm.get_name(impl.plugin) or "?"
+
+            def register(*args: Any, _plugin: str = plugin_name) -> None:
+                key = key_of(*args)
+                if key in found and owners[key] != _plugin:
+                    warnings.warn(
+                        f"{hook_name}: {key!r} from plugin {_plugin!r} replaces the one "
+                        f"from {owners[key]!r}",
+                        PluginWarning,
+                        stacklevel=2,
+                    )
+                found[key] = args[-1]
+                owners[key] = _plugin
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                if _strict():
+                    raise PluginError(f"plugin {plugin_name!r} failed in {hook_name}: {exc}") from exc
+                warnings.warn(
+                    f"skipping plugin {plugin_name!r} in {hook_name}: {type(exc).__name__}: {exc}",
+                    PluginWarning,
+                    stacklevel=2,
+                )
+        _cache[hook_name] = found
+        _cache[hook_name + ".owners"] = owners
+        return dict(found)
+
+
+def _connector_key(connector: Connector) -> str:
+    return connector.name
+
+
+def collect_connectors() -> dict[str, Connector]:
+    """Every registered connector by name, with ``version`` and ``distribution`` filled in."""
+    connectors: dict[str, Connector] = _collect("tapyard_register_connectors", _connector_key)
+    owners: dict[str, str] = _cache.get("tapyard_register_connectors.owners", {})
+    accepted: dict[str, Connector] = {}
+    for name, connector in connectors.items():
+        if connector.plugin_api != PLUGIN_API_VERSION:
+            message = (
+                f"connector {name!r} was built for plugin API {connector.plugin_api}, "
+                f"this core speaks {PLUGIN_API_VERSION}: upgrade the connector or tapyard"
+            )
+            if _strict():
+                raise PluginError(message)
+            warnings.warn(f"skipping {message}", PluginWarning, stacklevel=2)
+            continue
+        info = _infos.get(owners.get(name, ""))
+        if info is not None:
+            connector.distribution = info.distribution
+            connector.version = info.version or connector.version
+        accepted[name] = connector
+    return accepted
+
+
+def get_connector(name: str) -> Connector:
+    """The connector called ``name``, or a :class:`ConnectorNotFoundError` listing the known ones."""
+    connectors = collect_connectors()
+    if name in connectors:
+        return connectors[name]
+    known = ", ".join(sorted(connectors)) or "none installed"
+    hint = f"pip install tapyard-{name}" if name.isidentifier() else "check the name"
+    raise ConnectorNotFoundError(f"unknown connector {name!r} (known: {known}); {hint}")
+
+
+def collect_paginators() -> dict[str, type[Paginator]]:
+    """Every registered paginator class by kind."""
+    return _collect("tapyard_register_paginators", lambda kind, cls: kind)
+
+
+def collect_auth_strategies() -> dict[str, type[AuthStrategy]]:
+    """Every registered auth strategy class by kind."""
+    return _collect("tapyard_register_auth_strategies", lambda kind, cls: kind)
+
+
+def collect_destinations() -> dict[str, Callable[[str], Any]]:
+    """Every registered destination factory by URL scheme."""
+    return _collect("tapyard_register_destinations", lambda scheme, factory: scheme)
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str | None:
+    """Register a plugin object at run time (tests, notebooks); returns its name."""
+    pm = get_plugin_manager()
+    registered = pm.register(plugin, name=name)
+    invalidate()
+    return registered
+
+
+def unregister_plugin(plugin: object | None = None, name: str | None = None) -> None:
+    """Undo :func:`register_plugin`."""
+    pm = get_plugin_manager()
+    pm.unregister(plugin, name=name)
+    invalidate()
+
+
+def names(items: Iterable[str]) -> str:
+    return ", ".join(sorted(items))

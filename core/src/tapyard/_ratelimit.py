@@ -1,0 +1,314 @@
+"""Client-side rate limiting: a token bucket that also learns from the server.
+
+One :class:`RateLimiter` paces every worker that uses one credential (see
+:func:`shared_limiter`). A token is granted only when every constraint below
+allows it:
+
+1. **The static bucket.** ``rate`` tokens per second, at most ``burst`` saved
+   up. This is the ceiling: nothing a server says makes the limiter go faster
+   than a configured rate.
+2. **The learned pace.** Rate-limit headers (``X-RateLimit-*``, the IETF
+   ``RateLimit-*`` fields or the combined ``RateLimit`` field, and
+   ``RateLimit-Policy``) say how many requests remain (R) and in how many
+   seconds the quota resets (T; delta-seconds, or an epoch timestamp when the
+   value is above 1e9). When R is small relative to what the bucket would allow
+   over T, the remaining requests are spread evenly over the window: the next
+   request should reach the server no earlier than ``T / (R + 1)`` after the
+   headers were written, and later grants stay that far apart. With R = 0 that
+   is the reset itself: nothing until then. A policy of ``q`` requests per
+   ``w`` seconds keeps grants at least ``w / q`` apart.
+
+   The spacing is worked out in server time, which is what lets a client use
+   nearly all of a smooth quota without hitting it. Half the shortest round
+   trip seen (from a grant to the learning of its response, on one thread) is
+   taken as one network leg: the headers were written about a leg before they
+   arrived, and a request takes a leg to reach the server. A margin of a
+   quarter round trip is kept; each 429 widens it a little (and it narrows
+   again as responses come back), so a server whose clock or rounding runs
+   slightly ahead is learned rather than hit again and again.
+3. **Penalties.** After a 429 with ``Retry-After``, :meth:`RateLimiter.penalize`
+   holds every worker of the limiter back for that long.
+
+A limiter with no static rate starts by letting one request out alone (up to
+a second) until a response is learned, so a run does not open with a burst of
+parallel requests against a quota it knows nothing about.
+
+Clocks and sleeping are injectable so that tests run on virtual time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["RateLimiter", "shared_limiter"]
+
+#: reset values above these are epoch timestamps in seconds, or in milliseconds
+_EPOCH_THRESHOLD = 1e9
+_EPOCH_MS_THRESHOLD = 1e11
+#: float noise tolerated when deciding whether a whole token is available
+_EPSILON = 1e-9
+#: the safety margin kept against the server's reset, as a fraction of the shortest round trip
+_MARGIN = 0.25
+#: seconds of margin each 429 adds, the most it may add up to, and its decay per response
+_BOOST_STEP = 0.0005
+_BOOST_MAX = 0.005
+_BOOST_DECAY = 0.998
+#: how long the other workers wait for the first response, and how often they look
+_PROBE_TIMEOUT = 1.0
+_PROBE_POLL = 0.005
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+@dataclass(frozen=True, slots=True)
+class _Quota:
+    """What one response said about the quota; ``None`` where it said nothing."""
+
+    remaining: float | None = None
+    reset: float | None = None  # seconds from now
+    absolute: bool = False  # reset came as an epoch timestamp
+    interval: float | None = None  # seconds per request, from a policy
+
+
+class RateLimiter:
+    """A thread-safe token bucket that learns from rate-limit response headers.
+
+    ``rate`` is tokens per second (``None`` or 0: no static limit), ``burst``
+    the bucket's capacity (default 1, that is no burst). The module docstring
+    describes how the static rate, learned headers and penalties combine.
+
+    Promise: over any window of W seconds the limiter grants at most
+    ``rate * W + burst`` tokens, whatever the headers say.
+    """
+
+    def __init__(
+        self,
+        rate: float | None = None,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if rate is not None and (rate < 0 or not math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number of requests per second, not {rate!r}")
+        if burst is not None and (burst < 0 or not math.isfinite(burst)):
+            raise ValueError(f"burst must be a positive number of requests, not {burst!r}")
+        self._rate = rate or None
+        # Less than one token of capacity could never grant anything.
+        self._burst = max(1.0, burst or 1.0)
+        self._clock = clock
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._tokens = self._burst
+        self._stamp = clock()
+        self._not_before = -math.inf
+        self._last_grant = -math.inf
+        self._pace = 0.0
+        self._min_rtt = math.inf
+        self._boost = 0.0
+        # With no static rate, nothing is known about the quota until a first
+        # response is learned; one request goes out alone to find out.
+        self._probing = self._rate is None
+
+    @property
+    def rate(self) -> float | None:
+        """The static rate in requests per second, or ``None`` when unlimited."""
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        """The bucket's capacity."""
+        return self._burst
+
+    def acquire(self) -> float:
+        """Block until a token is available, take it, and return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._wait_time(now)
+                if wait <= _EPSILON:
+                    if self._rate is not None:
+                        self._tokens = max(0.0, self._tokens - 1.0)
+                    self._last_grant = now
+                    self._local.granted = now
+                    return waited
+            self._sleep(wait)
+            waited += wait
+
+    def learn(self, headers: Mapping[str, str]) -> None:
+        """Adjust the pace from a response's rate-limit headers; ignore what it cannot parse.
+
+        Call it on the thread that called :meth:`acquire` for that request: the
+        limiter uses the grant time to estimate when the server answered.
+        """
+        quota = _parse_quota(headers, self._wall_clock())
+        with self._lock:
+            self._probing = False
+            now = self._clock()
+            sent, leg, margin = self._timing(now)
+            if quota is None:
+                return
+            pace = quota.interval or 0.0
+            if quota.remaining is not None and quota.reset is not None:
+                # Work in server time. The headers were written between one leg
+                # after the request left and one leg before they arrived; the
+                # late estimate keeps the next send safe, the early one keeps an
+                # absolute reset from looking closer than it is.
+                late, early = now - leg, (sent + leg if sent is not None else now)
+                if quota.absolute:
+                    deadline = now + quota.reset
+                    window = max(0.0, deadline - min(early, late))
+                else:
+                    deadline, window = late + quota.reset, max(0.0, quota.reset)
+                remaining = max(0.0, math.floor(quota.remaining))
+                self._refill(now)
+                allowed = math.inf if self._rate is None else self._tokens + self._rate * window
+                if remaining < allowed:
+                    # The next request should reach the server one slot into the
+                    # window; it takes a leg to get there.
+                    spread = window / (remaining + 1.0)
+                    slot = deadline - spread * remaining
+                    slack = margin + self._boost
+                    self._not_before = max(self._not_before, slot - leg + slack)
+                    pace = max(pace, spread + slack)
+            self._pace = pace
+            self._boost *= _BOOST_DECAY
+
+    def penalize(self, seconds: float) -> None:
+        """Grant no token to any worker for ``seconds`` (after a 429 with Retry-After).
+
+        Each penalty also widens the safety margin a little (it shrinks again
+        as responses are learned): a 429 means the pacing ran too close.
+        """
+        with self._lock:
+            self._boost = min(_BOOST_MAX, self._boost + _BOOST_STEP)
+            if seconds > 0:
+                self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def _refill(self, now: float) -> None:
+        if self._rate is not None and now > self._stamp:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = max(self._stamp, now)
+
+    def _wait_time(self, now: float) -> float:
+        self._refill(now)
+        wait = max(self._not_before, self._last_grant + self._pace) - now
+        if self._probing and self._last_grant > -math.inf:
+            if now >= self._last_grant + _PROBE_TIMEOUT:
+                self._probing = False
+            else:
+                wait = max(wait, min(_PROBE_POLL, self._last_grant + _PROBE_TIMEOUT - now))
+        if self._rate is not None and self._tokens < 1.0 - _EPSILON:
+            wait = max(wait, (1.0 - self._tokens) / self._rate)
+        return wait
+
+    def _timing(self, now: float) -> tuple[float | None, float, float]:
+        """This thread's grant time, one network leg and the safety margin.
+
+        The leg and margin are estimated from the shortest round trip seen
+        (grant to learning). Without a grant on this thread there is nothing to
+        measure: the headers are taken as written at the moment they arrive.
+        """
+        granted: float | None = getattr(self._local, "granted", None)
+        self._local.granted = None
+        if granted is None or granted > now:
+            return None, 0.0, 0.0
+        self._min_rtt = min(self._min_rtt, now - granted)
+        return granted, self._min_rtt / 2.0, self._min_rtt * _MARGIN
+
+
+def _number(value: str | None) -> float | None:
+    """The first number in a header value (``"100"``, ``"100, 100;w=1"``, ``"1.5"``)."""
+    if value is None:
+        return None
+    match = _NUMBER.search(value)
+    if match is None:
+        return None
+    number = float(match.group())
+    return number if math.isfinite(number) else None
+
+
+def _params(value: str) -> list[dict[str, str]]:
+    """Structured-field-ish items: ``'"a";q=100;w=60, 10;w=1'`` -> one dict per item.
+
+    A bare leading number is stored under ``q`` (``"100;w=1"`` means 100 per 1 s).
+    """
+    items = []
+    for item in value.split(","):
+        fields: dict[str, str] = {}
+        for i, part in enumerate(item.split(";")):
+            key, sep, val = part.strip().partition("=")
+            if sep:
+                fields[key.strip().lower()] = val.strip().strip('"')
+            elif i == 0 and _NUMBER.fullmatch(key):
+                fields["q"] = key
+        items.append(fields)
+    return items
+
+
+def _policy_interval(values: list[str]) -> float | None:
+    """Seconds per request under the strictest ``q``-per-``w`` policy among ``values``."""
+    intervals = []
+    for value in values:
+        for fields in _params(value):
+            quota, window = _number(fields.get("q")), _number(fields.get("w"))
+            if quota and window and quota > 0 and window > 0:
+                intervals.append(window / quota)
+    return max(intervals) if intervals else None
+
+
+def _parse_quota(headers: Mapping[str, str], wall_now: float) -> _Quota | None:
+    """Read every rate-limit header family; IETF fields win over ``X-RateLimit-*``."""
+    lower = {key.lower(): value for key, value in headers.items()}
+    combined: dict[str, str] = {}
+    if "ratelimit" in lower:
+        # draft-ietf-httpapi-ratelimit-headers: "limit=100, remaining=5, reset=3"
+        # or '"default";r=5;t=3'.
+        for fields in _params(lower["ratelimit"]):
+            combined.update(fields)
+    remaining = _number(
+        lower.get("ratelimit-remaining")
+        or combined.get("remaining")
+        or combined.get("r")
+        or lower.get("x-ratelimit-remaining")
+    )
+    reset = _number(
+        lower.get("ratelimit-reset")
+        or combined.get("reset")
+        or combined.get("t")
+        or lower.get("x-ratelimit-reset")
+    )
+    absolute = reset is not None and reset > _EPOCH_THRESHOLD
+    if reset is not None and absolute:
+        reset = (reset / 1000.0 if reset > _EPOCH_MS_THRESHOLD else reset) - wall_now
+    policies = [lower[key] for key in ("ratelimit-policy", "ratelimit-limit") if key in lower]
+    interval = _policy_interval(policies)
+    if remaining is None and reset is None and interval is None:
+        return None
+    return _Quota(remaining=remaining, reset=reset, absolute=absolute, interval=interval)
+
+
+_SHARED: dict[str, RateLimiter] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limiter(key: str, rate: float | None, burst: float | None) -> RateLimiter:
+    """The process-wide limiter for ``key`` (connector name + credential id), made on first use.
+
+    Every worker thread asking for the same key gets the same object, so they
+    share one bucket, one learned pace and one penalty. The first call's
+    ``rate`` and ``burst`` configure it; later calls get that limiter as it is.
+    """
+    with _SHARED_LOCK:
+        limiter = _SHARED.get(key)
+        if limiter is None:
+            limiter = _SHARED[key] = RateLimiter(rate, burst)
+        return limiter

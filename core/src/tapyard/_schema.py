@@ -1,0 +1,218 @@
+"""Schema mapping: stream schemas as pydantic models, JSON Schema in and out,
+columns for destinations, and validation of a whole page at a time.
+
+Validation runs once per page through a ``TypeAdapter(list[Model])``: the fast
+path validates the page in one call; only a page that fails is validated
+record by record, so that the bad records go to dead letters and the rest are
+written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from tapyard._exceptions import SchemaError
+
+__all__ = [
+    "Column",
+    "PageValidator",
+    "columns_of",
+    "json_schema_of",
+    "model_from_json_schema",
+]
+
+_SCALARS: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+}
+_FORMATS: dict[str, Any] = {"date-time": dt.datetime, "date": dt.date}
+
+
+def model_from_json_schema(name: str, schema: Mapping[str, Any]) -> type[BaseModel]:
+    """Build a pydantic model from a JSON Schema object (the subset REST APIs use).
+
+    Supports ``type`` (one, or a list with ``"null"``), ``properties``,
+    ``required``, ``format`` ``date-time``/``date``, nested objects (kept as
+    dicts) and arrays. Anything else raises :class:`SchemaError` naming the
+    property, rather than being silently accepted.
+    """
+    if schema.get("type", "object") != "object" or not isinstance(schema.get("properties"), Mapping):
+        raise SchemaError(f"schema of {name!r} must be a JSON Schema object with 'properties'")
+    required = set(schema.get("required", ()))
+    fields: dict[str, Any] = {}
+    for prop, spec in schema["properties"].items():
+        annotation = _annotation(f"{name}.{prop}", spec)
+        if prop in required:
+            fields[prop] = (annotation, ...)
+        else:
+            fields[prop] = (annotation | None, None)
+    config = ConfigDict(extra="ignore")
+    try:
+        return create_model(name, __config__=config, **fields)
+    except Exception as exc:  # pydantic raises several kinds here
+        raise SchemaError(f"cannot build a model for {name!r}: {exc}") from exc
+
+
+def _annotation(where: str, spec: Any) -> Any:
+    if not isinstance(spec, Mapping):
+        raise SchemaError(f"schema of {where!r} must be an object")
+    kind = spec.get("type")
+    nullable = False
+    if isinstance(kind, list):
+        nullable = "null" in kind
+        rest = [k for k in kind if k != "null"]
+        if len(rest) != 1:
+            raise SchemaError(f"schema of {where!r}: only one non-null type is supported, got {kind}")
+        kind = rest[0]
+    annotation: Any
+    if kind in ("object",):
+        annotation = dict[str, Any]
+    elif kind == "array":
+        annotation = list[Any]
+    elif kind == "string" and spec.get("format") in _FORMATS:
+        annotation = _FORMATS[spec["format"]]
+    elif kind in _SCALARS:
+        annotation = _SCALARS[kind]
+    elif kind is None and not spec:
+        annotation = Any
+    else:
+        raise SchemaError(f"schema of {where!r}: unsupported type {kind!r}")
+    return annotation | None if nullable else annotation
+
+
+def json_schema_of(
+    model: type[BaseModel], primary_key: Sequence[str], cursor_field: str | None
+) -> dict[str, Any]:
+    """The model's JSON Schema with ``x-primary-key`` and ``x-cursor-field`` added."""
+    try:
+        schema = model.model_json_schema(mode="serialization")
+    except Exception as exc:
+        raise SchemaError(f"cannot export the JSON Schema of {model.__name__}: {exc}") from exc
+    schema["x-primary-key"] = list(primary_key)
+    if cursor_field:
+        schema["x-cursor-field"] = cursor_field
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One destination column: its name, SQL affinity and whether values are stored as JSON."""
+
+    name: str
+    type: str  # "TEXT" | "INTEGER" | "REAL" | "BOOLEAN" | "JSON"
+    nullable: bool = True
+
+    @property
+    def is_json(self) -> bool:
+        return self.type == "JSON"
+
+
+def _column_type(spec: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[str, bool]:
+    if "$ref" in spec:
+        return "JSON", False
+    if "anyOf" in spec:
+        options = [s for s in spec["anyOf"] if s.get("type") != "null"]
+        nullable = len(options) != len(spec["anyOf"])
+        if len(options) == 1:
+            kind, _ = _column_type(options[0], defs)
+            return kind, nullable
+        return "JSON", nullable
+    kind = spec.get("type")
+    if isinstance(kind, list):
+        rest = [k for k in kind if k != "null"]
+        kind = rest[0] if len(rest) == 1 else None
+    mapping = {
+        "string": "TEXT",
+        "integer": "INTEGER",
+        "number": "REAL",
+        "boolean": "BOOLEAN",
+        "object": "JSON",
+        "array": "JSON",
+    }
+    return mapping.get(str(kind), "JSON"), False
+
+
+def columns_of(model: type[BaseModel]) -> list[Column]:
+    """The destination columns of a record model, in field order.
+
+    Scalars map to SQL types; nested objects, arrays and unions are JSON.
+    """
+    schema = model.model_json_schema(mode="serialization")
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", ()))
+    columns = []
+    for name, spec in schema.get("properties", {}).items():
+        kind, nullable = _column_type(spec, defs)
+        columns.append(Column(name=name, type=kind, nullable=nullable or name not in required))
+    return columns
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record that failed validation: the raw payload and why."""
+
+    raw: Any
+    error: str
+
+
+def _error_text(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for error in exc.errors(include_input=False)[:limit]:
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{loc or '(record)'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+class PageValidator:
+    """Validates a page of records against a model and returns JSON-ready dicts.
+
+    ``validate(records)`` returns ``(rows, dead_letters)``. Rows are the
+    validated records dumped in JSON mode (datetimes as ISO strings), holding
+    exactly the model's fields. Records missing a primary-key value fail too.
+    """
+
+    def __init__(self, model: type[BaseModel], primary_key: Sequence[str]) -> None:
+        self.model = model
+        self.primary_key = tuple(primary_key)
+        self._page = TypeAdapter(list[model])  # type: ignore[valid-type]
+        missing = [k for k in self.primary_key if k not in model.model_fields]
+        if missing:
+            raise SchemaError(
+                f"primary key {', '.join(missing)} is not a field of {model.__name__}"
+            )
+
+    def validate(self, records: Sequence[Any]) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
+        try:
+            items = self._page.validate_python(records)
+        except ValidationError:
+            return self._one_by_one(records)
+        rows: list[dict[str, Any]] = self._page.dump_python(items, mode="json")
+        pk = self.primary_key
+        if any(row[k] is None for row in rows for k in pk):
+            return self._one_by_one(records)
+        return rows, []
+
+    def _one_by_one(self, records: Sequence[Any]) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
+        rows: list[dict[str, Any]] = []
+        dead: list[DeadLetter] = []
+        for raw in records:
+            try:
+                item = self.model.model_validate(raw)
+            except ValidationError as exc:
+                dead.append(DeadLetter(raw=raw, error=_error_text(exc)))
+                continue
+            row = item.model_dump(mode="json")
+            missing = [k for k in self.primary_key if row.get(k) is None]
+            if missing:
+                dead.append(DeadLetter(raw=raw, error=f"primary key {', '.join(missing)} is null"))
+                continue
+            rows.append(row)
+        return rows, dead
+

@@ -1,0 +1,252 @@
+"""The SQLite destination, through sqlmodel: the embedded default.
+
+One table per stream, created from the stream's schema (scalars typed, nested
+objects and arrays stored as JSON text), with the stream's primary key as the
+table's. Writes are ``INSERT ... ON CONFLICT DO UPDATE`` upserts. Two tables
+of tapyard's own live beside them: ``_tapyard_state`` (the cursor and resume
+point of each stream) and ``_tapyard_dead_letters`` (records that failed
+validation, with their raw payload and the error). A :meth:`write` is one
+transaction over all three, so records, dead letters and state never disagree.
+
+The database runs in WAL mode with ``synchronous=NORMAL``: a killed process
+loses no committed transaction (a power cut can lose the last few; pass
+``?synchronous=full`` in the URL to rule that out too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Field, SQLModel, create_engine
+
+from tapyard._destinations import Batch, Destination, url_path
+from tapyard._exceptions import DestinationError, StateError
+from tapyard._model import Stream, StreamState
+from tapyard._schema import Column
+
+__all__ = ["SQLiteDestination"]
+
+
+class StateRow(SQLModel, table=True):
+    """The committed state of one stream under one state key."""
+
+    __tablename__ = "_tapyard_state"
+    state_key: str = Field(primary_key=True)
+    stream: str = Field(primary_key=True)
+    state: str
+    updated_at: str
+
+
+class DeadLetterRow(SQLModel, table=True):
+    """A record that failed validation. The same payload is kept once per stream."""
+
+    __tablename__ = "_tapyard_dead_letters"
+    __table_args__ = (sa.UniqueConstraint("state_key", "stream", "raw_sha256"),)
+    id: int | None = Field(default=None, primary_key=True)
+    state_key: str = Field(index=True)
+    stream: str
+    raw_sha256: str
+    raw: str
+    error: str
+    created_at: str
+
+
+_SQL_TYPES = {"TEXT": "TEXT", "INTEGER": "INTEGER", "REAL": "REAL", "BOOLEAN": "INTEGER", "JSON": "TEXT"}
+
+
+def quote(name: str) -> str:
+    """An SQL identifier, double-quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+class _TableWriter:
+    """The upsert statement of one stream's table and how to turn a row into its parameters."""
+
+    def __init__(self, table: str, columns: Sequence[Column], primary_key: Sequence[str]) -> None:
+        names = [c.name for c in columns]
+        cols = ", ".join(quote(n) for n in names)
+        marks = ", ".join("?" for _ in names)
+        updates = ", ".join(f"{quote(n)}=excluded.{quote(n)}" for n in names if n not in primary_key)
+        conflict = ", ".join(quote(k) for k in primary_key)
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        self.sql = f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) ON CONFLICT({conflict}) {action}"
+        getters: list[Callable[[dict[str, Any]], Any]] = []
+        for column in columns:
+            if column.is_json:
+                getters.append(lambda row, n=column.name: _json_or_none(row.get(n)))
+            else:
+                getters.append(lambda row, n=column.name: row.get(n))
+        if any(c.is_json for c in columns):
+            self.params: Callable[[dict[str, Any]], tuple[Any, ...]] = lambda row: tuple(
+                g(row) for g in getters
+            )
+        else:
+            self.params = lambda row: tuple(row.get(n) for n in names)
+
+
+class SQLiteDestination(Destination):
+    """Records in a local SQLite file (``sqlite:///path.db``)."""
+
+    def __init__(self, url: str) -> None:
+        raw_path, _, query = url_path(url, "sqlite").partition("?")
+        options = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+        synchronous = options.get("synchronous", "normal").upper()
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise DestinationError(f"unknown synchronous mode {synchronous!r} in {url!r}")
+        self.path = Path(raw_path).expanduser()
+        self.url = f"sqlite:///{self.path}"
+        self._writers: dict[str, _TableWriter] = {}
+        self._open_file()
+        self.engine = create_engine(f"sqlite:///{self.path}")
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+            # Let sqlite3's own transaction handling step aside: SQLAlchemy
+            # issues BEGIN itself (see the "begin" listener below).
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        try:
+            SQLModel.metadata.create_all(self.engine, tables=[StateRow.__table__, DeadLetterRow.__table__])  # type: ignore[list-item]
+        except SQLAlchemyError as exc:
+            raise DestinationError(self._describe(exc)) from exc
+
+    def _open_file(self) -> None:
+        if self.path.is_dir():
+            raise DestinationError(f"cannot use {self.path} as a SQLite database: it is a directory")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(
+                f"cannot create the folder for {self.path}: {exc.strerror or exc}"
+            ) from exc
+        if self.path.exists():
+            with self.path.open("rb") as fh:
+                head = fh.read(16)
+            if head and head != b"SQLite format 3\x00":
+                raise DestinationError(f"{self.path} exists and is not a SQLite database; choose another file")
+        try:
+            with self.path.open("ab"):
+                pass
+        except OSError as exc:
+            raise DestinationError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def _describe(self, exc: Exception) -> str:
+        detail = getattr(exc, "orig", None) or exc
+        return f"SQLite database {self.path} failed: {detail}"
+
+    def prepare(self, stream: Stream, columns: Sequence[Column]) -> None:
+        table = stream.name
+        missing_pk = [k for k in stream.primary_key if k not in {c.name for c in columns}]
+        if missing_pk:
+            raise DestinationError(f"stream {table!r}: primary key {missing_pk} is not a column")
+        try:
+            with self.engine.begin() as conn:
+                existing = [row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({quote(table)})")]
+                if not existing:
+                    defs = [
+                        f"{quote(c.name)} {_SQL_TYPES[c.type]}"
+                        + (" NOT NULL" if c.name in stream.primary_key else "")
+                        for c in columns
+                    ]
+                    defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in stream.primary_key)})")
+                    conn.exec_driver_sql(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
+                else:
+                    for c in columns:
+                        if c.name not in existing:
+                            conn.exec_driver_sql(
+                                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(c.name)} {_SQL_TYPES[c.type]}"
+                            )
+        except SQLAlchemyError as exc:
+            raise DestinationError(self._describe(exc)) from exc
+        self._writers[table] = _TableWriter(table, columns, stream.primary_key)
+
+    def load_state(self, state_key: str) -> dict[str, StreamState]:
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    "SELECT stream, state FROM _tapyard_state WHERE state_key = ?", (state_key,)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise DestinationError(self._describe(exc)) from exc
+        states = {}
+        for stream, text in rows:
+            try:
+                states[stream] = StreamState.from_json(orjson.loads(text))
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise StateError(
+                    f"saved state of stream {stream!r} in {self.path} is unreadable; "
+                    f"rerun with --full-refresh to start over"
+                ) from exc
+        return states
+
+    def write(self, state_key: str, batches: Sequence[Batch]) -> None:
+        now = _now()
+        try:
+            with self.engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                cursor = raw.cursor()
+                for batch in batches:
+                    writer = self._writers[batch.stream]
+                    if batch.rows:
+                        cursor.executemany(writer.sql, [writer.params(r) for r in batch.rows])
+                    if batch.dead:
+                        cursor.executemany(
+                            "INSERT INTO _tapyard_dead_letters (state_key, stream, raw_sha256, raw, error, created_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            [_dead_params(state_key, batch.stream, d.raw, d.error, now) for d in batch.dead],
+                        )
+                    if batch.state is not None:
+                        cursor.execute(
+                            "INSERT INTO _tapyard_state (state_key, stream, state, updated_at) VALUES (?, ?, ?, ?) "
+                            "ON CONFLICT(state_key, stream) DO UPDATE SET state=excluded.state, updated_at=excluded.updated_at",
+                            (state_key, batch.stream, orjson.dumps(batch.state.to_json()).decode(), now),
+                        )
+                cursor.close()
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise DestinationError(self._describe(exc)) from exc
+
+    def count(self, stream: str) -> int | None:
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.exec_driver_sql(f"SELECT count(*) FROM {quote(stream)}").scalar_one())
+        except SQLAlchemyError:
+            return None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _dead_params(state_key: str, stream: str, raw: Any, error: str, now: str) -> tuple[Any, ...]:
+    try:
+        text = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        text = repr(raw)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return (state_key, stream, digest, text, error, now)

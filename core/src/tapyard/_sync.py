@@ -1,0 +1,333 @@
+"""The sync engine: from a connector's pages to a destination's transactions.
+
+Each selected stream is read by a worker thread (at most ``concurrency`` at
+once). A worker maps and validates each page (one hook call and one
+validation per page, not per record) and hands a :class:`Batch` with the
+stream's new state to a bounded queue. The calling thread is the single
+writer: it takes what is queued, groups what is ready into one transaction,
+and commits records, dead letters and states together. Memory stays flat: at
+most a few pages per worker are held at any time.
+
+State: while a stream is being read its state carries the next page to fetch
+(``resume``) and the highest cursor written (``pending``); when the stream
+ends, ``pending`` becomes the committed ``cursor``. A run killed at any point
+resumes from the last committed page, and upserts on the primary key make any
+page read twice harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from tapyard._destinations import Batch, Destination, default_destination_url, open_destination
+from tapyard._exceptions import PluginError, StreamNotFoundError, TapyardError
+from tapyard._model import Connector, RunContext, Source, Stream, StreamState
+from tapyard._schema import PageValidator, columns_of
+
+__all__ = ["StreamResult", "SyncResult", "select_streams", "sync"]
+
+ProgressCallback = Callable[[str, "StreamResult"], None]
+
+
+@dataclass
+class StreamResult:
+    """What one stream did in a run."""
+
+    name: str
+    records: int = 0
+    pages: int = 0
+    dead_letters: int = 0
+    seconds: float = 0.0
+    status: str = "pending"  # pending | running | ok | failed | cancelled
+    error: str | None = None
+
+
+@dataclass
+class SyncResult:
+    """The outcome of :func:`sync`: per-stream counts, HTTP counters and timing."""
+
+    connector: str
+    destination: str
+    streams: list[StreamResult] = field(default_factory=list)
+    http: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "ok" for s in self.streams)
+
+    @property
+    def records(self) -> int:
+        return sum(s.records for s in self.streams)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connector": self.connector,
+            "destination": self.destination,
+            "ok": self.ok,
+            "records": self.records,
+            "seconds": round(self.seconds, 3),
+            "http": dict(self.http),
+            "streams": [asdict(s) | {"seconds": round(s.seconds, 3)} for s in self.streams],
+        }
+
+
+def select_streams(available: Sequence[Stream], names: Sequence[str] | None) -> list[Stream]:
+    """The streams named in ``names`` (all when None), or a :class:`StreamNotFoundError`."""
+    if not names:
+        return list(available)
+    by_name = {s.name: s for s in available}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise StreamNotFoundError(f"no stream named {', '.join(map(repr, missing))} (streams: {known})")
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def _cursor_key(value: Any) -> Any:
+    # ISO timestamps in different offsets or precisions do not sort as
+    # strings; compare them as datetimes and everything else as itself.
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return (1, value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return (0, parsed)
+    return (2, value)
+
+
+def _max_cursor(current: Any, rows: Sequence[Mapping[str, Any]], field_name: str) -> Any:
+    best = current
+    best_key = _cursor_key(current) if current is not None else None
+    for row in rows:
+        value = row.get(field_name)
+        if value is None:
+            continue
+        key = _cursor_key(value)
+        if best_key is None or key > best_key:
+            best, best_key = value, key
+    return best
+
+
+class _Cancelled(Exception):
+    pass
+
+
+_DONE = object()
+
+
+class _Run:
+    """The moving parts of one :func:`sync` call."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        source: Source,
+        destination: Destination,
+        streams: list[Stream],
+        state_key: str,
+        full_refresh: bool,
+        concurrency: int,
+        progress: ProgressCallback | None,
+        pm: Any,
+    ) -> None:
+        self.connector = connector
+        self.source = source
+        self.destination = destination
+        self.streams = streams
+        self.state_key = state_key
+        self.full_refresh = full_refresh
+        self.concurrency = max(1, min(concurrency, len(streams) or 1))
+        self.progress = progress
+        self.pm = pm
+        self.results = {s.name: StreamResult(name=s.name) for s in streams}
+        self.validators: dict[str, PageValidator] = {}
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=2 * self.concurrency + 2)
+        self.stop = threading.Event()
+
+    def prepare(self) -> dict[str, StreamState]:
+        for stream in self.streams:
+            model = self.pm.hook.tapyard_stream_schema(connector=self.connector, stream=stream)
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
+            self.validators[stream.name] = PageValidator(model, stream.primary_key)
+            self.destination.prepare(stream, columns_of(model))
+        if self.full_refresh:
+            return {}
+        return self.destination.load_state(self.state_key)
+
+    def _put(self, item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Cancelled
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def read_stream(self, stream: Stream, state: StreamState) -> None:
+        result = self.results[stream.name]
+        result.status = "running"
+        started = time.monotonic()
+        validator = self.validators[stream.name]
+        cursor_field = stream.cursor_field
+        pending = state.pending
+        hook = self.pm.hook.tapyard_map_records
+        try:
+            for page in self.source.read(stream, state):
+                if self.stop.is_set():
+                    raise _Cancelled
+                records = hook(connector=self.connector, stream=stream, records=page.records)
+                if records is None:
+                    records = page.records
+                rows, dead = validator.validate(records)
+                if cursor_field:
+                    pending = _max_cursor(pending, rows, cursor_field)
+                new_state = StreamState(cursor=state.cursor, resume=page.resume, pending=pending)
+                self._put(Batch(stream.name, rows, dead, new_state))
+            cursor = state.cursor
+            if pending is not None:
+                cursor = _max_cursor(cursor, [{"c": pending}], "c")
+            self._put(Batch(stream.name, [], [], StreamState(cursor=cursor), pages=0))
+            self._put((_DONE, stream.name, None))
+        except _Cancelled:
+            result.status = "cancelled"
+        except BaseException as exc:
+            try:
+                self._put((_DONE, stream.name, exc))
+            except _Cancelled:
+                result.status = "cancelled"
+        finally:
+            result.seconds = time.monotonic() - started
+
+    def run(self, states: Mapping[str, StreamState]) -> None:
+        pending_streams = len(self.streams)
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="tapyard-stream") as pool:
+            for stream in self.streams:
+                pool.submit(self.read_stream, stream, states.get(stream.name, StreamState()))
+            try:
+                while pending_streams:
+                    first = self.queue.get()
+                    items = [first]
+                    while len(items) < 64:
+                        try:
+                            items.append(self.queue.get_nowait())
+                        except queue.Empty:
+                            break
+                    batches = [i for i in items if isinstance(i, Batch)]
+                    if batches:
+                        self.destination.write(self.state_key, batches)
+                        for batch in batches:
+                            result = self.results[batch.stream]
+                            result.records += len(batch.rows)
+                            result.dead_letters += len(batch.dead)
+                            result.pages += batch.pages
+                            if self.progress:
+                                self.progress("page", result)
+                    for item in items:
+                        if isinstance(item, tuple) and item and item[0] is _DONE:
+                            pending_streams -= 1
+                            result = self.results[item[1]]
+                            if item[2] is None:
+                                result.status = "ok"
+                            else:
+                                result.status = "failed"
+                                result.error = _describe(item[2])
+                                errors.append(item[2])
+                            if self.progress:
+                                self.progress("done", result)
+            except BaseException:
+                self.stop.set()
+                raise
+            finally:
+                self.stop.set()
+                for result in self.results.values():
+                    if result.status in ("pending", "running"):
+                        result.status = "cancelled"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TapyardError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def sync(
+    connector: str | Connector,
+    config: Mapping[str, Any] | BaseModel | None = None,
+    *,
+    to: str | Destination | None = None,
+    streams: Sequence[str] | None = None,
+    full_refresh: bool = False,
+    credentials: BaseModel | None = None,
+    state_key: str | None = None,
+    concurrency: int = 4,
+    http: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> SyncResult:
+    """Sync ``connector`` into a destination and return what happened.
+
+    :param connector: a connector name or instance.
+    :param config: raw configuration (validated by the connector's model) or a model instance.
+    :param to: a destination URL (``sqlite:///path.db``, ``jsonl:///path``,
+        ``jsonl:-``) or an open :class:`Destination`; default: ``tapyard.db`` in
+        the data directory.
+    :param streams: stream names to sync (default: all).
+    :param full_refresh: ignore saved state and read everything again (rows are
+        upserted, so rows deleted at the source stay).
+    :param state_key: the name under which stream state is saved (default: the connector name).
+    :param concurrency: how many streams are read at once.
+    :param http: overrides of :class:`tapyard.HttpPolicy` fields.
+
+    A stream that fails does not stop the others; check ``result.ok``. Errors
+    that stop the whole run (bad config, unreachable destination, a circuit
+    that opened) raise a :class:`TapyardError`.
+    """
+    from tapyard._plugins import get_connector, get_plugin_manager
+
+    started = time.monotonic()
+    pm = get_plugin_manager()
+    conn = get_connector(connector) if isinstance(connector, str) else connector
+    cfg = config if isinstance(config, BaseModel) else conn.parse_config(config or {})
+    owns_destination = not isinstance(to, Destination)
+    destination = to if isinstance(to, Destination) else open_destination(to or default_destination_url())
+    result = SyncResult(connector=conn.name, destination=destination.url)
+    try:
+        context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}))
+        with conn.open(cfg, context) as source:
+            selected = select_streams(source.streams(), streams)
+            run = _Run(
+                conn,
+                source,
+                destination,
+                selected,
+                state_key or conn.name,
+                full_refresh,
+                concurrency,
+                progress,
+                pm,
+            )
+            states = run.prepare()
+            result.streams = list(run.results.values())
+            try:
+                run.run(states)
+            finally:
+                result.http = dict(source.http_stats)
+    finally:
+        if owns_destination:
+            destination.close()
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,193 @@
+"""``tapyard discover``, ``tapyard check`` and ``tapyard sync``: running a connector."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from tapyard.cli._output import console, err_console, print_json, progress_enabled
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from tapyard._model import Connector, Source
+    from tapyard._sync import StreamResult, SyncResult
+
+CONFIG_HELP = "Connector configuration: a JSON or YAML file, or inline JSON."
+
+
+def _connector_and_config(name: str, config: str | None) -> tuple[Connector, BaseModel]:
+    from tapyard._config import load_config
+    from tapyard._plugins import get_connector
+
+    connector = get_connector(name)
+    return connector, connector.parse_config(load_config(config))
+
+
+@contextlib.contextmanager
+def _open(name: str, config: str | None) -> Iterator[tuple[Connector, Source]]:
+    from tapyard._model import RunContext
+    from tapyard._plugins import get_plugin_manager
+
+    connector, cfg = _connector_and_config(name, config)
+    with connector.open(cfg, RunContext(pm=get_plugin_manager())) as source:
+        yield connector, source
+
+
+def discover(
+    name: str = typer.Argument(..., help="Connector name."),
+    config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the streams and their JSON Schemas as JSON."),
+) -> None:
+    """Show a connector's streams with their keys and JSON Schemas."""
+    from tapyard._plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    with _open(name, config) as (connector, source):
+        streams = []
+        for stream in source.streams():
+            model = pm.hook.tapyard_stream_schema(connector=connector, stream=stream)
+            schema = pm.hook.tapyard_json_schema(connector=connector, stream=stream, model=model)
+            streams.append(
+                {
+                    "name": stream.name,
+                    "primary_key": list(stream.primary_key),
+                    "cursor_field": stream.cursor_field,
+                    "description": stream.description,
+                    "json_schema": schema,
+                }
+            )
+    if as_json:
+        print_json({"connector": connector.name, "streams": streams})
+        return
+    from rich.table import Table
+
+    table = Table("stream", "primary key", "cursor", "fields", box=None, pad_edge=False)
+    for s in streams:
+        fields = ", ".join(s["json_schema"].get("properties", {}))
+        table.add_row(s["name"], ", ".join(s["primary_key"]), s["cursor_field"] or "-", fields)
+    console.print(table)
+
+
+def check(
+    name: str = typer.Argument(..., help="Connector name."),
+    config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+) -> None:
+    """Check that the connector can reach its API with this configuration."""
+    with _open(name, config) as (connector, source):
+        source.check()
+    console.print(f"ok: {connector.name} is reachable and answered")
+
+
+class _Progress:
+    """A rich progress display with one line per stream (off when not on a terminal)."""
+
+    def __init__(self, names: list[str] | None) -> None:
+        self.enabled = progress_enabled()
+        self.tasks: dict[str, Any] = {}
+        self.progress: Any = None
+        if self.enabled:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description:<20}"),
+                TextColumn("{task.fields[records]:>10,} records"),
+                TextColumn("{task.fields[pages]:>6,} pages"),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=False,
+            )
+
+    def __enter__(self) -> _Progress:
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def __call__(self, event: str, result: StreamResult) -> None:
+        if self.progress is None:
+            return
+        task = self.tasks.get(result.name)
+        if task is None:
+            task = self.tasks[result.name] = self.progress.add_task(
+                result.name, total=None, records=0, pages=0, status=""
+            )
+        status = "" if event == "page" else result.status
+        self.progress.update(task, records=result.records, pages=result.pages, status=status)
+        if event == "done":
+            self.progress.update(task, total=1, completed=1)
+
+
+def sync(
+    name: str = typer.Argument(..., help="Connector name."),
+    config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    streams: str | None = typer.Option(None, "--streams", "-s", help="Comma-separated stream names (default: all)."),
+    to: str | None = typer.Option(
+        None, "--to", help="Destination URL: sqlite:///file.db (default: tapyard.db in the data directory), jsonl:///file, jsonl:-"
+    ),
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Ignore saved state and read everything again."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Streams read at once."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+) -> None:
+    """Sync a connector's streams into a destination."""
+    from tapyard._exceptions import ConfigError, TapyardError
+    from tapyard._sync import sync as run_sync
+
+    connector, cfg = _connector_and_config(name, config)
+    names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
+    if streams is not None and not names:
+        raise ConfigError("--streams names no stream; give a comma-separated list like customers,orders")
+    if as_json and to and to.strip() in ("jsonl:-", "jsonl:///-"):
+        raise ConfigError("--json and --to jsonl:- both write to stdout; pick one")
+    with _Progress(names) as progress:
+        result = run_sync(
+            connector,
+            cfg,
+            to=to,
+            streams=names,
+            full_refresh=full_refresh,
+            concurrency=concurrency,
+            progress=progress,
+        )
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _summary(result)
+    if not result.ok:
+        failed = [s for s in result.streams if s.status != "ok"]
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more streams)" if len(failed) > 1 else ""
+        raise TapyardError(f"stream {first.name!r} {first.status}: {first.error or 'cancelled'}{more}")
+
+
+def _summary(result: SyncResult) -> None:
+    from rich.table import Table
+
+    http = result.http
+    table = Table(
+        "stream", "records", "pages", "dead letters", "seconds", "status",
+        box=None, pad_edge=False, title=f"{result.connector} -> {result.destination}", title_justify="left",
+    )
+    for s in result.streams:
+        table.add_row(s.name, f"{s.records:,}", f"{s.pages:,}", f"{s.dead_letters:,}", f"{s.seconds:.2f}", s.status)
+    out = err_console if result.destination == "jsonl:-" else console
+    out.print(table)
+    out.print(
+        f"{result.records:,} records in {result.seconds:.2f}s; "
+        f"{http.get('requests', 0):,} requests, {http.get('retries', 0):,} retries, "
+        f"{http.get('throttled', 0):,} throttled"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("discover")(discover)
+    app.command("check")(check)
+    app.command("sync")(sync)

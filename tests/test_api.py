@@ -1,0 +1,78 @@
+"""The public API is pinned, and every hook is in the plugin authors' reference."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tapyard
+from tapyard import hookspecs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PUBLIC = {
+    "PLUGIN_API_VERSION", "ApiKeyAuth", "AuthStrategy", "AuthenticationError", "BasicAuth", "Batch",
+    "BearerAuth", "CircuitOpenError", "ConfigError", "Connector", "ConnectorNotFoundError",
+    "CursorPaginator", "DeadlineExceededError", "Destination", "DestinationError", "HTTPError",
+    "HTTPStatusError", "HttpEngine", "HttpPolicy", "LinkHeaderPaginator", "NextUrlPaginator",
+    "NoConfig", "OffsetPaginator", "Page", "PageNumberPaginator", "PageRequest", "PageTokenPaginator",
+    "Paginator", "PluginError", "RateLimiter", "ResponseError", "RestConnector", "RestStream",
+    "RetryAfterTooLongError", "RunContext", "SchemaError", "SinglePage", "Source", "StateError",
+    "Stream", "StreamNotFoundError", "StreamResult", "StreamState", "SyncResult", "TapyardError",
+    "TransportError", "__version__", "collect_auth_strategies", "collect_connectors",
+    "collect_destinations", "collect_paginators", "columns_of", "get_connector",
+    "get_plugin_manager", "hookimpl", "model_from_json_schema", "open_destination",
+    "register_plugin", "sync", "unregister_plugin",
+}
+
+
+def test_public_api_is_pinned() -> None:
+    assert set(tapyard.__all__) == PUBLIC
+    for name in tapyard.__all__:
+        assert getattr(tapyard, name) is not None, name
+
+
+def test_every_error_derives_from_tapyard_error_and_is_documented() -> None:
+    from tapyard import _exceptions
+
+    tree = _exceptions.__doc__ or ""
+    for name in _exceptions.__all__:
+        cls = getattr(_exceptions, name)
+        assert issubclass(cls, tapyard.TapyardError)
+        assert name in tree, f"{name} missing from the tree in the module docstring"
+        assert "Safe" in (cls.__doc__ or "") or "safe" in (cls.__doc__ or ""), name
+
+
+def _hooks() -> list[str]:
+    return [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("tapyard_")]
+
+
+def test_every_hook_has_reference_docs() -> None:
+    reference = (ROOT / "docs" / "hooks.md").read_text()
+    documented = set(re.findall(r"^### `?(tapyard_\w+)", reference, re.M))
+    assert set(_hooks()) == documented
+    for name in _hooks():
+        doc = " ".join((getattr(hookspecs, name).__doc__ or "").split())
+        assert ":param" in doc or "return" in doc, name
+        marker = getattr(hookspecs, name).tapyard_spec
+        if marker.get("firstresult"):
+            assert "first non-None result" in doc, name
+
+
+def test_importing_tapyard_is_lazy() -> None:
+    code = "import sys, tapyard; print(sorted(m for m in ('httpx', 'sqlmodel', 'sqlalchemy', 'rich') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_core_imports_no_connector_or_vendor_sdk() -> None:
+    sources = (ROOT / "core" / "src" / "tapyard").rglob("*.py")
+    forbidden = re.compile(
+        r"^\s*(import|from)\s+(tapyard_(?!credentials)\w+|boto3|botocore|stripe|simple_salesforce|google|azure)\b",
+        re.M,
+    )
+    offenders = [str(p) for p in sources if forbidden.search(p.read_text())]
+    assert offenders == []
