@@ -141,33 +141,40 @@ def test_invalid_records_go_to_dead_letters(tmp_path: Path, register_plugin: Any
 
 
 class ConcurrencyProbe:
-    """A full-code connector whose streams record how many of them run at once."""
+    """A full-code connector whose streams (or partitions) record how many of them run at once."""
 
-    def __init__(self, streams: int) -> None:
+    def __init__(self, streams: int, partitions: int = 1) -> None:
         import threading
 
         from pydantic import BaseModel
 
         class Row(BaseModel):
             id: int
+            at: int
 
         self.lock = threading.Lock()
+        self.seen: list[Any] = []
         self.active = 0
         self.peak = 0
         probe = self
 
         class ProbeSource(tapyard.Source):
             def streams(self) -> list[tapyard.Stream]:
-                return [tapyard.Stream(name=f"s{i}", schema_model=Row) for i in range(streams)]
+                return [tapyard.Stream(name=f"s{i}", schema_model=Row, cursor_field="at") for i in range(streams)]
 
-            def read(self, stream: tapyard.Stream, state: tapyard.StreamState) -> Any:
+            def partitions(self, stream: tapyard.Stream) -> list[dict[str, Any]]:
+                return [{"part": p} for p in range(partitions)] if partitions > 1 else [{}]
+
+            def read(self, stream: tapyard.Stream, state: tapyard.StreamState, partition: Any) -> Any:
+                probe.seen.append((stream.name, dict(partition), state.cursor))
                 with probe.lock:
                     probe.active += 1
                     probe.peak = max(probe.peak, probe.active)
                 time.sleep(0.05)
                 with probe.lock:
                     probe.active -= 1
-                yield tapyard.Page(records=[{"id": 1}, {"id": 2}])
+                base = 10 * partition.get("part", 0)
+                yield tapyard.Page(records=[{"id": base + 1, "at": base + 1}, {"id": base + 2, "at": base + 2}])
 
         class ProbeConnector(tapyard.Connector):
             name = "probe"
@@ -189,6 +196,20 @@ def test_concurrency_is_bounded(tmp_path: Path, concurrency: int) -> None:
     result = tapyard.sync(probe.connector, {}, to=f"sqlite:///{tmp_path / 'p.db'}", concurrency=concurrency)
     assert result.ok and result.records == 12
     assert probe.peak == concurrency
+
+
+def test_partitions_run_concurrently_with_their_own_state(tmp_path: Path) -> None:
+    probe = ConcurrencyProbe(streams=1, partitions=4)
+    db = tmp_path / "parts.db"
+    result = tapyard.sync(probe.connector, {}, to=f"sqlite:///{db}", concurrency=4)
+    assert result.ok and result.records == 8
+    assert probe.peak == 4
+    states = _state(db)
+    assert set(states) == {f's0|{{"part":{p}}}' for p in range(4)}
+    assert sorted(s["cursor"] for s in states.values()) == [2, 12, 22, 32]
+    probe.seen.clear()
+    tapyard.sync(probe.connector, {}, to=f"sqlite:///{db}", concurrency=4)
+    assert sorted((p["part"], cursor) for _, p, cursor in probe.seen) == [(0, 2), (1, 12), (2, 22), (3, 32)]
 
 
 def _state(db: Path) -> dict[str, Any]:

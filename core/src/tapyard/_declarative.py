@@ -104,6 +104,8 @@ class RestStream(Stream):
     params: dict[str, Any] = {}
     paginator: Paginator | dict[str, Any] | None = None
     cursor_param: str | None = None
+    #: Query parameters of each partition, read concurrently with their own state.
+    partitions: list[dict[str, Any]] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -182,9 +184,12 @@ class RestConnector(Connector):
             paginator = build_paginator(
                 stream.paginator if stream.paginator is not None else self.paginator, config
             )
-            built.append(
-                stream.model_copy(update={"params": render(stream.params, config), "paginator": paginator})
-            )
+            update = {
+                "params": render(stream.params, config),
+                "paginator": paginator,
+                "partitions": render(stream.partitions, config),
+            }
+            built.append(stream.model_copy(update=update))
         return built
 
     @contextlib.contextmanager
@@ -268,7 +273,11 @@ class RestSource(Source):
             )
         return paginator
 
-    def read(self, stream: Stream, state: StreamState) -> Iterator[Page]:
+    def partitions(self, stream: Stream) -> list[dict[str, Any]]:
+        parts = getattr(stream, "partitions", None)
+        return [dict(p) for p in parts] if parts else [{}]
+
+    def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
         if not isinstance(stream, RestStream):
             raise PluginError(f"stream {stream.name!r} is not a RestStream")
         paginator = self._paginator(stream)
@@ -277,7 +286,7 @@ class RestSource(Source):
         else:
             # An unstable paginator (offsets, page numbers) cannot trust a saved
             # position: restart from the committed cursor; upserts absorb repeats.
-            params = dict(stream.params)
+            params = {**stream.params, **partition}
             since = state.pending if stream.is_sorted and state.pending is not None else state.cursor
             if stream.cursor_param and since is not None:
                 params[stream.cursor_param] = since

@@ -33,6 +33,12 @@ class Batch:
     dead: list[DeadLetter] = field(default_factory=list)
     state: StreamState | None = None
     pages: int = 1
+    #: the name the state is saved under: the stream's, or the stream's plus a partition
+    state_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.state_name:
+            self.state_name = self.stream
 
 
 class Destination(abc.ABC):
@@ -49,7 +55,8 @@ class Destination(abc.ABC):
 
     @abc.abstractmethod
     def load_state(self, state_key: str) -> dict[str, StreamState]:
-        """The committed state of every stream written under ``state_key``."""
+        """The committed state of every stream (and partition) written under ``state_key``,
+        by the ``state_name`` of the batches that carried it."""
 
     @abc.abstractmethod
     def write(self, state_key: str, batches: Sequence[Batch]) -> None:

@@ -94,7 +94,7 @@ class JSONLDestination(Destination):
         return {name: StreamState.from_json(data) for name, data in self._state.get(state_key, {}).items()}
 
     def write(self, state_key: str, batches: Sequence[Batch]) -> None:
-        lines = []
+        lines: list[bytes] = []
         for batch in batches:
             prefix = b'{"stream":' + orjson.dumps(batch.stream)
             lines.extend(prefix + b',"record":' + orjson.dumps(row) + b"}\n" for row in batch.rows)
@@ -111,7 +111,7 @@ class JSONLDestination(Destination):
             states = self._state.setdefault(state_key, {})
             for batch in batches:
                 if batch.state is not None:
-                    states[batch.stream] = batch.state.to_json()
+                    states[batch.state_name] = batch.state.to_json()
             atomic_write(
                 self.state_path, orjson.dumps({"offset": self._fh.tell(), "states": self._state})
             )

@@ -187,9 +187,17 @@ class Source(abc.ABC):
     def streams(self) -> list[Stream]:
         """The streams this source can read."""
 
+    def partitions(self, stream: Stream) -> list[dict[str, Any]]:
+        """The independent parts of ``stream`` that may be read at once.
+
+        Each partition is a JSON-serialisable mapping (a date range, a shard,
+        a region); each has its own state. The default is one partition, ``{}``.
+        """
+        return [{}]
+
     @abc.abstractmethod
-    def read(self, stream: Stream, state: StreamState) -> Iterator[Page]:
-        """Yield the stream's pages, starting after ``state``.
+    def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
+        """Yield the pages of one ``partition`` of the stream, starting after ``state``.
 
         When ``state.resume`` is set and still means the same position, start
         from that request; otherwise start from the first page, asking only for

@@ -38,6 +38,7 @@ Clocks and sleeping are injectable so that tests run on virtual time.
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import threading
@@ -54,6 +55,8 @@ _EPOCH_MS_THRESHOLD = 1e11
 _EPSILON = 1e-9
 #: the safety margin kept against the server's reset, as a fraction of the shortest round trip
 _MARGIN = 0.25
+#: the most slack a rounded epoch reset adds, as a fraction of the learned spacing
+_MAX_ROUNDING = 0.05
 #: seconds of margin each 429 adds, the most it may add up to, and its decay per response
 _BOOST_STEP = 0.0005
 _BOOST_MAX = 0.005
@@ -71,6 +74,7 @@ class _Quota:
     remaining: float | None = None
     reset: float | None = None  # seconds from now
     absolute: bool = False  # reset came as an epoch timestamp
+    rounding: float = 0.0  # how early a rounded epoch reset may be
     interval: float | None = None  # seconds per request, from a policy
 
 
@@ -112,6 +116,7 @@ class RateLimiter:
         self._last_grant = -math.inf
         self._pace = 0.0
         self._min_rtt = math.inf
+        self._samples = 0
         self._boost = 0.0
         # With no static rate, nothing is known about the quota until a first
         # response is learned; one request goes out alone to find out.
@@ -176,7 +181,7 @@ class RateLimiter:
                     # window; it takes a leg to get there.
                     spread = window / (remaining + 1.0)
                     slot = deadline - spread * remaining
-                    slack = margin + self._boost
+                    slack = margin + self._boost + min(quota.rounding, _MAX_ROUNDING * spread)
                     self._not_before = max(self._not_before, slot - leg + slack)
                     pace = max(pace, spread + slack)
             self._pace = pace
@@ -222,6 +227,11 @@ class RateLimiter:
         if granted is None or granted > now:
             return None, 0.0, 0.0
         self._min_rtt = min(self._min_rtt, now - granted)
+        self._samples += 1
+        if self._samples < 2:
+            # The first round trip carries the connection set-up; the leg it
+            # suggests would be too long, and so the next request too early.
+            return granted, 0.0, 0.0
         return granted, self._min_rtt / 2.0, self._min_rtt * _MARGIN
 
 
@@ -234,6 +244,22 @@ def _number(value: str | None) -> float | None:
         return None
     number = float(match.group())
     return number if math.isfinite(number) else None
+
+
+def _rounding(value: str | None) -> float:
+    """Half the last decimal place of a fractional timestamp ("1700000000.125" -> 0.0005).
+
+    An epoch reset printed to milliseconds may be up to that much early. Whole
+    numbers, and decimals that are all zeros, count as exact.
+    """
+    match = _NUMBER.search(value or "")
+    if match is None:
+        return 0.0
+    number = decimal.Decimal(match.group())
+    exponent = number.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= 0 or number == number.to_integral_value():
+        return 0.0
+    return 0.5 * 10.0**exponent
 
 
 def _params(value: str) -> list[dict[str, str]]:
@@ -280,20 +306,25 @@ def _parse_quota(headers: Mapping[str, str], wall_now: float) -> _Quota | None:
         or combined.get("r")
         or lower.get("x-ratelimit-remaining")
     )
-    reset = _number(
+    reset_text = (
         lower.get("ratelimit-reset")
         or combined.get("reset")
         or combined.get("t")
         or lower.get("x-ratelimit-reset")
     )
+    reset, rounding = _number(reset_text), 0.0
     absolute = reset is not None and reset > _EPOCH_THRESHOLD
     if reset is not None and absolute:
-        reset = (reset / 1000.0 if reset > _EPOCH_MS_THRESHOLD else reset) - wall_now
+        scale = 1000.0 if reset > _EPOCH_MS_THRESHOLD else 1.0
+        reset = reset / scale - wall_now
+        rounding = _rounding(reset_text) / scale
     policies = [lower[key] for key in ("ratelimit-policy", "ratelimit-limit") if key in lower]
     interval = _policy_interval(policies)
     if remaining is None and reset is None and interval is None:
         return None
-    return _Quota(remaining=remaining, reset=reset, absolute=absolute, interval=interval)
+    return _Quota(
+        remaining=remaining, reset=reset, absolute=absolute, rounding=rounding, interval=interval
+    )
 
 
 _SHARED: dict[str, RateLimiter] = {}

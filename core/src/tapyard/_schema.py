@@ -121,10 +121,10 @@ def _column_type(spec: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[str,
         options = [s for s in spec["anyOf"] if s.get("type") != "null"]
         nullable = len(options) != len(spec["anyOf"])
         if len(options) == 1:
-            kind, _ = _column_type(options[0], defs)
-            return kind, nullable
+            single, _ = _column_type(options[0], defs)
+            return single, nullable
         return "JSON", nullable
-    kind = spec.get("type")
+    kind: Any = spec.get("type")
     if isinstance(kind, list):
         rest = [k for k in kind if k != "null"]
         kind = rest[0] if len(rest) == 1 else None

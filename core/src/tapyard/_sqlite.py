@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
 class _TableWriter:
     """The upsert statement of one stream's table and how to turn a row into its parameters."""
 
@@ -87,18 +84,32 @@ class _TableWriter:
         conflict = ", ".join(quote(k) for k in primary_key)
         action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         self.sql = f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) ON CONFLICT({conflict}) {action}"
-        getters: list[Callable[[dict[str, Any]], Any]] = []
-        for column in columns:
-            if column.is_json:
-                getters.append(lambda row, n=column.name: _json_or_none(row.get(n)))
-            else:
-                getters.append(lambda row, n=column.name: row.get(n))
-        if any(c.is_json for c in columns):
-            self.params: Callable[[dict[str, Any]], tuple[Any, ...]] = lambda row: tuple(
-                g(row) for g in getters
-            )
-        else:
-            self.params = lambda row: tuple(row.get(n) for n in names)
+        self._names = names
+        self._json = [i for i, c in enumerate(columns) if c.is_json]
+
+    def params(self, rows: Sequence[dict[str, Any]]) -> list[Sequence[Any]]:
+        """The statement's parameters for each row; nested values become JSON text.
+
+        Rows from the page validator hold every column, which takes the fast
+        path; rows written directly may leave columns out (they become NULL).
+        """
+        names = self._names
+        get: Any = operator.itemgetter(*names) if len(names) > 1 else lambda r: (r[names[0]],)
+        try:
+            values = [get(row) for row in rows]
+        except KeyError:
+            values = [tuple(row.get(n) for n in names) for row in rows]
+        if not self._json:
+            return values
+        dumps = orjson.dumps
+        out: list[Sequence[Any]] = []
+        for value in values:
+            items = list(value)
+            for i in self._json:
+                if items[i] is not None:
+                    items[i] = dumps(items[i]).decode()
+            out.append(items)
+        return out
 
 
 class SQLiteDestination(Destination):
@@ -132,7 +143,8 @@ class SQLiteDestination(Destination):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         try:
-            SQLModel.metadata.create_all(self.engine, tables=[StateRow.__table__, DeadLetterRow.__table__])  # type: ignore[list-item]
+            tables = [StateRow.__table__, DeadLetterRow.__table__]  # type: ignore[attr-defined]
+            SQLModel.metadata.create_all(self.engine, tables=tables)
         except SQLAlchemyError as exc:
             raise DestinationError(self._describe(exc)) from exc
 
@@ -215,7 +227,7 @@ class SQLiteDestination(Destination):
                 for batch in batches:
                     writer = self._writers[batch.stream]
                     if batch.rows:
-                        cursor.executemany(writer.sql, [writer.params(r) for r in batch.rows])
+                        cursor.executemany(writer.sql, writer.params(batch.rows))
                     if batch.dead:
                         cursor.executemany(
                             "INSERT INTO _tapyard_dead_letters (state_key, stream, raw_sha256, raw, error, created_at) "
@@ -226,7 +238,7 @@ class SQLiteDestination(Destination):
                         cursor.execute(
                             "INSERT INTO _tapyard_state (state_key, stream, state, updated_at) VALUES (?, ?, ?, ?) "
                             "ON CONFLICT(state_key, stream) DO UPDATE SET state=excluded.state, updated_at=excluded.updated_at",
-                            (state_key, batch.stream, orjson.dumps(batch.state.to_json()).decode(), now),
+                            (state_key, batch.state_name, orjson.dumps(batch.state.to_json()).decode(), now),
                         )
                 cursor.close()
         except (SQLAlchemyError, sqlite3.Error) as exc:

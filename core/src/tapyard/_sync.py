@@ -1,7 +1,7 @@
 """The sync engine: from a connector's pages to a destination's transactions.
 
-Each selected stream is read by a worker thread (at most ``concurrency`` at
-once). A worker maps and validates each page (one hook call and one
+Each selected stream, or each partition of a partitioned stream, is read by a
+worker thread (at most ``concurrency`` at once). A worker maps and validates each page (one hook call and one
 validation per page, not per record) and hands a :class:`Batch` with the
 stream's new state to a bounded queue. The calling thread is the single
 writer: it takes what is queued, groups what is ready into one transaction,
@@ -18,6 +18,7 @@ page read twice harmless.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import queue
 import threading
 import time
@@ -148,7 +149,7 @@ class _Run:
         self.streams = streams
         self.state_key = state_key
         self.full_refresh = full_refresh
-        self.concurrency = max(1, min(concurrency, len(streams) or 1))
+        self.concurrency = max(1, concurrency)
         self.progress = progress
         self.pm = pm
         self.results = {s.name: StreamResult(name=s.name) for s in streams}
@@ -177,7 +178,8 @@ class _Run:
             except queue.Full:
                 continue
 
-    def read_stream(self, stream: Stream, state: StreamState) -> None:
+    def read_part(self, stream: Stream, partition: Mapping[str, Any], name: str, state: StreamState) -> None:
+        """Read one partition of one stream and queue its pages (a worker thread)."""
         result = self.results[stream.name]
         result.status = "running"
         started = time.monotonic()
@@ -186,7 +188,7 @@ class _Run:
         pending = state.pending
         hook = self.pm.hook.tapyard_map_records
         try:
-            for page in self.source.read(stream, state):
+            for page in self.source.read(stream, state, partition):
                 if self.stop.is_set():
                     raise _Cancelled
                 records = hook(connector=self.connector, stream=stream, records=page.records)
@@ -196,11 +198,11 @@ class _Run:
                 if cursor_field:
                     pending = _max_cursor(pending, rows, cursor_field)
                 new_state = StreamState(cursor=state.cursor, resume=page.resume, pending=pending)
-                self._put(Batch(stream.name, rows, dead, new_state))
+                self._put(Batch(stream.name, rows, dead, new_state, state_name=name))
             cursor = state.cursor
             if pending is not None:
                 cursor = _max_cursor(cursor, [{"c": pending}], "c")
-            self._put(Batch(stream.name, [], [], StreamState(cursor=cursor), pages=0))
+            self._put(Batch(stream.name, [], [], StreamState(cursor=cursor), pages=0, state_name=name))
             self._put((_DONE, stream.name, None))
         except _Cancelled:
             result.status = "cancelled"
@@ -210,16 +212,24 @@ class _Run:
             except _Cancelled:
                 result.status = "cancelled"
         finally:
-            result.seconds = time.monotonic() - started
+            result.seconds = max(result.seconds, time.monotonic() - started)
 
     def run(self, states: Mapping[str, StreamState]) -> None:
-        pending_streams = len(self.streams)
-        errors: list[BaseException] = []
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="tapyard-stream") as pool:
-            for stream in self.streams:
-                pool.submit(self.read_stream, stream, states.get(stream.name, StreamState()))
+        work = [
+            (stream, partition, state_name(stream.name, partition))
+            for stream in self.streams
+            for partition in self.source.partitions(stream)
+        ]
+        remaining = {s.name: 0 for s in self.streams}
+        for stream, _, _ in work:
+            remaining[stream.name] += 1
+        workers = max(1, min(self.concurrency, len(work)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tapyard-stream") as pool:
+            for stream, partition, name in work:
+                pool.submit(self.read_part, stream, partition, name, states.get(name, StreamState()))
             try:
-                while pending_streams:
+                left = len(work)
+                while left:
                     first = self.queue.get()
                     items = [first]
                     while len(items) < 64:
@@ -239,16 +249,17 @@ class _Run:
                                 self.progress("page", result)
                     for item in items:
                         if isinstance(item, tuple) and item and item[0] is _DONE:
-                            pending_streams -= 1
+                            left -= 1
                             result = self.results[item[1]]
-                            if item[2] is None:
-                                result.status = "ok"
-                            else:
+                            remaining[item[1]] -= 1
+                            if item[2] is not None:
                                 result.status = "failed"
-                                result.error = _describe(item[2])
-                                errors.append(item[2])
-                            if self.progress:
-                                self.progress("done", result)
+                                result.error = result.error or _describe(item[2])
+                            if remaining[item[1]] == 0:
+                                if result.status != "failed":
+                                    result.status = "ok"
+                                if self.progress:
+                                    self.progress("done", result)
             except BaseException:
                 self.stop.set()
                 raise
@@ -257,6 +268,13 @@ class _Run:
                 for result in self.results.values():
                     if result.status in ("pending", "running"):
                         result.status = "cancelled"
+
+
+def state_name(stream: str, partition: Mapping[str, Any]) -> str:
+    """The name a partition's state is saved under: the stream's, plus the partition as JSON."""
+    if not partition:
+        return stream
+    return stream + "|" + json.dumps(partition, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _describe(exc: BaseException) -> str:
@@ -289,7 +307,7 @@ def sync(
     :param full_refresh: ignore saved state and read everything again (rows are
         upserted, so rows deleted at the source stay).
     :param state_key: the name under which stream state is saved (default: the connector name).
-    :param concurrency: how many streams are read at once.
+    :param concurrency: how many streams (or partitions) are read at once.
     :param http: overrides of :class:`tapyard.HttpPolicy` fields.
 
     A stream that fails does not stop the others; check ``result.ok``. Errors
