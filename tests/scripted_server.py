@@ -146,7 +146,9 @@ class ScriptedServer:
     ) -> None:
         self.stop()
 
-    def script(self, path: str, *replies: Reply | Handler, then: Reply | Handler | None = None) -> None:
+    def script(
+        self, path: str, *replies: Reply | Handler, then: Reply | Handler | None = None
+    ) -> None:
         """Queue answers for ``path`` (query string ignored), served one per request.
 
         When the queue runs out, ``then`` answers every further request (by

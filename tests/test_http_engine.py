@@ -16,6 +16,7 @@ from tapyard._exceptions import (
     AuthenticationError,
     CircuitOpenError,
     DeadlineExceededError,
+    HTTPError,
     HTTPStatusError,
     ResponseError,
     RetryAfterTooLongError,
@@ -64,13 +65,19 @@ class SpyLimiter(RateLimiter):
         self.acquired = 0
         self.learned: list[dict[str, str]] = []
         self.penalties: list[float] = []
+        self.events: list[str] = []
 
     def acquire(self) -> float:
         self.acquired += 1
+        self.events.append("acquire")
         return 0.0
+
+    def sent(self) -> None:
+        self.events.append("sent")
 
     def learn(self, headers: Any) -> None:
         self.learned.append(dict(headers))
+        self.events.append("learn")
 
     def penalize(self, seconds: float) -> None:
         self.penalties.append(seconds)
@@ -138,9 +145,11 @@ def test_retry_after_over_the_cap_fails_at_once(server: ScriptedServer) -> None:
     server.always("/x", Reply(429, {"Retry-After": "3600"}))
     sleeps = Sleeps()
     policy = HttpPolicy(max_retry_after=120)
-    with engine(server, sleep=sleeps, policy=policy) as http:
-        with pytest.raises(RetryAfterTooLongError) as caught:
-            http.get_json("/x")
+    with (
+        engine(server, sleep=sleeps, policy=policy) as http,
+        pytest.raises(RetryAfterTooLongError) as caught,
+    ):
+        http.get_json("/x")
     message = str(caught.value)
     assert "3600s" in message and "120s cap" in message and "max_retry_after" in message
     assert sleeps == []
@@ -163,9 +172,8 @@ def test_429_without_retry_after_backs_off_and_post_is_retried(server: ScriptedS
 def test_503_storm_exhausts_the_attempts(server: ScriptedServer) -> None:
     server.always("/v1/x", Reply(503))
     sleeps = Sleeps()
-    with engine(server, sleep=sleeps) as http:
-        with pytest.raises(HTTPStatusError) as caught:
-            http.get_json("/v1/x")
+    with engine(server, sleep=sleeps) as http, pytest.raises(HTTPStatusError) as caught:
+        http.get_json("/v1/x")
     error = caught.value
     assert error.status_code == 503
     assert error.attempts == 6
@@ -192,9 +200,11 @@ def test_503_storm_recovers_when_a_later_attempt_succeeds(server: ScriptedServer
 
 def test_post_is_not_retried_on_a_5xx(server: ScriptedServer) -> None:
     server.always("/x", Reply(503))
-    with engine(server, sleep=Sleeps()) as http:
-        with pytest.raises(HTTPStatusError, match="not retried, since POST is not idempotent"):
-            http.request("POST", "/x", content=b"payload")
+    with (
+        engine(server, sleep=Sleeps()) as http,
+        pytest.raises(HTTPStatusError, match="not retried, since POST is not idempotent"),
+    ):
+        http.request("POST", "/x", content=b"payload")
     assert len(server.requests) == 1
 
 
@@ -202,9 +212,11 @@ def test_full_jitter_backoff_stays_within_bounds(server: ScriptedServer) -> None
     server.always("/x", Reply(500))
     sleeps = Sleeps()
     policy = HttpPolicy(backoff_base=0.5, backoff_max=3.0, max_attempts=8)
-    with engine(server, sleep=sleeps, policy=policy, rng=random.Random(7)) as http:
-        with pytest.raises(HTTPStatusError):
-            http.request("GET", "/x")
+    with (
+        engine(server, sleep=sleeps, policy=policy, rng=random.Random(7)) as http,
+        pytest.raises(HTTPStatusError),
+    ):
+        http.request("GET", "/x")
     caps = [min(3.0, 0.5 * 2**k) for k in range(7)]
     assert caps == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0]
     assert len(sleeps) == 7
@@ -220,9 +232,11 @@ def test_backoff_upper_bounds_are_exponential(server: ScriptedServer) -> None:
     server.always("/x", Reply(504))
     sleeps = Sleeps()
     policy = HttpPolicy(backoff_base=0.5, backoff_max=30.0)
-    with engine(server, sleep=sleeps, policy=policy, rng=Top()) as http:
-        with pytest.raises(HTTPStatusError):
-            http.request("GET", "/x")
+    with (
+        engine(server, sleep=sleeps, policy=policy, rng=Top()) as http,
+        pytest.raises(HTTPStatusError),
+    ):
+        http.request("GET", "/x")
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
 
 
@@ -240,9 +254,11 @@ def test_connection_reset_then_success(server: ScriptedServer) -> None:
 
 def test_connection_reset_on_every_attempt(server: ScriptedServer) -> None:
     server.always("/x", Reply(reset=True))
-    with engine(server, sleep=Sleeps()) as http:
-        with pytest.raises(TransportError, match=r"on all 6 attempts; check the network") as caught:
-            http.get_json("/x")
+    with (
+        engine(server, sleep=Sleeps()) as http,
+        pytest.raises(TransportError, match=r"on all 6 attempts; check the network") as caught,
+    ):
+        http.get_json("/x")
     assert isinstance(caught.value.__cause__, httpx.TransportError)
     assert caught.value.attempts == 6
 
@@ -253,9 +269,11 @@ def test_connect_errors_are_retried_even_for_post() -> None:
         port = sock.getsockname()[1]
     sleeps = Sleeps()
     policy = HttpPolicy(max_attempts=3)
-    with HttpEngine(f"http://127.0.0.1:{port}", policy=policy, sleep=sleeps) as http:
-        with pytest.raises(TransportError, match="ConnectError.*on all 3 attempts") as caught:
-            http.request("POST", "/x", json={})
+    with (
+        HttpEngine(f"http://127.0.0.1:{port}", policy=policy, sleep=sleeps) as http,
+        pytest.raises(TransportError, match=r"ConnectError.*on all 3 attempts") as caught,
+    ):
+        http.request("POST", "/x", json={})
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert len(sleeps) == 2
 
@@ -264,7 +282,9 @@ def test_connect_errors_are_retried_even_for_post() -> None:
 
 
 def test_malformed_json_then_success(server: ScriptedServer) -> None:
-    server.script("/x", Reply(200, {"Content-Type": "application/json"}, b'{"a": '), Reply.json([1]))
+    server.script(
+        "/x", Reply(200, {"Content-Type": "application/json"}, b'{"a": '), Reply.json([1])
+    )
     sleeps = Sleeps()
     with engine(server, sleep=sleeps) as http:
         assert http.get_json("/x")[0] == [1]
@@ -273,18 +293,19 @@ def test_malformed_json_then_success(server: ScriptedServer) -> None:
 
 def test_malformed_json_forever(server: ScriptedServer) -> None:
     server.always("/x", Reply(200, {"Content-Type": "application/json"}, b'{"a": '))
-    with engine(server, sleep=Sleeps()) as http:
-        with pytest.raises(ResponseError, match="returned malformed JSON .* after 6 attempts$"):
-            http.get_json("/x")
+    with (
+        engine(server, sleep=Sleeps()) as http,
+        pytest.raises(ResponseError, match=r"returned malformed JSON .* after 6 attempts$"),
+    ):
+        http.get_json("/x")
     assert len(server.requests) == 6
 
 
 def test_html_page_with_status_200_is_retried_then_fails(server: ScriptedServer) -> None:
     page = "<!doctype html><html><head><title>Service Unavailable</title></head><body>down</body></html>"
     server.always("/v1/x", Reply.html(page))
-    with engine(server, sleep=Sleeps()) as http:
-        with pytest.raises(ResponseError) as caught:
-            http.get_json("/v1/x")
+    with engine(server, sleep=Sleeps()) as http, pytest.raises(ResponseError) as caught:
+        http.get_json("/v1/x")
     assert str(caught.value) == (
         f"GET {server.url}/v1/x returned an HTML page ('Service Unavailable') "
         "instead of JSON after 6 attempts"
@@ -299,9 +320,8 @@ def test_html_sniffed_from_the_body_without_content_type(server: ScriptedServer)
 
 def test_html_502_page(server: ScriptedServer) -> None:
     server.always("/x", Reply.html("<html><title>502 Bad Gateway</title></html>", status=502))
-    with engine(server, sleep=Sleeps()) as http:
-        with pytest.raises(HTTPStatusError) as caught:
-            http.get_json("/x")
+    with engine(server, sleep=Sleeps()) as http, pytest.raises(HTTPStatusError) as caught:
+        http.get_json("/x")
     assert caught.value.status_code == 502
     assert str(caught.value).startswith(
         f"GET {server.url}/x failed: 502 Bad Gateway (an HTML page ('502 Bad Gateway')) on all 6"
@@ -311,18 +331,32 @@ def test_html_502_page(server: ScriptedServer) -> None:
 def test_declared_content_length_over_the_cap_fails_fast(server: ScriptedServer) -> None:
     server.always("/x", Reply.json({"pad": "x" * 5000}))
     policy = HttpPolicy(max_page_bytes=1000)
-    with engine(server, policy=policy, sleep=Sleeps()) as http:
-        with pytest.raises(ResponseError, match=r"declares 50\d\d bytes, over the 1000-byte cap"):
-            http.get_json("/x")
+    with (
+        engine(server, policy=policy, sleep=Sleeps()) as http,
+        pytest.raises(ResponseError, match=r"declares 50\d\d bytes, over the 1000-byte cap"),
+    ):
+        http.get_json("/x")
     assert len(server.requests) == 1
 
 
 def test_chunked_body_over_the_cap_is_cut_off(server: ScriptedServer) -> None:
-    server.always("/x", Reply(200, {"Content-Type": "application/json"}, b"[" + b"1," * 5000 + b"1]", chunked=True, drip=0, drip_bytes=512))
+    server.always(
+        "/x",
+        Reply(
+            200,
+            {"Content-Type": "application/json"},
+            b"[" + b"1," * 5000 + b"1]",
+            chunked=True,
+            drip=0,
+            drip_bytes=512,
+        ),
+    )
     policy = HttpPolicy(max_page_bytes=1000)
-    with engine(server, policy=policy, sleep=Sleeps()) as http:
-        with pytest.raises(ResponseError, match="sent more than 1000 bytes, over the 1000-byte cap"):
-            http.get_json("/x")
+    with (
+        engine(server, policy=policy, sleep=Sleeps()) as http,
+        pytest.raises(ResponseError, match="sent more than 1000 bytes, over the 1000-byte cap"),
+    ):
+        http.get_json("/x")
     assert len(server.requests) == 1
 
 
@@ -337,9 +371,11 @@ def test_deadline_stops_a_dripping_server(server: ScriptedServer) -> None:
     server.always("/x", Reply.json("x" * 98, drip=0.05))
     policy = HttpPolicy(request_deadline=0.5)
     started = time.monotonic()
-    with engine(server, policy=policy, sleep=Sleeps()) as http:
-        with pytest.raises(DeadlineExceededError, match=r"within the 0.5s request deadline"):
-            http.get_json("/x")
+    with (
+        engine(server, policy=policy, sleep=Sleeps()) as http,
+        pytest.raises(DeadlineExceededError, match=r"within the 0.5s request deadline"),
+    ):
+        http.get_json("/x")
     assert time.monotonic() - started < 1.5
     assert len(server.requests) == 1
 
@@ -348,9 +384,11 @@ def test_deadline_caps_the_wait_for_a_silent_server(server: ScriptedServer) -> N
     server.always("/x", Reply.json({}, delay=3))
     policy = HttpPolicy(request_deadline=0.3)
     started = time.monotonic()
-    with engine(server, policy=policy, sleep=Sleeps()) as http:
-        with pytest.raises(DeadlineExceededError) as caught:
-            http.get_json("/x")
+    with (
+        engine(server, policy=policy, sleep=Sleeps()) as http,
+        pytest.raises(DeadlineExceededError) as caught,
+    ):
+        http.get_json("/x")
     assert time.monotonic() - started < 1.5
     assert isinstance(caught.value.__cause__, httpx.TimeoutException)
 
@@ -369,9 +407,8 @@ def test_read_timeout_is_retried(server: ScriptedServer) -> None:
 def test_4xx_is_not_retried_and_quotes_the_error_message(server: ScriptedServer) -> None:
     server.always("/x", Reply.json({"message": "no such customer", "code": 17}, status=404))
     sleeps = Sleeps()
-    with engine(server, sleep=sleeps) as http:
-        with pytest.raises(HTTPStatusError) as caught:
-            http.get_json("/x")
+    with engine(server, sleep=sleeps) as http, pytest.raises(HTTPStatusError) as caught:
+        http.get_json("/x")
     assert caught.value.status_code == 404
     assert str(caught.value) == f"GET {server.url}/x failed: 404 Not Found: no such customer"
     assert sleeps == [] and len(server.requests) == 1
@@ -380,9 +417,11 @@ def test_4xx_is_not_retried_and_quotes_the_error_message(server: ScriptedServer)
 def test_4xx_excerpt_is_short_and_redacted(server: ScriptedServer) -> None:
     body = "bad key s3cr3t-key-value see https://h.example/doc?key=s3cr3t-key-value " + "x" * 500
     server.always("/x", Reply(400, {"Content-Type": "text/plain"}, body))
-    with engine(server, headers={"X-Api-Key": "s3cr3t-key-value"}) as http:
-        with pytest.raises(HTTPStatusError) as caught:
-            http.request("GET", "/x", params={"token": "abc123secret"})
+    with (
+        engine(server, headers={"X-Api-Key": "s3cr3t-key-value"}) as http,
+        pytest.raises(HTTPStatusError) as caught,
+    ):
+        http.request("GET", "/x", params={"token": "abc123secret"})
     message = str(caught.value)
     assert "s3cr3t" not in message and "abc123secret" not in message and "?" not in message
     assert "bad key [redacted] see https://h.example/doc" in message
@@ -391,9 +430,8 @@ def test_4xx_excerpt_is_short_and_redacted(server: ScriptedServer) -> None:
 
 def test_error_messages_never_contain_the_query_string(server: ScriptedServer) -> None:
     server.always("/x", Reply(503))
-    with engine(server, sleep=Sleeps()) as http:
-        with pytest.raises(HTTPStatusError) as caught:
-            http.get_json(f"{server.url}/x?api_key=SECRET", params={"sig": "SIG"})
+    with engine(server, sleep=Sleeps()) as http, pytest.raises(HTTPStatusError) as caught:
+        http.get_json(f"{server.url}/x?api_key=SECRET", params={"sig": "SIG"})
     assert "SECRET" not in str(caught.value) and "SIG" not in str(caught.value)
     assert caught.value.url == f"{server.url}/x"
     assert server.requests[0].query == {"api_key": ["SECRET"], "sig": ["SIG"]}
@@ -414,10 +452,12 @@ def test_401_refresh_then_success(server: ScriptedServer) -> None:
 def test_401_without_a_refresh_fails(server: ScriptedServer) -> None:
     server.always("/x", Reply(401))
     auth = Bearer("old-token")
-    with engine(server, auth=auth) as http:
-        with pytest.raises(AuthenticationError) as caught:
-            http.get_json("/x")
-    assert str(caught.value) == f"GET {server.url}/x was refused: 401 Unauthorized; check the credentials"
+    with engine(server, auth=auth) as http, pytest.raises(AuthenticationError) as caught:
+        http.get_json("/x")
+    assert (
+        str(caught.value)
+        == f"GET {server.url}/x was refused: 401 Unauthorized; check the credentials"
+    )
     assert caught.value.status_code == 401
     assert auth.refreshes == 1 and len(server.requests) == 1
 
@@ -425,24 +465,27 @@ def test_401_without_a_refresh_fails(server: ScriptedServer) -> None:
 def test_401_again_after_a_refresh_fails(server: ScriptedServer) -> None:
     server.always("/x", Reply(401))
     auth = Bearer("a-token", "b-token", "c-token")
-    with engine(server, auth=auth) as http:
-        with pytest.raises(AuthenticationError):
-            http.get_json("/x")
+    with engine(server, auth=auth) as http, pytest.raises(AuthenticationError):
+        http.get_json("/x")
     assert auth.refreshes == 1 and len(server.requests) == 2
 
 
 def test_403_is_an_authentication_error(server: ScriptedServer) -> None:
     server.always("/x", Reply.json({"error": "insufficient scope"}, status=403))
-    with engine(server, auth=Bearer()) as http:
-        with pytest.raises(AuthenticationError, match="403 Forbidden.*insufficient scope"):
-            http.get_json("/x")
+    with (
+        engine(server, auth=Bearer()) as http,
+        pytest.raises(AuthenticationError, match=r"403 Forbidden.*insufficient scope"),
+    ):
+        http.get_json("/x")
     assert len(server.requests) == 1
 
 
 # Redirects and credentials
 
 
-def test_credentials_are_not_sent_across_origins(server: ScriptedServer, other: ScriptedServer) -> None:
+def test_credentials_are_not_sent_across_origins(
+    server: ScriptedServer, other: ScriptedServer
+) -> None:
     server.script("/start", Reply.redirect(f"{other.url}/land?x=1"))
     other.script("/land", Reply.json({"landed": True}))
     headers = {"X-Api-Key": "k-123", "Cookie": "session=abc", "X-Trace": "keep-me"}
@@ -502,9 +545,11 @@ def test_307_keeps_the_method_and_body(server: ScriptedServer) -> None:
 
 def test_too_many_redirects(server: ScriptedServer) -> None:
     server.always("/loop", Reply.redirect("/loop"))
-    with engine(server, policy=HttpPolicy(max_redirects=3)) as http:
-        with pytest.raises(HTTPStatusError, match="more than 3 redirects"):
-            http.get_json("/loop")
+    with (
+        engine(server, policy=HttpPolicy(max_redirects=3)) as http,
+        pytest.raises(HTTPStatusError, match="more than 3 redirects"),
+    ):
+        http.get_json("/loop")
     assert len(server.requests) == 4
 
 
@@ -538,11 +583,16 @@ def test_limiter_and_on_response_see_every_request(server: ScriptedServer) -> No
     server.script("/y", Reply.json({}, headers={"RateLimit-Remaining": "5"}))
     limiter = SpyLimiter()
     seen: list[int] = []
-    with engine(server, limiter=limiter, on_response=lambda r: seen.append(r.status_code), sleep=Sleeps()) as http:
+    with engine(
+        server, limiter=limiter, on_response=lambda r: seen.append(r.status_code), sleep=Sleeps()
+    ) as http:
         http.get_json("/x")
     assert limiter.acquired == 3
     assert len(limiter.learned) == 3 and limiter.learned[-1]["ratelimit-remaining"] == "5"
     assert seen == [503, 302, 200]
+    # The send is reported from the wire (httpcore's trace), then once more
+    # after it, harmlessly, in case the request never got that far.
+    assert limiter.events == ["acquire", "sent", "sent", "learn"] * 3
 
 
 def test_stats_count_every_kind_of_work(server: ScriptedServer) -> None:
@@ -629,3 +679,79 @@ def test_redact_url(url: str | httpx.URL, expected: str) -> None:
 def test_policy_forbids_unknown_fields() -> None:
     with pytest.raises(ValueError, match="extra"):
         HttpPolicy(retries=3)  # type: ignore[call-arg]
+
+
+# Odd cases
+
+
+def test_no_content_gives_no_body(server: ScriptedServer) -> None:
+    server.always("/x", Reply(204))
+    with engine(server) as http:
+        body, response = http.get_json("/x")
+    assert body is None and response.status_code == 204
+
+
+def test_an_undecodable_body_is_retried_then_fails(server: ScriptedServer) -> None:
+    server.always(
+        "/x",
+        Reply(200, {"Content-Encoding": "gzip", "Content-Type": "application/json"}, b"not gzip"),
+    )
+    with (
+        engine(server, sleep=Sleeps()) as http,
+        pytest.raises(ResponseError, match=r"cannot be decoded .* after 6 attempts"),
+    ):
+        http.get_json("/x")
+
+
+def test_an_unsupported_scheme_is_not_retried() -> None:
+    with (
+        HttpEngine(policy=FAST, sleep=Sleeps()) as http,
+        pytest.raises(
+            TransportError,
+            match=r"^GET ftp://files.example/x failed: UnsupportedProtocol .*not retried$",
+        ),
+    ):
+        http.request("GET", "ftp://user:pw@files.example/x?key=1")
+
+
+def test_an_invalid_url_is_an_http_error() -> None:
+    with (
+        HttpEngine(policy=FAST) as http,
+        pytest.raises(HTTPError, match=r"^GET http://a/x: not a valid URL") as caught,
+    ):
+        http.request("GET", "http://a:notaport/x?key=s3cret")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_auth_goes_only_to_the_base_url_origin(
+    server: ScriptedServer, other: ScriptedServer
+) -> None:
+    other.always("/cdn", Reply.json({}))
+    server.always("/own", Reply.json({}))
+    with engine(server, auth=Bearer()) as http:
+        http.get_json(f"{other.url}/cdn")
+        http.get_json(f"{server.url}/own")
+    assert "authorization" not in other.requests[0].headers
+    assert server.requests[0].headers["authorization"] == "Bearer t0k3n-1"
+
+
+def test_without_a_base_url_auth_goes_to_the_first_origin(server: ScriptedServer) -> None:
+    server.always("/x", Reply.json({}))
+    with HttpEngine(auth=Bearer(), policy=FAST) as http:
+        http.get_json(f"{server.url}/x")
+    assert server.requests[0].headers["authorization"] == "Bearer t0k3n-1"
+
+
+def test_circuit_half_opens_after_the_cooldown(server: ScriptedServer) -> None:
+    now = [0.0]
+    server.script("/x", Reply(503), Reply(503), Reply.json({"ok": 1}))
+    policy = HttpPolicy(max_attempts=1, circuit_threshold=2, circuit_cooldown=30)
+    with engine(server, policy=policy, clock=lambda: now[0]) as http:
+        for _ in range(2):
+            with pytest.raises(HTTPStatusError):
+                http.get_json("/x")
+        with pytest.raises(CircuitOpenError):
+            http.get_json("/x")
+        now[0] += 30.0
+        assert http.get_json("/x")[0] == {"ok": 1}  # the trial
+        assert http.breaker.state == "closed"

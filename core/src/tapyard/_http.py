@@ -1,19 +1,18 @@
 """The HTTP engine every connector run uses: one pooled ``httpx.Client`` per run.
 
-:class:`HttpEngine` sends a request and hands back a response whose body has
-been read in full, or raises one of the :class:`~tapyard.HTTPError` family with
-a one-line message that is safe to show. Along the way it:
+:class:`HttpEngine` hands back responses whose body has been read in full, or
+raises one of the :class:`~tapyard.HTTPError` family with a one-line message
+that is safe to show. Along the way it:
 
 - retries 429, 5xx (per :class:`HttpPolicy`) and connection failures with
-  exponential backoff and full jitter, honouring ``Retry-After``;
+  exponential backoff and full jitter, honouring ``Retry-After``; idempotent
+  methods on every such failure, POST and PATCH only on 429 and on connection
+  failures where the request never left;
 - reads each body in chunks against a monotonic deadline and a size cap, since
   httpx timeouts alone let a server that drips bytes hang a run;
 - follows redirects itself, so that credentials never reach another origin;
 - asks the circuit breaker before each attempt and the rate limiter before each
   request, and feeds every response back to the limiter.
-
-Idempotent methods are retried on every retryable failure; POST and PATCH only
-on 429 and on connection failures where the request never left.
 """
 
 from __future__ import annotations
@@ -53,19 +52,17 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NOT_IDEMPOTENT = frozenset({"POST", "PATCH"})
 #: failures after which the request certainly never reached the server
 _NEVER_LEFT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_RETRYABLE_TRANSPORT = (
+_RETRYABLE = (
     httpx.TimeoutException,
     httpx.NetworkError,
     httpx.RemoteProtocolError,
     httpx.ProxyError,
 )
-#: header names that may carry a credential: never sent to another origin
-_CREDENTIAL_NAME = re.compile(
-    r"auth|token|key|secret|session|cookie|passw|credential|signature|csrf|xsrf", re.I
-)
+#: header (and query parameter) names that may carry a credential
+_CREDENTIAL = re.compile(r"auth|token|key|secret|session|cookie|passw|credential|signature", re.I)
 _URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.I | re.S)
-_EXCERPT_CHARS = 200
+_EXCERPT = 200
 
 
 class HttpPolicy(BaseModel):
@@ -75,13 +72,13 @@ class HttpPolicy(BaseModel):
 
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
-    #: total time for one attempt, the whole body included
+    #: total time for one attempt, reading the whole body included
     request_deadline: float = Field(300.0, gt=0)
     max_page_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_attempts: int = Field(6, ge=1)
     backoff_base: float = Field(0.5, ge=0)
     backoff_max: float = Field(30.0, ge=0)
-    #: a longer Retry-After fails the request instead of waiting
+    #: a longer Retry-After fails the request at once instead of waiting
     max_retry_after: float = Field(120.0, ge=0)
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
     circuit_threshold: int = Field(10, ge=1)
@@ -92,14 +89,6 @@ class HttpPolicy(BaseModel):
 
 
 Counter = Literal["requests", "retries", "throttled", "server_errors", "transport_errors", "bytes"]
-_COUNTERS: tuple[Counter, ...] = (
-    "requests",
-    "retries",
-    "throttled",
-    "server_errors",
-    "transport_errors",
-    "bytes",
-)
 
 
 @dataclass
@@ -107,9 +96,8 @@ class HttpStats:
     """Counters of HTTP work, safe to update from several threads.
 
     ``requests`` counts requests sent (attempts and redirect hops), ``retries``
-    the attempts made again after a failure, ``throttled`` the 429s,
-    ``server_errors`` the 5xx, ``transport_errors`` the connection failures and
-    ``bytes`` the bytes received.
+    attempts made again, ``throttled`` 429s, ``server_errors`` 5xx,
+    ``transport_errors`` connection failures, ``bytes`` bytes received.
     """
 
     requests: int = 0
@@ -127,7 +115,7 @@ class HttpStats:
     def as_dict(self) -> dict[str, int]:
         """A consistent snapshot of every counter."""
         with self._lock:
-            return {name: getattr(self, name) for name in _COUNTERS}
+            return {name: value for name, value in vars(self).items() if name != "_lock"}
 
 
 def redact_url(url: str | httpx.URL) -> str:
@@ -141,8 +129,7 @@ def redact_url(url: str | httpx.URL) -> str:
         port = parts.port
     except ValueError:
         port = None
-    if ":" in host:
-        host = f"[{host}]"
+    host = f"[{host}]" if ":" in host else host
     netloc = host if port is None else f"{host}:{port}"
     if not parts.scheme and not netloc:
         return parts.path
@@ -150,67 +137,58 @@ def redact_url(url: str | httpx.URL) -> str:
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, url.port or default
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
 
 
-def _scrub(text: str, secrets: frozenset[str] = frozenset()) -> str:
-    """``text`` with URLs redacted and known secret values masked."""
+def _scrub(text: str, request: httpx.Request | None = None) -> str:
+    """``text`` with URLs redacted and the credential values ``request`` carried masked."""
     text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
+    if request is not None:
+        pairs = [*request.headers.multi_items(), *request.url.params.multi_items()]
+        secrets = {
+            part
+            for name, value in pairs
+            if _CREDENTIAL.search(name)
+            for part in (value, *value.split())
+        }
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "[redacted]")
     return text
 
 
-def _secrets(request: httpx.Request) -> frozenset[str]:
-    """The credential values a request carried, to keep them out of error messages."""
-    values = set()
-    for name, value in request.headers.items():
-        if _CREDENTIAL_NAME.search(name):
-            values.add(value)
-            values.update(value.split())
-    for name, value in request.url.params.multi_items():
-        if _CREDENTIAL_NAME.search(name):
-            values.add(value)
-    return frozenset(value for value in values if len(value) >= 4)
-
-
-def _html_title(body: bytes) -> str:
-    match = _TITLE.search(body[:65536])
-    if match is None:
-        return ""
-    title = html.unescape(match.group(1).decode("utf-8", "replace"))
-    return " ".join(title.split())[:100]
-
-
-def _is_html(response: httpx.Response) -> bool:
+def _html_page(response: httpx.Response) -> str | None:
+    """``"an HTML page ('<title>')"`` when the body is HTML (by type or by its first byte), else None."""
     content_type = response.headers.get("content-type", "").lower()
-    return "text/html" in content_type or response.content.lstrip()[:1] == b"<"
+    if "text/html" not in content_type and response.content.lstrip()[:1] != b"<":
+        return None
+    match = _TITLE.search(response.content[:65536])
+    title = (
+        " ".join(html.unescape(match.group(1).decode("utf-8", "replace")).split()) if match else ""
+    )
+    return f"an HTML page ({title[:100]!r})" if title else "an HTML page"
 
 
 def _excerpt(response: httpx.Response) -> str:
     """A short, redacted excerpt of an error body: its message field when it is JSON."""
-    body = response.content
-    if not body:
+    if not response.content:
         return ""
-    if _is_html(response):
-        title = _html_title(body)
-        return f"an HTML page ({title!r})" if title else "an HTML page"
-    text = body[:4096].decode("utf-8", "replace")
+    if page := _html_page(response):
+        return page
+    text = response.content[:4096].decode("utf-8", "replace")
     try:
-        data = orjson.loads(body)
+        data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict):
         for key in ("message", "error_description", "error", "detail"):
             value = data.get(key)
-            if isinstance(value, dict):
-                value = value.get("message")
+            value = value.get("message") if isinstance(value, dict) else value
             if isinstance(value, str) and value.strip():
                 text = value
                 break
-    text = _scrub(" ".join(text.split()), _secrets(response.request))
-    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 3] + "..."
+    text = _scrub(" ".join(text.split()), response.request)
+    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 3] + "..."
 
 
 def _status(code: int) -> str:
@@ -218,41 +196,46 @@ def _status(code: int) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: seconds, fractional seconds or an HTTP-date."""
-    if not value:
-        return None
-    value = value.strip()
+    """Seconds to wait from ``Retry-After``: seconds, fractional seconds or an HTTP-date."""
+    value = (value or "").strip()
     try:
         seconds = float(value)
     except ValueError:
         try:
-            when = email.utils.parsedate_to_datetime(value)
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError, IndexError):
             return None
-        return max(0.0, when.timestamp() - time.time())
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    """One call to :meth:`HttpEngine.request`: what to send on every attempt."""
+    """One call of :meth:`HttpEngine.request`: what every attempt sends."""
 
     method: str
     url: httpx.URL
     headers: httpx.Headers
     body: bytes
-    shown: str  # the redacted URL for messages
+    shown: str  # the redacted URL, for messages
     auth_origin: tuple[str, str, int | None]
+
+    def error(
+        self, kind: type[HTTPError], message: str, status: int = 0, attempts: int = 0
+    ) -> HTTPError:
+        text, method, url = f"{self.method} {self.shown} {message}", self.method, self.shown
+        if issubclass(kind, HTTPStatusError):
+            return kind(text, status_code=status, method=method, url=url, attempts=attempts)
+        return kind(text, method=method, url=url, attempts=attempts)
 
 
 @dataclass(slots=True)
 class _Failure:
-    """A failed attempt, and the error to raise if it is the last one."""
+    """A failed attempt, and what to raise if it is the last one."""
 
     kind: type[HTTPError]
-    head: str  # "GET http://h/p failed: 503 Service Unavailable"
-    hint: str = ""  # "; the vendor API is failing, try again later"
-    status: int | None = None
+    what: str  # "failed: 503 Service Unavailable", "returned malformed JSON (...)"
+    hint: str = ""
+    status: int = 0
     cause: BaseException | None = None
     retryable: bool = True
     wait: float | None = None  # from Retry-After
@@ -260,28 +243,17 @@ class _Failure:
     def error(self, call: _Call, attempts: int, same: bool) -> HTTPError:
         if not self.retryable:
             where = f" on attempt {attempts}" if attempts > 1 else ""
-            message = f"{self.head}{where}; not retried, since {call.method} is not idempotent"
+            message = f"{self.what}{where}; not retried, since {call.method} is not idempotent"
         elif self.kind is ResponseError:
-            message = f"{self.head} after {attempts} attempt{'s' if attempts > 1 else ''}"
+            message = f"{self.what} after {attempts} attempt{'s' * (attempts > 1)}"
         else:
-            if attempts == 1:
-                where = " on its only attempt"
-            else:
-                where = (
-                    f" on all {attempts} attempts"
-                    if same
-                    else f" on the last of {attempts} attempts"
-                )
-            message = f"{self.head}{where}{self.hint}"
-        if self.status is not None:
-            return HTTPStatusError(
-                message,
-                status_code=self.status,
-                method=call.method,
-                url=call.shown,
-                attempts=attempts,
-            )
-        return self.kind(message, method=call.method, url=call.shown, attempts=attempts)
+            where = f"on all {attempts} attempts" if same else f"on the last of {attempts} attempts"
+            where = where if attempts > 1 else "on its only attempt"
+            message = f"{self.what} {where}{self.hint}"
+        return call.error(self.kind, message, self.status, attempts)
+
+
+Outcome = tuple[Any, httpx.Response] | _Failure | Literal["refresh"]
 
 
 class HttpEngine:
@@ -290,6 +262,8 @@ class HttpEngine:
     Safe to share between the run's worker threads. Use it as a context manager
     or call :meth:`close`. ``sleep``, ``clock`` and ``rng`` are injectable for
     tests; ``transport`` replaces the network (e.g. ``httpx.MockTransport``).
+    Credentials (``auth``) go only to the base URL's origin (without a base
+    URL, the origin of each call's first request).
     """
 
     def __init__(
@@ -306,35 +280,26 @@ class HttpEngine:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self.policy = policy or HttpPolicy()
+        self.policy = policy = policy or HttpPolicy()
         self.stats = HttpStats()
-        self._auth = auth
-        self._limiter = limiter
-        self._on_response = on_response
-        self._headers = httpx.Headers(headers or {})
-        self._sleep = sleep
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._breaker = CircuitBreaker(
-            self.policy.circuit_threshold, self.policy.circuit_cooldown, clock=clock
+        self.breaker = CircuitBreaker(
+            policy.circuit_threshold, policy.circuit_cooldown, clock=clock
         )
+        self._auth, self._limiter, self._on_response = auth, limiter, on_response
+        self._headers = httpx.Headers(headers or {})
+        self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
         self._client = httpx.Client(
             base_url=base_url,
-            headers={"User-Agent": self.policy.user_agent},
-            timeout=httpx.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout),
+            headers={"User-Agent": policy.user_agent},
+            timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
             limits=httpx.Limits(
-                max_connections=self.policy.max_connections,
-                max_keepalive_connections=self.policy.max_connections,
+                max_connections=policy.max_connections,
+                max_keepalive_connections=policy.max_connections,
             ),
             follow_redirects=False,
             transport=transport,
         )
         self._base_origin = _origin(self._client.base_url) if base_url else None
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The engine's circuit breaker (one per engine)."""
-        return self._breaker
 
     def close(self) -> None:
         """Close the pooled connections. The engine cannot be used afterwards."""
@@ -359,12 +324,10 @@ class HttpEngine:
         """Send a request, retrying as the policy says; return the final response, body read.
 
         ``url`` is relative to the base URL, or absolute; ``params`` are merged
-        into any query string it already has. Returns 2xx responses
-        (and 1xx/3xx ones that are not redirects); raises an :class:`HTTPError`
-        for everything else.
+        into any query string it already has. Returns 2xx responses (and 1xx or
+        3xx ones that are not redirects); raises an :class:`HTTPError` otherwise.
         """
-        call = self._prepare(method, url, params, headers, json, content)
-        return self._run(call, want_json=False)[1]
+        return self._run(self._prepare(method, url, params, headers, json, content), False)[1]
 
     def get_json(
         self,
@@ -379,8 +342,7 @@ class HttpEngine:
         and is retried; after the last one it raises :class:`ResponseError`.
         The body is ``None`` for 204, 205 and 304.
         """
-        call = self._prepare("GET", url, params, headers, None, None)
-        return self._run(call, want_json=True)
+        return self._run(self._prepare("GET", url, params, headers, None, None), True)
 
     def _prepare(
         self,
@@ -397,54 +359,49 @@ class HttpEngine:
             first = self._client.build_request(
                 method.upper(), url, headers=merged, json=json, content=content
             )
-            # httpx would replace the URL's query string with ``params``; a next
-            # link's cursor must survive, so merge them instead.
+            # httpx would replace the URL's query string with ``params``: merge
+            # them instead, so that a next link's cursor survives.
             target = first.url.copy_merge_params(params) if params else first.url
         except httpx.InvalidURL as exc:
-            raise HTTPError(
-                f"{method.upper()} {redact_url(url)}: not a valid URL ({_scrub(str(exc))})"
-            ) from exc
-        return _Call(
-            method=first.method,
-            url=target,
-            headers=first.headers,
-            body=first.read(),
-            shown=redact_url(target),
-            auth_origin=self._base_origin or _origin(target),
-        )
+            what = f"{method.upper()} {redact_url(url)}: not a valid URL ({_scrub(str(exc))})"
+            raise HTTPError(what) from exc
+        origin = self._base_origin or _origin(target)
+        return _Call(first.method, target, first.headers, first.read(), redact_url(target), origin)
 
-    def _run(self, call: _Call, *, want_json: bool) -> tuple[Any, httpx.Response]:
-        attempts, budget, refreshed = 0, self.policy.max_attempts, False
-        heads: set[str] = set()
+    def _run(self, call: _Call, want_json: bool) -> tuple[Any, httpx.Response]:
+        attempts, budget, refreshed, failures = 0, self.policy.max_attempts, False, set[str]()
         while True:
             attempts += 1
-            self._breaker.before_call(method=call.method, url=call.shown)
+            self.breaker.before_call(method=call.method, url=call.shown)
             try:
-                response = self._exchange(call)
-                outcome = self._judge(call, response, want_json=want_json, refreshed=refreshed)
+                outcome = self._judge(call, self._exchange(call), want_json, refreshed)
             except HTTPError as exc:
                 exc.attempts = attempts
-                self._record(exc)
+                server_fault = isinstance(
+                    exc, (DeadlineExceededError, ResponseError, RetryAfterTooLongError)
+                )
+                fault = server_fault or getattr(exc, "status_code", 0) >= 500
+                self.breaker.record_failure() if fault else self.breaker.record_success()
                 raise
             except httpx.TransportError as exc:
                 self.stats.add("transport_errors")
                 outcome = self._transport_failure(call, exc, attempts)
             except httpx.DecodingError as exc:
-                detail = _scrub(str(exc))
-                head = f"{call.method} {call.shown} returned a body that could not be decoded ({detail})"
-                outcome = _Failure(ResponseError, head, cause=exc)
-            if outcome == "refresh":
+                outcome = _Failure(
+                    ResponseError, f"returned a body that cannot be decoded ({exc})", cause=exc
+                )
+            if not isinstance(outcome, _Failure):
+                self.breaker.record_success()
+                if outcome != "refresh":
+                    return outcome
                 # Fresh credentials get one more attempt, outside the retry budget.
                 refreshed, budget = True, budget + 1
                 self.stats.add("retries")
                 continue
-            if not isinstance(outcome, _Failure):
-                self._breaker.record_success()
-                return outcome
-            self._breaker.record_failure()
-            heads.add(outcome.head)
+            self.breaker.record_failure()
+            failures.add(outcome.what)
             if not outcome.retryable or attempts >= budget:
-                raise outcome.error(call, attempts, same=len(heads) == 1) from outcome.cause
+                raise outcome.error(call, attempts, same=len(failures) == 1) from outcome.cause
             self.stats.add("retries")
             self._sleep(outcome.wait if outcome.wait is not None else self._backoff(attempts))
 
@@ -453,76 +410,51 @@ class HttpEngine:
         cap = min(self.policy.backoff_max, self.policy.backoff_base * 2.0 ** min(attempt - 1, 60))
         return self._rng.uniform(0.0, cap)
 
-    def _record(self, error: HTTPError) -> None:
-        """Tell the breaker how an attempt that raised went: the server failing, or not."""
-        status = getattr(error, "status_code", 0)
-        if (
-            isinstance(error, (DeadlineExceededError, ResponseError, RetryAfterTooLongError))
-            or status >= 500
-        ):
-            self._breaker.record_failure()
-        else:
-            self._breaker.record_success()
-
     def _transport_failure(self, call: _Call, exc: httpx.TransportError, attempts: int) -> _Failure:
-        head = f"{call.method} {call.shown} failed: {type(exc).__name__} ({_scrub(str(exc)) or 'no detail'})"
-        if not isinstance(exc, _RETRYABLE_TRANSPORT):
+        what = f"failed: {type(exc).__name__} ({_scrub(str(exc)) or 'no detail'})"
+        if not isinstance(exc, _RETRYABLE):
             # An unsupported scheme or a malformed request: trying again cannot help.
-            raise TransportError(
-                f"{head}; not retried", method=call.method, url=call.shown, attempts=attempts
-            ) from exc
-        return _Failure(
-            TransportError,
-            head,
-            "; check the network and the base URL, or try again later",
-            cause=exc,
-            retryable=call.method not in _NOT_IDEMPOTENT or isinstance(exc, _NEVER_LEFT),
-        )
+            raise call.error(TransportError, f"{what}; not retried", attempts=attempts) from exc
+        hint = "; check the network and the base URL, or try again later"
+        never_left = isinstance(exc, _NEVER_LEFT)
+        retryable = call.method not in _NOT_IDEMPOTENT or never_left
+        return _Failure(TransportError, what, hint, cause=exc, retryable=retryable)
 
     def _exchange(self, call: _Call) -> httpx.Response:
-        """One attempt: send, follow redirects, read the final body. Within the deadline."""
+        """One attempt: send, follow redirects, read the final body, all within the deadline."""
         deadline = self._clock() + self.policy.request_deadline
         method, url, body = call.method, call.url, call.body
-        for hops in range(self.policy.max_redirects + 1):
-            request = self._build(call, method, url, body, deadline)
-            response = self._send(call, request, deadline)
+        for _ in range(self.policy.max_redirects + 1):
+            response = self._send(call, self._build(call, method, url, body, deadline), deadline)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or not location:
                 return response
-            if hops == self.policy.max_redirects:
-                break
             url = response.url.join(location)
             if response.status_code == 303 or (
                 response.status_code in (301, 302) and method == "POST"
             ):
                 method, body = ("HEAD" if method == "HEAD" else "GET"), b""
-        raise HTTPStatusError(
-            f"{call.method} {call.shown} failed: more than {self.policy.max_redirects} redirects",
-            status_code=response.status_code,
-            method=call.method,
-            url=call.shown,
-        )
+        what = f"failed: more than {self.policy.max_redirects} redirects"
+        raise call.error(HTTPStatusError, what, response.status_code)
 
     def _build(
         self, call: _Call, method: str, url: httpx.URL, body: bytes, deadline: float
     ) -> httpx.Request:
         headers = httpx.Headers(call.headers)
-        # httpx recomputes these for the URL and body actually sent.
+        # httpx sets these again for the URL and body actually sent.
         for name in ("host", "content-length", "transfer-encoding"):
             headers.pop(name, None)
         if method != call.method:
             headers.pop("content-type", None)
         same_origin = _origin(url) == call.auth_origin
         if not same_origin:
-            for name in list(headers.keys()):
-                if _CREDENTIAL_NAME.search(name):
-                    del headers[name]
+            for name in [name for name in headers if _CREDENTIAL.search(name)]:
+                del headers[name]
         request = httpx.Request(method, url, headers=headers, content=body or None)
         if same_origin and self._auth is not None:
             self._auth.apply(request)
         left = max(0.001, deadline - self._clock())
-        connect = min(self.policy.connect_timeout, left)
-        read = min(self.policy.read_timeout, left)
+        connect, read = min(self.policy.connect_timeout, left), min(self.policy.read_timeout, left)
         request.extensions["timeout"] = {
             "connect": connect,
             "read": read,
@@ -534,16 +466,18 @@ class HttpEngine:
     def _send(self, call: _Call, request: httpx.Request, deadline: float) -> httpx.Response:
         if self._limiter is not None:
             self._limiter.acquire()
+            request.extensions["trace"] = self._trace
         self.stats.add("requests")
         try:
             response = self._client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             self._check_deadline(call, deadline, exc)
             raise
-        if response.status_code == 429:
-            self.stats.add("throttled")
-        elif response.status_code >= 500:
-            self.stats.add("server_errors")
+        finally:
+            if self._limiter is not None:
+                self._limiter.sent()  # in case the request never got that far
+        if response.status_code == 429 or response.status_code >= 500:
+            self.stats.add("throttled" if response.status_code == 429 else "server_errors")
         if self._limiter is not None:
             # As soon as the headers are in: the limiter times the round trip.
             self._limiter.learn(response.headers)
@@ -556,57 +490,54 @@ class HttpEngine:
             self._on_response(response)
         return response
 
+    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's trace hook: tell the limiter the moment the request is on the wire."""
+        if event.endswith("send_request_body.complete") and self._limiter is not None:
+            self._limiter.sent()
+
     def _read(self, call: _Call, response: httpx.Response, deadline: float) -> None:
         """Read the whole body in chunks, checking the size cap and the deadline between them."""
-        cap = self.policy.max_page_bytes
-        declared = response.headers.get("content-length", "")
+        cap, declared = self.policy.max_page_bytes, response.headers.get("content-length", "")
+        too_large = (
+            "returned a response that {}, over the {}-byte cap (raise HttpPolicy.max_page_bytes)"
+        )
         if declared.isdigit() and int(declared) > cap:
-            raise self._too_large(call, f"declares {int(declared)} bytes")
+            raise call.error(
+                ResponseError, too_large.format(f"declares {int(declared)} bytes", cap)
+            )
         chunks: list[bytes] = []
         size = 0
         try:
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > cap:
-                    raise self._too_large(call, f"sent more than {cap} bytes")
+                    raise call.error(
+                        ResponseError, too_large.format(f"sent more than {cap} bytes", cap)
+                    )
                 chunks.append(chunk)
                 self._check_deadline(call, deadline, None)
         except httpx.TimeoutException as exc:
             self._check_deadline(call, deadline, exc)
             raise
-        # The body was read by hand so the deadline could be checked between
-        # chunks; store it where httpx's own read() would have.
+        # Read by hand to check the deadline between chunks: store the body
+        # where httpx's own read() would have.
         response._content = b"".join(chunks)
 
-    def _too_large(self, call: _Call, what: str) -> ResponseError:
-        return ResponseError(
-            f"{call.method} {call.shown} returned a response that {what}, over the "
-            f"{self.policy.max_page_bytes}-byte cap (raise HttpPolicy.max_page_bytes to allow it)",
-            method=call.method,
-            url=call.shown,
-            attempts=1,
-        )
-
     def _check_deadline(self, call: _Call, deadline: float, cause: BaseException | None) -> None:
-        if self._clock() < deadline:
-            return
-        raise DeadlineExceededError(
-            f"{call.method} {call.shown} did not complete within the "
-            f"{self.policy.request_deadline:g}s request deadline (HttpPolicy.request_deadline); "
-            "the server is too slow or stalled",
-            method=call.method,
-            url=call.shown,
-            attempts=1,
-        ) from cause
+        if self._clock() >= deadline:
+            what = (
+                f"did not complete within the {self.policy.request_deadline:g}s request deadline"
+                " (HttpPolicy.request_deadline); the server is too slow or stalled"
+            )
+            raise call.error(DeadlineExceededError, what) from cause
 
     def _judge(
-        self, call: _Call, response: httpx.Response, *, want_json: bool, refreshed: bool
-    ) -> tuple[Any, httpx.Response] | _Failure | Literal["refresh"]:
-        """Decide what a final response means: a result, a failure to retry, or an error."""
+        self, call: _Call, response: httpx.Response, want_json: bool, refreshed: bool
+    ) -> Outcome:
+        """What a final response means: a result, a failure worth retrying, or an error (raised)."""
         status = response.status_code
-        head = f"{call.method} {call.shown} failed: {_status(status)}"
         if status in self.policy.retry_statuses:
-            return self._retryable_status(call, response, head)
+            return self._retryable_status(call, response)
         if status in (401, 403):
             if status == 401 and not refreshed and self._auth is not None and self._auth.refresh():
                 return "refresh"
@@ -615,38 +546,32 @@ class HttpEngine:
                 if status == 401
                 else "the credentials lack permission for it"
             )
-            excerpt = _excerpt(response)
-            raise AuthenticationError(
-                f"{call.method} {call.shown} was refused: {_status(status)}; {advice}"
-                + (f" (server said: {excerpt})" if excerpt else ""),
-                status_code=status,
-                method=call.method,
-                url=call.shown,
+            said = f" (server said: {excerpt})" if (excerpt := _excerpt(response)) else ""
+            raise call.error(
+                AuthenticationError, f"was refused: {_status(status)}; {advice}{said}", status
             )
         if status >= 400:
-            excerpt = _excerpt(response)
-            raise HTTPStatusError(
-                head + (f": {excerpt}" if excerpt else ""),
-                status_code=status,
-                method=call.method,
-                url=call.shown,
-            )
-        if not want_json or status in (204, 205, 304) or not 200 <= status < 300:
+            said = f": {excerpt}" if (excerpt := _excerpt(response)) else ""
+            raise call.error(HTTPStatusError, f"failed: {_status(status)}{said}", status)
+        if not want_json or not 200 <= status < 300 or status in (204, 205):
             return None, response
-        return self._parse_json(call, response)
+        if page := _html_page(response):
+            return _Failure(ResponseError, f"returned {page} instead of JSON")
+        try:
+            return orjson.loads(response.content), response
+        except orjson.JSONDecodeError as exc:
+            return _Failure(ResponseError, f"returned malformed JSON ({exc})", cause=exc)
 
-    def _retryable_status(self, call: _Call, response: httpx.Response, head: str) -> _Failure:
-        status = response.status_code
-        wait = None
+    def _retryable_status(self, call: _Call, response: httpx.Response) -> _Failure:
+        status, wait = response.status_code, None
         if status in (429, 503):
             wait = _retry_after(response.headers.get("retry-after"))
             if wait is not None and wait > self.policy.max_retry_after:
-                raise RetryAfterTooLongError(
-                    f"{call.method} {call.shown} answered {_status(status)} and asked to wait "
-                    f"{wait:.0f}s before retrying, more than the {self.policy.max_retry_after:g}s cap; "
-                    "raise HttpPolicy.max_retry_after to wait that long",
-                    method=call.method,
-                    url=call.shown,
+                raise call.error(
+                    RetryAfterTooLongError,
+                    f"answered {_status(status)} and asked to wait {wait:.0f}s before retrying, more "
+                    f"than the {self.policy.max_retry_after:g}s cap; raise HttpPolicy.max_retry_after "
+                    "to wait that long",
                 )
             if status == 429 and wait is not None and self._limiter is not None:
                 self._limiter.penalize(wait)
@@ -654,31 +579,7 @@ class HttpEngine:
             hint = "; the vendor API kept rate limiting, lower the request rate or try again later"
         else:
             hint = "; the vendor API is failing, try again later"
-        excerpt = _excerpt(response) if _is_html(response) else ""
-        return _Failure(
-            HTTPStatusError,
-            head + (f" ({excerpt})" if excerpt else ""),
-            hint,
-            status=status,
-            retryable=status == 429 or call.method not in _NOT_IDEMPOTENT,
-            wait=wait,
-        )
-
-    def _parse_json(
-        self, call: _Call, response: httpx.Response
-    ) -> tuple[Any, httpx.Response] | _Failure:
-        if _is_html(response):
-            title = _html_title(response.content)
-            page = f"an HTML page ({title!r})" if title else "an HTML page"
-            return _Failure(
-                ResponseError, f"{call.method} {call.shown} returned {page} instead of JSON"
-            )
-        try:
-            return orjson.loads(response.content), response
-        except orjson.JSONDecodeError as exc:
-            detail = _scrub(str(exc))
-            return _Failure(
-                ResponseError,
-                f"{call.method} {call.shown} returned malformed JSON ({detail})",
-                cause=exc,
-            )
+        page = _html_page(response)
+        what = f"failed: {_status(status)}" + (f" ({page})" if page else "")
+        retryable = status == 429 or call.method not in _NOT_IDEMPOTENT
+        return _Failure(HTTPStatusError, what, hint, status, None, retryable, wait)

@@ -10,28 +10,35 @@ allows it:
 2. **The learned pace.** Rate-limit headers (``X-RateLimit-*``, the IETF
    ``RateLimit-*`` fields or the combined ``RateLimit`` field, and
    ``RateLimit-Policy``) say how many requests remain (R) and in how many
-   seconds the quota resets (T; delta-seconds, or an epoch timestamp when the
-   value is above 1e9). When R is small relative to what the bucket would allow
-   over T, the remaining requests are spread evenly over the window: the next
-   request should reach the server no earlier than ``T / (R + 1)`` after the
-   headers were written, and later grants stay that far apart. With R = 0 that
-   is the reset itself: nothing until then. A policy of ``q`` requests per
-   ``w`` seconds keeps grants at least ``w / q`` apart.
-
-   The spacing is worked out in server time, which is what lets a client use
-   nearly all of a smooth quota without hitting it. Half the shortest round
-   trip seen (from a grant to the learning of its response, on one thread) is
-   taken as one network leg: the headers were written about a leg before they
-   arrived, and a request takes a leg to reach the server. A margin of a
-   quarter round trip is kept; each 429 widens it a little (and it narrows
-   again as responses come back), so a server whose clock or rounding runs
-   slightly ahead is learned rather than hit again and again.
+   seconds the quota resets (T: delta-seconds, possibly fractional, or an
+   epoch timestamp when the value is above 1e9). When R is small relative to
+   what the bucket would allow over T, the remaining requests are spread
+   evenly over the window: the next request should reach the server one slot,
+   ``T / (R + 1)``, after the headers were written, and grants stay a slot
+   apart. With R = 0 the slot is the reset itself: nothing until then. A
+   policy of ``q`` requests per ``w`` seconds keeps grants ``w / q`` apart.
 3. **Penalties.** After a 429 with ``Retry-After``, :meth:`RateLimiter.penalize`
-   holds every worker of the limiter back for that long.
+   holds every worker back for that long.
 
-A limiter with no static rate starts by letting one request out alone (up to
-a second) until a response is learned, so a run does not open with a burst of
-parallel requests against a quota it knows nothing about.
+How the pace is kept close to the quota without crossing it (a smooth quota
+with no burst punishes a request that arrives a fraction of a millisecond
+early, and forgets one that arrives late):
+
+- *Server time.* Half the shortest round trip seen (a send to the learning of
+  its response) is taken as one network leg: the headers were written about a
+  leg before they arrived, and the next request takes a leg to get there.
+- *Slack.* Every spacing carries a margin: 1% of it (at least 0.2 ms), plus a
+  boost that each 429 raises by a millisecond and every response lets decay.
+  A pace learned lower than the current one is approached gradually, and a
+  429's own headers never lower it.
+- *Sends, not grants.* A caller that reports with :meth:`RateLimiter.sent`
+  when a request actually went out (the engine does, through httpcore's trace
+  hook) gets the next grant spaced from that moment; time lost between a
+  grant and its send (the GIL, a connection being opened) then delays the
+  next request instead of squeezing it against this one.
+- *A quiet start.* A limiter with no static rate lets one request out alone
+  (for up to a second) until a response is learned, so a run does not open
+  with a burst against a quota it knows nothing about.
 
 Clocks and sleeping are injectable so that tests run on virtual time.
 """
@@ -53,17 +60,23 @@ _EPOCH_THRESHOLD = 1e9
 _EPOCH_MS_THRESHOLD = 1e11
 #: float noise tolerated when deciding whether a whole token is available
 _EPSILON = 1e-9
-#: the safety margin kept against the server's reset, as a fraction of the shortest round trip
-_MARGIN = 0.25
-#: the most slack a rounded epoch reset adds, as a fraction of the learned spacing
+#: the least slack kept on every learned spacing: a share of it, and a floor in seconds
+_SLACK_SHARE = 0.01
+_MIN_SLACK = 0.0002
+#: the most slack a rounded epoch reset adds, as a share of the spacing
 _MAX_ROUNDING = 0.05
-#: seconds of margin each 429 adds, the most it may add up to, and its decay per response
-_BOOST_STEP = 0.0005
-_BOOST_MAX = 0.005
-_BOOST_DECAY = 0.998
+#: how fast a learned spacing may shrink, per response
+_PACE_DECAY = 0.98
+#: seconds of slack each 429 adds, the most it may add up to, and its decay per response
+_BOOST_STEP = 0.001
+_BOOST_MAX = 0.010
+_BOOST_DECAY = 0.999
 #: how long the other workers wait for the first response, and how often they look
 _PROBE_TIMEOUT = 1.0
 _PROBE_POLL = 0.005
+#: how long a grant waits for the one before it to be sent, and how often it looks
+_HANDOFF_TIMEOUT = 0.25
+_HANDOFF_POLL = 0.0005
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -75,6 +88,7 @@ class _Quota:
     reset: float | None = None  # seconds from now
     absolute: bool = False  # reset came as an epoch timestamp
     rounding: float = 0.0  # how early a rounded epoch reset may be
+    throttled: bool = False  # the response carried Retry-After
     interval: float | None = None  # seconds per request, from a policy
 
 
@@ -121,6 +135,10 @@ class RateLimiter:
         # With no static rate, nothing is known about the quota until a first
         # response is learned; one request goes out alone to find out.
         self._probing = self._rate is None
+        # Once callers report when requests actually go out (sent()), a grant
+        # waits for the one before it to leave: see sent().
+        self._handoff = False
+        self._unsent: tuple[int, float] | None = None
 
     @property
     def rate(self) -> float | None:
@@ -143,10 +161,33 @@ class RateLimiter:
                     if self._rate is not None:
                         self._tokens = max(0.0, self._tokens - 1.0)
                     self._last_grant = now
-                    self._local.granted = now
+                    self._local.granted, self._local.measured = now, False
+                    if self._handoff:
+                        self._unsent = (threading.get_ident(), now)
                     return waited
             self._sleep(wait)
             waited += wait
+
+    def sent(self) -> None:
+        """Report that the request granted to this thread has just gone out on the wire.
+
+        Optional, but it makes pacing immune to delays between a grant and the
+        send (another thread holding the GIL, a connection being opened):
+        once a limiter has been told this, each grant waits until the request
+        granted before it has gone out (up to a fraction of a second), and
+        spaces itself from that moment instead of from the earlier grant, so a
+        late request can never be followed too closely by the next one.
+        Calling it again, or with nothing granted, does no harm.
+        """
+        with self._lock:
+            now = self._clock()
+            self._handoff = True
+            if self._unsent is None or self._unsent[0] != threading.get_ident():
+                return
+            self._unsent = None
+            self._last_grant = max(self._last_grant, now)
+            if not getattr(self._local, "measured", True):
+                self._local.granted = now  # time the round trip from the wire
 
     def learn(self, headers: Mapping[str, str]) -> None:
         """Adjust the pace from a response's rate-limit headers; ignore what it cannot parse.
@@ -158,21 +199,23 @@ class RateLimiter:
         with self._lock:
             self._probing = False
             now = self._clock()
-            sent, leg, margin = self._timing(now)
+            sent, leg = self._timing(now)
             if quota is None:
                 return
-            pace = quota.interval or 0.0
+            pace = self._slacken(quota.interval) if quota.interval else 0.0
             if quota.remaining is not None and quota.reset is not None:
-                # Work in server time. The headers were written between one leg
-                # after the request left and one leg before they arrived; the
-                # late estimate keeps the next send safe, the early one keeps an
-                # absolute reset from looking closer than it is.
-                late, early = now - leg, (sent + leg if sent is not None else now)
+                # Work in server time: the headers were written about one leg
+                # before they arrived. An epoch reset is a fixed point, and how
+                # far it lies from the moment they were written is unknown (a
+                # slow server answers long after it counted the request), so
+                # its window is taken from the send: longer, never shorter.
+                server_now = now - leg
                 if quota.absolute:
                     deadline = now + quota.reset
-                    window = max(0.0, deadline - min(early, late))
+                    window = max(0.0, deadline - (now if sent is None else sent))
                 else:
-                    deadline, window = late + quota.reset, max(0.0, quota.reset)
+                    deadline = server_now + quota.reset
+                    window = max(0.0, quota.reset)
                 remaining = max(0.0, math.floor(quota.remaining))
                 self._refill(now)
                 allowed = math.inf if self._rate is None else self._tokens + self._rate * window
@@ -181,10 +224,14 @@ class RateLimiter:
                     # window; it takes a leg to get there.
                     spread = window / (remaining + 1.0)
                     slot = deadline - spread * remaining
-                    slack = margin + self._boost + min(quota.rounding, _MAX_ROUNDING * spread)
+                    slack = self._slacken(spread) - spread
+                    slack += min(quota.rounding, _MAX_ROUNDING * spread)
                     self._not_before = max(self._not_before, slot - leg + slack)
                     pace = max(pace, spread + slack)
-            self._pace = pace
+            # A 429 saying "a token in 0 s" must not undo the spacing that the
+            # responses before it agreed on, and a lower pace is only approached
+            # gradually, so one odd response cannot speed every worker up.
+            self._pace = max(pace, self._pace * (1.0 if quota.throttled else _PACE_DECAY))
             self._boost *= _BOOST_DECAY
 
     def penalize(self, seconds: float) -> None:
@@ -197,6 +244,10 @@ class RateLimiter:
             self._boost = min(_BOOST_MAX, self._boost + _BOOST_STEP)
             if seconds > 0:
                 self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def _slacken(self, spacing: float) -> float:
+        """``spacing`` plus the safety margin: a share of it, at least a floor, and the boost."""
+        return spacing + max(_MIN_SLACK, _SLACK_SHARE * spacing) + self._boost
 
     def _refill(self, now: float) -> None:
         if self._rate is not None and now > self._stamp:
@@ -211,28 +262,31 @@ class RateLimiter:
                 self._probing = False
             else:
                 wait = max(wait, min(_PROBE_POLL, self._last_grant + _PROBE_TIMEOUT - now))
+        if self._unsent is not None and now < self._unsent[1] + _HANDOFF_TIMEOUT:
+            wait = max(wait, min(_HANDOFF_POLL, self._unsent[1] + _HANDOFF_TIMEOUT - now))
         if self._rate is not None and self._tokens < 1.0 - _EPSILON:
             wait = max(wait, (1.0 - self._tokens) / self._rate)
         return wait
 
-    def _timing(self, now: float) -> tuple[float | None, float, float]:
-        """This thread's grant time, one network leg and the safety margin.
+    def _timing(self, now: float) -> tuple[float | None, float]:
+        """When this thread's request was sent (or granted), and how long one network leg takes.
 
-        The leg and margin are estimated from the shortest round trip seen
-        (grant to learning). Without a grant on this thread there is nothing to
-        measure: the headers are taken as written at the moment they arrive.
+        A leg is half the shortest round trip seen from a send to the learning
+        of its response, on one thread. The first one is not trusted (it
+        carries the connection set-up), and a thread with no grant has nothing
+        to measure: the leg is then 0, as if the headers were written the
+        moment they arrived. A grant is measured once but stays the thread's
+        until its next acquire, so that a plugin learning vendor headers from
+        the same response is timed alike.
         """
         granted: float | None = getattr(self._local, "granted", None)
-        self._local.granted = None
         if granted is None or granted > now:
-            return None, 0.0, 0.0
-        self._min_rtt = min(self._min_rtt, now - granted)
-        self._samples += 1
-        if self._samples < 2:
-            # The first round trip carries the connection set-up; the leg it
-            # suggests would be too long, and so the next request too early.
-            return granted, 0.0, 0.0
-        return granted, self._min_rtt / 2.0, self._min_rtt * _MARGIN
+            return None, 0.0
+        if not getattr(self._local, "measured", False):
+            self._local.measured = True
+            self._min_rtt = min(self._min_rtt, now - granted)
+            self._samples += 1
+        return granted, (self._min_rtt / 2.0 if self._samples >= 2 else 0.0)
 
 
 def _number(value: str | None) -> float | None:
@@ -322,9 +376,8 @@ def _parse_quota(headers: Mapping[str, str], wall_now: float) -> _Quota | None:
     interval = _policy_interval(policies)
     if remaining is None and reset is None and interval is None:
         return None
-    return _Quota(
-        remaining=remaining, reset=reset, absolute=absolute, rounding=rounding, interval=interval
-    )
+    throttled = "retry-after" in lower
+    return _Quota(remaining, reset, absolute, rounding, throttled, interval)
 
 
 _SHARED: dict[str, RateLimiter] = {}

@@ -1,0 +1,551 @@
+"""The rate limiter, on virtual time: pacing, learning from headers, penalties, sharing."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tapyard._ratelimit import RateLimiter, shared_limiter
+
+EPOCH = 1_700_000_000.0
+
+
+class FakeTime:
+    """One thread's virtual time: ``sleep`` moves the clock forward."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return EPOCH + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class VirtualTime:
+    """Virtual time for several threads: it moves only when every participant sleeps.
+
+    Each participant calls :meth:`sleep` (which blocks until virtual time
+    reaches its wake-up) and :meth:`leave` when it is done. Between sleeps a
+    thread runs at a single instant, so what it reads from :meth:`clock` right
+    after a call returns is the time that call happened.
+    """
+
+    def __init__(self, participants: int) -> None:
+        self._now = 0.0
+        self._cond = threading.Condition()
+        self._active = participants
+        self._heap: list[tuple[float, int]] = []
+        self._woken: set[int] = set()
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        return EPOCH + self._now
+
+    def sleep(self, seconds: float) -> None:
+        with self._cond:
+            entry = (self._now + max(0.0, seconds), next(self._seq))
+            heapq.heappush(self._heap, entry)
+            self._active -= 1
+            self._advance()
+            while entry[1] not in self._woken:
+                self._cond.wait()
+            self._woken.discard(entry[1])
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            self._advance()
+
+    def _advance(self) -> None:
+        if self._active == 0 and self._heap:
+            self._now = max(self._now, self._heap[0][0])
+            while self._heap and self._heap[0][0] <= self._now:
+                self._woken.add(heapq.heappop(self._heap)[1])
+                self._active += 1
+            self._cond.notify_all()
+
+
+def run_workers(vt: VirtualTime, workers: int, body: Callable[[int], None]) -> None:
+    def run(index: int) -> None:
+        try:
+            body(index)
+        finally:
+            vt.leave()
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(run, i) for i in range(workers)]:
+            future.result(timeout=60)
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most events in any closed interval of length ``window``."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] < t - window - 1e-9:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def just_after(expected: float | list[float]) -> Any:
+    """What a learned wait should come to: the server's time plus the small safety margin.
+
+    The margin is 1% of the spacing (at least 0.2 ms): allow up to 2% and 1 ms.
+    """
+    if isinstance(expected, list):
+        return [just_after(value) for value in expected]
+    return pytest.approx(expected * 1.01 + 0.0005, abs=expected * 0.01 + 0.0005)
+
+
+def random_headers(rng: random.Random, now: float) -> dict[str, str]:
+    """Whatever a server might say, sensible or not."""
+    choice = rng.randrange(6)
+    remaining = str(rng.choice([0, 1, 5, 1000]))
+    if choice == 0:
+        return {"X-RateLimit-Remaining": remaining, "X-RateLimit-Reset": f"{rng.uniform(0, 3):.3f}"}
+    if choice == 1:
+        return {
+            "X-RateLimit-Remaining": remaining,
+            "X-RateLimit-Reset": f"{EPOCH + now + rng.uniform(-1, 3):.3f}",
+        }
+    if choice == 2:
+        return {
+            "RateLimit-Limit": "1000",
+            "RateLimit-Remaining": remaining,
+            "RateLimit-Reset": "0.5",
+            "RateLimit-Policy": "1000;w=1",
+        }
+    if choice == 3:
+        return {"RateLimit": f"limit=100, remaining={remaining}, reset=1"}
+    if choice == 4:
+        return {"X-RateLimit-Remaining": "garbage", "RateLimit-Reset": "-5"}
+    return {}
+
+
+# The promise: never more than rate * W + burst in any window of W seconds
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(5.0, 3.0), (2.0, 1.0), (10.0, 20.0)])
+def test_no_window_exceeds_rate_times_window_plus_burst_across_threads(
+    rate: float, burst: float
+) -> None:
+    workers, duration = 8, 40.0
+    vt = VirtualTime(workers)
+    limiter = RateLimiter(rate, burst, clock=vt.clock, sleep=vt.sleep, wall_clock=vt.wall)
+    grants: list[float] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        rng = random.Random(index)
+        while vt.clock() < duration:
+            limiter.acquire()
+            with lock:
+                grants.append(vt.clock())
+            vt.sleep(rng.uniform(0.0, 0.05))  # the request's round trip
+            limiter.learn(random_headers(rng, vt.clock()))
+            if rng.random() < 0.02:
+                limiter.penalize(rng.uniform(0.0, 0.5))
+
+    run_workers(vt, workers, worker)
+    assert max_in_window(grants, 10.0) <= rate * 10 + burst
+    assert max_in_window(grants, 1.0) <= rate * 1 + burst
+
+
+def test_no_window_exceeds_the_bound_in_a_simulated_sequence() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(4.0, 2.0, clock=time.clock, sleep=time.sleep, wall_clock=time.wall)
+    rng = random.Random(1)
+    grants = []
+    while time.now < 100.0:
+        limiter.acquire()
+        grants.append(time.now)
+        time.now += rng.choice([0.0, 0.0, 0.01, 0.3, 2.0])
+        limiter.learn(random_headers(rng, time.now))
+    assert max_in_window(grants, 10.0) <= 4 * 10 + 2
+
+
+def test_a_busy_bucket_reaches_its_bound() -> None:
+    """The bound is tight: without headers the limiter does use its whole rate."""
+    time = FakeTime()
+    limiter = RateLimiter(5.0, 3.0, clock=time.clock, sleep=time.sleep)
+    grants = []
+    while time.now <= 10.0:
+        limiter.acquire()
+        grants.append(time.now)
+    assert max_in_window(grants, 10.0) == 5 * 10 + 3
+
+
+# Static pacing
+
+
+def test_static_rate_spaces_grants_evenly() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(2.0, clock=time.clock, sleep=time.sleep)
+    grants = []
+    for _ in range(5):
+        limiter.acquire()
+        grants.append(time.now)
+    assert grants == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+
+
+def test_burst_then_rate() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(1.0, 3.0, clock=time.clock, sleep=time.sleep)
+    grants = []
+    for _ in range(5):
+        limiter.acquire()
+        grants.append(time.now)
+    assert grants == pytest.approx([0.0, 0.0, 0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("rate", [None, 0])
+def test_unlimited_does_not_wait(rate: float | None) -> None:
+    time = FakeTime()
+    limiter = RateLimiter(rate, clock=time.clock, sleep=time.sleep)
+    for _ in range(100):
+        assert limiter.acquire() == 0.0
+        limiter.learn({})
+    assert time.sleeps == []
+    assert limiter.rate is None
+
+
+def test_an_unlimited_limiter_sends_one_request_alone_until_it_learns() -> None:
+    vt = VirtualTime(3)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep)
+    grants: dict[int, float] = {}
+
+    def worker(index: int) -> None:
+        vt.sleep(index * 0.001)  # a fixed order of arrival
+        limiter.acquire()
+        grants[index] = vt.clock()
+        vt.sleep(0.2)
+        limiter.learn({})
+
+    run_workers(vt, 3, worker)
+    assert grants[0] == 0.0
+    assert grants[1] == pytest.approx(0.2, abs=0.01)
+    assert grants[2] == pytest.approx(0.2, abs=0.01)
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        RateLimiter(-1)
+    with pytest.raises(ValueError, match="burst"):
+        RateLimiter(1, float("nan"))
+
+
+# Learning from headers
+
+
+def learned(headers: dict[str, str], rate: float | None = None, after: float = 0.0) -> FakeTime:
+    """A limiter that granted at 0, learned ``headers`` ``after`` seconds later, then acquired."""
+    time = FakeTime()
+    limiter = RateLimiter(rate, clock=time.clock, sleep=time.sleep, wall_clock=time.wall)
+    limiter.acquire()
+    time.now += after
+    limiter.learn(headers)
+    time.sleeps.clear()
+    limiter.acquire()
+    return time
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "2"},
+        {"RateLimit-Limit": "60", "RateLimit-Remaining": "0", "RateLimit-Reset": "2"},
+        {"ratelimit-remaining": "0", "ratelimit-reset": "2.0"},
+        {"RateLimit": "limit=60, remaining=0, reset=2"},
+        {"RateLimit": '"default";r=0;t=2', "RateLimit-Policy": '"default";q=60;w=60'},
+    ],
+)
+def test_remaining_zero_waits_for_the_reset(headers: dict[str, str]) -> None:
+    time = learned(headers, after=0.01)
+    assert time.now == just_after(2.01)
+
+
+def test_fractional_delta_reset() -> None:
+    time = learned({"RateLimit-Remaining": "0", "RateLimit-Reset": "0.25"}, after=0.01)
+    assert time.now == just_after(0.26)
+
+
+@pytest.mark.parametrize(
+    ("reset", "expected"),
+    [
+        (f"{EPOCH + 3:.0f}", 3.0),  # epoch seconds
+        (f"{EPOCH + 1.5:.3f}", 1.5),  # fractional epoch
+        (f"{(EPOCH + 4) * 1000:.0f}", 4.0),  # epoch milliseconds
+        (f"{EPOCH - 10:.0f}", 0.0),  # already past
+    ],
+)
+def test_epoch_reset(reset: str, expected: float) -> None:
+    time = learned({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset})
+    assert time.now == just_after(expected)
+
+
+def test_remaining_requests_are_spread_over_the_window() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(None, clock=time.clock, sleep=time.sleep)
+    limiter.acquire()
+    limiter.learn({"X-RateLimit-Remaining": "4", "X-RateLimit-Reset": "10"})
+    grants = []
+    for _ in range(3):
+        limiter.acquire()
+        grants.append(time.now)
+    assert grants == just_after([2.0, 4.0, 6.0])
+
+
+def test_policy_sets_the_pace() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(None, clock=time.clock, sleep=time.sleep)
+    limiter.acquire()
+    limiter.learn(
+        {"RateLimit-Policy": "4;w=1", "RateLimit-Remaining": "50", "RateLimit-Reset": "1"}
+    )
+    grants = []
+    for _ in range(4):
+        limiter.acquire()
+        grants.append(time.now)
+    assert grants == just_after([0.25, 0.5, 0.75, 1.0])
+
+
+def test_plenty_remaining_leaves_a_static_rate_alone() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(10.0, 5.0, clock=time.clock, sleep=time.sleep)
+    limiter.acquire()
+    # The bucket could send at most 4 + 10 * 60 = 604 in the window: 1000 is plenty.
+    limiter.learn({"X-RateLimit-Remaining": "1000", "X-RateLimit-Reset": "60"})
+    for _ in range(4):
+        limiter.acquire()
+    assert time.sleeps == []
+
+
+def test_less_remaining_than_the_bucket_allows_slows_a_static_rate() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(10.0, 5.0, clock=time.clock, sleep=time.sleep)
+    limiter.acquire()
+    limiter.learn({"X-RateLimit-Remaining": "299", "X-RateLimit-Reset": "60"})
+    limiter.acquire()
+    limiter.acquire()
+    assert time.now == just_after(2 * 60 / 300)
+
+
+def test_headers_never_raise_a_static_rate() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(1.0, clock=time.clock, sleep=time.sleep)
+    grants = []
+    for _ in range(4):
+        limiter.acquire()
+        grants.append(time.now)
+        limiter.learn(
+            {"RateLimit-Policy": "1000;w=1", "RateLimit-Remaining": "999", "RateLimit-Reset": "1"}
+        )
+    assert grants == pytest.approx([0.0, 1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-RateLimit-Remaining": "lots"},
+        {"X-RateLimit-Reset": "soon"},
+        {"RateLimit-Policy": "garbage;w=x"},
+        {"RateLimit-Remaining": "inf", "RateLimit-Reset": "nan"},
+    ],
+)
+def test_unparseable_headers_are_ignored(headers: dict[str, str]) -> None:
+    time = learned(headers)
+    assert time.now == 0.0
+
+
+# Penalties and sharing
+
+
+def test_penalize_holds_back_every_worker() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(100.0, 10.0, clock=time.clock, sleep=time.sleep)
+    limiter.penalize(5.0)
+    assert limiter.acquire() == pytest.approx(5.0)
+    assert time.now == pytest.approx(5.0)
+    assert limiter.acquire() == 0.0  # the penalty is over; the bucket is full
+
+
+def test_penalize_across_threads() -> None:
+    vt = VirtualTime(4)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep)
+    grants: list[float] = []
+
+    def worker(index: int) -> None:
+        if index == 0:
+            limiter.penalize(3.0)
+        else:
+            vt.sleep(0.5)
+        limiter.acquire()
+        grants.append(vt.clock())
+        limiter.learn({})
+
+    run_workers(vt, 4, worker)
+    assert min(grants) == pytest.approx(3.0)
+
+
+def test_shared_limiter_is_one_object_per_key() -> None:
+    first = shared_limiter("test-connector:cred-1", 5.0, 2.0)
+    assert shared_limiter("test-connector:cred-1", 99.0, None) is first
+    assert first.rate == 5.0 and first.burst == 2.0
+    assert shared_limiter("test-connector:cred-2", 5.0, 2.0) is not first
+
+
+def test_shared_limiter_is_thread_safe() -> None:
+    barrier = threading.Barrier(16)
+
+    def get(_: int) -> RateLimiter:
+        barrier.wait()
+        return shared_limiter("test-connector:race", 1.0, 1.0)
+
+    with ThreadPoolExecutor(16) as pool:
+        limiters = list(pool.map(get, range(16)))
+    assert len({id(limiter) for limiter in limiters}) == 1
+
+
+# The goal: a smooth quota nearly fully used, almost without 429s
+
+
+class SmoothServer:
+    """A server allowing ``rate`` requests per second with no burst (a GCRA, capacity 1)."""
+
+    def __init__(self, rate: float, epoch: bool) -> None:
+        self.rate = rate
+        self.epoch = epoch
+        self.tokens = 1.0
+        self.stamp = 0.0
+        self.ok = 0
+        self.throttled = 0
+        self.lock = threading.Lock()
+
+    def handle(self, now: float) -> tuple[bool, dict[str, str]]:
+        with self.lock:
+            self.tokens = min(1.0, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            ok = self.tokens >= 1.0
+            if ok:
+                self.tokens -= 1.0
+                self.ok += 1
+            else:
+                self.throttled += 1
+            reset = (1.0 - self.tokens) / self.rate
+        if self.epoch:
+            headers = {
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": f"{EPOCH + now + reset:.3f}",
+            }
+        else:
+            headers = {
+                "RateLimit-Limit": str(int(self.rate)),
+                "RateLimit-Remaining": str(math.floor(self.tokens)),
+                "RateLimit-Reset": repr(reset),
+            }
+        if not ok:
+            headers["Retry-After"] = f"{reset:.3f}"
+        return ok, headers
+
+
+@pytest.mark.parametrize(
+    ("workers", "latency", "epoch"),
+    [
+        (1, 0.0, False),
+        (4, 0.0, False),
+        (1, 0.0, True),
+        (4, 0.0, True),
+        # The server decides at once but answers 50 ms later: only workers
+        # with several requests in flight can use the quota.
+        (8, 0.05, False),
+        (8, 0.05, True),
+    ],
+)
+def test_learned_pacing_uses_a_smooth_quota_without_429s(
+    workers: int, latency: float, epoch: bool
+) -> None:
+    rate, duration, leg = 20.0, 20.0, 0.0005
+    vt = VirtualTime(workers)
+    server = SmoothServer(rate, epoch)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep, wall_clock=vt.wall)
+
+    def worker(index: int) -> None:
+        rng = random.Random(index)
+        while vt.clock() < duration:
+            limiter.acquire()
+            vt.sleep(leg + rng.expovariate(1 / 0.0002))
+            ok, headers = server.handle(vt.clock())
+            vt.sleep(latency + leg + rng.expovariate(1 / 0.0002))
+            limiter.learn(headers)
+            if not ok:
+                limiter.penalize(float(headers["Retry-After"]))
+
+    run_workers(vt, workers, worker)
+    used = server.ok / (rate * duration)
+    throttled = server.throttled / (server.ok + server.throttled)
+    assert used >= 0.95, used
+    assert throttled <= 0.01, throttled
+
+
+# Reporting sends
+
+
+def test_a_grant_waits_for_the_one_before_it_to_go_out() -> None:
+    """A request held up after its grant (the GIL, a new connection) pushes the next one back."""
+    vt = VirtualTime(2)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep)
+    limiter.acquire()
+    limiter.sent()  # this caller reports its sends
+    limiter.learn({"RateLimit-Policy": "10;w=1"})  # 0.1 s apart
+    grants: dict[int, float] = {}
+
+    def worker(index: int) -> None:
+        if index == 1:
+            vt.sleep(0.12)  # after the first grant (0.1), before its send (0.15)
+        limiter.acquire()
+        grants[index] = vt.clock()
+        if index == 0:
+            vt.sleep(0.05)  # held up before the send
+            limiter.sent()
+
+    run_workers(vt, 2, worker)
+    assert grants[0] == just_after(0.1)
+    assert grants[1] == just_after(grants[0] + 0.05 + 0.1)
+
+
+def test_an_unreported_send_holds_the_others_only_briefly() -> None:
+    vt = VirtualTime(2)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep)
+    limiter.acquire()
+    limiter.sent()
+    limiter.learn({})
+    grants: dict[int, float] = {}
+
+    def worker(index: int) -> None:
+        vt.sleep(index * 0.001)
+        limiter.acquire()  # thread 0 never reports its send
+        grants[index] = vt.clock()
+
+    run_workers(vt, 2, worker)
+    assert grants[0] == 0.0
+    assert grants[1] == pytest.approx(0.25, abs=0.002)
