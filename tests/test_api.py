@@ -26,6 +26,10 @@ PUBLIC = {
     "collect_destinations", "collect_paginators", "columns_of", "get_connector",
     "get_plugin_manager", "hookimpl", "model_from_json_schema", "open_destination",
     "register_plugin", "sync", "unregister_plugin",
+    # credentials and auth (issue 4)
+    "AwsAuth", "AzureAuth", "Credentials", "GcpAuth", "JwtBearerAuth", "MemoryTokenStore",
+    "OAuth2AuthorizationCodeAuth", "OAuth2ClientCredentialsAuth", "OAuth2RefreshTokenAuth",
+    "TokenStore", "collect_secret_backends", "load_credentials", "open_vault",
 }
 
 

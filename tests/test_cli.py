@@ -26,7 +26,7 @@ def test_connectors_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert sample["version"] == "0.1.0"
     assert sample["distribution"] == "tapyard-sample"
     assert sample["streams"] == ["customers", "orders", "events"]
-    assert sample["auth_kinds"] == ["none"]
+    assert sample["auth_kinds"] == ["none", "api_key", "oauth2_client_credentials"]
 
 
 def test_connectors_list_and_info_tables(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,5 @@
-"""The built-in plugin: stock paginators, auth strategies, destinations, and
-the default answer of every firstresult hook.
+"""The built-in plugin: stock paginators, auth strategies, destinations, secret
+backends, and the default answer of every firstresult hook.
 
 It is registered like any third-party plugin, and its implementations are
 ``trylast`` so that any plugin can override them.
@@ -33,9 +33,30 @@ def tapyard_register_paginators(register: Callable[[str, type[Paginator]], None]
 @hookimpl(trylast=True)
 def tapyard_register_auth_strategies(register: Callable[[str, type[AuthStrategy]], None]) -> None:
     from tapyard._auth import STOCK_AUTH_STRATEGIES
+    from tapyard._cloud_auth import CLOUD_STRATEGIES
+    from tapyard._oauth import OAUTH_STRATEGIES
 
-    for kind, cls in STOCK_AUTH_STRATEGIES.items():
+    for kind, cls in {**STOCK_AUTH_STRATEGIES, **OAUTH_STRATEGIES, **CLOUD_STRATEGIES}.items():
         register(kind, cls)
+
+
+def _local_backend(url: str, key: Any) -> Any:
+    from tapyard._secrets import local_path
+    from tapyard_credentials import LocalBackend
+
+    return LocalBackend(local_path(url), key)
+
+
+def _aws_backend(url: str, key: Any) -> Any:
+    from tapyard._secrets import aws_backend
+
+    return aws_backend(url)
+
+
+@hookimpl(trylast=True)
+def tapyard_register_secret_backends(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("file", _local_backend)
+    register("aws-secretsmanager", _aws_backend)
 
 
 def _sqlite(url: str) -> Any:
@@ -63,16 +84,18 @@ def tapyard_auth_strategy(
     if credentials is None:
         return None
     from tapyard._exceptions import ConfigError
+    from tapyard._model import secret_values
     from tapyard._plugins import collect_auth_strategies
+    from tapyard_credentials import redactor
 
-    fields = {k: v for k, v in credentials if k not in ("kind", "name")}
+    redactor.register(*secret_values(credentials))
     kind = getattr(credentials, "kind", None)
     strategies = collect_auth_strategies()
     if kind not in strategies:
         raise ConfigError(
             f"credential kind {kind!r} is not a known auth strategy; known: {', '.join(sorted(strategies))}"
         )
-    return strategies[kind](**fields)
+    return strategies[kind].from_credentials(credentials)
 
 
 @hookimpl(trylast=True)

@@ -30,6 +30,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -231,17 +232,34 @@ class RestConnector(Connector):
                     headers=render(self.headers, config),
                 )
             )
-            yield RestSource(self, config, engine, pm, base_url=base_url)
+            secret_params = getattr(auth, "query_params", None)
+            yield RestSource(
+                self,
+                config,
+                engine,
+                pm,
+                base_url=base_url,
+                secret_params=secret_params() if callable(secret_params) else frozenset(),
+            )
 
 
 class RestSource(Source):
     """One run of a :class:`RestConnector`: reads pages through the HTTP engine."""
 
     def __init__(
-        self, connector: RestConnector, config: BaseModel, engine: HttpEngine, pm: Any, *, base_url: str = ""
+        self,
+        connector: RestConnector,
+        config: BaseModel,
+        engine: HttpEngine,
+        pm: Any,
+        *,
+        base_url: str = "",
+        secret_params: frozenset[str] = frozenset(),
     ) -> None:
         self.connector = connector
         self.base_url = base_url.rstrip("/")
+        #: query parameters the auth strategy adds: never saved in a resume point
+        self.secret_params = secret_params
         self.config = config
         self.engine = engine
         self.pm = pm
@@ -307,9 +325,28 @@ class RestSource(Source):
             yield Page(records=records, resume=self._relative(request))
 
     def _relative(self, request: PageRequest | None) -> PageRequest | None:
+        if request is not None and self.secret_params:
+            # A next link can echo the API key the strategy put in the query:
+            # it must never reach the saved state (the engine adds it again).
+            request = _without_params(request, self.secret_params)
         # A saved resume point must outlive a change of host (a new port for
         # the sample server, a new region): keep URLs under the base URL relative.
         base = self.base_url
         if request is None or not base or not request.url.startswith(base + "/"):
             return request
         return PageRequest(url=request.url[len(base) :], params=request.params)
+
+
+def _without_params(request: PageRequest, names: frozenset[str]) -> PageRequest:
+    """``request`` without the query parameters ``names``, in its params or its URL."""
+    params = {k: v for k, v in request.params.items() if k not in names}
+    url = request.url
+    parts = urlsplit(url)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        kept = [(k, v) for k, v in pairs if k not in names]
+        if len(kept) != len(pairs):
+            url = urlunsplit(parts._replace(query=urlencode(kept)))
+    if url == request.url and len(params) == len(request.params):
+        return request
+    return PageRequest(url=url, params=params)

@@ -10,17 +10,15 @@ so a crash at any point leaves the records and the state in agreement.
 from __future__ import annotations
 
 import abc
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tapyard._exceptions import DestinationError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
 
-__all__ = ["Batch", "Destination", "data_dir", "default_destination_url", "open_destination", "url_path"]
+__all__ = ["Batch", "Destination", "default_destination_url", "open_destination", "url_path"]
 
 
 @dataclass(slots=True)
@@ -76,17 +74,10 @@ class Destination(abc.ABC):
         self.close()
 
 
-def data_dir() -> Path:
-    """Where tapyard keeps its files: ``$TAPYARD_HOME``, else the XDG data directory."""
-    home = os.environ.get("TAPYARD_HOME")
-    if home:
-        return Path(home).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "tapyard"
-
-
 def default_destination_url() -> str:
     """``sqlite:///`` + ``tapyard.db`` in the data directory."""
+    from tapyard_credentials import data_dir
+
     return f"sqlite:///{data_dir() / 'tapyard.db'}"
 
 

@@ -19,7 +19,7 @@ only as a short, redacted excerpt.
         ├── HTTPStatusError         a non-retryable status, or retries exhausted
         │   └── AuthenticationError 401/403 that no refresh could fix
         ├── ResponseError           malformed JSON, an HTML page, a page too large
-        ├── DeadlineExceededError   a request outlived its total deadline
+        ├── DeadlineExceededError   an attempt outlived its total deadline
         ├── RetryAfterTooLongError  the server asked to wait longer than the cap
         └── CircuitOpenError        too many consecutive failures: the run stops
 
@@ -125,7 +125,7 @@ class ResponseError(HTTPError):
 
 
 class DeadlineExceededError(HTTPError):
-    """A request, retries included, ran past its total deadline (a server that drips bytes). Safe."""
+    """One attempt ran past its total deadline (a server that drips bytes); not retried. Safe."""
 
 
 class RetryAfterTooLongError(HTTPError):

@@ -13,14 +13,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr
 
 if TYPE_CHECKING:
     import httpx
 
+    from tapyard._oauth import TokenStore
+
 __all__ = [
     "AuthStrategy",
     "Connector",
+    "Credentials",
     "NoConfig",
     "Page",
     "PageRequest",
@@ -139,15 +142,94 @@ class Paginator(BaseModel, abc.ABC):
         """
 
 
+class Credentials(BaseModel):
+    """Base of the typed credential models: the fields one auth kind needs.
+
+    A subclass pins ``kind`` (``kind: Literal["api_key"] = "api_key"``) and
+    declares its fields, secrets only as ``SecretStr``. ``name`` is the name the
+    credential is stored under in the vault (``None`` for one built in code): it
+    keys the run's shared rate limiter and the lock around token refreshes.
+    Everything else is a field stored, encrypted, in the vault.
+
+    A credential loaded from the vault carries a :class:`~tapyard.TokenStore`
+    (:attr:`token_store`), through which strategies that obtain tokens (OAuth)
+    save them back, durably, before they use them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    name: str | None = None
+
+    _token_store: TokenStore | None = PrivateAttr(default=None)
+
+    @property
+    def token_store(self) -> TokenStore | None:
+        """Where obtained tokens are saved (the vault), or ``None`` (kept in memory)."""
+        return self._token_store
+
+    def with_token_store(self, store: TokenStore | None) -> Credentials:
+        """A copy of these credentials that saves obtained tokens through ``store``."""
+        copy = self.model_copy()
+        copy._token_store = store
+        return copy
+
+    def fields(self) -> dict[str, str]:
+        """The values to store in the vault: every field but ``kind`` and ``name``
+        that is set, as plain strings (secrets revealed)."""
+        return stored_fields(self)
+
+    def secret_values(self) -> list[str]:
+        """The plain values of every ``SecretStr`` field (to register with the redactor)."""
+        return secret_values(self)
+
+
+def stored_fields(credentials: BaseModel) -> dict[str, str]:
+    """The vault fields of a credential model: every field but ``kind`` and ``name``
+    that is not None, as plain strings."""
+    fields: dict[str, str] = {}
+    for key, value in credentials:
+        if key in ("kind", "name") or value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        fields[key] = value if isinstance(value, str) else str(value)
+    return fields
+
+
+def secret_values(credentials: BaseModel) -> list[str]:
+    """The plain values of every ``SecretStr`` field of ``credentials``."""
+    return [value.get_secret_value() for _, value in credentials if isinstance(value, SecretStr)]
+
+
 class AuthStrategy(abc.ABC):
     """Applies a credential to outgoing requests.
 
     The HTTP engine calls :meth:`apply` on every request it sends to the
-    connector's own origin, and never on a redirect to another host.
+    connector's own origin, and never on a redirect to another host. A
+    strategy may be shared by the run's worker threads: ``apply`` and
+    ``refresh`` must be thread-safe.
+
+    A strategy class declares its credential model as a nested ``Options``
+    class (a :class:`Credentials` subclass): it is what ``tapyard creds add``
+    validates fields against for connectors that declare no model of their own.
     """
 
     #: The kind name connectors declare (``"api_key"``, ``"bearer"``, ...).
     kind: ClassVar[str] = ""
+
+    @classmethod
+    def credentials_model(cls) -> type[BaseModel] | None:
+        """The credential model of this kind (the nested ``Options`` class), if any."""
+        model = getattr(cls, "Options", None)
+        return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+    @classmethod
+    def from_credentials(cls, credentials: BaseModel) -> AuthStrategy:
+        """Build the strategy from a credential model. The default passes every
+        field but ``kind`` and ``name`` as keyword arguments; strategies that keep
+        tokens override it to take ``credentials.token_store``."""
+        return cls(**{key: value for key, value in credentials if key not in ("kind", "name")})
 
     @abc.abstractmethod
     def apply(self, request: httpx.Request) -> None:
@@ -157,6 +239,11 @@ class AuthStrategy(abc.ABC):
         """Called after a 401. Return True if the credential was refreshed and
         the request should be tried once more."""
         return False
+
+    def query_params(self) -> frozenset[str]:
+        """Names of the query parameters :meth:`apply` adds. They carry secrets, so
+        they are dropped from every request saved as a resume point."""
+        return frozenset()
 
 
 class Stream(BaseModel):
@@ -233,6 +320,9 @@ class Connector(abc.ABC):
     description: str = ""
     config_model: type[BaseModel] = NoConfig
     auth_kinds: Sequence[str] = ("none",)
+    #: Credential models by auth kind, for kinds whose fields differ from the
+    #: registered strategy's ``Options`` (other defaults, extra checks).
+    credential_models: Mapping[str, type[BaseModel]] = {}
     plugin_api: int = PLUGIN_API_VERSION
     version: str = "0"
     distribution: str | None = None
@@ -256,6 +346,34 @@ class Connector(abc.ABC):
     def open(self, config: BaseModel, context: RunContext) -> contextlib.AbstractContextManager[Source]:
         """Open a source for one run; closing it releases every resource."""
 
+    def credential_model(self, kind: str) -> type[BaseModel]:
+        """The model a credential of ``kind`` must fit to be used with this connector.
+
+        The connector's own model from :attr:`credential_models`, else the model
+        of the registered auth strategy of that kind. Raises
+        :class:`~tapyard.ConfigError` when the connector takes no such credential.
+        """
+        from tapyard._exceptions import ConfigError
+
+        takes = [k for k in self.auth_kinds if k != "none"]
+        if kind not in takes:
+            listed = ", ".join(takes) if takes else "none: it needs no credentials"
+            raise ConfigError(
+                f"connector {self.name!r} does not take {kind!r} credentials (it takes {listed})"
+            )
+        model = self.credential_models.get(kind)
+        if model is None:
+            from tapyard._plugins import collect_auth_strategies
+
+            strategy = collect_auth_strategies().get(kind)
+            model = strategy.credentials_model() if strategy is not None else None
+        if model is None:
+            raise ConfigError(
+                f"connector {self.name!r} takes {kind!r} credentials, but no installed auth "
+                "strategy declares their fields"
+            )
+        return model
+
     def parse_config(self, raw: Mapping[str, Any]) -> BaseModel:
         """Validate raw configuration against :attr:`config_model`."""
         from tapyard._config import validate_model
@@ -269,7 +387,7 @@ class RunContext:
 
     #: the plugin manager (to call hooks)
     pm: Any
-    #: credential values for this run, or None
+    #: credential values for this run (a :class:`Credentials` model), or None
     credentials: BaseModel | None = None
     #: HTTP policy overrides (a dict of :class:`tapyard.HttpPolicy` fields)
     http: Mapping[str, Any] = field(default_factory=dict)

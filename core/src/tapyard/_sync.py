@@ -127,6 +127,11 @@ class _Cancelled(Exception):
 
 _DONE = object()
 
+#: A write transaction covers pages until it holds this many rows, or until
+#: this many seconds have passed since its first page was queued.
+COMMIT_ROWS = 2000
+COMMIT_SECONDS = 0.25
+
 
 class _Run:
     """The moving parts of one :func:`sync` call."""
@@ -214,6 +219,29 @@ class _Run:
         finally:
             result.seconds = max(result.seconds, time.monotonic() - started)
 
+    def _gather(self, unfinished: int) -> list[Any]:
+        """Wait for the next item, then take what follows it for up to
+        ``COMMIT_SECONDS`` or until ``COMMIT_ROWS`` rows: one transaction then
+        covers several pages (group commit), as a hand-written loader would."""
+        items = [self.queue.get()]
+        rows = len(items[0].rows) if isinstance(items[0], Batch) else 0
+        deadline = time.monotonic() + COMMIT_SECONDS
+        done = 0 if isinstance(items[0], Batch) else 1
+        while rows < COMMIT_ROWS and done < unfinished:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                item = self.queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            items.append(item)
+            if isinstance(item, Batch):
+                rows += len(item.rows)
+            else:
+                done += 1
+        return items
+
     def run(self, states: Mapping[str, StreamState]) -> None:
         work = [
             (stream, partition, state_name(stream.name, partition))
@@ -230,13 +258,7 @@ class _Run:
             try:
                 left = len(work)
                 while left:
-                    first = self.queue.get()
-                    items = [first]
-                    while len(items) < 64:
-                        try:
-                            items.append(self.queue.get_nowait())
-                        except queue.Empty:
-                            break
+                    items = self._gather(left)
                     batches = [i for i in items if isinstance(i, Batch)]
                     if batches:
                         self.destination.write(self.state_key, batches)

@@ -65,8 +65,15 @@ def tapyard_register_auth_strategies(register: Callable[[str, type[AuthStrategy]
     """Register auth strategy classes by kind name (``"api_key"``, ``"bearer"``, ...).
 
     :param register: call ``register(kind, cls)``; ``cls`` subclasses
-        :class:`tapyard.AuthStrategy` and is built with the credential's fields
-        as keyword arguments.
+        :class:`tapyard.AuthStrategy`, is built with ``cls.from_credentials(model)``
+        (by default: the credential's fields as keyword arguments), and declares
+        its credential model as a nested ``Options`` class (a
+        :class:`tapyard.Credentials` subclass), which ``tapyard creds add``
+        validates stored fields against.
+
+    The stock kinds are ``api_key``, ``bearer``, ``basic``,
+    ``oauth2_client_credentials``, ``oauth2_refresh_token``,
+    ``oauth2_authorization_code``, ``jwt_bearer``, ``aws``, ``azure`` and ``gcp``.
     """
 
 
@@ -78,11 +85,35 @@ def tapyard_auth_strategy(
 
     :param connector: the connector being run.
     :param config: its validated configuration.
-    :param credentials: the credential for this run, or None when there is none.
+    :param credentials: the credential for this run (a :class:`tapyard.Credentials`
+        model, validated against the connector's model for its kind, carrying a
+        ``token_store`` when it came from the vault), or None when there is none.
     :return: an :class:`tapyard.AuthStrategy`, or None to leave the choice to
         the next plugin. Stops at the first non-None result. The built-in
         implementation returns no strategy when ``credentials`` is None, and
-        otherwise the registered strategy for the credential's ``kind`` field.
+        otherwise ``cls.from_credentials(credentials)`` for the strategy class
+        registered under the credential's ``kind`` field, after registering its
+        secret values with the redactor.
+    """
+
+
+# -- secret backends -------------------------------------------------------------
+
+
+@hookspec
+def tapyard_register_secret_backends(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register secret backends (where the vault keeps credentials) by URL scheme.
+
+    :param register: call ``register(scheme, factory)``; ``factory(url, key)``
+        returns a ``tapyard_credentials.SecretBackend`` for a vault URL of that
+        scheme (``--vault URL`` or ``TAPYARD_VAULT``). ``key`` is the
+        ``tapyard_credentials.VaultKey`` the user gave (or None): backends that
+        encrypt with their own key management ignore it.
+
+    The built-ins are ``file`` (the local encrypted vault, also used for plain
+    paths) and ``aws-secretsmanager`` (``aws-secretsmanager://REGION/PREFIX``;
+    the ``aws`` extra). Import the backend's SDK inside ``factory``, not at
+    module level.
     """
 
 

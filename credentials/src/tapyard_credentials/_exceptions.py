@@ -14,7 +14,8 @@ a passphrase or any encoding of them.
     ├── LockTimeoutError            Vault.lock() gave up waiting
     ├── CredentialNotFoundError     no credential of that name
     ├── AccessDeniedError           the connector is not allowed to use that credential
-    └── CredentialValidationError   bad input to put(), or fields that do not fit a connector's model
+    ├── CredentialValidationError   bad input to put(), or fields that do not fit a connector's model
+    └── CloudCredentialError        a cloud SDK is missing, or refused to build or use a credential
 
 All messages are safe to show users.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "CloudCredentialError",
     "CredentialNotFoundError",
     "CredentialValidationError",
     "KeyringUnavailableError",
@@ -90,3 +92,9 @@ class AccessDeniedError(VaultError):
 class CredentialValidationError(VaultError):
     """Input to the vault is malformed, or a credential's fields do not fit a
     connector's credential model. Safe: the message names fields, never values."""
+
+
+class CloudCredentialError(VaultError):
+    """A cloud identity could not be built or used: its SDK (boto3, azure-identity,
+    google-auth) is not installed, or the SDK or the cloud refused the credential.
+    Safe: the message names the SDK, the field or the cloud's error code, never a value."""

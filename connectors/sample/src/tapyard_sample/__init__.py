@@ -5,6 +5,14 @@ incremental sync, updates and deletes) runs with no credentials and no network.
 It is a declarative :class:`tapyard.RestConnector`: three streams, each with a
 different paginator (Stripe-style cursor, offset, RFC 8288 ``Link`` header).
 The server starts on 127.0.0.1 when a run opens and stops when it closes.
+
+It is also the test bed of the credential vault and the auth hooks: with
+``auth: "api_key"`` the server requires an API key (credential kind
+``api_key``, field ``api_key``), with ``auth: "oauth2"`` bearer tokens from its
+own OAuth 2.0 authorization server (credential kind
+``oauth2_client_credentials``; the token URL defaults to the server's
+``/oauth/token``). The server's side of those secrets (``server_api_key``,
+``server_client_secret``) is configuration: it plays the vendor.
 """
 
 from __future__ import annotations
@@ -12,13 +20,23 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from tapyard import RestConnector, RestStream, hookimpl
+from tapyard import OAuth2ClientCredentialsAuth, RestConnector, RestStream, hookimpl
 
-__all__ = ["SampleConfig", "connector", "source_records"]
+if TYPE_CHECKING:
+    from tapyard_sample._oauth import LocalAuthorizationServer, OAuthClient
+
+__all__ = [
+    "LocalAuthorizationServer",
+    "OAuthClient",
+    "SampleConfig",
+    "SampleOAuthCredentials",
+    "connector",
+    "source_records",
+]
 
 
 class SampleConfig(BaseModel):
@@ -37,6 +55,39 @@ class SampleConfig(BaseModel):
         None,
         description="Only what was created or changed up to this time is visible (default: everything).",
     )
+    auth: Literal["none", "api_key", "oauth2"] = Field(
+        "none",
+        description="What the server requires: nothing, an API key (X-API-Key header or api_key "
+        "query parameter), or OAuth 2.0 bearer tokens from its own /oauth/token.",
+    )
+    server_api_key: SecretStr | None = Field(
+        None, description="The API key the server accepts (auth: api_key)."
+    )
+    server_client_id: str = Field(
+        "sample-client", description="The OAuth client its authorization server knows (auth: oauth2)."
+    )
+    server_client_secret: SecretStr | None = Field(
+        None, description="That client's secret (auth: oauth2)."
+    )
+    token_ttl_s: float = Field(
+        3600, gt=0, le=86400, description="Lifetime of the access tokens it issues (auth: oauth2)."
+    )
+
+    @model_validator(mode="after")
+    def _server_secrets(self) -> SampleConfig:
+        if self.auth == "api_key" and self.server_api_key is None:
+            raise ValueError("auth 'api_key' needs server_api_key, the key the server accepts")
+        if self.auth == "oauth2" and self.server_client_secret is None:
+            raise ValueError("auth 'oauth2' needs server_client_secret, the client secret it accepts")
+        return self
+
+
+class SampleOAuthCredentials(OAuth2ClientCredentialsAuth.Options):
+    """OAuth 2.0 client credentials for the sample server: its token endpoint and
+    client id are the defaults."""
+
+    token_url: str = Field("/oauth/token", description="The token endpoint (default: the server's).")
+    client_id: str = Field("sample-client", description="The OAuth client id.")
 
 
 class Address(BaseModel):
@@ -94,15 +145,32 @@ class Event(BaseModel):
 @contextlib.contextmanager
 def _serve(config: BaseModel) -> Iterator[Mapping[str, Any]]:
     from tapyard_sample._data import Dataset
+    from tapyard_sample._oauth import LocalAuthorizationServer, OAuthClient
     from tapyard_sample._server import SampleServer
 
     assert isinstance(config, SampleConfig)
     dataset = Dataset(records_per_stream=config.records_per_stream, seed=config.seed)
+    oauth = None
+    if config.auth == "oauth2":
+        assert config.server_client_secret is not None
+        oauth = LocalAuthorizationServer(
+            [
+                OAuthClient(
+                    config.server_client_id,
+                    config.server_client_secret.get_secret_value(),
+                    grant_types=("client_credentials",),
+                )
+            ],
+            access_token_ttl=config.token_ttl_s,
+        )
     server = SampleServer(
         dataset,
         as_of=config.as_of,
         latency_ms=config.latency_ms,
         rate_limit_per_s=config.rate_limit_per_s,
+        auth=config.auth,
+        api_key=config.server_api_key.get_secret_value() if config.server_api_key else None,
+        oauth=oauth,
     )
     with server:
         yield {"base_url": server.url}
@@ -121,7 +189,7 @@ connector = RestConnector(
     name="sample",
     description="Offline sample data (customers, orders, events) from a local HTTP server.",
     config_model=SampleConfig,
-    auth_kinds=["none"],
+    auth_kinds=["none", "api_key", "oauth2_client_credentials"],
     lifespan=_serve,
     check_path="/v1/health",
     streams=[
@@ -161,6 +229,19 @@ connector = RestConnector(
 )
 
 
+connector.credential_models = {"oauth2_client_credentials": SampleOAuthCredentials}
+
+
 @hookimpl
 def tapyard_register_connectors(register: Any) -> None:
     register(connector)
+
+
+def __getattr__(name: str) -> Any:
+    # The authorization server (authlib) is imported when used, not when
+    # `tapyard connectors list` loads this plugin.
+    if name in ("LocalAuthorizationServer", "OAuthClient"):
+        from tapyard_sample import _oauth
+
+        return getattr(_oauth, name)
+    raise AttributeError(f"module 'tapyard_sample' has no attribute {name!r}")

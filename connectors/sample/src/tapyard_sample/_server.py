@@ -15,7 +15,15 @@ server exercises every paginator of the core:
                             ``Link: <absolute url>; rel="next"`` header
                             unless this is the last page
 ``GET /v1/health``          ``{"ok": true}``
+``POST /oauth/token``       the OAuth 2.0 token endpoint (``auth="oauth2"``)
+``GET /oauth/authorize``    the authorization endpoint (``auth="oauth2"``)
 ==========================  ================================================
+
+Auth (``auth``): ``"none"`` serves everyone; ``"api_key"`` requires the key in
+an ``X-API-Key`` header or an ``api_key`` query parameter (never echoed in
+``Link`` headers); ``"oauth2"`` requires ``Authorization: Bearer`` with a live
+token issued by the server's own :class:`LocalAuthorizationServer`. A request
+without valid credentials gets 401 with ``WWW-Authenticate``.
 
 Every response is JSON with a ``Content-Length``, over HTTP/1.1 keep-alive.
 Errors are ``{"error": {"type": ..., "message": ...}}``: 400 for a malformed,
@@ -32,6 +40,7 @@ import bisect
 import contextlib
 import http.server
 import math
+import secrets
 import socket
 import sys
 import threading
@@ -41,12 +50,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, cast
-from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import orjson
 
 from tapyard_sample._data import Dataset, format_timestamp, parse_timestamp
+
+if TYPE_CHECKING:
+    from tapyard_sample._oauth import LocalAuthorizationServer
 
 __all__ = ["SampleServer"]
 
@@ -155,6 +167,9 @@ class SampleServer:
         latency_ms: float = 0,
         rate_limit_per_s: float = 0,
         max_page_size: int = 1000,
+        auth: Literal["none", "api_key", "oauth2"] = "none",
+        api_key: str | None = None,
+        oauth: LocalAuthorizationServer | None = None,
     ) -> None:
         if latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
@@ -162,6 +177,14 @@ class SampleServer:
             raise ValueError("rate_limit_per_s must be >= 0 (0: no limit)")
         if max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
+        if auth == "api_key" and not api_key:
+            raise ValueError("auth='api_key' needs the api_key the server accepts")
+        if auth == "oauth2" and oauth is None:
+            raise ValueError("auth='oauth2' needs an authorization server (oauth=...)")
+        self.auth = auth
+        self._api_key = api_key
+        self.oauth = oauth
+        self._unauthorized = 0
         self.dataset = dataset
         self.latency_ms = latency_ms
         self.rate_limit_per_s = rate_limit_per_s
@@ -190,6 +213,8 @@ class SampleServer:
         httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         httpd.app = self
         self._httpd = httpd
+        if self.oauth is not None:
+            self.oauth.mount(self.url)
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -260,13 +285,44 @@ class SampleServer:
         return self._throttled
 
     @property
+    def unauthorized(self) -> int:
+        """Requests refused with 401 so far."""
+        return self._unauthorized
+
+    @property
     def connections_opened(self) -> int:
         """TCP connections accepted so far: with keep-alive, far fewer than requests."""
         return self._connections
 
     # -- request handling --------------------------------------------------
 
-    def _respond(self, target: str) -> _Response:
+    def _authorized(self, target: str, headers: Mapping[str, str]) -> tuple[str, _Response | None]:
+        """``target`` without its credential, or a 401 when the request lacks a valid one."""
+        if self.auth == "none":
+            return target, None
+        if self.auth == "oauth2":
+            assert self.oauth is not None
+            if self.oauth.validate(headers.get("Authorization")):
+                return target, None
+            challenge = 'Bearer realm="sample", error="invalid_token"'
+        else:
+            parts = urlsplit(target)
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            given = headers.get("X-API-Key") or next((v for k, v in pairs if k == "api_key"), None)
+            # The key never reaches the routes, so no Link header can echo it.
+            rest = urlencode([(k, v) for k, v in pairs if k != "api_key"])
+            target = parts.path + (f"?{rest}" if rest else "")
+            assert self._api_key is not None
+            if given is not None and secrets.compare_digest(given.encode(), self._api_key.encode()):
+                return target, None
+            challenge = 'ApiKey realm="sample", header="X-API-Key"'
+        with self._counter_lock:
+            self._unauthorized += 1
+        response = _error(401, "unauthorized", "Missing or invalid credentials.")
+        response.headers.append(("WWW-Authenticate", challenge))
+        return target, response
+
+    def _respond(self, target: str, headers: Mapping[str, str] | None = None) -> _Response:
         """Answer one GET request for ``target`` (path and query)."""
         limit_headers: list[tuple[str, str]] = []
         if self._bucket is not None:
@@ -279,6 +335,10 @@ class SampleServer:
                 )
                 response.headers.extend(limit_headers)
                 return response
+        target, refused = self._authorized(target, headers or {})
+        if refused is not None:
+            refused.headers.extend(limit_headers)
+            return refused
         parts = urlsplit(target)
         route = self._routes.get(parts.path)
         if route is None:
@@ -437,6 +497,25 @@ def _decode_token(token: str) -> str:
         raise _BadRequest(f"page_token: not a token this server issued: {token!r}") from None
 
 
+class _HeaderView(Mapping[str, str]):
+    """Request headers as a case-insensitive mapping."""
+
+    def __init__(self, message: Any) -> None:
+        self._message = message
+
+    def __getitem__(self, key: str) -> str:
+        value = self._message.get(key)
+        if value is None:
+            raise KeyError(key)
+        return str(value)
+
+    def __iter__(self) -> Any:
+        return iter(self._message.keys())
+
+    def __len__(self) -> int:
+        return len(self._message.keys())
+
+
 class _HTTPServer(http.server.ThreadingHTTPServer):
     """The stdlib threading server, with its connections tracked so stop() can close them."""
 
@@ -501,32 +580,56 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Quiet: a test server that logs every request drowns the test output."""
 
     def do_GET(self) -> None:
-        self._drain_body()
+        body = self._drain_body()
         app = self._server.app
+        if self._oauth(body):
+            return
         try:
-            response = app._respond(self.path)
+            response = app._respond(self.path, _HeaderView(self.headers))
         except Exception as exc:  # a bug here must reach the client, not kill the connection
             response = _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
         self._send(response)
 
-    def _refuse(self) -> None:
-        self._drain_body()
+    def do_POST(self) -> None:
+        body = self._drain_body()
+        if not self._oauth(body):
+            self._send(self._not_allowed())
+
+    def _oauth(self, body: bytes) -> bool:
+        """Answer the authorization server's endpoints; False for any other path."""
+        oauth = self._server.app.oauth
+        if oauth is None:
+            return False
+        app = self._server.app
+        answer = oauth.handle(self.command, app.url + self.path, self.headers.items(), body)
+        if answer is None:
+            return False
+        status, data, headers = answer
+        self._send(_Response(status, data, headers))
+        return True
+
+    def _not_allowed(self) -> _Response:
         response = _error(405, "method_not_allowed", f"{self.command} is not supported; use GET")
         response.headers.append(("Allow", "GET"))
-        self._send(response)
+        return response
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
+    def _refuse(self) -> None:
+        self._drain_body()
+        self._send(self._not_allowed())
 
-    def _drain_body(self) -> None:
+    do_PUT = do_PATCH = do_DELETE = _refuse
+
+    def _drain_body(self) -> bytes:
         # With keep-alive, an unread body would be parsed as the next request.
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            return
+            return b""
         length = self.headers.get("Content-Length") or "0"
         if not length.isdigit():
             self.close_connection = True
         elif int(length) > 0:
-            self.rfile.read(int(length))
+            return self.rfile.read(int(length))
+        return b""
 
     def _send(self, response: _Response) -> None:
         app = self._server.app
@@ -534,7 +637,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if app.latency_ms:
             time.sleep(app.latency_ms / 1000)
         self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
+        if not any(name.lower() == "content-type" for name, _ in response.headers):
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(response.body)))
         for name, value in response.headers:
             self.send_header(name, value)

@@ -4,14 +4,20 @@ Command groups live in their own modules and are imported lazily by their
 commands, so that ``tapyard --help`` and ``tapyard connectors list`` start
 fast. Every error is one line on standard error and a non-zero exit; ``--debug``
 shows the traceback instead.
+
+No secret reaches the terminal: every error message, and every log record
+(through a ``tapyard_credentials.RedactingFilter`` on the root logger and on the
+CLI's log handler), is scrubbed of the secret values loaded in this process.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import typer
 
@@ -42,10 +48,83 @@ def _root(
 
 
 def _register() -> None:
-    from tapyard.cli import _connectors, _run
+    if getattr(app, "_tapyard_registered", False):
+        return
+    from tapyard.cli import _connectors, _creds, _run
 
     app.add_typer(_connectors.group, name="connectors")
+    app.add_typer(_creds.group, name="creds")
     _run.register(app)
+    app._tapyard_registered = True  # type: ignore[attr-defined]
+
+
+def _redact(text: str) -> str:
+    """``text`` scrubbed of every secret registered in this process.
+
+    Secrets are registered only through ``tapyard_credentials``; when it was
+    never imported there is nothing to scrub, and the CLI does not pay for it.
+    """
+    module = sys.modules.get("tapyard_credentials._redact")
+    return module.redact(text) if module is not None else text
+
+
+def _vault_error(exc: BaseException) -> bool:
+    module = sys.modules.get("tapyard_credentials._exceptions")
+    return module is not None and isinstance(exc, module.VaultError)
+
+
+class _Redacting(logging.Filter):
+    """The vault's ``RedactingFilter``, imported when the first record arrives."""
+
+    _real: logging.Filter | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._real is None:
+            from tapyard_credentials import RedactingFilter
+
+            self._real = RedactingFilter()
+        return self._real.filter(record)
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log records to whatever ``sys.stderr`` is at the time (as logging's last resort does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(_Redacting())
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _install_logging(debug: bool) -> tuple[logging.Handler, logging.Filter, int]:
+    """Warnings and errors (everything with --debug) to stderr, redacted."""
+    root = logging.getLogger()
+    handler, redacting = _Stderr(), _Redacting()
+    previous = root.level
+    root.addHandler(handler)
+    root.addFilter(redacting)
+    for other in root.handlers:
+        if other is not handler and not any(isinstance(f, _Redacting) for f in other.filters):
+            other.addFilter(redacting)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    return handler, redacting, previous
+
+
+def _remove_logging(installed: tuple[logging.Handler, logging.Filter, int]) -> None:
+    handler, redacting, previous = installed
+    root = logging.getLogger()
+    root.removeHandler(handler)
+    root.removeFilter(redacting)
+    for other in root.handlers:
+        other.removeFilter(redacting)
+    root.setLevel(previous)
 
 
 def _plugin_commands() -> None:
@@ -65,13 +144,11 @@ def _format_warning(
     file: object = None,
     line: str | None = None,
 ) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {_redact(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 error, 2 usage error, 130 interrupted)."""
-    from tapyard._exceptions import TapyardError
-
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if "--strict-plugins" in args:
@@ -79,6 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["TAPYARD_STRICT_PLUGINS"] = "1"
     warnings.showwarning = _format_warning
     _register()
+    installed = _install_logging(debug)
+    try:
+        return _main(args, debug)
+    finally:
+        _remove_logging(installed)
+
+
+def _main(args: list[str], debug: bool) -> int:
+    from tapyard._exceptions import TapyardError
+
     try:
         _plugin_commands()
         app(args=args, prog_name="tapyard", standalone_mode=False)
@@ -103,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TapyardError as exc:
         if debug:
             raise
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {_redact(str(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader of our output went away (``tapyard sync ... | head``).
@@ -112,9 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
+        if _vault_error(exc):
+            # The vault's errors are safe to show (they never hold a value) and are
+            # the user's to fix: a wrong key, a damaged file, a refused access.
+            print(f"Error: {_redact(str(exc))}", file=sys.stderr)
+            return 1
         print(
-            f"Error: unexpected {type(exc).__name__}: {exc} (a bug in tapyard or a plugin; "
-            f"rerun with --debug for the traceback)",
+            _redact(
+                f"Error: unexpected {type(exc).__name__}: {exc} (a bug in tapyard or a plugin; "
+                f"rerun with --debug for the traceback)"
+            ),
             file=sys.stderr,
         )
         return 1

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from tapyard._sync import StreamResult, SyncResult
 
 CONFIG_HELP = "Connector configuration: a JSON or YAML file, or inline JSON."
+CREDS_HELP = "A credential stored in the vault (tapyard creds add) to run with."
+VAULT_HELP = "Vault URL or path (default: $TAPYARD_VAULT, else vault.db in the data directory)."
 
 
 def _connector_and_config(name: str, config: str | None) -> tuple[Connector, BaseModel]:
@@ -27,26 +29,50 @@ def _connector_and_config(name: str, config: str | None) -> tuple[Connector, Bas
     return connector, connector.parse_config(load_config(config))
 
 
+def _credentials(
+    stack: contextlib.ExitStack, connector: Connector, creds: str | None, vault: str | None
+) -> BaseModel | None:
+    """The stored credential ``creds`` for a run of ``connector``, or None.
+
+    The vault stays open (in ``stack``) for the run: OAuth strategies save the
+    tokens they obtain back into it.
+    """
+    if creds is None:
+        return None
+    from tapyard._secrets import load_credentials
+    from tapyard.cli._creds import opened_vault
+
+    opened = stack.enter_context(opened_vault(vault))
+    return load_credentials(opened, creds, connector, actor="cli")
+
+
 @contextlib.contextmanager
-def _open(name: str, config: str | None) -> Iterator[tuple[Connector, Source]]:
+def _open(
+    name: str, config: str | None, creds: str | None = None, vault: str | None = None
+) -> Iterator[tuple[Connector, Source]]:
     from tapyard._model import RunContext
     from tapyard._plugins import get_plugin_manager
 
     connector, cfg = _connector_and_config(name, config)
-    with connector.open(cfg, RunContext(pm=get_plugin_manager())) as source:
-        yield connector, source
+    with contextlib.ExitStack() as stack:
+        credentials = _credentials(stack, connector, creds, vault)
+        context = RunContext(pm=get_plugin_manager(), credentials=credentials)
+        with connector.open(cfg, context) as source:
+            yield connector, source
 
 
 def discover(
     name: str = typer.Argument(..., help="Connector name."),
     config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the streams and their JSON Schemas as JSON."),
+    creds: str | None = typer.Option(None, "--creds", help=CREDS_HELP),
+    vault: str | None = typer.Option(None, "--vault", help=VAULT_HELP),
 ) -> None:
     """Show a connector's streams with their keys and JSON Schemas."""
     from tapyard._plugins import get_plugin_manager
 
     pm = get_plugin_manager()
-    with _open(name, config) as (connector, source):
+    with _open(name, config, creds, vault) as (connector, source):
         streams = []
         for stream in source.streams():
             model = pm.hook.tapyard_stream_schema(connector=connector, stream=stream)
@@ -75,9 +101,11 @@ def discover(
 def check(
     name: str = typer.Argument(..., help="Connector name."),
     config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    creds: str | None = typer.Option(None, "--creds", help=CREDS_HELP),
+    vault: str | None = typer.Option(None, "--vault", help=VAULT_HELP),
 ) -> None:
     """Check that the connector can reach its API with this configuration."""
-    with _open(name, config) as (connector, source):
+    with _open(name, config, creds, vault) as (connector, source):
         source.check()
     console.print(f"ok: {connector.name} is reachable and answered")
 
@@ -136,6 +164,8 @@ def sync(
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Ignore saved state and read everything again."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Streams read at once."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+    creds: str | None = typer.Option(None, "--creds", help=CREDS_HELP),
+    vault: str | None = typer.Option(None, "--vault", help=VAULT_HELP),
 ) -> None:
     """Sync a connector's streams into a destination."""
     from tapyard._exceptions import ConfigError, TapyardError
@@ -147,18 +177,25 @@ def sync(
         raise ConfigError("--streams names no stream; give a comma-separated list like customers,orders")
     if as_json and to and to.strip() in ("jsonl:-", "jsonl:///-"):
         raise ConfigError("--json and --to jsonl:- both write to stdout; pick one")
-    with _Progress(names) as progress:
-        result = run_sync(
-            connector,
-            cfg,
-            to=to,
-            streams=names,
-            full_refresh=full_refresh,
-            concurrency=concurrency,
-            progress=progress,
-        )
+    with contextlib.ExitStack() as stack:
+        credentials = _credentials(stack, connector, creds, vault)
+        with _Progress(names) as progress:
+            result = run_sync(
+                connector,
+                cfg,
+                to=to,
+                streams=names,
+                full_refresh=full_refresh,
+                concurrency=concurrency,
+                progress=progress,
+                credentials=credentials,
+            )
     if as_json:
-        print_json(result.to_json())
+        summary = result.to_json()
+        for stream in summary["streams"]:
+            if stream.get("error"):
+                stream["error"] = _redact(stream["error"])
+        print_json(summary)
     else:
         _summary(result)
     if not result.ok:
@@ -166,6 +203,12 @@ def sync(
         first = failed[0]
         more = f" (and {len(failed) - 1} more streams)" if len(failed) > 1 else ""
         raise TapyardError(f"stream {first.name!r} {first.status}: {first.error or 'cancelled'}{more}")
+
+
+def _redact(text: str) -> str:
+    from tapyard_credentials import redact
+
+    return redact(text)
 
 
 def _summary(result: SyncResult) -> None:

@@ -1,0 +1,572 @@
+"""``tapyard creds``: store, inspect, audit and log in with credentials in the vault.
+
+No command prints a secret value: listings show names, kinds, connectors and
+times, and ``show`` shows field names with their values masked. The vault key
+comes from ``TAPYARD_VAULT_KEY``, ``TAPYARD_VAULT_PASSPHRASE`` or the OS keyring;
+on a terminal, with none of those, the passphrase is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from tapyard.cli._output import console, err_console, print_json, progress_enabled
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from tapyard._model import Connector
+    from tapyard_credentials import CredentialInfo, Vault, VaultKey
+
+group = typer.Typer(
+    help="Store, inspect and audit credentials in the vault.",
+    no_args_is_help=True,
+)
+
+VAULT_HELP = "Vault URL or path (default: $TAPYARD_VAULT, else vault.db in the data directory)."
+
+
+@group.callback()
+def _callback(
+    ctx: typer.Context,
+    vault: str | None = typer.Option(None, "--vault", help=VAULT_HELP),
+) -> None:
+    ctx.obj = {"vault": vault}
+
+
+def _vault_url(ctx: typer.Context) -> str | None:
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    value = obj.get("vault")
+    return value if isinstance(value, str) else None
+
+
+# --- opening the vault --------------------------------------------------------------
+
+
+def interactive() -> bool:
+    """Whether a person is at the terminal (prompts are allowed)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _prompt_key(*, creating: bool) -> VaultKey:
+    from tapyard_credentials import VaultKey
+
+    def ask() -> str:
+        if creating:
+            err_console.print("Creating a new vault. Choose a passphrase (it cannot be recovered).")
+        value = typer.prompt(
+            "Vault passphrase", hide_input=True, confirmation_prompt=creating, err=True
+        )
+        return str(value)
+
+    return VaultKey.from_passphrase(ask, source="the passphrase typed")
+
+
+def _key_for(location: str) -> VaultKey | None:
+    """An explicit key only when a passphrase must be asked for; else None (the
+    backend reads the environment or the keyring itself)."""
+    from tapyard._secrets import _scheme, local_path
+    from tapyard_credentials import KeyringUnavailableError, VaultKey
+
+    if _scheme(location) not in ("", "file"):
+        return None
+    if os.environ.get("TAPYARD_VAULT_KEY") or os.environ.get("TAPYARD_VAULT_PASSPHRASE"):
+        return None
+    try:
+        VaultKey.from_keyring()
+        return None
+    except KeyringUnavailableError:
+        pass
+    if not interactive():
+        return None
+    return _prompt_key(creating=not local_path(location).exists())
+
+
+@contextlib.contextmanager
+def opened_vault(url: str | None) -> Iterator[Vault]:
+    """The vault at ``url`` for one command, closed afterwards.
+
+    It gets a redactor of its own: only the values of ``SecretStr`` fields go to
+    the process-wide one (as credentials are validated), so that a token URL or a
+    client id never gets masked out of messages.
+    """
+    from tapyard._secrets import open_vault, vault_location
+    from tapyard_credentials import Redactor
+
+    location = vault_location(url)
+    vault = open_vault(location, key=_key_for(location), redactor=Redactor())
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+# --- reading fields -----------------------------------------------------------------
+
+
+def _is_secret(annotation: Any) -> bool:
+    from pydantic import SecretStr
+
+    if annotation is SecretStr:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_is_secret(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _scalar(key: str, value: Any, source: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    from tapyard._exceptions import ConfigError
+
+    raise ConfigError(f"field {key!r} in {source} must be a string, not {type(value).__name__}")
+
+
+def _fields_from_json(path: str) -> dict[str, str]:
+    from tapyard._exceptions import ConfigError
+
+    source = "standard input" if path == "-" else repr(path)
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).expanduser().read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {source}: {type(exc).__name__}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a JSON object of field names and values")
+    fields = {}
+    for key, value in data.items():
+        text_value = _scalar(str(key), value, source)
+        if text_value is not None:
+            fields[str(key)] = text_value
+    return fields
+
+
+def _fields_from_env(prefix: str) -> dict[str, str]:
+    from tapyard._exceptions import ConfigError
+
+    if not prefix:
+        raise ConfigError("--from-env needs a prefix, such as STRIPE_ (for STRIPE_API_KEY)")
+    fields = {
+        name[len(prefix) :].lower(): value
+        for name, value in os.environ.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
+    if not fields:
+        raise ConfigError(f"no environment variable starts with {prefix!r}")
+    return fields
+
+
+def _fields_from_prompts(model: type[BaseModel]) -> dict[str, str]:
+    from tapyard._exceptions import ConfigError
+    from tapyard._oauth import TOKEN_FIELDS
+
+    if not interactive():
+        raise ConfigError(
+            "no field values given: pass --from-env PREFIX or --from-json FILE ('-' for "
+            "standard input), or run in a terminal to be asked"
+        )
+    fields: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        required = info.is_required()
+        if name in ("kind", "name") or (name in TOKEN_FIELDS and not required):
+            continue
+        label = name + (f" ({info.description})" if info.description else "")
+        secret = _is_secret(info.annotation)
+        if required:
+            value = typer.prompt(label, hide_input=secret, err=True)
+        else:
+            default = info.get_default()
+            hint = "" if default in (None, "") else f"; default {default}"
+            value = typer.prompt(
+                f"{label} [optional{hint}]", default="", show_default=False, hide_input=secret, err=True
+            )
+        if str(value) != "":
+            fields[name] = str(value)
+    return fields
+
+
+def _pick_kind(connector: Connector, kind: str | None) -> str:
+    from tapyard._exceptions import ConfigError
+
+    takes = [k for k in connector.auth_kinds if k != "none"]
+    if kind is not None:
+        return kind
+    if len(takes) == 1:
+        return takes[0]
+    if not takes:
+        raise ConfigError(f"connector {connector.name!r} takes no credentials")
+    raise ConfigError(
+        f"connector {connector.name!r} takes {', '.join(takes)} credentials: pick one with --kind"
+    )
+
+
+# --- output helpers -----------------------------------------------------------------
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else "never"
+
+
+def _info_json(info: CredentialInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "kind": info.kind,
+        "connector": info.connector,
+        "allowed_connectors": list(info.allowed_connectors),
+        "fields": list(info.field_names),
+        "created_at": _when(info.created_at),
+        "updated_at": _when(info.updated_at),
+        "last_used_at": info.last_used_at.isoformat(timespec="seconds") if info.last_used_at else None,
+    }
+
+
+def _table(*columns: str) -> Any:
+    from rich.table import Table
+
+    return Table(*columns, box=None, pad_edge=False)
+
+
+def _row(table: Any, *cells: str) -> None:
+    from rich.text import Text
+
+    table.add_row(*(Text(cell) for cell in cells))
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False)
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+@group.command("keygen")
+def keygen(
+    keyring: bool = typer.Option(
+        False, "--keyring", help="Store the key in the OS keyring instead of printing it."
+    ),
+) -> None:
+    """Make a new random vault key (32 bytes, URL-safe base64)."""
+    from tapyard_credentials import generate_key, save_key_to_keyring
+
+    key = generate_key()
+    if keyring:
+        save_key_to_keyring(key)
+        _say("stored a new vault key in the OS keyring")
+        return
+    sys.stdout.write(key + "\n")
+    sys.stdout.flush()
+    err_console.print(
+        "Keep this key secret and safe: export it as TAPYARD_VAULT_KEY. Without it the vault "
+        "cannot be opened.",
+        markup=False,
+    )
+
+
+@group.command("add")
+def add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The credential's name."),
+    connector: str = typer.Option(..., "--connector", "-C", help="The connector it is for."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="Auth kind (default: the connector's only one)."
+    ),
+    from_env: str | None = typer.Option(
+        None, "--from-env", metavar="PREFIX", help="Read fields from PREFIX<FIELD> variables."
+    ),
+    from_json: str | None = typer.Option(
+        None, "--from-json", metavar="FILE", help="Read fields from a JSON object ('-': stdin)."
+    ),
+    allow: list[str] = typer.Option(
+        [], "--allow", help="Another connector allowed to use it (repeatable)."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Replace a credential of that name."),
+) -> None:
+    """Store a credential, validated against the connector's credential model.
+
+    Fields come from prompts (secrets hidden), --from-env PREFIX or --from-json FILE.
+    """
+    from tapyard._exceptions import ConfigError
+    from tapyard._model import secret_values
+    from tapyard._plugins import get_connector
+    from tapyard._secrets import validate_credential_fields
+    from tapyard_credentials import CredentialNotFoundError, redactor
+
+    if from_env is not None and from_json is not None:
+        raise ConfigError("give --from-env or --from-json, not both")
+    conn = get_connector(connector)
+    kind = _pick_kind(conn, kind)
+    model = conn.credential_model(kind)
+    if from_json is not None:
+        fields = _fields_from_json(from_json)
+    elif from_env is not None:
+        fields = _fields_from_env(from_env)
+    else:
+        fields = _fields_from_prompts(model)
+    validated = validate_credential_fields(
+        model, fields, kind=kind, name=name, connector=conn.name
+    )
+    redactor.register(*secret_values(validated))
+    with opened_vault(_vault_url(ctx)) as vault:
+        if not replace:
+            try:
+                vault.info(name)
+            except CredentialNotFoundError:
+                pass
+            else:
+                raise ConfigError(f"credential {name!r} already exists; pass --replace to replace it")
+        info = vault.put(
+            name, connector=conn.name, kind=kind, fields=fields, allowed_connectors=allow, actor="cli"
+        )
+    allowed = ", ".join(info.allowed_connectors)
+    _say(
+        f"stored credential {name!r}: {kind} for {conn.name} (fields: {', '.join(info.field_names)}; "
+        f"allowed: {allowed})"
+    )
+
+
+@group.command("list")
+def list_credentials(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the stored credentials (names, kinds, connectors, last use; no values)."""
+    with opened_vault(_vault_url(ctx)) as vault:
+        infos = vault.list()
+    if as_json:
+        print_json([_info_json(i) for i in infos])
+        return
+    if not infos:
+        _say("No credentials stored. Add one with: tapyard creds add NAME --connector CONNECTOR")
+        return
+    table = _table("name", "kind", "connector", "allowed", "last used")
+    for info in infos:
+        _row(
+            table,
+            info.name,
+            info.kind,
+            info.connector,
+            ", ".join(info.allowed_connectors),
+            _when(info.last_used_at),
+        )
+    console.print(table)
+
+
+@group.command("show")
+def show(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The credential's name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one credential: kind, connectors, times and field names (values masked)."""
+    with opened_vault(_vault_url(ctx)) as vault:
+        info = vault.info(name)
+    details = _info_json(info)
+    details["fields"] = {field: "***" for field in info.field_names}
+    if as_json:
+        print_json(details)
+        return
+    for key in ("name", "kind", "connector"):
+        _say(f"{key}: {details[key]}")
+    _say(f"allowed connectors: {', '.join(info.allowed_connectors)}")
+    _say(f"created: {details['created_at']}; updated: {details['updated_at']}; last used: {_when(info.last_used_at)}")
+    for field in info.field_names:
+        _say(f"  {field}: ***")
+
+
+@group.command("rm")
+def remove(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The credential's name."),
+) -> None:
+    """Remove a credential."""
+    with opened_vault(_vault_url(ctx)) as vault:
+        vault.remove(name, actor="cli")
+    _say(f"removed credential {name!r}")
+
+
+@group.command("rotate-key")
+def rotate_key(
+    ctx: typer.Context,
+    new_key_env: str | None = typer.Option(
+        None, "--new-key-from-env", metavar="VAR", help="Take the new key from this variable."
+    ),
+    passphrase: bool = typer.Option(False, "--passphrase", help="Ask for a new passphrase instead."),
+) -> None:
+    """Re-encrypt every credential under a new key (a generated one by default)."""
+    from tapyard._exceptions import ConfigError
+    from tapyard_credentials import VaultKey, generate_key
+
+    generated: str | None = None
+    if new_key_env is not None and passphrase:
+        raise ConfigError("give --new-key-from-env or --passphrase, not both")
+    if new_key_env is not None:
+        value = os.environ.get(new_key_env)
+        if not value:
+            raise ConfigError(f"environment variable {new_key_env} is not set")
+        new_key = VaultKey.from_key(value, source=new_key_env)
+    elif passphrase:
+        if not interactive():
+            raise ConfigError("--passphrase needs a terminal to ask for the new passphrase")
+        phrase = typer.prompt("New vault passphrase", hide_input=True, confirmation_prompt=True, err=True)
+        new_key = VaultKey.from_passphrase(str(phrase), source="the new passphrase")
+    else:
+        generated = generate_key()
+        new_key = VaultKey.from_key(generated, source="the new key")
+    with opened_vault(_vault_url(ctx)) as vault:
+        if progress_enabled():
+            from rich.progress import Progress
+
+            with Progress(console=err_console, transient=True) as bar:
+                task = bar.add_task("re-encrypting", total=None)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                key_id = vault.rotate_key(new_key, actor="cli", progress=progress)
+        else:
+            key_id = vault.rotate_key(new_key, actor="cli")
+    _say(f"re-encrypted the vault under the new key (key id {key_id})")
+    if generated is not None:
+        err_console.print(
+            "The new key follows; it replaces TAPYARD_VAULT_KEY from now on. Keep it secret:",
+            markup=False,
+        )
+        sys.stdout.write(generated + "\n")
+        sys.stdout.flush()
+
+
+@group.command("audit")
+def audit(
+    ctx: typer.Context,
+    name: str | None = typer.Option(None, "--name", help="Only entries about this credential."),
+    limit: int = typer.Option(50, "--limit", min=1, help="How many entries, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the vault's append-only audit log: every read, write and refusal."""
+    with opened_vault(_vault_url(ctx)) as vault:
+        entries = vault.audit(limit=limit, name=name)
+    rows = [
+        {
+            "id": e.id,
+            "at": e.at.isoformat(timespec="seconds"),
+            "actor": e.actor,
+            "action": e.action,
+            "name": e.name,
+            "connector": e.connector,
+            "outcome": e.outcome,
+            "user": e.user,
+            "pid": e.pid,
+        }
+        for e in entries
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        _say("The audit log is empty.")
+        return
+    table = _table("id", "at", "actor", "action", "credential", "connector", "outcome", "user", "pid")
+    for entry in entries:
+        _row(
+            table,
+            str(entry.id),
+            entry.at.isoformat(timespec="seconds"),
+            entry.actor,
+            entry.action,
+            entry.name or "-",
+            entry.connector or "-",
+            entry.outcome,
+            entry.user,
+            str(entry.pid),
+        )
+    console.print(table)
+
+
+@group.command("login")
+def login(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="An oauth2_authorization_code credential."),
+    no_browser: bool = typer.Option(
+        False, "--no-browser", help="Print the authorization URL instead of opening a browser."
+    ),
+    timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds to wait for the redirect."),
+) -> None:
+    """Log in with OAuth 2.0 authorization code + PKCE and store the tokens.
+
+    Opens the browser at the authorization URL and catches the redirect on a
+    127.0.0.1 loopback listener, checking its state.
+    """
+    import webbrowser
+
+    from tapyard._exceptions import ConfigError
+    from tapyard._plugins import collect_auth_strategies, get_connector
+    from tapyard._secrets import load_credentials
+
+    with opened_vault(_vault_url(ctx)) as vault:
+        info = vault.info(name)
+        strategy_cls = collect_auth_strategies().get(info.kind)
+        if strategy_cls is None or not hasattr(strategy_cls, "login"):
+            raise ConfigError(
+                f"credential {name!r} is a {info.kind} credential: only authorization-code "
+                "credentials (oauth2_authorization_code) log in"
+            )
+        connector = get_connector(info.connector)
+        credentials = load_credentials(vault, name, connector)
+        strategy: Any = strategy_cls.from_credentials(credentials)
+
+        def announce(url: str) -> None:
+            what = "Visit" if no_browser else "Opening your browser; if it does not open, visit"
+            err_console.print(f"{what}:\n{url}", markup=False, soft_wrap=True)
+
+        def open_browser(url: str) -> None:
+            if not no_browser:
+                webbrowser.open(url)
+
+        token = strategy.login(open_browser=open_browser, announce=announce, timeout=timeout)
+    lasts = ""
+    if token.expires_at is not None:
+        import time
+
+        lasts = f"; the access token lasts {max(0, round(token.expires_at - time.time()))}s"
+    refresh = "with a refresh token" if token.refresh_token else "without a refresh token"
+    _say(f"logged in: credential {name!r} holds new tokens, {refresh}{lasts}")
+
+
+@group.command("backends")
+def backends(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the secret backends (vault URL schemes) installed."""
+    from tapyard._plugins import _cache
+    from tapyard._secrets import collect_secret_backends
+
+    found = collect_secret_backends()
+    owners: Mapping[str, str] = _cache.get("tapyard_register_secret_backends.owners", {})
+    rows = [{"scheme": scheme, "plugin": owners.get(scheme, "?")} for scheme in sorted(found)]
+    if as_json:
+        print_json(rows)
+        return
+    table = _table("scheme", "plugin")
+    for r in rows:
+        _row(table, r["scheme"], r["plugin"])
+    console.print(table)

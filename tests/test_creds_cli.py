@@ -1,0 +1,384 @@
+"""``tapyard creds`` and ``--creds``: typed fields from prompts, the environment or
+JSON; listings without values; access control and the audit log; key rotation;
+``creds login``; and every vault error as one line with the file untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import tapyard
+from tapyard_sample import LocalAuthorizationServer, OAuthClient
+from tests.creds_helpers import run, vault_environment
+
+
+@pytest.fixture
+def vault_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    yield from vault_environment(monkeypatch, tmp_path)
+
+
+KEY = "k3y-" + "a1b2c3d4" * 3
+SAMPLE = ["--config", json.dumps({"records_per_stream": 30, "auth": "api_key", "server_api_key": KEY})]
+
+
+@pytest.fixture
+def acme(register_plugin: Any) -> tapyard.Connector:
+    """A throwaway connector that takes API keys and authorization-code logins."""
+    from tapyard import RestConnector, RestStream
+    from tapyard_sample import Customer
+
+    connector = RestConnector(
+        name="acme",
+        base_url="http://127.0.0.1:9",
+        auth_kinds=["api_key", "oauth2_authorization_code"],
+        streams=[RestStream(name="customers", path="/v1/customers", schema_model=Customer)],
+    )
+
+    class Plugin:
+        @tapyard.hookimpl
+        def tapyard_register_connectors(self, register: Any) -> None:
+            register(connector)
+
+    register_plugin(Plugin(), "acme-plugin")
+    return connector
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def _add_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str = "sk", *extra: str) -> None:
+    monkeypatch.setenv("SAMPLE_API_KEY", KEY)
+    code, out, err = run(capsys, "creds", "add", name, "--connector", "sample", "--kind", "api_key", "--from-env", "SAMPLE_", *extra)
+    assert code == 0, err
+    assert f"stored credential {name!r}: api_key for sample (fields: api_key" in out
+
+
+# --- storing --------------------------------------------------------------------------------
+
+
+def test_keygen_prints_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from tapyard_credentials import VaultKey
+
+    code, out, err = run(capsys, "creds", "keygen")
+    assert code == 0 and "TAPYARD_VAULT_KEY" in err
+    VaultKey.from_key(out.strip())
+    code, _, err = run(capsys, "creds", "keygen", "--keyring")
+    assert "OS keyring" in _one_line_error(code, err)
+
+
+def test_add_from_the_environment_json_and_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, tmp_path: Path
+) -> None:
+    _add_key(capsys, monkeypatch)
+    doc = tmp_path / "key.json"
+    doc.write_text(json.dumps({"api_key": KEY, "location": "query", "key_name": "api_key"}))
+    code, out, err = run(capsys, "creds", "add", "sq", "--connector", "sample", "--kind", "api_key", "--from-json", str(doc), "--allow", "other")
+    assert code == 0, err
+    assert "allowed: sample, other" in out
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(json.dumps({"client_secret": KEY})))
+    code, out, err = run(capsys, "creds", "add", "so", "--connector", "sample", "--kind", "oauth2_client_credentials", "--from-json", "-")
+    assert code == 0, err
+    code, out, _ = run(capsys, "creds", "list", "--json")
+    listed = {c["name"]: c for c in json.loads(out)}
+    assert listed["sk"]["kind"] == "api_key" and listed["sk"]["connector"] == "sample"
+    assert listed["sq"]["fields"] == ["api_key", "key_name", "location"]
+    assert listed["so"]["kind"] == "oauth2_client_credentials" and listed["so"]["last_used_at"] is None
+    assert KEY not in out
+
+
+def test_add_asks_with_hidden_input_for_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str
+) -> None:
+    from typer._click import termui
+
+    from tapyard.cli import _creds
+
+    hidden: list[str] = []
+    visible: list[str] = []
+    answers = {"api_key": KEY, "location": "", "key_name": "X-Sample-Key", "prefix": ""}
+    label = [""]
+
+    def echo(message: Any = None, **_: Any) -> None:
+        if message:  # the prompt's text: "api_key (The API key.)"
+            label[0] = str(message).split(" ")[0]
+
+    def answer(asked: list[str]) -> str:
+        asked.append(label[0])
+        return answers[label[0]]
+
+    monkeypatch.setattr(termui, "echo", echo)
+    monkeypatch.setattr(termui, "hidden_prompt_func", lambda _: answer(hidden))
+    monkeypatch.setattr(termui, "visible_prompt_func", lambda _: answer(visible))
+    monkeypatch.setattr(_creds, "interactive", lambda: True)
+    code, out, err = run(capsys, "creds", "add", "typed", "--connector", "sample", "--kind", "api_key")
+    assert code == 0, err
+    assert hidden == ["api_key"]  # only the secret is typed blind
+    assert visible == ["location", "key_name", "prefix"]
+    code, out, _ = run(capsys, "creds", "show", "typed", "--json")
+    assert json.loads(out)["fields"] == {"api_key": "***", "key_name": "***"}
+
+
+def test_add_refuses_unknown_and_missing_fields_clearly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, tmp_path: Path
+) -> None:
+    cases = {
+        json.dumps({"api_key": KEY, "colour": "red"}): "does not fit sample's api_key credential model: colour: unknown field",
+        json.dumps({"key_name": "X"}): "does not fit sample's api_key credential model: api_key: required field is missing",
+        json.dumps({"api_key": KEY, "location": "cookie"}): "location: Input should be 'header' or 'query'",
+        json.dumps(["not", "an", "object"]): "must hold a JSON object",
+        "{oops": "is not valid JSON",
+    }
+    for i, (text, expected) in enumerate(cases.items()):
+        doc = tmp_path / f"{i}.json"
+        doc.write_text(text)
+        code, _, err = run(capsys, "creds", "add", "bad", "--connector", "sample", "--kind", "api_key", "--from-json", str(doc))
+        line = _one_line_error(code, err)
+        assert expected in line and KEY not in line
+    code, _, err = run(capsys, "creds", "add", "bad", "--connector", "sample", "--from-env", "SAMPLE_")
+    assert "takes api_key, oauth2_client_credentials credentials: pick one with --kind" in _one_line_error(code, err)
+    code, _, err = run(capsys, "creds", "add", "bad", "--connector", "sample", "--kind", "basic", "--from-env", "SAMPLE_")
+    assert "does not take 'basic' credentials" in _one_line_error(code, err)
+    code, _, err = run(capsys, "creds", "add", "bad", "--connector", "sample", "--kind", "api_key")
+    assert "no field values given" in _one_line_error(code, err)
+    _add_key(capsys, monkeypatch)
+    code, _, err = run(capsys, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key", "--from-env", "SAMPLE_")
+    assert "already exists; pass --replace" in _one_line_error(code, err)
+    code, _, err = run(capsys, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key", "--from-env", "SAMPLE_", "--replace")
+    assert code == 0, err
+    code, out, _ = run(capsys, "creds", "list", "--json")
+    assert [c["name"] for c in json.loads(out)] == ["sk"]
+
+
+# --- using ----------------------------------------------------------------------------------
+
+
+def test_sync_check_and_discover_with_a_stored_key(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, tmp_path: Path
+) -> None:
+    _add_key(capsys, monkeypatch)
+    code, out, err = run(capsys, "sync", "sample", *SAMPLE, "--creds", "sk", "--to", f"sqlite:///{tmp_path / 'o.db'}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["records"] == 90
+    code, out, err = run(capsys, "check", "sample", *SAMPLE, "--creds", "sk")
+    assert code == 0 and "ok: sample is reachable" in out, err
+    code, out, err = run(capsys, "discover", "sample", *SAMPLE, "--creds", "sk", "--json")
+    assert code == 0, err
+    code, _, err = run(capsys, "check", "sample", *SAMPLE)
+    assert "401 Unauthorized" in _one_line_error(code, err)
+    code, out, _ = run(capsys, "creds", "show", "sk", "--json")
+    assert json.loads(out)["last_used_at"] is not None
+
+
+def test_sync_with_oauth_client_credentials_saves_the_token_in_the_vault(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SO_CLIENT_SECRET", KEY)
+    code, _, err = run(capsys, "creds", "add", "so", "--connector", "sample", "--kind", "oauth2_client_credentials", "--from-env", "SO_")
+    assert code == 0, err
+    config = json.dumps({"records_per_stream": 20, "auth": "oauth2", "server_client_secret": KEY})
+    code, out, err = run(capsys, "sync", "sample", "-c", config, "--creds", "so", "--to", f"sqlite:///{tmp_path / 'o.db'}", "--json")
+    assert code == 0, err
+    code, out, _ = run(capsys, "creds", "show", "so", "--json")
+    assert set(json.loads(out)["fields"]) >= {"client_secret", "access_token", "expires_at"}
+    code, out, _ = run(capsys, "creds", "audit", "--name", "so", "--json")
+    assert [e["action"] for e in json.loads(out)][:2] == ["update_fields", "get"]
+
+
+def test_access_control_refuses_other_connectors_and_audits_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, acme: tapyard.Connector
+) -> None:
+    monkeypatch.setenv("ACME_API_KEY", KEY)
+    code, _, err = run(capsys, "creds", "add", "acme-key", "--connector", "acme", "--kind", "api_key", "--from-env", "ACME_")
+    assert code == 0, err
+    code, _, err = run(capsys, "check", "sample", *SAMPLE, "--creds", "acme-key")
+    line = _one_line_error(code, err)
+    assert "connector 'sample' may not use credential 'acme-key' (allowed: acme)" in line
+    code, _, err = run(capsys, "check", "sample", *SAMPLE, "--creds", "nobody")
+    assert "no credential named 'nobody'" in _one_line_error(code, err)
+    code, _, err = run(capsys, "creds", "add", "acme-key", "--connector", "acme", "--kind", "api_key", "--from-env", "ACME_", "--replace", "--allow", "sample")
+    assert code == 0, err
+    code, out, err = run(capsys, "check", "sample", *SAMPLE, "--creds", "acme-key")
+    assert code == 0, err
+    code, out, _ = run(capsys, "creds", "audit", "--json")
+    entries = [(e["action"], e["name"], e["connector"], e["outcome"]) for e in reversed(json.loads(out))]
+    assert entries == [
+        ("put", "acme-key", "acme", "ok"),
+        ("get", "acme-key", "sample", "denied"),
+        ("get", "nobody", "sample", "not_found"),
+        ("put", "acme-key", "acme", "ok"),
+        ("get", "acme-key", "sample", "ok"),
+    ]
+    code, out, _ = run(capsys, "creds", "audit")
+    assert "denied" in out and KEY not in out
+    code, out, _ = run(capsys, "creds", "rm", "acme-key")
+    assert code == 0 and "removed credential 'acme-key'" in out
+    code, _, err = run(capsys, "creds", "rm", "acme-key")
+    assert "no credential named 'acme-key'" in _one_line_error(code, err)
+
+
+def test_rotate_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str) -> None:
+    _add_key(capsys, monkeypatch)
+    code, out, err = run(capsys, "creds", "rotate-key")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("re-encrypted the vault under the new key (key id ")
+    new_key = lines[1]
+    code, _, err = run(capsys, "creds", "list")
+    assert "the vault key does not open" in _one_line_error(code, err)
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", new_key)
+    code, out, _ = run(capsys, "creds", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["name"] == "sk"
+    monkeypatch.setenv("NEXT_KEY", vault_env)
+    code, out, err = run(capsys, "creds", "rotate-key", "--new-key-from-env", "NEXT_KEY")
+    assert code == 0 and vault_env not in out, err
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", vault_env)
+    code, _, _ = run(capsys, "creds", "list")
+    assert code == 0
+
+
+def test_a_passphrase_is_asked_for_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str
+) -> None:
+    from typer._click import termui
+
+    from tapyard.cli import _creds
+
+    monkeypatch.delenv("TAPYARD_VAULT_KEY")
+    asked: list[str] = []
+    monkeypatch.setattr(termui, "hidden_prompt_func", lambda p: asked.append(p) or "correct horse battery")
+    monkeypatch.setattr(_creds, "interactive", lambda: True)
+    monkeypatch.setenv("SAMPLE_API_KEY", KEY)
+    code, _, err = run(capsys, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key", "--from-env", "SAMPLE_")
+    assert code == 0, err
+    assert len(asked) == 2  # a new vault: asked twice
+    monkeypatch.setattr(_creds, "interactive", lambda: False)
+    code, _, err = run(capsys, "creds", "list")
+    assert "no vault key" in _one_line_error(code, err)
+    monkeypatch.setenv("TAPYARD_VAULT_PASSPHRASE", "wrong horse battery")
+    code, _, err = run(capsys, "creds", "list")
+    assert "wrong TAPYARD_VAULT_KEY or passphrase" in _one_line_error(code, err)
+    monkeypatch.setenv("TAPYARD_VAULT_PASSPHRASE", "correct horse battery")
+    code, out, _ = run(capsys, "creds", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["name"] == "sk"
+
+
+# --- login ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def authz() -> Iterator[LocalAuthorizationServer]:
+    client = OAuthClient("acme-cli", None, redirect_uris=("http://127.0.0.1/callback",))
+    with LocalAuthorizationServer([client]) as running:
+        yield running
+
+
+def _browser(url: str) -> bool:
+    threading.Thread(target=lambda: httpx.get(url, follow_redirects=True, timeout=10), daemon=True).start()
+    return True
+
+
+def test_login_opens_the_browser_and_stores_the_tokens(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    vault_env: str,
+    acme: tapyard.Connector,
+    authz: LocalAuthorizationServer,
+    tmp_path: Path,
+) -> None:
+    import webbrowser
+
+    doc = tmp_path / "login.json"
+    doc.write_text(json.dumps({"authorize_url": authz.authorize_url, "token_url": authz.token_url, "client_id": "acme-cli"}))
+    code, _, err = run(capsys, "creds", "add", "acme-user", "--connector", "acme", "--kind", "oauth2_authorization_code", "--from-json", str(doc))
+    assert code == 0, err
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or _browser(url))
+    code, out, err = run(capsys, "creds", "login", "acme-user", "--timeout", "10")
+    assert code == 0, err
+    assert "logged in: credential 'acme-user' holds new tokens, with a refresh token" in out
+    assert opened and opened[0] in err.replace("\n", "")
+    assert authz.stats["authorization_code:ok"] == 1
+    code, out, _ = run(capsys, "creds", "show", "acme-user", "--json")
+    assert {"access_token", "refresh_token"} <= set(json.loads(out)["fields"])
+
+    def forged(url: str) -> bool:
+        return _browser(url.replace("state=", "state=x"))
+
+    monkeypatch.setattr(webbrowser, "open", forged)
+    code, _, err = run(capsys, "creds", "login", "acme-user", "--timeout", "10")
+    errors = [line for line in err.splitlines() if line.startswith("Error")]
+    assert code == 1 and len(errors) == 1 and "wrong state: refused" in errors[0], err
+    monkeypatch.setenv("ACME_API_KEY", KEY)
+    run(capsys, "creds", "add", "acme-key", "--connector", "acme", "--kind", "api_key", "--from-env", "ACME_")
+    code, _, err = run(capsys, "creds", "login", "acme-key")
+    assert "only authorization-code credentials" in _one_line_error(code, err)
+
+
+# --- a damaged or locked vault: one line, file untouched ------------------------------------
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stored_vault(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    from tapyard_credentials import Vault
+
+    _add_key(capsys, monkeypatch)
+    Vault.open(path).close()  # checkpointed: everything in the main file
+
+
+@pytest.mark.parametrize("damage", ["wrong-key", "truncated", "flipped-byte", "not-a-vault"])
+def test_vault_errors_are_one_line_and_leave_the_file_alone(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    vault_env: str,
+    tmp_path: Path,
+    damage: str,
+) -> None:
+    from tapyard_credentials import generate_key
+
+    path = tmp_path / "vault.db"
+    _stored_vault(capsys, monkeypatch, path)
+    data = bytearray(path.read_bytes())
+    expected = "is damaged"
+    if damage == "wrong-key":
+        monkeypatch.setenv("TAPYARD_VAULT_KEY", generate_key())
+        expected = "the vault key does not open"
+    elif damage == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "flipped-byte":
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        (blob,) = conn.execute("SELECT secret FROM credentials").fetchone()
+        conn.close()
+        data[bytes(data).find(blob) + len(blob) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+    else:
+        shutil.copyfile(Path(__file__), path)
+    before = _sha(path)
+    for args in (
+        ("creds", "show", "sk"),
+        ("sync", "sample", *SAMPLE, "--creds", "sk", "--to", f"sqlite:///{tmp_path / 'o.db'}"),
+    ):
+        code, out, err = run(capsys, *args)
+        line = _one_line_error(code, err)
+        assert expected in line, line
+        assert KEY not in out + err
+    if damage != "flipped-byte":
+        code, _, err = run(capsys, "creds", "list")
+        assert expected in _one_line_error(code, err)
+    assert _sha(path) == before
