@@ -44,9 +44,8 @@ def test_recording_scrubs_and_replay_needs_no_server(tmp_path: Path) -> None:
 
 
 def test_replay_refuses_unrecorded_requests(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="TAPYARD_RECORD"):
-        with cassette(tmp_path / "missing.yaml"):
-            pass
+    with pytest.raises(FileNotFoundError, match="TAPYARD_RECORD"), cassette(tmp_path / "missing.yaml"):
+        pass
 
 
 def test_scrub_text_patterns() -> None:

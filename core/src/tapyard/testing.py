@@ -147,10 +147,8 @@ def _scrub_body(body: Any) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return body
-    try:
+    with contextlib.suppress(ValueError):
         text = json.dumps(_scrub_json(json.loads(text)))
-    except ValueError:
-        pass
     text = scrub_text(text)
     return text.encode() if isinstance(body, bytes) else text
 
@@ -243,7 +241,7 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 
 @pytest.fixture(autouse=True, scope="session")
 def _tapyard_network_guard() -> Iterator[None]:
-    socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+    socket.socket.connect = _loopback_only  # type: ignore[method-assign,assignment]
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
 
