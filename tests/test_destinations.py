@@ -44,7 +44,7 @@ def test_sqlite_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     dest.prepare(STREAM, columns_of(Row))
     dest.write("k", [Batch("things", [{"id": 1, "name": "a"}], state=StreamState(cursor="c1"))])
     # the third row cannot be bound, after two good ones were inserted
-    rows = [{"id": 2, "name": "b"}, {"id": 3, "name": "c"}, {"id": 4, "name": object()}]
+    rows = [{"id": 2, "name": "b"}, {"id": 3, "name": "c"}, {"id": object(), "name": "d"}]
     broken = Batch("things", rows, state=StreamState(cursor="c9"))
     with pytest.raises(DestinationError):
         dest.write("k", [broken])
@@ -97,3 +97,30 @@ def test_bad_destination_urls(url: str, message: str) -> None:
 def test_directory_is_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(DestinationError, match="directory"):
         open_destination(f"sqlite:///{tmp_path}")
+
+
+def test_sqlite_stores_validated_items_as_text_and_json(tmp_path: Path) -> None:
+    import datetime as dt
+    import uuid
+    from decimal import Decimal
+
+    class Inner(BaseModel):
+        a: int
+
+    class Typed(BaseModel):
+        id: uuid.UUID
+        at: dt.datetime
+        day: dt.date
+        inner: Inner
+        amount: Decimal | None = None
+
+    stream = Stream(name="typed", schema_model=Typed)
+    dest = open_destination(f"sqlite:///{tmp_path / 't.db'}")
+    dest.prepare(stream, columns_of(Typed))
+    item = Typed(id=uuid.UUID(int=1), at=dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+                 day=dt.date(2024, 1, 2), inner=Inner(a=1), amount=Decimal("1.50"))
+    dest.write("k", [Batch("typed", items=[item])])
+    dest.close()
+    row = sqlite3.connect(tmp_path / "t.db").execute("SELECT id, at, day, inner, amount FROM typed").fetchone()
+    assert row[:4] == (str(uuid.UUID(int=1)), "2024-01-02T03:04:05Z", "2024-01-02", '{"a":1}')
+    assert row[4] in ('"1.50"', "1.50", 1.5)

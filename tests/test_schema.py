@@ -68,12 +68,15 @@ class Record(BaseModel):
 def test_page_validator_fast_path_and_dead_letters() -> None:
     validator = PageValidator(Record, ("id",))
     good = [{"id": "a", "n": 1, "when": "2024-01-01T00:00:00Z", "inner": {"a": 2}}]
-    rows, dead = validator.validate(good)
-    assert dead == [] and rows == [{"id": "a", "n": 1, "when": "2024-01-01T00:00:00Z", "inner": {"a": 2}}]
+    items, dead = validator.validate(good)
+    assert dead == []
+    assert [i.model_dump(mode="json") for i in items] == [
+        {"id": "a", "n": 1, "when": "2024-01-01T00:00:00Z", "inner": {"a": 2}}
+    ]
 
     mixed = [*good, {"id": "b", "n": "x", "when": "2024-01-01T00:00:00Z"}, {"id": None, "n": 1, "when": "2024-01-01T00:00:00Z"}]
-    rows, dead = validator.validate(mixed)
-    assert [r["id"] for r in rows] == ["a"]
+    items, dead = validator.validate(mixed)
+    assert [i.id for i in items] == ["a"]  # type: ignore[attr-defined]
     assert len(dead) == 2 and "n:" in dead[0].error and dead[0].raw["n"] == "x"
 
 

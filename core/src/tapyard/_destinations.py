@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from tapyard._exceptions import DestinationError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
@@ -23,20 +25,37 @@ __all__ = ["Batch", "Destination", "default_destination_url", "open_destination"
 
 @dataclass(slots=True)
 class Batch:
-    """What one page (or several pages of one stream) adds: rows, dead letters, and the
-    stream state that covers them."""
+    """What one page (or several pages of one stream) adds: records, dead letters, and the
+    stream state that covers them.
+
+    Records come either as validated model instances (``items``, what the
+    sync engine hands over) or as plain dicts (``rows``); :meth:`records`
+    gives dicts either way.
+    """
 
     stream: str
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     state: StreamState | None = None
     pages: int = 1
     #: the name the state is saved under: the stream's, or the stream's plus a partition
     state_name: str = ""
+    items: list[BaseModel] | None = None
 
     def __post_init__(self) -> None:
         if not self.state_name:
             self.state_name = self.stream
+
+    @property
+    def count(self) -> int:
+        """How many records the batch holds."""
+        return len(self.items) if self.items is not None else len(self.rows)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records as JSON-ready dicts (datetimes as ISO strings)."""
+        if self.items is not None and not self.rows:
+            self.rows = [item.model_dump(mode="json") for item in self.items]
+        return self.rows
 
 
 class Destination(abc.ABC):

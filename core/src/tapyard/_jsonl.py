@@ -97,7 +97,13 @@ class JSONLDestination(Destination):
         lines: list[bytes] = []
         for batch in batches:
             prefix = b'{"stream":' + orjson.dumps(batch.stream)
-            lines.extend(prefix + b',"record":' + orjson.dumps(row) + b"}\n" for row in batch.rows)
+            if batch.items is not None:
+                lines.extend(
+                    prefix + b',"record":' + item.__pydantic_serializer__.to_json(item) + b"}\n"
+                    for item in batch.items
+                )
+            else:
+                lines.extend(prefix + b',"record":' + orjson.dumps(row) + b"}\n" for row in batch.rows)
             lines.extend(
                 prefix + b',"dead_letter":' + orjson.dumps({"raw": d.raw, "error": d.error}) + b"}\n"
                 for d in batch.dead

@@ -10,6 +10,8 @@ written.
 from __future__ import annotations
 
 import datetime as dt
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +110,11 @@ class Column:
     name: str
     type: str  # "TEXT" | "INTEGER" | "REAL" | "BOOLEAN" | "JSON"
     nullable: bool = True
+    #: the JSON Schema ``format`` of a TEXT column (``date-time``, ``date``, ``uuid``, ...)
+    format: str | None = None
+    #: False when the model field always holds ``str`` (or None), so a
+    #: destination need not convert its values to text
+    convert: bool = True
 
     @property
     def is_json(self) -> bool:
@@ -150,8 +157,35 @@ def columns_of(model: type[BaseModel]) -> list[Column]:
     columns = []
     for name, spec in schema.get("properties", {}).items():
         kind, nullable = _column_type(spec, defs)
-        columns.append(Column(name=name, type=kind, nullable=nullable or name not in required))
+        field = model.model_fields.get(name)
+        column = Column(
+            name=name,
+            type=kind,
+            nullable=nullable or name not in required,
+            format=_format(spec),
+            convert=not (field is not None and _holds_only_str(field.annotation)),
+        )
+        columns.append(column)
     return columns
+
+
+def _holds_only_str(annotation: Any) -> bool:
+    """True for ``str``, ``str | None`` and literals of strings."""
+    if annotation is str or annotation is type(None):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return all(isinstance(arg, str) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return all(_holds_only_str(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _format(spec: Mapping[str, Any]) -> str | None:
+    if "format" in spec:
+        return str(spec["format"])
+    options = [s for s in spec.get("anyOf", ()) if s.get("type") != "null"]
+    return str(options[0]["format"]) if len(options) == 1 and "format" in options[0] else None
 
 
 @dataclass(slots=True)
@@ -171,11 +205,12 @@ def _error_text(exc: ValidationError, limit: int = 3) -> str:
 
 
 class PageValidator:
-    """Validates a page of records against a model and returns JSON-ready dicts.
+    """Validates a page of records against a model.
 
-    ``validate(records)`` returns ``(rows, dead_letters)``. Rows are the
-    validated records dumped in JSON mode (datetimes as ISO strings), holding
-    exactly the model's fields. Records missing a primary-key value fail too.
+    ``validate(records)`` returns ``(items, dead_letters)``: the validated
+    model instances and the records that failed, with why. Records missing a
+    primary-key value fail too. The whole page is validated in one call; only
+    a page with a bad record is validated record by record.
     """
 
     def __init__(self, model: type[BaseModel], primary_key: Sequence[str]) -> None:
@@ -188,19 +223,18 @@ class PageValidator:
                 f"primary key {', '.join(missing)} is not a field of {model.__name__}"
             )
 
-    def validate(self, records: Sequence[Any]) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
+    def validate(self, records: Sequence[Any]) -> tuple[list[BaseModel], list[DeadLetter]]:
         try:
-            items = self._page.validate_python(records)
+            items: list[BaseModel] = self._page.validate_python(records)
         except ValidationError:
             return self._one_by_one(records)
-        rows: list[dict[str, Any]] = self._page.dump_python(items, mode="json")
-        pk = self.primary_key
-        if any(row[k] is None for row in rows for k in pk):
-            return self._one_by_one(records)
-        return rows, []
+        for key in self.primary_key:
+            if any(getattr(item, key) is None for item in items):
+                return self._one_by_one(records)
+        return items, []
 
-    def _one_by_one(self, records: Sequence[Any]) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
-        rows: list[dict[str, Any]] = []
+    def _one_by_one(self, records: Sequence[Any]) -> tuple[list[BaseModel], list[DeadLetter]]:
+        items: list[BaseModel] = []
         dead: list[DeadLetter] = []
         for raw in records:
             try:
@@ -208,11 +242,9 @@ class PageValidator:
             except ValidationError as exc:
                 dead.append(DeadLetter(raw=raw, error=_error_text(exc)))
                 continue
-            row = item.model_dump(mode="json")
-            missing = [k for k in self.primary_key if row.get(k) is None]
+            missing = [k for k in self.primary_key if getattr(item, k) is None]
             if missing:
                 dead.append(DeadLetter(raw=raw, error=f"primary key {', '.join(missing)} is null"))
                 continue
-            rows.append(row)
-        return rows, dead
-
+            items.append(item)
+        return items, dead

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, create_engine
@@ -86,30 +87,67 @@ class _TableWriter:
         self.sql = f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) ON CONFLICT({conflict}) {action}"
         self._names = names
         self._json = [i for i, c in enumerate(columns) if c.is_json]
+        # validated records hold datetimes, dates, UUIDs, decimals...: SQLite stores their text
+        self._text = [i for i, c in enumerate(columns) if c.type == "TEXT" and c.convert]
 
-    def params(self, rows: Sequence[dict[str, Any]]) -> list[Sequence[Any]]:
-        """The statement's parameters for each row; nested values become JSON text.
+    def params(self, batch: Batch) -> list[Sequence[Any]]:
+        """The statement's parameters for each record of ``batch``.
 
-        Rows from the page validator hold every column, which takes the fast
-        path; rows written directly may leave columns out (they become NULL).
+        Validated model instances are read by attribute (no dump to dicts);
+        nested values become JSON text and typed scalars (datetimes, UUIDs)
+        their ISO or string form. Dict rows written directly may leave columns
+        out; they become NULL.
         """
         names = self._names
-        get: Any = operator.itemgetter(*names) if len(names) > 1 else lambda r: (r[names[0]],)
-        try:
-            values = [get(row) for row in rows]
-        except KeyError:
-            values = [tuple(row.get(n) for n in names) for row in rows]
-        if not self._json:
+        values: list[Any]
+        if batch.items is not None:
+            if len(names) == 1:
+                values = [(getattr(item, names[0]),) for item in batch.items]
+            else:
+                get = operator.attrgetter(*names)
+                values = [get(item) for item in batch.items]
+        else:
+            try:
+                if len(names) == 1:
+                    values = [(row[names[0]],) for row in batch.rows]
+                else:
+                    getitems = operator.itemgetter(*names)
+                    values = [getitems(row) for row in batch.rows]
+            except KeyError:
+                values = [tuple(row.get(n) for n in names) for row in batch.rows]
+        if not self._json and not self._text:
             return values
+        json_idx, text_idx = self._json, self._text
         dumps = orjson.dumps
         out: list[Sequence[Any]] = []
         for value in values:
             items = list(value)
-            for i in self._json:
+            for i in json_idx:
                 if items[i] is not None:
-                    items[i] = dumps(items[i]).decode()
+                    items[i] = dumps(items[i], default=_json_default).decode()
+            for i in text_idx:
+                if items[i] is not None and not isinstance(items[i], str):
+                    items[i] = _text(items[i])
             out.append(items)
         return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson cannot encode itself: pydantic models, decimals, sets."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
 
 
 class SQLiteDestination(Destination):
@@ -226,8 +264,8 @@ class SQLiteDestination(Destination):
                 cursor = raw.cursor()
                 for batch in batches:
                     writer = self._writers[batch.stream]
-                    if batch.rows:
-                        cursor.executemany(writer.sql, writer.params(batch.rows))
+                    if batch.count:
+                        cursor.executemany(writer.sql, writer.params(batch))
                     if batch.dead:
                         cursor.executemany(
                             "INSERT INTO _tapyard_dead_letters (state_key, stream, raw_sha256, raw, error, created_at) "
