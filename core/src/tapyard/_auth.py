@@ -9,12 +9,14 @@ add`` asks for and validates.
 from __future__ import annotations
 
 import base64
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from tapyard._model import AuthStrategy, Credentials
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["STOCK_AUTH_STRATEGIES", "ApiKeyAuth", "BasicAuth", "BearerAuth", "options_from"]
 

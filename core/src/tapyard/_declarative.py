@@ -29,14 +29,12 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import httpx
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from tapyard._exceptions import ConfigError, PluginError, ResponseError
-from tapyard._http import HttpEngine, HttpPolicy, redact_url
 from tapyard._model import (
     Connector,
     NoConfig,
@@ -48,9 +46,12 @@ from tapyard._model import (
     Stream,
     StreamState,
 )
-from tapyard._paginators import dig
-from tapyard._ratelimit import shared_limiter
 from tapyard._schema import model_from_json_schema
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tapyard._http import HttpEngine
 
 __all__ = ["RestConnector", "RestSource", "RestStream", "SinglePage", "render"]
 
@@ -195,6 +196,11 @@ class RestConnector(Connector):
 
     @contextlib.contextmanager
     def open(self, config: BaseModel, context: RunContext) -> Iterator[Source]:
+        # The HTTP engine is imported here, not at module level, so that listing
+        # connectors does not pay for httpx.
+        from tapyard._http import HttpEngine, HttpPolicy
+        from tapyard._ratelimit import shared_limiter
+
         pm = context.pm
         with contextlib.ExitStack() as stack:
             overrides: Mapping[str, Any] = {}
@@ -298,6 +304,9 @@ class RestSource(Source):
     def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
         if not isinstance(stream, RestStream):
             raise PluginError(f"stream {stream.name!r} is not a RestStream")
+        from tapyard._http import redact_url
+        from tapyard._paginators import dig
+
         paginator = self._paginator(stream)
         if state.resume is not None and paginator.stable:
             request: PageRequest | None = state.resume

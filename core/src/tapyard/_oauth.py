@@ -31,9 +31,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from tapyard._auth import options_from
@@ -45,6 +44,9 @@ from tapyard._exceptions import (
     TransportError,
 )
 from tapyard._model import AuthStrategy, Credentials, secret_values, stored_fields
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "OAUTH_STRATEGIES",
@@ -242,6 +244,8 @@ class _Session:
         sent = dict(headers or {})
         if auth is not None:
             url, sent, body = auth.prepare(method, url, sent, body)
+        import httpx  # here, not at import: listing connectors need not load httpx
+
         with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
             response = client.request(method, url, content=body.encode("utf-8"), headers=sent)
         self.last_status = response.status_code
@@ -275,6 +279,8 @@ def _call_token_endpoint(
     session: _Session, url: str, grant: str, call: Callable[[], Any], hint: str = ""
 ) -> Mapping[str, Any]:
     """Run one token request; map every failure to a one-line, safe tapyard error."""
+    import httpx
+
     from tapyard_credentials import redact
 
     shown = _shown(url)
