@@ -1,0 +1,75 @@
+"""The tapyard ``erp`` connector: ERP systems over OData v2 and v4.
+
+Entity sets and their schemas come from the service's ``$metadata``; pages
+follow ``@odata.nextLink`` (v4) or ``d.__next`` (v2, SAP Gateway); incremental
+runs ask for ``$filter=<modified> gt <cursor>``; ``$select`` trims columns.
+Presets fill in what Dynamics 365 Business Central, Finance and Operations and
+SAP S/4HANA usually offer. Auth: basic, OAuth 2.0 client credentials (Entra
+ID / Azure AD, with ``tenant_id``), a bearer token, or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tapyard import hookimpl
+
+if TYPE_CHECKING:
+    from tapyard import Connector, Stream
+
+__all__ = ["connector"]
+
+_V2_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+
+
+def _v2_date(value: str) -> str:
+    """``/Date(1700000000000+0060)/`` (OData v2 JSON) as an ISO 8601 string in UTC."""
+    match = _V2_DATE.fullmatch(value)
+    if match is None:
+        return value
+    moment = dt.datetime.fromtimestamp(int(match.group(1)) / 1000, tz=dt.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "connector":
+        return _get_connector()
+    raise AttributeError(name)
+
+
+_CONNECTOR: list[Any] = []
+
+
+def _get_connector() -> Connector:
+    if not _CONNECTOR:
+        from tapyard_erp._connector import ErpConnector
+
+        _CONNECTOR.append(ErpConnector())
+    return _CONNECTOR[0]  # type: ignore[no-any-return]
+
+
+@hookimpl
+def tapyard_register_connectors(register: Callable[[Connector], None]) -> None:
+    register(_get_connector())
+
+
+@hookimpl
+def tapyard_map_records(
+    connector: Connector, stream: Stream, records: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """OData v2 dates (``/Date(ms)/``) become ISO strings; v2 bookkeeping
+    (``__metadata``, deferred navigation properties) is dropped."""
+    if connector.name != "erp" or getattr(stream, "odata_version", "4.0") != "2.0":
+        return None
+    mapped = []
+    for record in records:
+        row = {}
+        for key, value in record.items():
+            if key == "__metadata" or (isinstance(value, dict) and "__deferred" in value):
+                continue
+            row[key] = _v2_date(value) if isinstance(value, str) and value.startswith("/Date(") else value
+        mapped.append(row)
+    return mapped

@@ -1,0 +1,361 @@
+"""The Stripe connector: the stripe SDK, paged and paced by tapyard's hooks.
+
+- Pages: the paginator comes from ``tapyard_stream_paginator`` (the stock
+  ``cursor`` paginator: ``starting_after`` the last id, while ``has_more``);
+  each page is one SDK ``list`` call.
+- Incremental: new objects by ``created[gte]=<cursor>``, and changed (or
+  deleted) ones from the events API (``type=<object>.*``, ``created[gte]``),
+  each object once, as the newest event saw it. The cursor is ``changed_at``.
+- Rate limits: the SDK retries as Stripe documents (``Stripe-Should-Retry``,
+  409 conflicts, 5xx, idempotency keys on retried POSTs, exponential backoff),
+  and here also 429s unless Stripe says not to; every response goes to
+  ``tapyard_rate_limit_learn``, and every request waits for the run's limiter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from tapyard import (
+    AuthenticationError,
+    ConfigError,
+    Connector,
+    Credentials,
+    CursorPaginator,
+    HTTPError,
+    HTTPStatusError,
+    Page,
+    PageRequest,
+    Paginator,
+    RateLimiter,
+    ResponseError,
+    RunContext,
+    Source,
+    Stream,
+    StreamState,
+    TransportError,
+)
+from tapyard_stripe import _models
+
+__all__ = ["STREAMS", "StripeConfig", "StripeConnector", "StripeKey"]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    path: str  # the list endpoint
+    service: str  # the StripeClient attribute
+    model: type[BaseModel]
+    object: str  # the ``object`` of its records
+    events: str | None  # the event type family that changes them
+    params: Mapping[str, Any] = ()  # type: ignore[assignment]
+
+
+STREAMS: dict[str, _Spec] = {
+    "customers": _Spec("/v1/customers", "customers", _models.Customer, "customer", "customer.*"),
+    "charges": _Spec("/v1/charges", "charges", _models.Charge, "charge", "charge.*"),
+    "payment_intents": _Spec(
+        "/v1/payment_intents", "payment_intents", _models.PaymentIntent, "payment_intent", "payment_intent.*"
+    ),
+    "invoices": _Spec("/v1/invoices", "invoices", _models.Invoice, "invoice", "invoice.*"),
+    "subscriptions": _Spec(
+        "/v1/subscriptions", "subscriptions", _models.Subscription, "subscription",
+        "customer.subscription.*", {"status": "all"},
+    ),
+    "products": _Spec("/v1/products", "products", _models.Product, "product", "product.*"),
+    "prices": _Spec("/v1/prices", "prices", _models.Price, "price", "price.*"),
+    "balance_transactions": _Spec(
+        "/v1/balance_transactions", "balance_transactions", _models.BalanceTransaction,
+        "balance_transaction", None,
+    ),
+    "events": _Spec("/v1/events", "events", _models.Event, "event", None),
+}
+
+
+class StripeKey(Credentials):
+    """A Stripe secret key (``sk_...``) or, better, a restricted key (``rk_...``)
+    with read access to the streams you sync."""
+
+    kind: Literal["api_key"] = "api_key"
+    api_key: SecretStr = Field(description="A secret (sk_) or restricted (rk_) API key.")
+    stripe_account: str | None = Field(None, description="A connected account to read (Connect).")
+
+    @field_validator("api_key")
+    @classmethod
+    def _shape(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("sk_", "rk_")):
+            raise ValueError("a Stripe secret key starts with sk_ or, restricted, rk_")
+        return value
+
+
+class StripeConfig(BaseModel):
+    """Configuration of the Stripe connector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_base: str = Field("https://api.stripe.com", description="The API address (an emulator's, for tests).")
+    page_size: int = Field(100, ge=1, le=100, description="Objects per list call (Stripe's most: 100).")
+    start_date: int | None = Field(None, ge=0, description="Read only objects created at or after this Unix time.")
+    events_resync: bool = Field(
+        True, description="On incremental runs, re-sync objects changed since (from the events API)."
+    )
+    max_network_retries: int = Field(5, ge=0, le=20, description="The SDK's retries on 429, 409, 5xx.")
+    rate_limit_per_s: float = Field(
+        20, gt=0, description="Requests per second at most (Stripe allows 100 live, 25 in test mode)."
+    )
+
+
+def _error(exc: Exception, method: str, path: str) -> HTTPError:
+    """A stripe SDK error as a one-line tapyard error."""
+    import stripe
+
+    status = getattr(exc, "http_status", None) or 0
+    said = " ".join(str(getattr(exc, "user_message", None) or exc or type(exc).__name__).split())
+    where = f"{method} {path}"
+    if isinstance(exc, stripe.AuthenticationError):
+        return AuthenticationError(
+            f"{where} was refused: {status or 401}; check the API key (Stripe said: {said})",
+            status_code=status or 401, method=method, url=path,
+        )
+    if isinstance(exc, stripe.PermissionError):
+        return AuthenticationError(
+            f"{where} was refused: {status or 403}; the restricted key lacks read access (Stripe said: {said})",
+            status_code=status or 403, method=method, url=path,
+        )
+    if isinstance(exc, stripe.APIConnectionError):
+        return TransportError(f"{where} failed: cannot reach Stripe ({said})", method=method, url=path)
+    body = getattr(exc, "http_body", None) or ""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if status < 400 or body.lstrip()[:1] == "<":
+        return ResponseError(f"{where} returned a response that is not Stripe JSON ({said[:200]})", method=method, url=path)
+    return HTTPStatusError(f"{where} failed: {status}: {said[:300]}", status_code=status, method=method, url=path)
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts = {"requests": 0, "retries": 0, "throttled": 0, "server_errors": 0}
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+
+
+def _http_client(connector: Connector, pm: Any, limiter: RateLimiter, stats: _Stats, on_response: Any) -> Any:
+    """A stripe ``RequestsClient`` that waits for the run's limiter before each
+    request, reports each response to the rate-limit hook, and retries 429s."""
+    import httpx
+    import stripe
+
+    class TapyardRequestsClient(stripe.RequestsClient):
+        # The SDK's own annotations disagree (str in HTTPClient, bytes in RequestsClient).
+        def request(
+            self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None, **kwargs: Any
+        ) -> Any:
+            limiter.acquire()
+            stats.add("requests")
+            try:
+                content, status, rheaders = super().request(method, url, headers, post_data, **kwargs)
+            finally:
+                limiter.sent()
+            if status == 429:
+                stats.add("throttled")
+            elif status >= 500:
+                stats.add("server_errors")
+            response = httpx.Response(
+                status, headers=dict(rheaders or {}), request=httpx.Request(method.upper(), url.split("?")[0])
+            )
+            limiter.learn(response.headers)
+            pm.hook.tapyard_rate_limit_learn(connector=connector, response=response, limiter=limiter)
+            if on_response is not None:
+                on_response(connector, response)
+            return content, status, rheaders
+
+        def _should_retry(self, response: Any, api_connection_error: Any, num_retries: int, max_network_retries: Any) -> bool:
+            retry = bool(super()._should_retry(response, api_connection_error, num_retries, max_network_retries))
+            if not retry and response is not None and num_retries < (max_network_retries or 0):
+                _, status, rheaders = response
+                # Stripe asks clients to back off and retry on 429 (rate limits and
+                # lock timeouts) unless it says explicitly not to.
+                told = (rheaders or {}).get("stripe-should-retry")
+                retry = status == 429 and told != "false"
+            if retry:
+                stats.add("retries")
+            return retry
+
+    return TapyardRequestsClient(timeout=80)
+
+
+class StripeSource(Source):
+    """One run: a ``StripeClient`` with tapyard's HTTP client."""
+
+    def __init__(self, connector: StripeConnector, config: StripeConfig, context: RunContext) -> None:
+        import stripe
+
+        self.connector, self.config, self.pm = connector, config, context.pm
+        policy = context.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
+        self.limiter = RateLimiter(policy.get("rate"), policy.get("burst"))
+        self.stats = _Stats()
+        credentials = context.credentials
+        self.account = getattr(credentials, "stripe_account", None)
+        self.client: Any = None
+        if credentials is not None:
+            key = credentials.api_key.get_secret_value()  # type: ignore[attr-defined]
+            from tapyard_credentials import redactor
+
+            redactor.register(key)
+            self.client = stripe.StripeClient(
+                key,
+                base_addresses={"api": config.api_base.rstrip("/")},
+                http_client=_http_client(connector, context.pm, self.limiter, self.stats, context.on_response),
+                max_network_retries=config.max_network_retries,
+            )
+        self._streams = connector.streams(config)
+
+    def streams(self) -> list[Stream]:
+        return list(self._streams)
+
+    @property
+    def http_stats(self) -> Mapping[str, int]:
+        return dict(self.stats.counts)
+
+    def check(self) -> None:
+        self._list("balance_transactions", {"limit": 1})
+
+    def _list(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        import stripe
+
+        spec = STREAMS[name]
+        if self.client is None:
+            raise ConfigError(
+                "stripe needs an api_key credential: tapyard creds add NAME --connector stripe, then --creds NAME"
+            )
+        options = {"stripe_account": self.account} if self.account else None
+        try:
+            service = getattr(self.client.v1, spec.service)
+            page = service.list(params=dict(params), options=options) if options else service.list(params=dict(params))
+        except stripe.StripeError as exc:
+            raise _error(exc, "GET", spec.path) from exc
+        body = page.to_dict()
+        return body if isinstance(body, dict) else {}
+
+    def _paginator(self, stream: Stream) -> Paginator:
+        paginator = self.pm.hook.tapyard_stream_paginator(connector=self.connector, stream=stream)
+        if not isinstance(paginator, Paginator):
+            raise ConfigError(f"no paginator for stream {stream.name!r}")
+        return paginator
+
+    def _pages(self, name: str, stream: Stream, request: PageRequest) -> Iterator[tuple[list[dict[str, Any]], PageRequest | None]]:
+        import httpx
+
+        paginator = self._paginator(stream)
+        current: PageRequest | None = request
+        while current is not None:
+            body = self._list(name, current.params)
+            records = list(body.get("data") or [])
+            marker = httpx.Response(200, request=httpx.Request("GET", "https://stripe.invalid" + current.url))
+            current = paginator.next(current, marker, body, records)
+            yield records, current
+
+    def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
+        spec = STREAMS[stream.name]
+        paginator = self._paginator(stream)
+        since = state.cursor
+        listing: PageRequest | None
+        if state.resume is not None and state.resume.url == spec.path:
+            listing = state.resume
+        else:
+            params: dict[str, Any] = dict(spec.params)
+            lower = max(x for x in (since, self.config.start_date) if x is not None) if (
+                since is not None or self.config.start_date is not None
+            ) else None
+            if lower is not None:
+                # gte, not gt: created is in seconds, and an object created in the
+                # same second as the cursor after the last run must not be lost.
+                params["created"] = {"gte": int(lower)}
+            listing = paginator.first(spec.path, params)
+        cursor_field = stream.cursor_field
+        for records, after in self._pages(stream.name, stream, listing):
+            if cursor_field == "changed_at":
+                for record in records:
+                    record["changed_at"] = record.get("created")
+            yield Page(records=records, resume=after)
+        if since is not None and spec.events and self.config.events_resync:
+            yield from self._changed(stream, spec, int(since))
+
+    def _changed(self, stream: Stream, spec: _Spec, since: int) -> Iterator[Page]:
+        """Objects changed since ``since``, once each, as the newest event saw them."""
+        params = {"type": spec.events, "created": {"gte": since}}
+        request = self._paginator(stream).first(STREAMS["events"].path, params)
+        newest: dict[str, dict[str, Any]] = {}
+        for events, _ in self._pages("events", stream, request):
+            for event in events:  # newest first
+                obj = (event.get("data") or {}).get("object") or {}
+                if obj.get("object") != spec.object or not obj.get("id") or obj["id"] in newest:
+                    continue
+                record = dict(obj)
+                record["changed_at"] = event.get("created")
+                if str(event.get("type", "")).endswith(".deleted"):
+                    record["deleted"] = True
+                newest[obj["id"]] = record
+        changed = sorted(newest.values(), key=lambda r: r.get("changed_at") or 0)
+        size = self.config.page_size
+        for start in range(0, len(changed), size):
+            yield Page(records=changed[start : start + size], resume=None)
+
+
+class StripeConnector(Connector):
+    """Stripe through the stripe SDK. See the module docstring."""
+
+    name = "stripe"
+    description = (
+        "Stripe (stripe SDK): customers, charges, payment intents, invoices, subscriptions, "
+        "products, prices, balance transactions and events; changes re-synced from events."
+    )
+    config_model = StripeConfig
+    auth_kinds = ("api_key",)
+    credential_models = {"api_key": StripeKey}
+
+    def stream_names(self) -> list[str]:
+        return list(STREAMS)
+
+    def streams(self, config: BaseModel) -> list[Stream]:
+        assert isinstance(config, StripeConfig)
+        paginator = CursorPaginator(
+            cursor_param="starting_after", id_field="id", has_more_field="has_more",
+            limit_param="limit", page_size=config.page_size,
+        )
+        return [
+            _PagedStream(
+                name=name,
+                schema_model=spec.model,
+                primary_key=("id",),
+                cursor_field="created" if name in ("events", "balance_transactions") else "changed_at",
+                description=f"Stripe {spec.path}",
+                paginator=paginator,
+            )
+            for name, spec in STREAMS.items()
+        ]
+
+    @contextlib.contextmanager
+    def open(self, config: BaseModel, context: RunContext) -> Iterator[Source]:
+        assert isinstance(config, StripeConfig)
+        source = StripeSource(self, config, context)
+        try:
+            yield source
+        finally:
+            if source.client is not None:
+                with contextlib.suppress(Exception):
+                    source.client._requestor._client.close()  # the SDK's requests session
+
+
+class _PagedStream(Stream):
+    """A stream that names its paginator (the built-in ``tapyard_stream_paginator`` returns it)."""
+
+    paginator: CursorPaginator
