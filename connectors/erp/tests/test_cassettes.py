@@ -6,7 +6,6 @@ Re-record: ``TAPYARD_RECORD=all .venv/bin/pytest connectors/erp/tests/test_casse
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ def apply_changes(url: str) -> None:
             client.post("SalesOrders", json=order).raise_for_status()
 
 
-@pytest.mark.skipif(os.environ.get("TAPYARD_RECORD") != "all", reason="records cassettes only with TAPYARD_RECORD=all")
+@pytest.mark.record
 def test_record_against_the_cap_emulator(tmp_path: Path, start_cap: Any) -> None:
     server = start_cap(4004)
     try:

@@ -7,7 +7,6 @@ Re-record: ``TAPYARD_RECORD=all .venv/bin/pytest connectors/stripe/tests/test_st
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,7 @@ def change(url: str, made: dict[str, list[str]]) -> None:
     client.products.update(made["products"][0], params={"name": "Plan 0 (gold)"})
 
 
-@pytest.mark.skipif(os.environ.get("TAPYARD_RECORD") != "all", reason="records cassettes only with TAPYARD_RECORD=all")
+@pytest.mark.record
 def test_record_against_localstripe(tmp_path: Path, start_localstripe: Any) -> None:
     server = start_localstripe(8420)
     try:

@@ -208,6 +208,24 @@ def cassette(path: str | os.PathLike[str], *, record_mode: str | None = None, **
 
 # -- the pytest plugin ---------------------------------------------------------
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "record: records cassettes against an emulator or the vendor; collected only "
+        "when TAPYARD_RECORD is set (otherwise deselected, not skipped)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Recording tests are not tests of the code: leave them out unless recording."""
+    if os.environ.get("TAPYARD_RECORD"):
+        return
+    recording = [item for item in items if item.get_closest_marker("record")]
+    if recording:
+        config.hook.pytest_deselected(items=recording)
+        items[:] = [item for item in items if not item.get_closest_marker("record")]
+
 #: Environment variables that point SDKs at fake accounts during tests.
 FAKE_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
