@@ -1,0 +1,142 @@
+"""tapyard-aws: S3, DynamoDB, IAM and EC2 through boto3.
+
+Streams: ``s3_buckets``, ``s3_objects`` (incremental on ``last_modified``),
+``s3_records`` (the rows inside CSV, JSON Lines and Parquet objects under a
+prefix; incremental on the object's modification time), ``dynamodb_items``
+(a parallel Scan: each segment of each table is a partition), ``iam_users``
+and ``ec2_instances``.
+
+Auth: the stock ``aws`` credential kind (access keys, a named profile, or a
+role assumed with either), from the vault with ``--creds``; without one,
+boto3's own chain. ``endpoint_url`` points every client at an emulator (moto).
+
+boto3 is imported only when a run opens, so ``tapyard connectors list`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+import tapyard
+from tapyard import hookimpl
+
+from ._models import STREAM_NAMES, AwsConfig, build_streams
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tapyard_aws._source import AwsSource
+
+__all__ = ["AwsConfig", "AwsConnector", "Boto3Paginator", "connector"]
+
+
+class Boto3Paginator(tapyard.Paginator):
+    """Pages of a boto3 paginator. A position is boto3's resume token
+    (``PageIterator.resume_token``), carried as the ``StartingToken`` parameter
+    of the saved request; the request's URL names the operation."""
+
+    kind: ClassVar[str] = "aws_boto3"
+    stable: ClassVar[bool] = True
+
+    page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per request.")
+
+    def next(self, request: tapyard.PageRequest, response: Any, body: Any, records: Any) -> tapyard.PageRequest | None:
+        token = body.get("resume_token") if isinstance(body, dict) else None
+        if not token:
+            return None
+        return tapyard.PageRequest(url=request.url, params={**request.params, "StartingToken": token})
+
+
+class AwsConnector(tapyard.Connector):
+    """The AWS connector (boto3)."""
+
+    name = "aws"
+    description = "AWS: S3 buckets, objects and the records in CSV/JSONL/Parquet objects, DynamoDB items, IAM users, EC2 instances (boto3)."
+    config_model = AwsConfig
+    auth_kinds = ("aws",)
+
+    def stream_names(self) -> list[str]:
+        return list(STREAM_NAMES)
+
+    def streams(self, config: BaseModel) -> list[tapyard.Stream]:
+        assert isinstance(config, AwsConfig)
+        return build_streams(config, Boto3Paginator(page_size=config.page_size))
+
+    @contextlib.contextmanager
+    def open(self, config: BaseModel, context: tapyard.RunContext) -> Iterator[AwsSource]:
+        assert isinstance(config, AwsConfig)
+        from tapyard_aws._source import AwsSource
+
+        source = AwsSource(self, config, context)
+        try:
+            yield source
+        finally:
+            source.close()
+
+
+connector = AwsConnector()
+
+
+@hookimpl
+def tapyard_register_connectors(register: Callable[[tapyard.Connector], None]) -> None:
+    register(connector)
+
+
+@hookimpl
+def tapyard_register_paginators(register: Callable[[str, type[tapyard.Paginator]], None]) -> None:
+    register(Boto3Paginator.kind, Boto3Paginator)
+
+
+#: AWS error codes that mean "slow down".
+THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+#: How long every worker sharing the credential waits after a throttle without Retry-After.
+THROTTLE_PENALTY_S = 1.0
+
+
+def error_code(response: httpx.Response) -> str | None:
+    """The AWS error code of a response (XML ``<Code>``, JSON ``__type``, or the header)."""
+    header = response.headers.get("x-amzn-errortype")
+    if header:
+        return header.split(":")[0]
+    if response.status_code < 400:
+        return None
+    from tapyard_aws._source import parse_error_code
+
+    return parse_error_code(response.content)
+
+
+@hookimpl
+def tapyard_rate_limit_learn(connector: tapyard.Connector, response: httpx.Response, limiter: tapyard.RateLimiter) -> None:
+    """Throttling (``SlowDown``, ``ThrottlingException``, 429) holds back every worker of the credential."""
+    if connector.name != "aws" or response.status_code < 400:
+        return
+    if response.status_code == 429 or error_code(response) in THROTTLE_CODES:
+        retry_after = response.headers.get("retry-after")
+        try:
+            seconds = float(retry_after) if retry_after else THROTTLE_PENALTY_S
+        except ValueError:
+            seconds = THROTTLE_PENALTY_S
+        limiter.penalize(min(seconds, 30.0))
+
+

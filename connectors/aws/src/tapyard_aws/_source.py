@@ -1,0 +1,449 @@
+"""One run of the AWS connector: boto3 clients, paging, throttling and error mapping.
+
+Every client of a run shares one :class:`tapyard.RateLimiter`: a botocore
+``before-send`` handler takes a token before each attempt (retries included),
+and a ``response-received`` handler feeds each response's headers to it and
+then to the ``tapyard_rate_limit_learn`` hook, where this package's own
+implementation penalizes the limiter on throttling (``SlowDown``,
+``ThrottlingException``...), so one throttled worker slows every worker of the
+credential down. botocore's standard retry mode retries throttling, 5xx and
+connection errors with exponential backoff and jitter (``max_attempts``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import IO, Any
+
+import tapyard
+from tapyard.files import format_of, read_records
+
+from ._models import AwsConfig, AwsStream
+
+__all__ = ["AwsSource", "parse_error_code"]
+
+AUTH_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "AuthFailure",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidToken",
+        "UnauthorizedOperation",
+        "MissingAuthenticationToken",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+    }
+)
+
+_XML_CODE = re.compile(rb"<Code>([A-Za-z0-9.]+)</Code>")
+_JSON_TYPE = re.compile(rb'"__type"\s*:\s*"(?:[^"#]*#)?([A-Za-z0-9.]+)"')
+
+
+def parse_error_code(body: bytes | None) -> str | None:
+    """The error code in an AWS error body (XML or JSON), if any."""
+    if not body:
+        return None
+    found = _XML_CODE.search(body) or _JSON_TYPE.search(body)
+    return found.group(1).decode() if found else None
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else value
+
+
+def _after(value: Any, cursor: dt.datetime | None) -> bool:
+    return cursor is None or (isinstance(value, dt.datetime) and value > cursor)
+
+
+def parse_cursor(value: Any) -> dt.datetime | None:
+    """A saved cursor (an ISO timestamp) as an aware datetime."""
+    if value in (None, ""):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise tapyard.StateError(f"saved cursor {value!r} is not a timestamp") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB values as JSON: numbers as int or float, sets as sorted lists, binary as text."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_plain(v) for v in value), key=repr)
+    if hasattr(value, "value") and isinstance(value.value, bytes):  # boto3 Binary
+        import base64
+
+        return base64.b64encode(value.value).decode("ascii")
+    return value
+
+
+class AwsSource(tapyard.Source):
+    """An open run: boto3 clients built from the vault's credential (or boto3's chain)."""
+
+    def __init__(self, connector: tapyard.Connector, config: AwsConfig, context: tapyard.RunContext) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.connector = connector
+        self.config = config
+        self.pm = context.pm
+        self._context = context
+        self._streams = connector.streams(config)
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+        self._stats = {"requests": 0, "retries": 0, "throttled": 0}
+        self._described: dict[str, list[str]] = {}
+        credentials = context.credentials
+        if credentials is None:
+            self._session = boto3.session.Session(region_name=config.region)
+        else:
+            strategy = self.pm.hook.tapyard_auth_strategy(connector=connector, config=config, credentials=credentials)
+            session = getattr(strategy, "session", None)
+            if not callable(session):
+                raise tapyard.ConfigError(
+                    f"the aws connector needs 'aws' credentials, not {getattr(credentials, 'kind', '?')!r}"
+                )
+            self._session = session()
+        policy = self.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
+        rate = config.requests_per_second or policy.get("rate")
+        self.limiter = tapyard.RateLimiter(rate, policy.get("burst"))
+        pool = max(10, config.scan_segments * max(1, len(config.dynamodb_tables)) + 4)
+        self._botocore_config = Config(
+            region_name=config.region,
+            retries={"mode": "standard", "max_attempts": config.max_attempts},
+            connect_timeout=config.connect_timeout_s,
+            read_timeout=config.read_timeout_s,
+            max_pool_connections=pool,
+            user_agent_extra="tapyard-aws",
+        )
+
+    # -- clients and events ------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        """The run's client for ``service`` (boto3 sessions are not thread-safe: built under a lock)."""
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                client = self._session.client(
+                    service, endpoint_url=self.config.endpoint_url, config=self._botocore_config
+                )
+                client.meta.events.register("before-send", self._before_send)
+                client.meta.events.register("response-received", self._response_received)
+                self._clients[service] = client
+            return client
+
+    def _before_send(self, request: Any = None, **kwargs: Any) -> None:
+        self.limiter.acquire()
+        with self._lock:
+            self._stats["requests"] += 1
+
+    def _response_received(
+        self, response_dict: Mapping[str, Any] | None = None, exception: Any = None, **kwargs: Any
+    ) -> None:
+        import httpx
+
+        if response_dict is None:
+            with self._lock:
+                self._stats["retries"] += 1
+            return
+        status = int(response_dict.get("status_code") or 0)
+        headers = {str(k): str(v) for k, v in (response_dict.get("headers") or {}).items()}
+        body = response_dict.get("body")
+        content = body if isinstance(body, bytes) and status >= 400 else b""
+        response = httpx.Response(status, headers=headers, content=content)
+        self.limiter.learn(headers)
+        self.pm.hook.tapyard_rate_limit_learn(connector=self.connector, response=response, limiter=self.limiter)
+        if self._context.on_response is not None:
+            self._context.on_response(self.connector, response)
+        throttled = status == 429 or (status >= 400 and parse_error_code(content) in _throttles())
+        if throttled or status >= 500:
+            with self._lock:
+                self._stats["retries"] += 1
+                self._stats["throttled"] += int(throttled)
+
+    @property
+    def http_stats(self) -> Mapping[str, int]:
+        with self._lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                with contextlib.suppress(Exception):
+                    client.close()
+            self._clients.clear()
+
+    # -- the Source contract ----------------------------------------------------------
+
+    def streams(self) -> list[tapyard.Stream]:
+        return list(self._streams)
+
+    def check(self) -> None:
+        with self._errors("list buckets"):
+            self.client("s3").list_buckets()
+        if self.config.bucket:
+            with self._errors(f"bucket {self.config.bucket!r}", bucket=self.config.bucket):
+                self.client("s3").head_bucket(Bucket=self.config.bucket)
+
+    def partitions(self, stream: tapyard.Stream) -> list[dict[str, Any]]:
+        if stream.name == "dynamodb_items":
+            n = self.config.scan_segments
+            return [{"table": t, "segment": i, "segments": n} for t in self.config.dynamodb_tables for i in range(n)]
+        return [{}]
+
+    def read(self, stream: tapyard.Stream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+        assert isinstance(stream, AwsStream)
+        readers = {
+            "s3_buckets": self._buckets,
+            "s3_objects": self._objects,
+            "s3_records": self._records,
+            "dynamodb_items": self._items,
+            "iam_users": self._users,
+            "ec2_instances": self._instances,
+        }
+        yield from readers[stream.name](stream, state, partition)
+
+    # -- paging -----------------------------------------------------------------------
+
+    def _paginator(self, stream: AwsStream) -> tapyard.Paginator:
+        paginator = self.pm.hook.tapyard_stream_paginator(connector=self.connector, stream=stream)
+        if not isinstance(paginator, tapyard.Paginator):
+            raise tapyard.PluginError(f"tapyard_stream_paginator gave no paginator for {stream.name!r}")
+        return paginator
+
+    def _pages(
+        self, stream: AwsStream, state: tapyard.StreamState, what: str, *, resume: bool = True, **params: Any
+    ) -> Iterator[tuple[dict[str, Any], tapyard.PageRequest | None]]:
+        """The pages of ``stream.operation`` and, with each, the request for the one after it."""
+        paginator = self._paginator(stream)
+        page_size = int(getattr(paginator, "page_size", 0) or self.config.page_size)
+        if stream.operation == "describe_instances":
+            page_size = max(5, page_size)  # EC2's MaxResults floor
+        request: tapyard.PageRequest | None
+        if resume and state.resume is not None and state.resume.url == stream.operation and paginator.stable:
+            request = state.resume
+        else:
+            request = paginator.first(stream.operation, {})
+        pager = self.client(stream.service).get_paginator(stream.operation)
+        while request is not None:
+            options: dict[str, Any] = {"PageSize": page_size, "MaxItems": page_size}
+            token = request.params.get("StartingToken")
+            if token:
+                options["StartingToken"] = token
+            with self._errors(what, bucket=params.get("Bucket"), table=params.get("TableName")):
+                iterator = pager.paginate(**params, PaginationConfig=options)
+                merged: dict[str, Any] = {}
+                for page in iterator:
+                    for key, value in page.items():
+                        if isinstance(value, list):
+                            merged.setdefault(key, []).extend(value)
+                        else:
+                            merged.setdefault(key, value)
+                next_token = iterator.resume_token
+            following = paginator.next(request, None, {"resume_token": next_token}, [])
+            yield merged, following
+            request = following
+
+    @contextlib.contextmanager
+    def _errors(self, what: str, *, bucket: str | None = None, table: str | None = None) -> Iterator[None]:
+        """boto3 errors as tapyard errors with one-line messages (``raise ... from``)."""
+        from botocore import exceptions as bx
+
+        try:
+            yield
+        except bx.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or "error")
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in ("NoSuchBucket",) or (bucket and status == 404 and code in ("404", "NotFound")):
+                raise tapyard.ConfigError(f"bucket {bucket!r} does not exist") from exc
+            if code == "ResourceNotFoundException" and table:
+                raise tapyard.ConfigError(f"dynamodb table {table!r} does not exist") from exc
+            if code in AUTH_CODES or status in (401, 403):
+                raise tapyard.AuthenticationError(
+                    f"aws refused the credentials ({code}) to {what}", status_code=status or 403
+                ) from exc
+            if code in _throttles() or status >= 500:
+                raise tapyard.HTTPStatusError(
+                    f"aws kept answering {code} (HTTP {status}) to {what} after "
+                    f"{self.config.max_attempts} attempts",
+                    status_code=status,
+                    attempts=self.config.max_attempts,
+                ) from exc
+            raise tapyard.HTTPStatusError(f"aws answered {code} (HTTP {status}) to {what}", status_code=status) from exc
+        except bx.NoCredentialsError as exc:
+            raise tapyard.AuthenticationError(
+                "no aws credentials: pass --creds NAME (tapyard creds add NAME --connector aws) "
+                "or configure boto3's environment",
+                status_code=401,
+            ) from exc
+        except (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+            where = self.config.endpoint_url or f"aws ({self.config.region})"
+            raise tapyard.TransportError(
+                f"cannot reach {where} to {what}: {type(exc).__name__} after {self.config.max_attempts} attempts"
+            ) from exc
+        except bx.ParamValidationError as exc:
+            raise tapyard.ConfigError(f"aws refused the parameters to {what}: {str(exc).splitlines()[-1]}") from exc
+        except bx.BotoCoreError as exc:
+            raise tapyard.HTTPError(f"aws call to {what} failed: {type(exc).__name__}") from exc
+
+    # -- streams ----------------------------------------------------------------------
+
+    def _buckets(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+        for page, following in self._pages(stream, state, "list buckets"):
+            records = [{"name": b["Name"], "creation_date": _iso(b.get("CreationDate"))} for b in page.get("Buckets", [])]
+            yield tapyard.Page(records, resume=following)
+
+    def _bucket(self) -> str:
+        if not self.config.bucket:
+            raise tapyard.ConfigError("this stream needs config 'bucket'")
+        return self.config.bucket
+
+    def _listing(self, stream: AwsStream, state: tapyard.StreamState, *, resume: bool) -> Iterator[tuple[list[dict[str, Any]], tapyard.PageRequest | None]]:
+        bucket = self._bucket()
+        cursor = parse_cursor(state.cursor)
+        params: dict[str, Any] = {"Bucket": bucket}
+        if self.config.prefix:
+            params["Prefix"] = self.config.prefix
+        for page, following in self._pages(stream, state, f"list bucket {bucket!r}", resume=resume, **params):
+            changed = [o for o in page.get("Contents", []) if _after(o.get("LastModified"), cursor)]
+            yield changed, following
+
+    def _objects(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+        bucket = self._bucket()
+        for objects, following in self._listing(stream, state, resume=True):
+            records = [
+                {
+                    "bucket": bucket,
+                    "key": o["Key"],
+                    "size": o.get("Size", 0),
+                    "etag": str(o.get("ETag", "")).strip('"'),
+                    "last_modified": _iso(o["LastModified"]),
+                    "storage_class": o.get("StorageClass"),
+                }
+                for o in objects
+            ]
+            yield tapyard.Page(records, resume=following)
+
+    def _download(self, bucket: str, key: str) -> IO[bytes]:
+        spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned open
+        with self._errors(f"read s3://{bucket}/{key}", bucket=bucket):
+            body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                for chunk in body.iter_chunks(1 << 20):
+                    spool.write(chunk)
+            finally:
+                body.close()
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+
+    def _records(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+        bucket = self._bucket()
+        flatten = bool(self.config.record_schema)
+        # Positions inside an object are not saved: an interrupted run reads the
+        # changed objects again from the committed cursor, and upserts on
+        # (source_key, source_line) absorb the rows read twice.
+        for objects, _ in self._listing(stream, state, resume=False):
+            for obj in objects:
+                key = obj["Key"]
+                fmt = format_of(key, self.config.formats)
+                if fmt is None:
+                    continue
+                with self._download(bucket, key) as body:
+                    for records in read_records(
+                        body,
+                        key=key,
+                        fmt=fmt,
+                        last_modified=obj["LastModified"].isoformat(),
+                        flatten=flatten,
+                        page_size=self.config.records_page_size,
+                    ):
+                        yield tapyard.Page(records, resume=None)
+
+    def _key_names(self, table: str) -> list[str]:
+        with self._lock:
+            known = self._described.get(table)
+        if known is None:
+            with self._errors(f"describe dynamodb table {table!r}", table=table):
+                answer = self.client("dynamodb").describe_table(TableName=table)
+            known = [k["AttributeName"] for k in answer["Table"]["KeySchema"]]
+            with self._lock:
+                self._described[table] = known
+        return known
+
+    def _items(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        table = str(partition["table"])
+        keys = self._key_names(table)
+        deserialize = TypeDeserializer().deserialize
+        params = {"TableName": table, "Segment": int(partition["segment"]), "TotalSegments": int(partition["segments"])}
+        for page, following in self._pages(stream, state, f"scan dynamodb table {table!r}", **params):
+            records = []
+            for raw in page.get("Items", []):
+                item = {name: _plain(deserialize(value)) for name, value in raw.items()}
+                key = json.dumps({k: item.get(k) for k in keys}, sort_keys=True, separators=(",", ":"))
+                records.append({"table": table, "key": key, "item": item})
+            yield tapyard.Page(records, resume=following)
+
+    def _users(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+        for page, following in self._pages(stream, state, "list iam users"):
+            records = [
+                {
+                    "user_id": u["UserId"],
+                    "user_name": u["UserName"],
+                    "arn": u["Arn"],
+                    "path": u.get("Path", "/"),
+                    "create_date": _iso(u["CreateDate"]),
+                    "password_last_used": _iso(u.get("PasswordLastUsed")),
+                    "tags": {t["Key"]: t["Value"] for t in u.get("Tags", [])},
+                }
+                for u in page.get("Users", [])
+            ]
+            yield tapyard.Page(records, resume=following)
+
+    def _instances(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+        for page, following in self._pages(stream, state, "describe ec2 instances"):
+            records = [
+                {
+                    "instance_id": i["InstanceId"],
+                    "region": self.config.region,
+                    "instance_type": i.get("InstanceType"),
+                    "state": (i.get("State") or {}).get("Name"),
+                    "image_id": i.get("ImageId"),
+                    "launch_time": _iso(i.get("LaunchTime")),
+                    "private_ip_address": i.get("PrivateIpAddress"),
+                    "public_ip_address": i.get("PublicIpAddress"),
+                    "vpc_id": i.get("VpcId"),
+                    "subnet_id": i.get("SubnetId"),
+                    "tags": {t["Key"]: t["Value"] for t in i.get("Tags", [])},
+                }
+                for reservation in page.get("Reservations", [])
+                for i in reservation.get("Instances", [])
+            ]
+            yield tapyard.Page(records, resume=following)
+
+
+def _throttles() -> frozenset[str]:
+    from tapyard_aws import THROTTLE_CODES
+
+    return THROTTLE_CODES

@@ -1,0 +1,92 @@
+"""Configuration and record models of the Azure connector (no SDK here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+import tapyard
+from tapyard.files import FORMATS, FileFormat, record_model
+
+__all__ = ["STREAM_NAMES", "AzureConfig", "AzureStream", "build_streams"]
+
+STREAM_NAMES = ("containers", "blobs", "blob_records")
+
+
+class AzureConfig(BaseModel):
+    """Configuration of the Azure Blob Storage connector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_url: str | None = Field(
+        None,
+        description="The blob endpoint (https://ACCOUNT.blob.core.windows.net, or an emulator's); "
+        "taken from the connection string when the credential is one.",
+    )
+    container: str | None = Field(None, description="The container of blobs and blob_records (they need one).")
+    prefix: str = Field("", description="Only blobs whose name starts with this.")
+    formats: list[FileFormat] = Field(
+        list(FORMATS), description="File formats blob_records reads (by suffix: .csv, .jsonl/.ndjson, .parquet)."
+    )
+    record_schema: dict[str, Any] | None = Field(
+        None,
+        description="A JSON Schema of one row: blob_records then writes typed columns and sends rows "
+        "that do not fit to dead letters. Without it each row is kept whole in a JSON column 'data'.",
+    )
+    page_size: int = Field(1000, ge=1, le=5000, description="Items asked for per listing request.")
+    records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of blob_records per page.")
+    max_attempts: int = Field(8, ge=1, le=20, description="Attempts per request (the storage SDK's ExponentialRetry).")
+    retry_backoff_s: float = Field(0.5, ge=0, le=60, description="Base of the exponential backoff between attempts.")
+    requests_per_second: float | None = Field(None, gt=0, description="Client-side rate limit for the run.")
+    connect_timeout_s: float = Field(10, gt=0, le=300)
+    read_timeout_s: float = Field(60, gt=0, le=3600)
+
+    @field_validator("account_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("account_url must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
+class AzureStream(tapyard.Stream):
+    """A stream of the Azure connector."""
+
+    paginator: tapyard.Paginator | None = None
+
+
+class Container(BaseModel):
+    name: str
+    last_modified: dt.datetime | None = None
+    etag: str | None = None
+
+
+class Blob(BaseModel):
+    container: str
+    name: str
+    size: int
+    etag: str
+    last_modified: dt.datetime
+    content_type: str | None = None
+    blob_type: str | None = None
+    access_tier: str | None = None
+
+
+def build_streams(config: AzureConfig, paginator: tapyard.Paginator) -> list[tapyard.Stream]:
+    """The streams this configuration enables: the blob streams need a container."""
+    streams: list[tapyard.Stream] = [
+        AzureStream(name="containers", schema_model=Container, primary_key=("name",), paginator=paginator,
+                    description="Containers of the storage account."),
+    ]
+    if config.container:
+        streams += [
+            AzureStream(name="blobs", schema_model=Blob, primary_key=("container", "name"),
+                        cursor_field="last_modified", paginator=paginator, description="Blobs under the prefix."),
+            AzureStream(name="blob_records", schema_model=record_model("BlobRecord", config.record_schema),
+                        primary_key=("source_key", "source_line"), cursor_field="source_last_modified",
+                        paginator=paginator,
+                        description="Rows of the CSV, JSON Lines and Parquet blobs under the prefix."),
+        ]
+    return streams

@@ -1,0 +1,102 @@
+"""tapyard-gcp: Google Cloud Storage through google-cloud-storage and google-auth.
+
+Streams: ``buckets``, ``blobs`` (incremental on ``updated``) and ``blob_records``
+(the rows inside CSV, JSON Lines and Parquet objects under a prefix;
+incremental on the object's ``updated`` time).
+
+Auth: the stock ``gcp`` credential kind (a service account key file's JSON,
+held in the vault) with ``--creds``; without one, Application Default
+Credentials, or anonymous access when ``endpoint_url`` names an emulator
+(fake-gcs-server). Page tokens go through the pagination hook. The SDKs are
+imported only when a run opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+import tapyard
+from tapyard import hookimpl
+
+from ._models import STREAM_NAMES, GcpConfig, build_streams
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tapyard_gcp._source import GcpSource
+
+__all__ = ["GcpConfig", "GcpConnector", "GcsPageTokenPaginator", "connector"]
+
+
+class GcsPageTokenPaginator(tapyard.Paginator):
+    """Pages of a Cloud Storage listing: the position is the API's ``nextPageToken``,
+    carried as ``page_token`` in the saved request."""
+
+    kind: ClassVar[str] = "gcs_page_token"
+    stable: ClassVar[bool] = True
+
+    page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per request (maxResults).")
+
+    def next(self, request: tapyard.PageRequest, response: Any, body: Any, records: Any) -> tapyard.PageRequest | None:
+        token = body.get("page_token") if isinstance(body, dict) else None
+        if not token:
+            return None
+        return tapyard.PageRequest(url=request.url, params={**request.params, "page_token": token})
+
+
+class GcpConnector(tapyard.Connector):
+    """The Google Cloud Storage connector."""
+
+    name = "gcp"
+    description = "Google Cloud Storage: buckets, objects and the records in CSV/JSONL/Parquet objects (google-cloud-storage)."
+    config_model = GcpConfig
+    auth_kinds = ("gcp",)
+
+    def stream_names(self) -> list[str]:
+        return list(STREAM_NAMES)
+
+    def streams(self, config: BaseModel) -> list[tapyard.Stream]:
+        assert isinstance(config, GcpConfig)
+        return build_streams(config, GcsPageTokenPaginator(page_size=config.page_size))
+
+    @contextlib.contextmanager
+    def open(self, config: BaseModel, context: tapyard.RunContext) -> Iterator[GcpSource]:
+        assert isinstance(config, GcpConfig)
+        from tapyard_gcp._source import GcpSource
+
+        source = GcpSource(self, config, context)
+        try:
+            yield source
+        finally:
+            source.close()
+
+
+connector = GcpConnector()
+THROTTLE_PENALTY_S = 1.0
+
+
+@hookimpl
+def tapyard_register_connectors(register: Callable[[tapyard.Connector], None]) -> None:
+    register(connector)
+
+
+@hookimpl
+def tapyard_register_paginators(register: Callable[[str, type[tapyard.Paginator]], None]) -> None:
+    register(GcsPageTokenPaginator.kind, GcsPageTokenPaginator)
+
+
+@hookimpl
+def tapyard_rate_limit_learn(connector: tapyard.Connector, response: httpx.Response, limiter: tapyard.RateLimiter) -> None:
+    """A 429 (rateLimitExceeded) holds back every worker of the credential."""
+    if connector.name != "gcp" or response.status_code != 429:
+        return
+    retry_after = response.headers.get("retry-after")
+    try:
+        seconds = float(retry_after) if retry_after else THROTTLE_PENALTY_S
+    except ValueError:
+        seconds = THROTTLE_PENALTY_S
+    limiter.penalize(min(seconds, 30.0))

@@ -1,0 +1,92 @@
+"""Configuration and record models of the GCP connector (no SDK here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+import tapyard
+from tapyard.files import FORMATS, FileFormat, record_model
+
+__all__ = ["STREAM_NAMES", "GcpConfig", "GcpStream", "build_streams"]
+
+STREAM_NAMES = ("buckets", "blobs", "blob_records")
+
+
+class GcpConfig(BaseModel):
+    """Configuration of the Google Cloud Storage connector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str | None = Field(None, description="The project whose buckets are listed (default: the credential's).")
+    endpoint_url: str | None = Field(
+        None, description="Send every request here instead of Google (an emulator such as fake-gcs-server)."
+    )
+    bucket: str | None = Field(None, description="The bucket of blobs and blob_records (they need one).")
+    prefix: str = Field("", description="Only objects whose name starts with this.")
+    formats: list[FileFormat] = Field(
+        list(FORMATS), description="File formats blob_records reads (by suffix: .csv, .jsonl/.ndjson, .parquet)."
+    )
+    record_schema: dict[str, Any] | None = Field(
+        None,
+        description="A JSON Schema of one row: blob_records then writes typed columns and sends rows "
+        "that do not fit to dead letters. Without it each row is kept whole in a JSON column 'data'.",
+    )
+    page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per listing request.")
+    records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of blob_records per page.")
+    retry_initial_s: float = Field(1.0, gt=0, le=60, description="First backoff of google-api-core's retry.")
+    retry_deadline_s: float = Field(120, gt=0, le=3600, description="Give up retrying a call after this long.")
+    requests_per_second: float | None = Field(None, gt=0, description="Client-side rate limit for the run.")
+    timeout_s: float = Field(60, gt=0, le=3600, description="Timeout of each request.")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("endpoint_url must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
+class GcpStream(tapyard.Stream):
+    """A stream of the GCP connector."""
+
+    paginator: tapyard.Paginator | None = None
+
+
+class Bucket(BaseModel):
+    name: str
+    location: str | None = None
+    storage_class: str | None = None
+    time_created: dt.datetime | None = None
+
+
+class Blob(BaseModel):
+    bucket: str
+    name: str
+    size: int
+    etag: str | None = None
+    generation: int | None = None
+    md5_hash: str | None = None
+    content_type: str | None = None
+    storage_class: str | None = None
+    updated: dt.datetime
+
+
+def build_streams(config: GcpConfig, paginator: tapyard.Paginator) -> list[tapyard.Stream]:
+    """The streams this configuration enables: the object streams need a bucket."""
+    streams: list[tapyard.Stream] = [
+        GcpStream(name="buckets", schema_model=Bucket, primary_key=("name",), paginator=paginator,
+                  description="Buckets of the project."),
+    ]
+    if config.bucket:
+        streams += [
+            GcpStream(name="blobs", schema_model=Blob, primary_key=("bucket", "name"), cursor_field="updated",
+                      paginator=paginator, description="Objects under the prefix."),
+            GcpStream(name="blob_records", schema_model=record_model("GcsRecord", config.record_schema),
+                      primary_key=("source_key", "source_line"), cursor_field="source_last_modified",
+                      paginator=paginator,
+                      description="Rows of the CSV, JSON Lines and Parquet objects under the prefix."),
+        ]
+    return streams
