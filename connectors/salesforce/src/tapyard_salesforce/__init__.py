@@ -1,0 +1,61 @@
+"""The tapyard ``salesforce`` connector, built on simple-salesforce.
+
+Streams: the sObjects named in the configuration, their columns from
+``describe()``. Incremental on ``SystemModstamp``; deleted records come from
+``queryAll`` with ``IsDeleted`` true. Credentials: ``salesforce_password``
+(username, password, security token and a connected app) or
+``oauth2_refresh_token`` (a connected app's refresh token).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tapyard import hookimpl
+
+if TYPE_CHECKING:
+    import httpx
+
+    from tapyard import Connector, RateLimiter
+
+__all__ = ["connector"]
+
+_CONNECTOR: list[Any] = []
+
+
+def _get_connector() -> Connector:
+    if not _CONNECTOR:
+        from tapyard_salesforce._connector import SalesforceConnector
+
+        _CONNECTOR.append(SalesforceConnector())
+    return _CONNECTOR[0]  # type: ignore[no-any-return]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "connector":
+        return _get_connector()
+    raise AttributeError(name)
+
+
+@hookimpl
+def tapyard_register_connectors(register: Callable[[Connector], None]) -> None:
+    register(_get_connector())
+
+
+_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+#: Above this share of the org's daily API requests, every worker holds back.
+USAGE_CEILING = 0.9
+
+
+@hookimpl
+def tapyard_rate_limit_learn(connector: Connector, response: httpx.Response, limiter: RateLimiter) -> None:
+    """``Sforce-Limit-Info: api-usage=used/limit`` counts the org's API requests
+    in the last 24 hours; near the limit, every worker of the run slows down."""
+    if connector.name != "salesforce":
+        return
+    found = _USAGE.search(response.headers.get("sforce-limit-info", ""))
+    if found and int(found.group(2)) > 0 and int(found.group(1)) > USAGE_CEILING * int(found.group(2)):
+        limiter.penalize(1.0)

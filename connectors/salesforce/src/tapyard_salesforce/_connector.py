@@ -1,0 +1,408 @@
+"""The Salesforce connector: simple-salesforce over a requests session that
+tapyard paces, retries and re-authenticates.
+
+- Auth: the OAuth 2.0 token endpoint of ``login_url`` (``password`` grant with
+  the security token appended, or ``refresh_token``); the session id and
+  instance URL it returns go to ``simple_salesforce.Salesforce``. After
+  ``INVALID_SESSION_ID`` the session asks for a new token once and retries.
+- Discovery: ``describe()`` of each configured sObject, its fields mapped to
+  typed columns (compound address/location fields as JSON; their component
+  fields are left out).
+- Reads: ``SELECT <fields> FROM <sObject> [WHERE SystemModstamp > <cursor>]
+  ORDER BY SystemModstamp, Id`` through ``queryAll`` (so deleted records come
+  back with ``IsDeleted`` true), following ``nextRecordsUrl``.
+- Limits: every response goes to ``tapyard_rate_limit_learn`` (which reads
+  ``Sforce-Limit-Info``); ``REQUEST_LIMIT_EXCEEDED`` (403) and 5xx replies are
+  retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model
+
+from tapyard import (
+    AuthenticationError,
+    ConfigError,
+    Connector,
+    Credentials,
+    HTTPError,
+    HTTPStatusError,
+    Page,
+    PageRequest,
+    RateLimiter,
+    ResponseError,
+    RunContext,
+    Source,
+    Stream,
+    StreamState,
+    TransportError,
+)
+
+__all__ = ["SalesforceConfig", "SalesforceConnector", "SalesforcePassword", "SalesforceRefreshToken"]
+
+
+class SalesforcePassword(Credentials):
+    """A user's username, password and security token, through a connected app
+    (the OAuth 2.0 username-password flow)."""
+
+    kind: Literal["salesforce_password"] = "salesforce_password"
+    username: str
+    password: SecretStr
+    security_token: SecretStr | None = Field(None, description="Appended to the password (not needed from trusted IPs).")
+    client_id: str = Field(description="The connected app's consumer key.")
+    client_secret: SecretStr = Field(description="The connected app's consumer secret.")
+
+
+class SalesforceRefreshToken(Credentials):
+    """A connected app's refresh token (the OAuth 2.0 refresh token flow)."""
+
+    kind: Literal["oauth2_refresh_token"] = "oauth2_refresh_token"
+    client_id: str
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr
+
+
+class SalesforceConfig(BaseModel):
+    """Configuration of the Salesforce connector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    login_url: str = Field(
+        "https://login.salesforce.com",
+        description="Where to get tokens: login.salesforce.com, test.salesforce.com, or My Domain.",
+    )
+    sobjects: list[str] = Field(["Account", "Contact"], min_length=1, description="The sObjects to sync, one stream each.")
+    api_version: str = Field("59.0", pattern=r"^\d+\.\d$")
+    batch_size: int = Field(2000, ge=200, le=2000, description="Records per query batch (Sforce-Query-Options).")
+    include_deleted: bool = Field(True, description="Read through queryAll, so deleted records come back marked.")
+    max_retries: int = Field(5, ge=0, le=20, description="Retries of REQUEST_LIMIT_EXCEEDED, 5xx and connection errors.")
+    retry_backoff_s: float = Field(1.0, ge=0, description="The first retry's wait; it doubles each time (at most 60 s).")
+    rate_limit_per_s: float = Field(10, gt=0, description="Requests per second at most.")
+    ca_bundle: str | None = Field(None, description="A CA certificate file to trust (a local fake's).")
+
+
+_TYPES: dict[str, Any] = {
+    "boolean": bool, "int": int, "long": int, "double": float, "currency": float, "percent": float,
+    "date": dt.date, "datetime": dt.datetime, "address": dict[str, Any], "location": dict[str, Any],
+}
+
+
+def record_model(sobject: str, fields: list[Mapping[str, Any]]) -> type[BaseModel]:
+    """The pydantic model of one record of ``sobject``, from its describe() fields."""
+    columns: dict[str, Any] = {}
+    for field in fields:
+        kind = _TYPES.get(str(field.get("type")), str)
+        columns[str(field["name"])] = (kind | None, None)
+    return create_model(sobject, __config__=ConfigDict(extra="ignore"), **columns)
+
+
+def selected_fields(fields: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The fields to query: all but the components of compound fields, which the
+    compound (address, location) field carries already."""
+    return [f for f in fields if not f.get("compoundFieldName") and f.get("type") != "base64"]
+
+
+def _soql_time(value: Any) -> str:
+    """A cursor value as a SOQL datetime literal (UTC, milliseconds)."""
+    stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    stamp = stamp.astimezone(dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _said(content: Any) -> tuple[str, str]:
+    """(errorCode, message) of a Salesforce error body."""
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        content = content[0]
+    if isinstance(content, dict):
+        code = str(content.get("errorCode") or content.get("error") or "")
+        message = str(content.get("message") or content.get("error_description") or "")
+        return code, " ".join(message.split())
+    return "", " ".join(str(content or "").split())[:200]
+
+
+def _title(text: str) -> str:
+    found = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    return f" ({' '.join(found.group(1).split())[:80]})" if found else ""
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts = {"requests": 0, "retries": 0, "throttled": 0, "server_errors": 0, "reauthenticated": 0}
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+
+
+def _session(source: SalesforceSource) -> Any:
+    """A requests session that signs with the current token, paces, retries,
+    re-authenticates once after INVALID_SESSION_ID, and refuses HTML pages."""
+    import httpx
+    import requests
+
+    config = source.config
+
+    class TapyardSession(requests.Session):
+        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+            method, url = str(method), str(url)
+            shown = f"{method.upper()} {url.split('?')[0]}"
+            if "/services/oauth2/token" in url:
+                return self._send(method, url, shown, *args, **kwargs)
+            reauthenticated = False
+            attempt = 0
+            while True:
+                headers = dict(kwargs.pop("headers", None) or {})
+                headers["Authorization"] = f"Bearer {source.token}"
+                headers["Sforce-Query-Options"] = f"batchSize={config.batch_size}"
+                response = self._send(method, url, shown, *args, headers=headers, **kwargs)
+                code, _ = _said(_json(response))
+                if response.status_code == 401 and code == "INVALID_SESSION_ID" and not reauthenticated:
+                    reauthenticated = True
+                    source.stats.add("reauthenticated")
+                    source.login()
+                    continue
+                limited = response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED"
+                if (limited or response.status_code >= 500) and attempt < config.max_retries:
+                    source.stats.add("throttled" if limited else "server_errors")
+                    source.stats.add("retries")
+                    time.sleep(min(config.retry_backoff_s * 2**attempt, 60.0))
+                    attempt += 1
+                    continue
+                if limited:
+                    source.stats.add("throttled")
+                elif response.status_code >= 500:
+                    source.stats.add("server_errors")
+                if "html" in response.headers.get("content-type", "").lower():
+                    raise ResponseError(
+                        f"{shown} returned an HTML page, not Salesforce JSON{_title(response.text)}: "
+                        f"{response.status_code}; is the org under maintenance?",
+                        method=method.upper(), url=url.split("?")[0],
+                    )
+                return response
+
+        def _send(self, method: str, url: str, shown: str, *args: Any, **kwargs: Any) -> requests.Response:
+            source.limiter.acquire()
+            source.stats.add("requests")
+            attempt = 0
+            try:
+                while True:
+                    try:
+                        response = super().request(method, url, *args, **kwargs)
+                        break
+                    except requests.ConnectionError as exc:
+                        if attempt >= config.max_retries:
+                            raise TransportError(f"{shown} failed: cannot reach Salesforce ({type(exc).__name__})",
+                                                 method=method.upper(), url=url.split("?")[0]) from exc
+                        source.stats.add("retries")
+                        time.sleep(min(config.retry_backoff_s * 2**attempt, 60.0))
+                        attempt += 1
+            finally:
+                source.limiter.sent()
+            marker = httpx.Response(response.status_code, headers=dict(response.headers),
+                                    request=httpx.Request(method.upper(), url.split("?")[0]))
+            source.limiter.learn(marker.headers)
+            source.pm.hook.tapyard_rate_limit_learn(connector=source.connector, response=marker, limiter=source.limiter)
+            if source.on_response is not None:
+                source.on_response(source.connector, marker)
+            return response
+
+    session = TapyardSession()
+    if config.ca_bundle:
+        session.verify = config.ca_bundle
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
+    return session
+
+
+def _json(response: Any) -> Any:
+    if response.status_code < 400:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+class SalesforceSource(Source):
+    """One run: a token, a ``simple_salesforce.Salesforce`` client and the described streams."""
+
+    def __init__(self, connector: SalesforceConnector, config: SalesforceConfig, context: RunContext) -> None:
+        self.connector, self.config, self.pm = connector, config, context.pm
+        self.on_response = context.on_response
+        policy = context.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
+        self.limiter = RateLimiter(policy.get("rate", config.rate_limit_per_s), policy.get("burst", 1.0))
+        self.stats = _Stats()
+        self.credentials = context.credentials
+        if not isinstance(self.credentials, SalesforcePassword | SalesforceRefreshToken):
+            raise ConfigError(
+                "salesforce needs a salesforce_password or oauth2_refresh_token credential: "
+                "tapyard creds add NAME --connector salesforce, then --creds NAME"
+            )
+        from tapyard_credentials import redactor
+
+        for value in self.credentials.secret_values():
+            redactor.register(value)
+        self.session = _session(self)
+        self.token = ""
+        self.instance_url = ""
+        self._login_lock = threading.Lock()
+        self.login()
+        from simple_salesforce import Salesforce
+
+        self.sf = Salesforce(
+            instance_url=self.instance_url, session_id=self.token, version=config.api_version, session=self.session
+        )
+        self.fields: dict[str, list[Mapping[str, Any]]] = {}
+        self._streams = [self._describe(name) for name in config.sobjects]
+
+    def login(self) -> None:
+        """Get a session id from the token endpoint (again, after one expired)."""
+        creds = self.credentials
+        form: dict[str, str]
+        if isinstance(creds, SalesforcePassword):
+            password = creds.password.get_secret_value()
+            if creds.security_token is not None:
+                password += creds.security_token.get_secret_value()
+            form = {"grant_type": "password", "client_id": creds.client_id,
+                    "client_secret": creds.client_secret.get_secret_value(),
+                    "username": creds.username, "password": password}
+        else:
+            assert isinstance(creds, SalesforceRefreshToken)
+            form = {"grant_type": "refresh_token", "client_id": creds.client_id,
+                    "refresh_token": creds.refresh_token.get_secret_value()}
+            if creds.client_secret is not None:
+                form["client_secret"] = creds.client_secret.get_secret_value()
+        url = self.config.login_url.rstrip("/") + "/services/oauth2/token"
+        with self._login_lock:
+            response = self.session.post(url, data=form, headers={"Accept": "application/json"})
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
+                code, message = _said(body if body is not None else response.text)
+                raise AuthenticationError(
+                    f"POST {url} was refused: {response.status_code}; check the credential "
+                    f"(Salesforce said: {code or 'no JSON'}: {message or _title(response.text)})",
+                    status_code=response.status_code or 401, method="POST", url=url,
+                )
+            from tapyard_credentials import redactor
+
+            self.token = str(body["access_token"])
+            redactor.register(self.token)
+            self.instance_url = str(body.get("instance_url") or self.instance_url)
+            if getattr(self, "sf", None) is not None:
+                self.sf.session_id = self.token
+                self.sf.headers["Authorization"] = f"Bearer {self.token}"
+
+    def _call(self, what: str, call: Any) -> Any:
+        from simple_salesforce.exceptions import SalesforceError
+
+        try:
+            return call()
+        except SalesforceError as exc:
+            code, message = _said(exc.content)
+            status = int(getattr(exc, "status", 0) or 0)
+            said = f"{code}: {message}" if code else message
+            if status == 401 or code == "INVALID_SESSION_ID":
+                raise AuthenticationError(
+                    f"{what} was refused: {status}; the session is expired or revoked and a new login "
+                    f"did not help (Salesforce said: {said[:200]})", status_code=status or 401,
+                ) from exc
+            raise HTTPStatusError(f"{what} failed: {status}: {said[:300]}", status_code=status) from exc
+        except ValueError as exc:
+            raise ResponseError(f"{what} returned a response that is not Salesforce JSON") from exc
+
+    def _describe(self, sobject: str) -> Stream:
+        described = self._call(f"describe {sobject}", lambda: getattr(self.sf, sobject).describe())
+        fields = selected_fields(list(described.get("fields") or []))
+        names = {str(f["name"]) for f in fields}
+        if "Id" not in names:
+            raise ConfigError(f"sObject {sobject!r} has no Id field")
+        self.fields[sobject] = fields
+        return Stream(
+            name=sobject, schema_model=record_model(sobject, fields), primary_key=("Id",),
+            cursor_field="SystemModstamp" if "SystemModstamp" in names else None,
+            description=str(described.get("label") or sobject),
+        )
+
+    def streams(self) -> list[Stream]:
+        return list(self._streams)
+
+    @property
+    def http_stats(self) -> Mapping[str, int]:
+        return dict(self.stats.counts)
+
+    def check(self) -> None:
+        self._call("limits", self.sf.limits)
+
+    def soql(self, stream: Stream, since: Any) -> str:
+        names = ", ".join(str(f["name"]) for f in self.fields[stream.name])
+        query = f"SELECT {names} FROM {stream.name}"
+        if since is not None and stream.cursor_field:
+            query += f" WHERE SystemModstamp > {_soql_time(since)}"
+        if stream.cursor_field:
+            query += " ORDER BY SystemModstamp, Id"
+        return query
+
+    def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
+        deleted = self.config.include_deleted
+        what = f"SOQL query on {stream.name}"
+        body: dict[str, Any] | None = None
+        if state.resume is not None and "/query" in state.resume.url:
+            with contextlib.suppress(HTTPError):  # query locators expire: start again from the cursor
+                body = self._call(what, lambda: self.sf.query_more(state.resume.url, identifier_is_url=True))  # type: ignore[union-attr]
+        if body is None:
+            query = self.soql(stream, state.cursor)
+            body = self._call(what, lambda: self.sf.query(query, include_deleted=deleted))
+        while True:
+            assert body is not None
+            records = [{k: v for k, v in r.items() if k != "attributes"} for r in body.get("records") or []]
+            following = body.get("nextRecordsUrl")
+            yield Page(records=records, resume=PageRequest(url=following) if following else None)
+            if not following or body.get("done"):
+                return
+            body = self._call(what, lambda url=following: self.sf.query_more(url, identifier_is_url=True))
+
+
+class SalesforceConnector(Connector):
+    """Salesforce through simple-salesforce. See the module docstring."""
+
+    name = "salesforce"
+    description = (
+        "Salesforce (simple-salesforce): any sObject, typed from describe(); incremental on "
+        "SystemModstamp; deleted records from queryAll."
+    )
+    config_model = SalesforceConfig
+    auth_kinds = ("salesforce_password", "oauth2_refresh_token")
+    credential_models = {"salesforce_password": SalesforcePassword, "oauth2_refresh_token": SalesforceRefreshToken}
+
+    def stream_names(self) -> list[str]:
+        return list(SalesforceConfig().sobjects)
+
+    def streams(self, config: BaseModel) -> list[Stream]:
+        """Without a connection only the key and cursor are known; a run's source
+        describes each sObject for its full schema."""
+        assert isinstance(config, SalesforceConfig)
+        minimal = [{"name": "Id", "type": "id"}, {"name": "SystemModstamp", "type": "datetime"}]
+        return [
+            Stream(name=name, schema_model=record_model(name, minimal), primary_key=("Id",), cursor_field="SystemModstamp")
+            for name in config.sobjects
+        ]
+
+    @contextlib.contextmanager
+    def open(self, config: BaseModel, context: RunContext) -> Iterator[Source]:
+        assert isinstance(config, SalesforceConfig)
+        source = SalesforceSource(self, config, context)
+        try:
+            yield source
+        finally:
+            source.session.close()
