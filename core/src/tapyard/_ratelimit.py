@@ -27,7 +27,7 @@ early, and forgets one that arrives late):
 - *Server time.* Half the shortest round trip seen (a send to the learning of
   its response) is taken as one network leg: the headers were written about a
   leg before they arrived, and the next request takes a leg to get there.
-- *Slack.* Every spacing carries a margin: 1% of it (at least 0.2 ms), plus a
+- *Slack.* Every spacing carries a margin: 0.2% of it (at least 0.05 ms), plus a
   boost that each 429 raises by a millisecond and every response lets decay.
   A pace learned lower than the current one is approached gradually, and a
   429's own headers never lower it.
@@ -61,8 +61,8 @@ _EPOCH_MS_THRESHOLD = 1e11
 #: float noise tolerated when deciding whether a whole token is available
 _EPSILON = 1e-9
 #: the least slack kept on every learned spacing: a share of it, and a floor in seconds
-_SLACK_SHARE = 0.01
-_MIN_SLACK = 0.0002
+_SLACK_SHARE = 0.002
+_MIN_SLACK = 0.00005
 #: the most slack a rounded epoch reset adds, as a share of the spacing
 _MAX_ROUNDING = 0.05
 #: how fast a learned spacing may shrink, per response

@@ -306,7 +306,7 @@ class _Run:
         for stream, _, _ in work:
             remaining[stream.name] += 1
         try:
-            if len(work) == 1 or self.concurrency == 1:
+            if self.concurrency == 1:
                 self._run_inline(work, states, remaining)
             else:
                 self._run_threaded(work, states, remaining)
