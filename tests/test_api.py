@@ -25,7 +25,7 @@ PUBLIC = {
     "TransportError", "__version__", "collect_auth_strategies", "collect_connectors",
     "collect_destinations", "collect_paginators", "columns_of", "get_connector",
     "get_plugin_manager", "hookimpl", "model_from_json_schema", "open_destination",
-    "register_plugin", "sync", "unregister_plugin",
+    "register_plugin", "stream_paginator", "sync", "unregister_plugin",
     # credentials and auth (issue 4)
     "AwsAuth", "AzureAuth", "Credentials", "GcpAuth", "JwtBearerAuth", "MemoryTokenStore",
     "OAuth2AuthorizationCodeAuth", "OAuth2ClientCredentialsAuth", "OAuth2RefreshTokenAuth",

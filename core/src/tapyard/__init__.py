@@ -73,6 +73,7 @@ if TYPE_CHECKING:
         get_connector,
         get_plugin_manager,
         register_plugin,
+        stream_paginator,
         unregister_plugin,
     )
     from tapyard._ratelimit import RateLimiter
@@ -157,6 +158,7 @@ _LAZY: dict[str, str] = {
     "open_destination": "tapyard._destinations",
     "open_vault": "tapyard._secrets",
     "register_plugin": "tapyard._plugins",
+    "stream_paginator": "tapyard._plugins",
     "sync": "tapyard._sync",
     "unregister_plugin": "tapyard._plugins",
 }
@@ -242,6 +244,7 @@ __all__ = [
     "open_destination",
     "open_vault",
     "register_plugin",
+    "stream_paginator",
     "sync",
     "unregister_plugin",
 ]

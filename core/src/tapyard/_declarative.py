@@ -290,12 +290,9 @@ class RestSource(Source):
                 return
 
     def _paginator(self, stream: Stream) -> Paginator:
-        paginator = self.pm.hook.tapyard_stream_paginator(connector=self.connector, stream=stream)
-        if not isinstance(paginator, Paginator):
-            raise PluginError(
-                f"tapyard_stream_paginator returned {type(paginator).__name__} for stream {stream.name!r}"
-            )
-        return paginator
+        from tapyard._plugins import stream_paginator
+
+        return stream_paginator(self.connector, stream)
 
     def partitions(self, stream: Stream) -> list[dict[str, Any]]:
         parts = getattr(stream, "partitions", None)

@@ -28,7 +28,7 @@ from tapyard._exceptions import ConnectorNotFoundError, PluginError
 from tapyard._model import PLUGIN_API_VERSION
 
 if TYPE_CHECKING:
-    from tapyard._model import AuthStrategy, Connector, Paginator
+    from tapyard._model import AuthStrategy, Connector, Paginator, Stream
 
 __all__ = [
     "PluginInfo",
@@ -40,6 +40,7 @@ __all__ = [
     "get_plugin_manager",
     "plugin_infos",
     "reset_plugin_manager",
+    "stream_paginator",
 ]
 
 ENTRY_POINT_GROUP = "tapyard"
@@ -253,6 +254,19 @@ def get_connector(name: str) -> Connector:
     known = ", ".join(sorted(connectors)) or "none installed"
     hint = f"pip install tapyard-{name}" if name.isidentifier() else "check the name"
     raise ConnectorNotFoundError(f"unknown connector {name!r} (known: {known}); {hint}")
+
+
+def stream_paginator(connector: Connector, stream: Stream) -> Paginator:
+    """The paginator the hooks choose for ``stream`` (``tapyard_stream_paginator``),
+    or a :class:`PluginError` when a plugin answered something that is not one."""
+    from tapyard._model import Paginator
+
+    paginator = get_plugin_manager().hook.tapyard_stream_paginator(connector=connector, stream=stream)
+    if not isinstance(paginator, Paginator):
+        raise PluginError(
+            f"tapyard_stream_paginator returned {type(paginator).__name__} for stream {stream.name!r}"
+        )
+    return paginator
 
 
 def collect_paginators() -> dict[str, type[Paginator]]:

@@ -225,10 +225,7 @@ class AwsSource(tapyard.Source):
     # -- paging -----------------------------------------------------------------------
 
     def _paginator(self, stream: AwsStream) -> tapyard.Paginator:
-        paginator = self.pm.hook.tapyard_stream_paginator(connector=self.connector, stream=stream)
-        if not isinstance(paginator, tapyard.Paginator):
-            raise tapyard.PluginError(f"tapyard_stream_paginator gave no paginator for {stream.name!r}")
-        return paginator
+        return tapyard.stream_paginator(self.connector, stream)
 
     def _pages(
         self, stream: AwsStream, state: tapyard.StreamState, what: str, *, resume: bool = True, **params: Any

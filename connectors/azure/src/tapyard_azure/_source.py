@@ -200,10 +200,7 @@ class AzureSource(tapyard.Source):
         yield from readers[stream.name](stream, state)
 
     def _paginator(self, stream: AzureStream) -> tapyard.Paginator:
-        paginator = self.pm.hook.tapyard_stream_paginator(connector=self.connector, stream=stream)
-        if not isinstance(paginator, tapyard.Paginator):
-            raise tapyard.PluginError(f"tapyard_stream_paginator gave no paginator for {stream.name!r}")
-        return paginator
+        return tapyard.stream_paginator(self.connector, stream)
 
     def _pages(
         self, stream: AzureStream, state: tapyard.StreamState, what: str, list_items: Any, *,

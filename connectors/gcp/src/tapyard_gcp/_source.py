@@ -200,10 +200,7 @@ class GcpSource(tapyard.Source):
         yield from readers[stream.name](stream, state)
 
     def _paginator(self, stream: GcpStream) -> tapyard.Paginator:
-        paginator = self.pm.hook.tapyard_stream_paginator(connector=self.connector, stream=stream)
-        if not isinstance(paginator, tapyard.Paginator):
-            raise tapyard.PluginError(f"tapyard_stream_paginator gave no paginator for {stream.name!r}")
-        return paginator
+        return tapyard.stream_paginator(self.connector, stream)
 
     def _pages(
         self, stream: GcpStream, state: tapyard.StreamState, what: str, list_items: Any, *,

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+import tapyard
 from tapyard import (
     AuthenticationError,
     ConfigError,
@@ -246,10 +247,7 @@ class StripeSource(Source):
         return body if isinstance(body, dict) else {}
 
     def _paginator(self, stream: Stream) -> Paginator:
-        paginator = self.pm.hook.tapyard_stream_paginator(connector=self.connector, stream=stream)
-        if not isinstance(paginator, Paginator):
-            raise ConfigError(f"no paginator for stream {stream.name!r}")
-        return paginator
+        return tapyard.stream_paginator(self.connector, stream)
 
     def _pages(self, name: str, stream: Stream, request: PageRequest) -> Iterator[tuple[list[dict[str, Any]], PageRequest | None]]:
         import httpx
