@@ -10,7 +10,7 @@ so a crash at any point leaves the records and the state in agreement.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +63,6 @@ class Destination(abc.ABC):
 
     #: a printable form of the URL with any password removed
     url: str = ""
-    #: False for destinations that cannot keep state (standard output)
-    keeps_state: bool = True
 
     @abc.abstractmethod
     def prepare(self, stream: Stream, columns: Sequence[Column]) -> None:
@@ -148,7 +146,3 @@ def redact_password(url: str) -> str:
         userinfo = userinfo.split(":", 1)[0] + ":***"
     return f"{scheme}://{userinfo}@{host}"
 
-
-def state_from_rows(rows: Mapping[str, Any]) -> dict[str, StreamState]:
-    """Stream states from a mapping of stream name to stored JSON-decoded state."""
-    return {name: StreamState.from_json(data) for name, data in rows.items()}

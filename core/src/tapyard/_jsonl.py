@@ -57,7 +57,6 @@ class JSONLDestination(Destination):
         if target == "-":
             self.url = "jsonl:-"
             self.path: Path | None = None
-            self.keeps_state = False
             self._fh = sys.stdout.buffer
             return
         self.path = Path(target).expanduser()

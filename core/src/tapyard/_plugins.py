@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -298,6 +298,3 @@ def unregister_plugin(plugin: object | None = None, name: str | None = None) -> 
     pm.unregister(plugin, name=name)
     invalidate()
 
-
-def names(items: Iterable[str]) -> str:
-    return ", ".join(sorted(items))
