@@ -17,35 +17,15 @@ import yaml
 
 import tapyard
 from tapyard.testing import cassette
-from tapyard_salesforce._connector import SalesforcePassword, SalesforceRefreshToken
-from tapyard_salesforce.testing import FakeSalesforce
+from tapyard_salesforce._connector import SalesforcePassword
+from tapyard_salesforce.testing import FakeSalesforce, change, fault, recording
+from tapyard_salesforce.testing import password_credentials as password
+from tapyard_salesforce.testing import refresh_credentials as refresh
 
 CASSETTES = Path(__file__).parents[3] / "cassettes" / "salesforce"
 RECORD_PORT = 8421
 CONFIG: dict[str, Any] = {"login_url": f"https://127.0.0.1:{RECORD_PORT}", "batch_size": 200, "retry_backoff_s": 0.01}
 F = FakeSalesforce
-
-
-def password() -> SalesforcePassword:
-    return SalesforcePassword(
-        username=F.USERNAME, password=F.PASSWORD, security_token=F.SECURITY_TOKEN,
-        client_id=F.CLIENT_ID, client_secret=F.CLIENT_SECRET,
-    )
-
-
-def refresh() -> SalesforceRefreshToken:
-    return SalesforceRefreshToken(client_id=F.CLIENT_ID, client_secret=F.CLIENT_SECRET, refresh_token=F.REFRESH_TOKEN)
-
-
-def change(org: FakeSalesforce) -> dict[str, str]:
-    """Between the runs: 1 account renamed, 1 deleted, 5 created; 1 contact updated."""
-    accounts, contacts = org.records["Account"], org.records["Contact"]
-    changed = {"renamed": accounts[10]["Id"], "deleted": accounts[20]["Id"], "contact": contacts[3]["Id"]}
-    org.update(changed["renamed"], Name="Renamed Account")
-    org.delete(changed["deleted"])
-    org.update(changed["contact"], Email="moved@example.test")
-    org.add("Account", 5)
-    return changed
 
 
 def _counts(result: tapyard.SyncResult) -> dict[str, int]:
@@ -54,10 +34,7 @@ def _counts(result: tapyard.SyncResult) -> dict[str, int]:
 
 @pytest.mark.record
 def test_record_against_the_fake(tmp_path: Path) -> None:
-    org = FakeSalesforce(RECORD_PORT, accounts=450, contacts=30)
-    try:
-        for name in ("full.yaml", "incremental.yaml"):
-            (CASSETTES / name).unlink(missing_ok=True)  # vcr would append to an old one
+    with recording(CASSETTES, ("full.yaml", "incremental.yaml"), RECORD_PORT, accounts=450, contacts=30) as org:
         config = {**CONFIG, "ca_bundle": org.ca_bundle}
         db = f"sqlite:///{tmp_path}/sf.db"
         with cassette(CASSETTES / "full.yaml", record_mode="all"):
@@ -68,8 +45,6 @@ def test_record_against_the_fake(tmp_path: Path) -> None:
             second = tapyard.sync("salesforce", config, credentials=refresh(), to=db, concurrency=1)
         assert second.ok, [s.error for s in second.streams]
         (CASSETTES / "changed.json").write_text(json.dumps(changed, indent=1) + "\n")
-    finally:
-        org.stop()
 
 
 def _sync(tmp_path: Path, path: Path, credentials: Any = None, db: str = "sf.db") -> tapyard.SyncResult:
@@ -100,16 +75,6 @@ def test_replayed_full_sync_then_incremental_with_deletes(tmp_path: Path) -> Non
     assert db.execute("SELECT Email FROM Contact WHERE Id = ?", (changed["contact"],)).fetchone() == ("moved@example.test",)
 
 
-def _fault(template: dict[str, Any], status: int, body: str, content_type: str = "application/json") -> dict[str, Any]:
-    fault = yaml.safe_load(yaml.safe_dump(template))
-    fault["response"] = {
-        "status": {"code": status, "message": "fault"},
-        "headers": {"Content-Type": [content_type], "Sforce-Limit-Info": ["api-usage=15001/15000"]},
-        "body": {"string": body},
-    }
-    return fault
-
-
 def _with(tmp_path: Path, name: str, edit: Any) -> Path:
     data = yaml.safe_load((CASSETTES / "full.yaml").read_text())
     data["interactions"] = edit(data["interactions"])
@@ -131,8 +96,8 @@ def test_request_limit_exceeded_and_503_injected_into_a_replay_are_retried(tmp_p
         out = []
         for interaction in interactions:
             if _is_query(interaction, "Account"):
-                out.append(_fault(interaction, 403, LIMITED))
-                out.append(_fault(interaction, 503, "<html><title>Service Unavailable</title></html>", "text/html"))
+                out.append(fault(interaction, 403, LIMITED))
+                out.append(fault(interaction, 503, "<html><title>Service Unavailable</title></html>", "text/html"))
             out.append(interaction)
         return out
 
@@ -152,9 +117,9 @@ def test_bad_input_is_one_line_each(tmp_path: Path) -> None:
         out = []
         for interaction in interactions:
             if _is_query(interaction, "Account"):
-                interaction = _fault(interaction, 400, invalid)
+                interaction = fault(interaction, 400, invalid)
             elif _is_query(interaction, "Contact"):
-                interaction = _fault(interaction, 200, page, "text/html")
+                interaction = fault(interaction, 200, page, "text/html")
             out.append(interaction)
         return out
 
@@ -167,7 +132,7 @@ def test_bad_input_is_one_line_each(tmp_path: Path) -> None:
 
     def revoke(interactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # every API call says the session is gone, and so does the one after a new login
-        return [interactions[0], interactions[0], *(_fault(i, 401, expired) for i in interactions[1:] for _ in range(2))]
+        return [interactions[0], interactions[0], *(fault(i, 401, expired) for i in interactions[1:] for _ in range(2))]
 
     with pytest.raises(tapyard.AuthenticationError) as caught:
         _sync(tmp_path, _with(tmp_path, "revoked.yaml", revoke), db="revoked.db")
@@ -193,7 +158,7 @@ def test_discover_lists_streams_and_missing_credentials_are_one_line(capsys: pyt
     assert schema["properties"]["MailingAddress"]["anyOf"][0]["type"] == "object"
     assert streams["Account"].cursor_field == "SystemModstamp" and streams["Account"].primary_key == ("Id",)
     assert main(["sync", "salesforce", "--to", "jsonl:-"]) == 1
-    assert "salesforce needs a salesforce_password or oauth2_refresh_token credential" in capsys.readouterr().err
+    assert "salesforce needs a salesforce_password, oauth2_refresh_token or jwt_bearer credential" in capsys.readouterr().err
 
 
 def test_live_sync_against_the_fake(tmp_path: Path) -> None:

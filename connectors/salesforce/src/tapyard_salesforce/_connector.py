@@ -2,15 +2,18 @@
 tapyard paces, retries and re-authenticates.
 
 - Auth: the OAuth 2.0 token endpoint of ``login_url`` (``password`` grant with
-  the security token appended, or ``refresh_token``); the session id and
-  instance URL it returns go to ``simple_salesforce.Salesforce``. After
-  ``INVALID_SESSION_ID`` the session asks for a new token once and retries.
+  the security token appended, ``refresh_token``, or the JWT bearer grant with
+  an assertion signed by the core's :class:`tapyard.JwtBearerAuth`); the
+  session id and instance URL it returns go to ``simple_salesforce.Salesforce``.
+  After ``INVALID_SESSION_ID`` the session asks for a new token once and retries.
 - Discovery: ``describe()`` of each configured sObject, its fields mapped to
   typed columns (compound address/location fields as JSON; their component
   fields are left out).
 - Reads: ``SELECT <fields> FROM <sObject> [WHERE SystemModstamp > <cursor>]
   ORDER BY SystemModstamp, Id`` through ``queryAll`` (so deleted records come
-  back with ``IsDeleted`` true), following ``nextRecordsUrl``.
+  back with ``IsDeleted`` true), following ``nextRecordsUrl``; or, for the
+  sObjects in ``bulk_sobjects`` and those whose ``SELECT COUNT()`` for the run
+  reaches ``bulk_threshold``, one Bulk API 2.0 query job (``_bulk``).
 - Limits: every response goes to ``tapyard_rate_limit_learn`` (which reads
   ``Sforce-Limit-Info``); ``REQUEST_LIMIT_EXCEEDED`` (403) and 5xx replies are
   retried with exponential backoff.
@@ -23,10 +26,10 @@ import datetime as dt
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
 
 from tapyard import (
     AuthenticationError,
@@ -35,6 +38,7 @@ from tapyard import (
     Credentials,
     HTTPError,
     HTTPStatusError,
+    JwtBearerAuth,
     Page,
     PageRequest,
     RateLimiter,
@@ -45,8 +49,14 @@ from tapyard import (
     StreamState,
     TransportError,
 )
+from tapyard_salesforce._bulk import COMPOUND_TYPES, read_bulk
 
-__all__ = ["SalesforceConfig", "SalesforceConnector", "SalesforcePassword", "SalesforceRefreshToken"]
+__all__ = ["SalesforceConfig", "SalesforceConnector", "SalesforceJwt", "SalesforcePassword", "SalesforceRefreshToken"]
+
+#: RFC 7523's grant type, as Salesforce's token endpoint expects it.
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: Salesforce wants assertions that expire within 3 minutes.
+ASSERTION_LIFETIME_S = 180
 
 
 class SalesforcePassword(Credentials):
@@ -70,6 +80,36 @@ class SalesforceRefreshToken(Credentials):
     refresh_token: SecretStr
 
 
+class SalesforceJwt(Credentials):
+    """A connected app's private key and a user it is pre-authorized for (the
+    OAuth 2.0 JWT bearer flow): no password or refresh token is stored."""
+
+    kind: Literal["jwt_bearer"] = "jwt_bearer"
+    client_id: str = Field(description="The connected app's consumer key (the assertion's iss).")
+    username: str = Field(description="The user to act as (sub), pre-authorized for the connected app.")
+    private_key: SecretStr = Field(
+        description="The PEM private key whose certificate is uploaded to the connected app (RS256)."
+    )
+    audience: str | None = Field(
+        None,
+        description="aud (default: login_url, or https://login.salesforce.com / https://test.salesforce.com "
+        "for a My Domain login_url).",
+    )
+
+
+def audience(login_url: str) -> str:
+    """The default ``aud`` of a JWT assertion for ``login_url``: Salesforce takes
+    login.salesforce.com (test.salesforce.com for sandboxes) even when users log
+    in through My Domain; any other URL (an Experience Cloud site) is its own."""
+    url = login_url.rstrip("/")
+    host = url.split("://", 1)[-1].split("/", 1)[0].lower()
+    if host.endswith(".sandbox.my.salesforce.com"):
+        return "https://test.salesforce.com"
+    if host.endswith(".my.salesforce.com"):
+        return "https://login.salesforce.com"
+    return url
+
+
 class SalesforceConfig(BaseModel):
     """Configuration of the Salesforce connector."""
 
@@ -87,6 +127,29 @@ class SalesforceConfig(BaseModel):
     retry_backoff_s: float = Field(1.0, ge=0, description="The first retry's wait; it doubles each time (at most 60 s).")
     rate_limit_per_s: float = Field(10, gt=0, description="Requests per second at most.")
     ca_bundle: str | None = Field(None, description="A CA certificate file to trust (a local fake's).")
+    bulk_sobjects: list[str] = Field(
+        [], description="sObjects always read through the Bulk API 2.0 (each must be in sobjects)."
+    )
+    bulk_threshold: int | None = Field(
+        None, ge=0,
+        description="The other sObjects go through the Bulk API 2.0 when a run would read at least this many "
+        "records (a SELECT COUNT() with the run's filter first); 0: every sObject, without counting; "
+        "unset: only bulk_sobjects.",
+    )
+    bulk_page_size: int = Field(
+        50000, ge=100, le=1_000_000,
+        description="Records per Bulk results request (maxRecords); records are streamed, so it sets the "
+        "number of requests, not memory.",
+    )
+    bulk_poll_s: float = Field(2.0, gt=0, le=60, description="The first wait for a Bulk job; it doubles up to 30 s.")
+    bulk_timeout_s: float = Field(3600, gt=0, description="A Bulk job still running after this is aborted.")
+
+    @model_validator(mode="after")
+    def _bulk_within_sobjects(self) -> SalesforceConfig:
+        unknown = [name for name in self.bulk_sobjects if name not in self.sobjects]
+        if unknown:
+            raise ValueError(f"bulk_sobjects names {', '.join(unknown)}, not in sobjects; add it there too")
+        return self
 
 
 _TYPES: dict[str, Any] = {
@@ -95,7 +158,7 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def record_model(sobject: str, fields: list[Mapping[str, Any]]) -> type[BaseModel]:
+def record_model(sobject: str, fields: Sequence[Mapping[str, Any]]) -> type[BaseModel]:
     """The pydantic model of one record of ``sobject``, from its describe() fields."""
     columns: dict[str, Any] = {}
     for field in fields:
@@ -136,7 +199,9 @@ def _title(text: str) -> str:
 class _Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.counts = {"requests": 0, "retries": 0, "throttled": 0, "server_errors": 0, "reauthenticated": 0}
+        self.counts = {
+            "requests": 0, "retries": 0, "throttled": 0, "server_errors": 0, "reauthenticated": 0, "bulk_jobs": 0,
+        }
 
     def add(self, name: str) -> None:
         with self._lock:
@@ -152,7 +217,7 @@ def _session(source: SalesforceSource) -> Any:
     config = source.config
 
     class TapyardSession(requests.Session):
-        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
             method, url = str(method), str(url)
             shown = f"{method.upper()} {url.split('?')[0]}"
             if "/services/oauth2/token" in url:
@@ -222,6 +287,20 @@ def _session(source: SalesforceSource) -> Any:
     return session
 
 
+def _signer(creds: SalesforceJwt, config: SalesforceConfig) -> JwtBearerAuth:
+    """The core's JWT bearer strategy, used only to sign assertions (RS256:
+    iss the consumer key, sub the user, aud the login server, exp 3 minutes);
+    the token request goes through the connector's session like the other grants,
+    since Salesforce's answer carries the instance URL the core's token store drops."""
+    token_url = config.login_url.rstrip("/") + "/services/oauth2/token"
+    options = JwtBearerAuth.Options(
+        name=creds.name, token_url=token_url, issuer=creds.client_id, subject=creds.username,
+        audience=creds.audience or audience(config.login_url), private_key=creds.private_key,
+        algorithm="RS256", assertion_lifetime_s=ASSERTION_LIFETIME_S,
+    )
+    return JwtBearerAuth(options)
+
+
 def _json(response: Any) -> Any:
     if response.status_code < 400:
         return None
@@ -241,21 +320,22 @@ class SalesforceSource(Source):
         self.limiter = RateLimiter(policy.get("rate", config.rate_limit_per_s), policy.get("burst", 1.0))
         self.stats = _Stats()
         self.credentials = context.credentials
-        if not isinstance(self.credentials, SalesforcePassword | SalesforceRefreshToken):
+        if not isinstance(self.credentials, SalesforcePassword | SalesforceRefreshToken | SalesforceJwt):
             raise ConfigError(
-                "salesforce needs a salesforce_password or oauth2_refresh_token credential: "
+                "salesforce needs a salesforce_password, oauth2_refresh_token or jwt_bearer credential: "
                 "tapyard creds add NAME --connector salesforce, then --creds NAME"
             )
         from tapyard_credentials import redactor
 
         for value in self.credentials.secret_values():
             redactor.register(value)
+        self._signer = _signer(self.credentials, config) if isinstance(self.credentials, SalesforceJwt) else None
         self.session = _session(self)
         self.token = ""
         self.instance_url = ""
         self._login_lock = threading.Lock()
         self.login()
-        from simple_salesforce import Salesforce
+        from simple_salesforce.api import Salesforce
 
         self.sf = Salesforce(
             instance_url=self.instance_url, session_id=self.token, version=config.api_version, session=self.session
@@ -266,6 +346,7 @@ class SalesforceSource(Source):
     def login(self) -> None:
         """Get a session id from the token endpoint (again, after one expired)."""
         creds = self.credentials
+        url = self.config.login_url.rstrip("/") + "/services/oauth2/token"
         form: dict[str, str]
         if isinstance(creds, SalesforcePassword):
             password = creds.password.get_secret_value()
@@ -274,13 +355,15 @@ class SalesforceSource(Source):
             form = {"grant_type": "password", "client_id": creds.client_id,
                     "client_secret": creds.client_secret.get_secret_value(),
                     "username": creds.username, "password": password}
-        else:
-            assert isinstance(creds, SalesforceRefreshToken)
+        elif isinstance(creds, SalesforceRefreshToken):
             form = {"grant_type": "refresh_token", "client_id": creds.client_id,
                     "refresh_token": creds.refresh_token.get_secret_value()}
             if creds.client_secret is not None:
                 form["client_secret"] = creds.client_secret.get_secret_value()
-        url = self.config.login_url.rstrip("/") + "/services/oauth2/token"
+        else:
+            assert self._signer is not None
+            # a fresh assertion for every login: each one expires within 3 minutes
+            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._signer.assertion(url)}
         with self._login_lock:
             response = self.session.post(url, data=form, headers={"Accept": "application/json"})
             try:
@@ -289,8 +372,10 @@ class SalesforceSource(Source):
                 body = None
             if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
                 code, message = _said(body if body is not None else response.text)
+                hint = (" (the certificate uploaded to the connected app must match private_key, and the "
+                        "user must be pre-authorized for it)") if self._signer is not None else ""
                 raise AuthenticationError(
-                    f"POST {url} was refused: {response.status_code}; check the credential "
+                    f"POST {url} was refused: {response.status_code}; check the credential{hint} "
                     f"(Salesforce said: {code or 'no JSON'}: {message or _title(response.text)})",
                     status_code=response.status_code or 401, method="POST", url=url,
                 )
@@ -344,22 +429,45 @@ class SalesforceSource(Source):
     def check(self) -> None:
         self._call("limits", self.sf.limits)
 
-    def soql(self, stream: Stream, since: Any) -> str:
-        names = ", ".join(str(f["name"]) for f in self.fields[stream.name])
-        query = f"SELECT {names} FROM {stream.name}"
+    def soql(self, stream: Stream, since: Any, *, bulk: bool = False) -> str:
+        """The query of ``stream`` after ``since``. Bulk queries leave out compound
+        fields (refused there) and ORDER BY (it stops Salesforce chunking the job;
+        the cursor is the maximum seen, so order does not matter)."""
+        fields = self.fields[stream.name]
+        if bulk:
+            fields = [f for f in fields if f.get("type") not in COMPOUND_TYPES]
+        query = f"SELECT {', '.join(str(f['name']) for f in fields)} FROM {stream.name}"
         if since is not None and stream.cursor_field:
             query += f" WHERE SystemModstamp > {_soql_time(since)}"
-        if stream.cursor_field:
+        if stream.cursor_field and not bulk:
             query += " ORDER BY SystemModstamp, Id"
         return query
 
+    def bulk(self, stream: Stream, since: Any) -> bool:
+        """Whether this run reads ``stream`` through the Bulk API 2.0."""
+        threshold = self.config.bulk_threshold
+        if stream.name in self.config.bulk_sobjects or threshold == 0:
+            return True
+        if threshold is None:
+            return False
+        query = f"SELECT COUNT() FROM {stream.name}"
+        if since is not None and stream.cursor_field:
+            query += f" WHERE SystemModstamp > {_soql_time(since)}"
+        deleted = self.config.include_deleted
+        counted = self._call(f"counting {stream.name}", lambda: self.sf.query(query, include_deleted=deleted))
+        return int(counted.get("totalSize") or 0) >= threshold
+
     def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
+        if self.bulk(stream, state.cursor):
+            yield from read_bulk(self, stream, state)
+            return
         deleted = self.config.include_deleted
         what = f"SOQL query on {stream.name}"
         body: dict[str, Any] | None = None
-        if state.resume is not None and "/query" in state.resume.url:
+        resume = state.resume
+        if resume is not None and "/query" in resume.url and "/jobs/query/" not in resume.url:
             with contextlib.suppress(HTTPError):  # query locators expire: start again from the cursor
-                body = self._call(what, lambda: self.sf.query_more(state.resume.url, identifier_is_url=True))  # type: ignore[union-attr]
+                body = self._call(what, lambda: self.sf.query_more(resume.url, identifier_is_url=True))
         if body is None:
             query = self.soql(stream, state.cursor)
             body = self._call(what, lambda: self.sf.query(query, include_deleted=deleted))
@@ -382,8 +490,11 @@ class SalesforceConnector(Connector):
         "SystemModstamp; deleted records from queryAll."
     )
     config_model = SalesforceConfig
-    auth_kinds = ("salesforce_password", "oauth2_refresh_token")
-    credential_models = {"salesforce_password": SalesforcePassword, "oauth2_refresh_token": SalesforceRefreshToken}
+    auth_kinds = ("salesforce_password", "oauth2_refresh_token", "jwt_bearer")
+    credential_models = {
+        "salesforce_password": SalesforcePassword, "oauth2_refresh_token": SalesforceRefreshToken,
+        "jwt_bearer": SalesforceJwt,
+    }
 
     def stream_names(self) -> list[str]:
         return list(SalesforceConfig().sobjects)
