@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import tapyard
 from tapyard.testing import cassette
 from tapyard_salesforce._connector import SalesforcePassword
-from tapyard_salesforce.testing import FakeSalesforce, change, fault, recording
+from tapyard_salesforce.testing import FakeSalesforce, change, edited, fault, recording
 from tapyard_salesforce.testing import password_credentials as password
 from tapyard_salesforce.testing import refresh_credentials as refresh
 
@@ -76,11 +75,7 @@ def test_replayed_full_sync_then_incremental_with_deletes(tmp_path: Path) -> Non
 
 
 def _with(tmp_path: Path, name: str, edit: Any) -> Path:
-    data = yaml.safe_load((CASSETTES / "full.yaml").read_text())
-    data["interactions"] = edit(data["interactions"])
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return edited(CASSETTES / "full.yaml", tmp_path / name, edit)
 
 
 def _is_query(interaction: dict[str, Any], sobject: str) -> bool:

@@ -227,7 +227,8 @@ def _session(source: SalesforceSource) -> Any:
             while True:
                 headers = dict(kwargs.pop("headers", None) or {})
                 headers["Authorization"] = f"Bearer {source.token}"
-                headers["Sforce-Query-Options"] = f"batchSize={config.batch_size}"
+                if "/query" in url and "/jobs/" not in url:  # SOQL batches; Bulk jobs page by maxRecords
+                    headers["Sforce-Query-Options"] = f"batchSize={config.batch_size}"
                 response = self._send(method, url, shown, *args, headers=headers, **kwargs)
                 code, _ = _said(_json(response))
                 if response.status_code == 401 and code == "INVALID_SESSION_ID" and not reauthenticated:

@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,7 @@ __all__ = [
     "FakeSalesforce",
     "change",
     "connected_app_key",
+    "edited",
     "fault",
     "jwt_credentials",
     "password_credentials",
@@ -606,11 +607,12 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def recording(directory: Path, names: Sequence[str], port: int = 8421, **data: int) -> Iterator[FakeSalesforce]:
-    """A fake org on ``port`` (``accounts=``, ``contacts=``) to record the cassettes
-    ``names`` of ``directory`` against; old copies are removed first, since vcr
-    would append to them."""
-    org = FakeSalesforce(port, **data)
+def recording(
+    directory: Path, names: Sequence[str], port: int = 8421, *, accounts: int = 0, contacts: int = 0
+) -> Iterator[FakeSalesforce]:
+    """A fake org on ``port`` to record the cassettes ``names`` of ``directory``
+    against; old copies are removed first, since vcr would append to them."""
+    org = FakeSalesforce(port, accounts=accounts, contacts=contacts)
     try:
         for name in names:
             (directory / name).unlink(missing_ok=True)
@@ -668,3 +670,14 @@ def fault(interaction: dict[str, Any], status: int, body: str, content_type: str
         "body": {"string": body},
     }
     return copied
+
+
+def edited(cassette: Path, target: Path, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Path:
+    """A copy of ``cassette`` at ``target`` whose interactions went through ``edit``
+    (to inject faults into a replay)."""
+    import yaml
+
+    data = yaml.safe_load(cassette.read_text())
+    data["interactions"] = edit(data["interactions"])
+    target.write_text(yaml.safe_dump(data))
+    return target
