@@ -2,7 +2,7 @@
 (``tapyard_salesforce.testing``), replays of syncs recorded through
 simple-salesforce against it (cassettes/salesforce), fault injection and bad input.
 
-Re-record: ``TAPYARD_RECORD=all .venv/bin/pytest connectors/salesforce/tests/test_salesforce.py -k record``
+Re-record: ``TAPYARD_RECORD=all .venv/bin/pytest connectors/salesforce/tests -m record``
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """The tapyard ``salesforce`` connector, built on simple-salesforce.
 
 Streams: the sObjects named in the configuration, their columns from
-``describe()``. Incremental on ``SystemModstamp``; deleted records come from
+``describe()``, read through SOQL queries or, for large objects, Bulk API 2.0
+query jobs. Incremental on ``SystemModstamp``; deleted records come from
 ``queryAll`` with ``IsDeleted`` true. Credentials: ``salesforce_password``
-(username, password, security token and a connected app) or
-``oauth2_refresh_token`` (a connected app's refresh token).
+(username, password, security token and a connected app),
+``oauth2_refresh_token`` (a connected app's refresh token) or ``jwt_bearer``
+(a connected app's private key and a pre-authorized user).
 """
 
 from __future__ import annotations

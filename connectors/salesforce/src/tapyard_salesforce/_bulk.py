@@ -111,7 +111,7 @@ class _Job:
     def call(self, method: str, url: str, headers: Mapping[str, str], **kwargs: Any) -> Any:
         from simple_salesforce.util import call_salesforce
 
-        return self.source._call(
+        return self.source.call(
             self.what, lambda: call_salesforce(url, method, self.source.session, dict(headers), **kwargs)
         )
 

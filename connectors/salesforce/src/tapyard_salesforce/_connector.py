@@ -389,7 +389,8 @@ class SalesforceSource(Source):
                 self.sf.session_id = self.token
                 self.sf.headers["Authorization"] = f"Bearer {self.token}"
 
-    def _call(self, what: str, call: Any) -> Any:
+    def call(self, what: str, call: Any) -> Any:
+        """``call()``, with simple-salesforce's errors as one-line tapyard errors naming ``what``."""
         from simple_salesforce.exceptions import SalesforceError
 
         try:
@@ -408,7 +409,7 @@ class SalesforceSource(Source):
             raise ResponseError(f"{what} returned a response that is not Salesforce JSON") from exc
 
     def _describe(self, sobject: str) -> Stream:
-        described = self._call(f"describe {sobject}", lambda: getattr(self.sf, sobject).describe())
+        described = self.call(f"describe {sobject}", lambda: getattr(self.sf, sobject).describe())
         fields = selected_fields(list(described.get("fields") or []))
         names = {str(f["name"]) for f in fields}
         if "Id" not in names:
@@ -428,7 +429,7 @@ class SalesforceSource(Source):
         return dict(self.stats.counts)
 
     def check(self) -> None:
-        self._call("limits", self.sf.limits)
+        self.call("limits", self.sf.limits)
 
     def soql(self, stream: Stream, since: Any, *, bulk: bool = False) -> str:
         """The query of ``stream`` after ``since``. Bulk queries leave out compound
@@ -444,22 +445,26 @@ class SalesforceSource(Source):
             query += " ORDER BY SystemModstamp, Id"
         return query
 
-    def bulk(self, stream: Stream, since: Any) -> bool:
-        """Whether this run reads ``stream`` through the Bulk API 2.0."""
+    def bulk(self, stream: Stream, state: StreamState) -> bool:
+        """Whether this run reads ``stream`` through the Bulk API 2.0: always for
+        ``bulk_sobjects``, when a Bulk read is to be resumed, and when the records
+        after the cursor reach ``bulk_threshold``."""
         threshold = self.config.bulk_threshold
         if stream.name in self.config.bulk_sobjects or threshold == 0:
             return True
         if threshold is None:
             return False
+        if state.resume is not None and "/jobs/query/" in state.resume.url:
+            return True
         query = f"SELECT COUNT() FROM {stream.name}"
-        if since is not None and stream.cursor_field:
-            query += f" WHERE SystemModstamp > {_soql_time(since)}"
+        if state.cursor is not None and stream.cursor_field:
+            query += f" WHERE SystemModstamp > {_soql_time(state.cursor)}"
         deleted = self.config.include_deleted
-        counted = self._call(f"counting {stream.name}", lambda: self.sf.query(query, include_deleted=deleted))
+        counted = self.call(f"counting {stream.name}", lambda: self.sf.query(query, include_deleted=deleted))
         return int(counted.get("totalSize") or 0) >= threshold
 
     def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
-        if self.bulk(stream, state.cursor):
+        if self.bulk(stream, state):
             yield from read_bulk(self, stream, state)
             return
         deleted = self.config.include_deleted
@@ -468,10 +473,10 @@ class SalesforceSource(Source):
         resume = state.resume
         if resume is not None and "/query" in resume.url and "/jobs/query/" not in resume.url:
             with contextlib.suppress(HTTPError):  # query locators expire: start again from the cursor
-                body = self._call(what, lambda: self.sf.query_more(resume.url, identifier_is_url=True))
+                body = self.call(what, lambda: self.sf.query_more(resume.url, identifier_is_url=True))
         if body is None:
             query = self.soql(stream, state.cursor)
-            body = self._call(what, lambda: self.sf.query(query, include_deleted=deleted))
+            body = self.call(what, lambda: self.sf.query(query, include_deleted=deleted))
         while True:
             assert body is not None
             records = [{k: v for k, v in r.items() if k != "attributes"} for r in body.get("records") or []]
@@ -479,7 +484,7 @@ class SalesforceSource(Source):
             yield Page(records=records, resume=PageRequest(url=following) if following else None)
             if not following or body.get("done"):
                 return
-            body = self._call(what, lambda url=following: self.sf.query_more(url, identifier_is_url=True))
+            body = self.call(what, lambda url=following: self.sf.query_more(url, identifier_is_url=True))
 
 
 class SalesforceConnector(Connector):
@@ -488,7 +493,7 @@ class SalesforceConnector(Connector):
     name = "salesforce"
     description = (
         "Salesforce (simple-salesforce): any sObject, typed from describe(); incremental on "
-        "SystemModstamp; deleted records from queryAll."
+        "SystemModstamp; deleted records from queryAll; Bulk API 2.0 for large objects; JWT bearer auth."
     )
     config_model = SalesforceConfig
     auth_kinds = ("salesforce_password", "oauth2_refresh_token", "jwt_bearer")
