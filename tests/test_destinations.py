@@ -124,3 +124,32 @@ def test_sqlite_stores_validated_items_as_text_and_json(tmp_path: Path) -> None:
     row = sqlite3.connect(tmp_path / "t.db").execute("SELECT id, at, day, inner, amount FROM typed").fetchone()
     assert row[:4] == (str(uuid.UUID(int=1)), "2024-01-02T03:04:05Z", "2024-01-02", '{"a":1}')
     assert row[4] in ('"1.50"', "1.50", 1.5)
+
+
+def test_sqlite_reads_computed_fields_and_odd_column_names(tmp_path: Path) -> None:
+    """Validated items are read from ``__dict__`` by a generated function; a computed
+    field (not in ``__dict__``) falls back to ``getattr``, and column names that are
+    not identifiers (quotes, spaces) still land in their columns."""
+    from pydantic import Field, computed_field
+
+    class Odd(BaseModel):
+        id: int
+        quoted: str = Field(alias="it's \"odd\"")
+        spaced: dict[str, Any] | None = Field(default=None, alias="a b")
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def doubled(self) -> int:
+            return self.id * 2
+
+    stream = Stream(name="odd", schema_model=Odd)
+    columns = columns_of(Odd)
+    assert [c.name for c in columns] == ["id", "it's \"odd\"", "a b", "doubled"]
+    dest = open_destination(f"sqlite:///{tmp_path / 'o.db'}")
+    dest.prepare(stream, columns)
+    items = [Odd.model_validate({"id": 1, "it's \"odd\"": "x", "a b": {"k": [1]}}),
+             Odd.model_validate({"id": 2, "it's \"odd\"": "y"})]
+    dest.write("k", [Batch("odd", items=list(items))])
+    dest.close()
+    rows = sqlite3.connect(tmp_path / "o.db").execute('SELECT * FROM odd ORDER BY id').fetchall()
+    assert rows == [(1, "x", '{"k":[1]}', 2), (2, "y", None, 4)]

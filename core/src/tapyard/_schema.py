@@ -115,6 +115,9 @@ class Column:
     #: False when the model field always holds ``str`` (or None), so a
     #: destination need not convert its values to text
     convert: bool = True
+    #: the attribute of a validated record that holds the value, when it is not
+    #: ``name`` (a field with an alias: the column takes the vendor's name)
+    attribute: str | None = None
 
     @property
     def is_json(self) -> bool:
@@ -154,16 +157,24 @@ def columns_of(model: type[BaseModel]) -> list[Column]:
     schema = model.model_json_schema(mode="serialization")
     defs = schema.get("$defs", {})
     required = set(schema.get("required", ()))
+    # The schema names properties by their serialization alias; records hold them by attribute.
+    attributes: dict[str, str] = {}
+    for attr, info in model.model_fields.items():
+        attributes[info.serialization_alias or info.alias or attr] = attr
+    for attr, computed in model.model_computed_fields.items():
+        attributes[computed.alias or attr] = attr
     columns = []
     for name, spec in schema.get("properties", {}).items():
         kind, nullable = _column_type(spec, defs)
-        field = model.model_fields.get(name)
+        attribute = attributes.get(name, name)
+        field = model.model_fields.get(attribute)
         column = Column(
             name=name,
             type=kind,
             nullable=nullable or name not in required,
             format=_format(spec),
             convert=not (field is not None and _holds_only_str(field.annotation)),
+            attribute=attribute if attribute != name else None,
         )
         columns.append(column)
     return columns
