@@ -333,6 +333,8 @@ class Runner:
             row["window_s"] = round(window, 3)
             row["quota_used"] = round(admitted / allowed, 4) if allowed else None
             row["served_per_s"] = round(stats["records"] / window, 1) if window else None
+            # how long after its token each admitted request arrived, as the server saw it
+            row["late_ms"] = stats.get("late_ms")
         if killed:
             row["stopped"] = killed[0]
         if result is not None:
@@ -614,6 +616,13 @@ def row_notes(row: dict[str, Any]) -> str:
     return "; ".join(parts).replace("|", "/")
 
 
+def late_text(late: dict[str, float] | None) -> str:
+    """``p10 / p50 / p90`` of how late admitted requests arrived after their token, in ms."""
+    if not late:
+        return "-"
+    return f"{late['p10']:.2f} / {late['p50']:.2f} / {late['p90']:.2f}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# tapyard benchmarks",
@@ -663,8 +672,8 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append("")
             elif key == "b":
                 lines += ["| client | finished | records served | window s | rec/s served | requests | 429s | "
-                          "quota used | peak RSS MB | notes |",
-                          "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                          "quota used | late ms p10/p50/p90 | peak RSS MB | notes |",
+                          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
                 for r in table["rows"]:
                     finished = "stopped at cap" if r.get("stopped") == "cap" else ("yes" if r.get("ok") else "no")
                     lines.append(
@@ -672,7 +681,7 @@ def markdown(results: dict[str, Any]) -> str:
                         f"{fmt(r.get('window_s'), '.1f')} | {fmt(r.get('served_per_s'), ',.0f')} | "
                         f"{fmt(r.get('requests'), ',')} | {fmt(r.get('throttled'), ',')} | "
                         f"{fmt(r.get('quota_used') * 100 if r.get('quota_used') is not None else None, '.1f', '%')} | "
-                        f"{fmt(r.get('peak_rss_mb'), ',.0f')} | "
+                        f"{late_text(r.get('late_ms'))} | {fmt(r.get('peak_rss_mb'), ',.0f')} | "
                         f"{row_notes(r if r.get('stopped') != 'cap' else {**r, 'error': None, 'complete': None})} |")
                 lines.append("")
             elif key == "c":

@@ -168,10 +168,17 @@ class TokenBucket:
     def reset(self) -> None:
         self.tokens = self.burst
         self.stamp = time.monotonic()
+        #: for each request admitted while the bucket was empty before it: how long
+        #: after its token became available it arrived (the quota a client left unused)
+        self.lateness: list[float] = []
 
     def take(self) -> tuple[bool, float, float]:
         """``(admitted, tokens left, seconds until the next whole token)``."""
         now = time.monotonic()
+        if self.tokens < 1.0:
+            available = self.stamp + (1.0 - self.tokens) / self.rate
+            if now >= available:
+                self.lateness.append(now - available)
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         admitted = self.tokens >= 1.0
@@ -368,6 +375,12 @@ class App:
             admitted = s.requests - s.throttled - s.unauthorized
             out["window"] = window
             out["allowed"] = allowed
+            late = sorted(self.bucket.lateness)
+            if late:
+                out["late_ms"] = {"mean": round(1000 * sum(late) / len(late), 3),
+                                  "p10": round(1000 * late[len(late) // 10], 3),
+                                  "p50": round(1000 * late[len(late) // 2], 3),
+                                  "p90": round(1000 * late[len(late) * 9 // 10], 3)}
             out["admitted"] = admitted
             out["quota_used"] = admitted / allowed if allowed else None
         return out
@@ -484,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
         server = await loop.create_server(lambda: HttpProtocol(app, loop), args.host, args.port, backlog=256)
         port = server.sockets[0].getsockname()[1]
         print(f"listening {port}", flush=True)
+
         async with server:
             await server.serve_forever()
 

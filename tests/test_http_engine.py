@@ -263,10 +263,16 @@ def test_connection_reset_on_every_attempt(server: ScriptedServer) -> None:
     assert caught.value.attempts == 6
 
 
-def test_connect_errors_are_retried_even_for_post() -> None:
+def closed_port() -> int:
+    """A loopback port that nothing listens on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_connect_errors_are_retried_even_for_post() -> None:
+    port = closed_port()
     sleeps = Sleeps()
     policy = HttpPolicy(max_attempts=3)
     with (
@@ -593,6 +599,29 @@ def test_limiter_and_on_response_see_every_request(server: ScriptedServer) -> No
     # The send is reported from the wire (httpcore's trace), then once more
     # after it, harmlessly, in case the request never got that far.
     assert limiter.events == ["acquire", "sent", "sent", "learn"] * 3
+
+
+def test_the_limiter_is_asked_on_the_wire_and_only_for_requests_that_go_out() -> None:
+    """With httpx's own transport the grant comes from httpcore's trace hook, once the
+    connection is open: a request that cannot connect spends no token."""
+    port = closed_port()
+    limiter = SpyLimiter()
+    policy = HttpPolicy(max_attempts=2)
+    with (
+        HttpEngine(f"http://127.0.0.1:{port}", policy=policy, sleep=Sleeps(), limiter=limiter) as http,
+        pytest.raises(TransportError),
+    ):
+        http.get_json("/x")
+    assert limiter.acquired == 0
+
+
+def test_a_transport_without_tracing_is_paced_before_the_send() -> None:
+    limiter = SpyLimiter()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"ok": True}))
+    with HttpEngine("http://api.test", limiter=limiter, transport=transport) as http:
+        http.get_json("/x")
+        http.get_json("/y")
+    assert limiter.acquired == 2
 
 
 def test_stats_count_every_kind_of_work(server: ScriptedServer) -> None:

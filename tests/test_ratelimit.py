@@ -549,3 +549,47 @@ def test_an_unreported_send_holds_the_others_only_briefly() -> None:
     run_workers(vt, 2, worker)
     assert grants[0] == 0.0
     assert grants[1] == pytest.approx(0.25, abs=0.002)
+
+
+def test_grants_move_ahead_by_the_usual_delay_before_the_wire() -> None:
+    """A caller whose requests leave 3 ms after their grant (building them, the HTTP
+    client's work) gets, once the delay is known, grants 3 ms earlier: its sends,
+    not its grants, end up a slot apart."""
+    vt = VirtualTime(1)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep)
+    sends: list[float] = []
+
+    def worker(_: int) -> None:
+        for _ in range(40):
+            limiter.acquire()
+            vt.sleep(0.003)
+            sends.append(vt.clock())
+            limiter.sent()
+            limiter.learn({"RateLimit-Policy": "10;w=1"})  # 0.1 s apart
+
+    run_workers(vt, 1, worker)
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    assert gaps[2] == pytest.approx(0.1 + 0.003, abs=0.001)  # before the delay is known
+    assert gaps[-1] == pytest.approx(0.1, abs=0.0005)  # after: the sends are a slot apart
+    assert min(gaps[1:]) >= 0.1  # never closer than the pace
+
+
+def test_the_head_start_is_the_smallest_delay_and_at_most_a_quarter_of_the_spacing() -> None:
+    vt = VirtualTime(1)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep)
+    sends: list[float] = []
+    rng = random.Random(7)
+
+    def worker(_: int) -> None:
+        for _ in range(60):
+            limiter.acquire()
+            # a delay of 40-60 ms: more than a quarter of the 0.1 s spacing
+            vt.sleep(0.04 + 0.02 * rng.random())
+            sends.append(vt.clock())
+            limiter.sent()
+            limiter.learn({"RateLimit-Policy": "10;w=1"})
+
+    run_workers(vt, 1, worker)
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    # capped at 25 ms early, the sends still land a slot plus the rest of the delay apart
+    assert min(gaps[20:]) >= 0.1 + 0.04 - 0.025 - 1e-6

@@ -12,7 +12,11 @@ that is safe to show. Along the way it:
   httpx timeouts alone let a server that drips bytes hang a run;
 - follows redirects itself, so that credentials never reach another origin;
 - asks the circuit breaker before each attempt and the rate limiter before each
-  request, and feeds every response back to the limiter.
+  request, and feeds every response back to the limiter. With httpx's own
+  transport the limiter is asked at the last moment, from httpcore's trace
+  hook just before the request line is written (the connection checked out,
+  the request built), so that a paced request reaches the wire a fraction of
+  a millisecond after its grant instead of after the client's own work.
 """
 
 from __future__ import annotations
@@ -256,6 +260,29 @@ class _Failure:
 Outcome = tuple[Any, httpx.Response] | _Failure | Literal["refresh"]
 
 
+class _Pacer:
+    """httpcore's trace hook for one request: wait for the limiter just before the
+    request line is written, and tell it the moment the request is on the wire.
+
+    A request httpcore sends again on a fresh connection (a stale keep-alive
+    one failed) is granted once.
+    """
+
+    __slots__ = ("granted", "limiter")
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+        self.granted = False
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith(".send_request_headers.started"):
+            if not self.granted:
+                self.granted = True
+                self.limiter.acquire()
+        elif event.endswith(".send_request_body.complete"):
+            self.limiter.sent()
+
+
 class HttpEngine:
     """Sends requests for one connector run through a single pooled ``httpx.Client``.
 
@@ -300,6 +327,9 @@ class HttpEngine:
             transport=transport,
         )
         self._base_origin = _origin(self._client.base_url) if base_url else None
+        # httpx's default transport is httpcore, which calls the trace hook;
+        # another transport may not, so it is paced before the send.
+        self._traced = transport is None
 
     def close(self) -> None:
         """Close the pooled connections. The engine cannot be used afterwards."""
@@ -465,8 +495,10 @@ class HttpEngine:
 
     def _send(self, call: _Call, request: httpx.Request, deadline: float) -> httpx.Response:
         if self._limiter is not None:
-            self._limiter.acquire()
-            request.extensions["trace"] = self._trace
+            if self._traced:
+                request.extensions["trace"] = _Pacer(self._limiter).trace
+            else:
+                self._limiter.acquire()
         self.stats.add("requests")
         try:
             response = self._client.send(request, stream=True)
@@ -489,11 +521,6 @@ class HttpEngine:
         if self._on_response is not None:
             self._on_response(response)
         return response
-
-    def _trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore's trace hook: tell the limiter the moment the request is on the wire."""
-        if event.endswith("send_request_body.complete") and self._limiter is not None:
-            self._limiter.sent()
 
     def _read(self, call: _Call, response: httpx.Response, deadline: float) -> None:
         """Read the whole body in chunks, checking the size cap and the deadline between them."""

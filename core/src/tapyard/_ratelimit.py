@@ -36,6 +36,14 @@ early, and forgets one that arrives late):
   hook) gets the next grant spaced from that moment; time lost between a
   grant and its send (the GIL, a connection being opened) then delays the
   next request instead of squeezing it against this one.
+- *Aim at the wire.* A grant is late by the sleep's overshoot, and its request
+  reaches the wire later still (building it, the HTTP client's own work).
+  Once sends are reported, the limiter measures that delay, from the moment
+  it meant to grant to the send, and grants that much earlier: the smallest
+  of the last 32 delays, never more than a quarter of the spacing, so a delay
+  that is not typical never pulls requests ahead of the pace. On the real
+  clock the wait itself ends within microseconds: the OS sleeps all but its
+  last fraction of a millisecond, which is spent yielding in a loop.
 - *A quiet start.* A limiter with no static rate lets one request out alone
   (for up to a second) until a response is learned, so a run does not open
   with a burst against a quota it knows nothing about.
@@ -45,6 +53,7 @@ Clocks and sleeping are injectable so that tests run on virtual time.
 
 from __future__ import annotations
 
+import collections
 import decimal
 import math
 import re
@@ -77,6 +86,11 @@ _PROBE_POLL = 0.005
 #: how long a grant waits for the one before it to be sent, and how often it looks
 _HANDOFF_TIMEOUT = 0.25
 _HANDOFF_POLL = 0.0005
+#: grant-to-wire delays kept, how many before they count, and the largest
+#: share of the spacing they may take off
+_LAG_WINDOW = 32
+_LAG_MIN_SAMPLES = 8
+_LAG_MAX_SHARE = 0.25
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -109,7 +123,7 @@ class RateLimiter:
         burst: float | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if rate is not None and (rate < 0 or not math.isfinite(rate)):
@@ -120,7 +134,9 @@ class RateLimiter:
         # Less than one token of capacity could never grant anything.
         self._burst = max(1.0, burst or 1.0)
         self._clock = clock
-        self._sleep = sleep
+        # On the real clock, sleep precisely: an OS sleep overshoots by a tenth
+        # of a millisecond or more, a share of every paced request's slot.
+        self._sleep = sleep or (_precise_sleep if clock is time.monotonic else time.sleep)
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -139,6 +155,9 @@ class RateLimiter:
         # waits for the one before it to leave: see sent().
         self._handoff = False
         self._unsent: tuple[int, float] | None = None
+        # How late requests reach the wire after the moment meant for their grant.
+        self._lags: collections.deque[float] = collections.deque(maxlen=_LAG_WINDOW)
+        self._lag = 0.0
 
     @property
     def rate(self) -> float | None:
@@ -153,15 +172,21 @@ class RateLimiter:
     def acquire(self) -> float:
         """Block until a token is available, take it, and return the seconds waited."""
         waited = 0.0
+        aim: float | None = None
         while True:
             with self._lock:
                 now = self._clock()
                 wait = self._wait_time(now)
+                if aim is None and wait > _EPSILON:
+                    # The caller has to wait for the pace: remember the moment
+                    # meant for its grant, to measure how late its send is.
+                    aim = now + wait
                 if wait <= _EPSILON:
                     if self._rate is not None:
                         self._tokens = max(0.0, self._tokens - 1.0)
                     self._last_grant = now
                     self._local.granted, self._local.measured = now, False
+                    self._local.aim = aim
                     if self._handoff:
                         self._unsent = (threading.get_ident(), now)
                     return waited
@@ -188,6 +213,12 @@ class RateLimiter:
             self._last_grant = max(self._last_grant, now)
             if not getattr(self._local, "measured", True):
                 self._local.granted = now  # time the round trip from the wire
+            aim = getattr(self._local, "aim", None)
+            if aim is not None and now >= aim:
+                self._local.aim = None
+                self._lags.append(now - aim)
+                if len(self._lags) >= _LAG_MIN_SAMPLES:
+                    self._lag = min(self._lags)
 
     def learn(self, headers: Mapping[str, str]) -> None:
         """Adjust the pace from a response's rate-limit headers; ignore what it cannot parse.
@@ -205,10 +236,14 @@ class RateLimiter:
             pace = self._slacken(quota.interval) if quota.interval else 0.0
             if quota.remaining is not None and quota.reset is not None:
                 # Work in server time: the headers were written about one leg
-                # before they arrived. An epoch reset is a fixed point, and how
-                # far it lies from the moment they were written is unknown (a
-                # slow server answers long after it counted the request), so
-                # its window is taken from the send: longer, never shorter.
+                # before they arrived. (Anchoring on the send instead, a leg
+                # after it, would be closer for a server that counts requests
+                # as they arrive, but early whenever the server is slow to read
+                # them: tried, it drew 429s.) An epoch reset is a fixed point,
+                # and how far it lies from the moment they were written is
+                # unknown (a slow server answers long after it counted the
+                # request), so its window is taken from the send: longer,
+                # never shorter.
                 server_now = now - leg
                 if quota.absolute:
                     deadline = now + quota.reset
@@ -256,7 +291,9 @@ class RateLimiter:
 
     def _wait_time(self, now: float) -> float:
         self._refill(now)
-        wait = max(self._not_before, self._last_grant + self._pace) - now
+        # The learned pace aims at the wire: grant early by the usual delay to it.
+        early = min(self._lag, _LAG_MAX_SHARE * self._pace)
+        wait = max(self._not_before, self._last_grant + self._pace) - early - now
         if self._probing and self._last_grant > -math.inf:
             if now >= self._last_grant + _PROBE_TIMEOUT:
                 self._probing = False
@@ -287,6 +324,23 @@ class RateLimiter:
             self._min_rtt = min(self._min_rtt, now - granted)
             self._samples += 1
         return granted, (self._min_rtt / 2.0 if self._samples >= 2 else 0.0)
+
+
+#: how long before the end of a wait a precise sleep stops sleeping and yields instead
+_SPIN = 0.0004
+
+
+def _precise_sleep(seconds: float) -> None:
+    """Sleep ``seconds`` on ``time.monotonic``, ending within a few microseconds.
+
+    The OS sleeps the bulk of it; the last fraction of a millisecond is spent
+    yielding the CPU (and the GIL) in a loop: ``time.sleep(0)``.
+    """
+    end = time.monotonic() + seconds
+    if seconds > _SPIN:
+        time.sleep(seconds - _SPIN)
+    while time.monotonic() < end:
+        time.sleep(0)
 
 
 def _number(value: str | None) -> float | None:

@@ -141,6 +141,11 @@ _DONE = object()
 #: this many seconds have passed since its first page was queued.
 COMMIT_ROWS = 2000
 COMMIT_SECONDS = 0.25
+#: The same limit in seconds when the reader writes its own pages: its next
+#: request waits while it writes, so a paced reader (one page every 10 ms, say)
+#: writes a few pages at a time, inside the wait, instead of twenty at once,
+#: which would make the request after them late.
+INLINE_COMMIT_SECONDS = 0.05
 
 
 class _Run:
@@ -320,13 +325,17 @@ class _Run:
         """One reader at a time, in this thread: no queue, no thread hand-off."""
         pending: list[Any] = []
         rows = 0
+        since = 0.0
+        clock = time.monotonic
 
         def sink(item: Any) -> None:
-            nonlocal rows
+            nonlocal rows, since
+            if not pending:
+                since = clock()
             pending.append(item)
             if isinstance(item, Batch):
                 rows += item.count
-            if rows >= COMMIT_ROWS or not isinstance(item, Batch):
+            if rows >= COMMIT_ROWS or not isinstance(item, Batch) or clock() - since >= INLINE_COMMIT_SECONDS:
                 flush()
 
         def flush() -> None:
