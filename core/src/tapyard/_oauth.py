@@ -23,7 +23,6 @@ The token lifecycle every strategy here keeps:
 
 from __future__ import annotations
 
-import http.server
 import secrets
 import threading
 import time
@@ -744,6 +743,8 @@ class _Loopback:
     """
 
     def __init__(self, port: int, state: str) -> None:
+        import http.server  # only an interactive login needs it: not at import
+
         self.result: dict[str, str] | None = None
         self.done = threading.Event()
         listener = self

@@ -79,8 +79,8 @@ def _allowed() -> set[str] | None:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
-def _core_requirement(dist: metadata.Distribution) -> str | None:
-    for req in dist.requires or ():
+def _core_requirement(requires: list[str] | None) -> str | None:
+    for req in requires or ():
         head = req.split(";")[0].strip()
         if head.startswith("tapyard") and not head.startswith(("tapyard-", "tapyard_")):
             return head[len("tapyard") :].strip() or None
@@ -115,11 +115,13 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         if pm.has_plugin(ep.name) or ep.name in _infos:
             continue
         dist = ep.dist
+        # Each read of Distribution.metadata parses the METADATA file again: once here.
+        meta = dist.metadata if dist else None
         info = PluginInfo(
             name=ep.name,
-            distribution=dist.metadata["Name"] if dist else None,
-            version=dist.version if dist else None,
-            requires_core=_core_requirement(dist) if dist else None,
+            distribution=meta["Name"] if meta else None,
+            version=meta["Version"] if meta else None,
+            requires_core=_core_requirement(meta.get_all("Requires-Dist")) if meta else None,
         )
         _infos[ep.name] = info
         try:
