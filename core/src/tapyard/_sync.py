@@ -463,13 +463,11 @@ def _collector_tuned() -> Iterator[None]:
     collector then runs every few pages and re-walks every object the process
     holds; freezing what exists at the start and raising the threshold for the
     duration of the sync cut the engine's CPU per record by about a third
-    (docs/performance.md); 50,000 rather than 10,000 saves another 2% (the
-    records are freed by reference counting: they hold no cycles for the
-    collector to find). Memory stays flat: nothing here keeps objects alive.
+    (docs/performance.md). Memory stays flat: nothing here keeps objects alive.
     """
     threshold = gc.get_threshold()
     gc.freeze()
-    gc.set_threshold(max(threshold[0], 50_000), threshold[1], threshold[2])
+    gc.set_threshold(max(threshold[0], 10_000), threshold[1], threshold[2])
     try:
         yield
     finally:
