@@ -183,8 +183,6 @@ def _row_builder(
     return build
 
 
-
-
 def _converted(values: list[Any], json_idx: Sequence[int], text_idx: Sequence[int]) -> list[Any]:
     """``values`` (one row, in column order) with nested values as JSON text and typed scalars as text."""
     for i in json_idx:
