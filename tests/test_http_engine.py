@@ -622,6 +622,8 @@ def test_a_transport_without_tracing_is_paced_before_the_send() -> None:
         http.get_json("/x")
         http.get_json("/y")
     assert limiter.acquired == 2
+    # No send is reported: the end of a round trip is not the moment a request went out.
+    assert limiter.events == ["acquire", "learn"] * 2
 
 
 def test_stats_count_every_kind_of_work(server: ScriptedServer) -> None:

@@ -506,8 +506,12 @@ class HttpEngine:
             self._check_deadline(call, deadline, exc)
             raise
         finally:
-            if self._limiter is not None:
-                self._limiter.sent()  # in case the request never got that far
+            if self._limiter is not None and self._traced:
+                # In case the request was granted but never reached the wire.
+                # Without the trace hook nothing can tell when a request went
+                # out, and reporting the end of the round trip instead would
+                # teach the limiter a grant-to-wire delay that is not one.
+                self._limiter.sent()
         if response.status_code == 429 or response.status_code >= 500:
             self.stats.add("throttled" if response.status_code == 429 else "server_errors")
         if self._limiter is not None:
