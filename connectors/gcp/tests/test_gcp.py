@@ -237,6 +237,26 @@ def test_replay_wrong_credentials_are_an_authentication_error(tmp_path: Path) ->
     assert rows(db, "SELECT count(*) FROM blobs") == [(0,)]
 
 
+def test_no_thread_of_the_sdk_outlives_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # google-cloud-storage 3.x would fetch the bucket's metadata from a daemon
+    # thread: a request nobody asked for, still running after the sync returned.
+    import threading
+
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def recording_start(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    with replay("full.yaml"):
+        result = tapyard.sync("gcp", config(REPLAY_ENDPOINT), to=f"sqlite:///{tmp_path}/t.db", streams=["blobs"], **SERIAL)
+    assert result.ok
+    assert [t.name for t in started if t.is_alive()] == []
+    assert not [t.name for t in started if "_fetch_background" in t.name or "_verify_existence" in t.name]
+
+
 def test_listing_needs_no_sdk_import() -> None:
     import subprocess
     import sys

@@ -70,6 +70,11 @@ class GcpSource(tapyard.Source):
                 client_options=options,
                 _http=self._session(credentials),  # the client's documented HTTP object
             )
+        # google-cloud-storage 3.x fetches a bucket's metadata for its tracing
+        # spans from a daemon thread on the first call naming the bucket. That is
+        # an extra, unasked-for request which outlives the run (and, replayed,
+        # races the cassette's exit). The client checks the cache for None.
+        self.client._bucket_metadata_cache = None
 
     def _credentials(self) -> tuple[Any, str | None]:
         credentials = self._context.credentials
