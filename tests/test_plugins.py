@@ -37,12 +37,30 @@ def tapyard_register_connectors(register):
 '''
 
 
-def make_package(root: Path, name: str, module_source: str, *, requires: str = "tapyard>=0.1,<0.2") -> Path:
-    """Write a connector distribution ``tapyard-<name>`` into ``root``."""
+ACME_MANIFEST = """
+plugin_api = 1
+publisher = "Acme Corp"
+
+[[connector]]
+name = "acme"
+description = "Acme widgets"
+streams = ["widgets"]
+auth_kinds = ["api_key"]
+"""
+
+
+def make_package(
+    root: Path, name: str, module_source: str, *, requires: str = "tapyard>=0.1,<0.2",
+    manifest: str | None = None,
+) -> Path:
+    """Write a connector distribution ``tapyard-<name>`` into ``root`` (with a
+    ``tapyard-manifest.toml`` when ``manifest`` is given)."""
     pkg = root / name
     src = pkg / "src" / f"tapyard_{name}"
     src.mkdir(parents=True)
     (src / "__init__.py").write_text(textwrap.dedent(module_source))
+    if manifest is not None:
+        (src / "tapyard-manifest.toml").write_text(textwrap.dedent(manifest))
     (pkg / "pyproject.toml").write_text(
         textwrap.dedent(
             f"""
@@ -86,10 +104,11 @@ def cli(*args: str, path: Path | None = None, **env: str) -> subprocess.Complete
 
 
 @pytest.mark.slow
-def test_outside_package_appears_without_core_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("manifest", [None, ACME_MANIFEST], ids=["imported", "from-manifest"])
+def test_outside_package_appears_without_core_change(tmp_path: Path, manifest: str | None) -> None:
     pytest.importorskip("hatchling", reason="building the test package needs hatchling")
     target = tmp_path / "site"
-    install(make_package(tmp_path, "acme", ACME), target)
+    install(make_package(tmp_path, "acme", ACME, manifest=manifest), target)
     done = cli("connectors", "list", "--json", path=target)
     assert done.returncode == 0, done.stderr
     listed = {c["name"]: c for c in json.loads(done.stdout)}
@@ -120,10 +139,11 @@ def test_broken_plugin_is_skipped_with_a_warning_and_strict_fails(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_core_version_mismatch_warns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("manifest", [None, ACME_MANIFEST], ids=["imported", "from-manifest"])
+def test_core_version_mismatch_warns(tmp_path: Path, manifest: str | None) -> None:
     pytest.importorskip("hatchling", reason="building the test package needs hatchling")
     target = tmp_path / "site"
-    install(make_package(tmp_path, "acme", ACME, requires="tapyard>=9,<10"), target)
+    install(make_package(tmp_path, "acme", ACME, requires="tapyard>=9,<10", manifest=manifest), target)
     done = cli("connectors", "list", "--json", path=target)
     assert done.returncode == 0
     assert "plugin 'acme' (tapyard-acme 2.3.4) supports tapyard" in done.stderr

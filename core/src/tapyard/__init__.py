@@ -35,8 +35,8 @@ if TYPE_CHECKING:
         TransportError,
     )
     from tapyard._http import HttpEngine, HttpPolicy
+    from tapyard._manifest import PLUGIN_API_VERSION
     from tapyard._model import (
-        PLUGIN_API_VERSION,
         AuthStrategy,
         Connector,
         Credentials,
@@ -120,7 +120,7 @@ _LAZY: dict[str, str] = {
     "OAuth2ClientCredentialsAuth": "tapyard._oauth",
     "OAuth2RefreshTokenAuth": "tapyard._oauth",
     "OffsetPaginator": "tapyard._paginators",
-    "PLUGIN_API_VERSION": "tapyard._model",
+    "PLUGIN_API_VERSION": "tapyard._manifest",
     "Page": "tapyard._model",
     "PageNumberPaginator": "tapyard._paginators",
     "PageRequest": "tapyard._model",

@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr
 
+#: The plugin API this core implements. A connector built for another version is
+#: refused at load time with a clear message. (Defined beside the manifests, which
+#: are read without importing this module.)
+from tapyard._manifest import PLUGIN_API_VERSION
+
 if TYPE_CHECKING:
     import httpx
 
@@ -32,11 +37,6 @@ __all__ = [
     "Stream",
     "StreamState",
 ]
-
-#: The plugin API this core implements. A connector built for another major
-#: version is refused at load time with a clear message.
-PLUGIN_API_VERSION = 1
-
 
 @dataclass(frozen=True, slots=True)
 class PageRequest:

@@ -25,9 +25,11 @@ import pluggy
 
 from tapyard import hookspecs
 from tapyard._exceptions import ConnectorNotFoundError, PluginError
-from tapyard._model import PLUGIN_API_VERSION
+from tapyard._manifest import PLUGIN_API_VERSION, ConnectorManifest, ManifestError, read_manifest
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from tapyard._model import AuthStrategy, Connector, Paginator, Stream
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "collect_connectors",
     "collect_destinations",
     "collect_paginators",
+    "connector_listing",
+    "describe_connector",
     "get_connector",
     "get_plugin_manager",
     "plugin_infos",
@@ -48,6 +52,10 @@ ENTRY_POINT_GROUP = "tapyard"
 
 class PluginWarning(UserWarning):
     """A plugin was skipped or looks incompatible; tapyard goes on without it."""
+
+
+class ManifestWarning(PluginWarning):
+    """A plugin's manifest could not be used; the plugin is imported to list it."""
 
 
 @dataclass
@@ -107,23 +115,58 @@ def _check_core_version(info: PluginInfo) -> None:
         warnings.warn(message, PluginWarning, stacklevel=3)
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _distribution_meta(ep: EntryPoint) -> dict[str, str | None]:
+    """The distribution fields of ``ep``'s package, from one parse of its METADATA."""
+    dist = ep.dist
+    # Each read of Distribution.metadata parses the METADATA file again: once here.
+    meta = dist.metadata if dist else None
+    if meta is None:
+        return {"distribution": None, "version": None, "requires_core": None, "license": None, "homepage": None}
+    def first(field: str) -> str | None:
+        # get_all: a missing field is None on the standard library's metadata but a
+        # KeyError on the importlib_metadata backport's, which pytest may bring in.
+        values = meta.get_all(field) if meta is not None else None
+        return values[0] if values else None
+
+    homepage = first("Home-page")
+    for url in meta.get_all("Project-URL") or ():
+        label, _, address = url.partition(",")
+        if label.strip().lower() in ("homepage", "home", "source", "repository"):
+            homepage = homepage or address.strip()
+    return {
+        "distribution": meta["Name"],
+        "version": meta["Version"],
+        "requires_core": _core_requirement(meta.get_all("Requires-Dist")),
+        "license": first("License-Expression") or first("License"),
+        "homepage": homepage,
+    }
+
+
+def _entry_points() -> list[tuple[EntryPoint, dict[str, str | None]]]:
+    """The ``tapyard`` entry points the allow-list lets through, with their distribution fields."""
     allowed = _allowed()
+    found = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if allowed is not None and ep.name not in allowed:
             continue
+        found.append((ep, _distribution_meta(ep)))
+    return found
+
+
+def _info(ep: EntryPoint, meta: dict[str, str | None]) -> PluginInfo:
+    return PluginInfo(
+        name=ep.name,
+        distribution=meta["distribution"],
+        version=meta["version"],
+        requires_core=meta["requires_core"],
+    )
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    for ep, meta in _entry_points():
         if pm.has_plugin(ep.name) or ep.name in _infos:
             continue
-        dist = ep.dist
-        # Each read of Distribution.metadata parses the METADATA file again: once here.
-        meta = dist.metadata if dist else None
-        info = PluginInfo(
-            name=ep.name,
-            distribution=meta["Name"] if meta else None,
-            version=meta["Version"] if meta else None,
-            requires_core=_core_requirement(meta.get_all("Requires-Dist")) if meta else None,
-        )
-        _infos[ep.name] = info
+        info = _infos[ep.name] = _info(ep, meta)
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
@@ -231,14 +274,7 @@ def collect_connectors() -> dict[str, Connector]:
     owners: dict[str, str] = _cache.get("tapyard_register_connectors.owners", {})
     accepted: dict[str, Connector] = {}
     for name, connector in connectors.items():
-        if connector.plugin_api != PLUGIN_API_VERSION:
-            message = (
-                f"connector {name!r} was built for plugin API {connector.plugin_api}, "
-                f"this core speaks {PLUGIN_API_VERSION}: upgrade the connector or tapyard"
-            )
-            if _strict():
-                raise PluginError(message)
-            warnings.warn(f"skipping {message}", PluginWarning, stacklevel=2)
+        if not _speaks_our_api(name, connector.plugin_api):
             continue
         info = _infos.get(owners.get(name, ""))
         if info is not None:
@@ -246,6 +282,93 @@ def collect_connectors() -> dict[str, Connector]:
             connector.version = info.version or connector.version
         accepted[name] = connector
     return accepted
+
+
+def _speaks_our_api(name: str, plugin_api: int) -> bool:
+    """Whether a connector built for ``plugin_api`` can be used; warns (or raises, strict) if not."""
+    if plugin_api == PLUGIN_API_VERSION:
+        return True
+    message = (
+        f"connector {name!r} was built for plugin API {plugin_api}, "
+        f"this core speaks {PLUGIN_API_VERSION}: upgrade the connector or tapyard"
+    )
+    if _strict():
+        raise PluginError(message)
+    warnings.warn(f"skipping {message}", PluginWarning, stacklevel=3)
+    return False
+
+
+def describe_connector(connector: Connector) -> dict[str, Any]:
+    """A loaded connector as ``tapyard connectors list --json`` shows it."""
+    return {
+        "name": connector.name,
+        "version": connector.version,
+        "distribution": connector.distribution,
+        "description": connector.description,
+        "streams": connector.stream_names(),
+        "auth_kinds": list(connector.auth_kinds),
+    }
+
+
+def installed_manifests() -> tuple[dict[str, ConnectorManifest], list[str]]:
+    """The manifests of the installed connectors by name, read without importing any,
+    and the entry points whose package has no usable manifest.
+
+    A malformed manifest is reported with a warning and its plugin counted as
+    having none. A connector whose manifest declares another plugin API is
+    skipped with the warning :func:`collect_connectors` gives.
+    """
+    manifests: dict[str, ConnectorManifest] = {}
+    without: list[str] = []
+    for ep, meta in _entry_points():
+        try:
+            described = read_manifest(ep, meta)
+        except ManifestError as exc:
+            warnings.warn(
+                f"ignoring the manifest of plugin {ep.name!r}: {exc}; listing it by importing it",
+                ManifestWarning,
+                stacklevel=2,
+            )
+            described = None
+        if described is None:
+            without.append(ep.name)
+            continue
+        _check_core_version(_info(ep, meta))
+        for manifest in described:
+            if not _speaks_our_api(manifest.name, manifest.plugin_api):
+                continue
+            previous = manifests.get(manifest.name)
+            if previous is not None and previous.plugin != manifest.plugin:
+                warnings.warn(
+                    f"tapyard_register_connectors: {manifest.name!r} from plugin {manifest.plugin!r} "
+                    f"replaces the one from {previous.plugin!r}",
+                    PluginWarning,
+                    stacklevel=2,
+                )
+            manifests[manifest.name] = manifest
+    return manifests, without
+
+
+def connector_listing() -> list[dict[str, Any]]:
+    """Every installed connector, by name, as ``tapyard connectors list`` shows it.
+
+    Read from the manifests, importing no connector, unless that would not be
+    the whole truth: when the plugins are already loaded in this process (they
+    may include plugins registered at run time), in strict mode (which promises
+    to fail on a plugin that cannot be imported), and when a plugin has no
+    usable manifest. Then every plugin is loaded and asked.
+    """
+    if _pm is None and not _strict():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            manifests, without = installed_manifests()
+        for warning in caught:
+            # Loading the plugins below gives the other warnings again.
+            if not without or issubclass(warning.category, ManifestWarning):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        if not without:
+            return [manifests[name].describe() for name in sorted(manifests)]
+    return [describe_connector(c) for _, c in sorted(collect_connectors().items())]
 
 
 def get_connector(name: str) -> Connector:

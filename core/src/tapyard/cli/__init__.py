@@ -127,6 +127,23 @@ def _remove_logging(installed: tuple[logging.Handler, logging.Filter, int]) -> N
     root.setLevel(previous)
 
 
+_ROOT_FLAGS = frozenset({"--debug", "--strict-plugins", "--quiet", "-q"})
+
+
+def _builtin_command(args: Sequence[str]) -> bool:
+    """Whether ``args`` run one of tapyard's own commands.
+
+    Those need no plugin commands, so the plugins are not imported to add them
+    (a plugin cannot replace a built-in command). ``--help`` and anything else
+    load them.
+    """
+    name = next((a for a in args if a not in _ROOT_FLAGS), None)
+    if name is None or name.startswith("-"):
+        return False
+    builtins = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    return name in builtins
+
+
 def _plugin_commands() -> None:
     if getattr(app, "_tapyard_plugins_added", False):
         return
@@ -167,7 +184,8 @@ def _main(args: list[str], debug: bool) -> int:
     from tapyard._exceptions import TapyardError
 
     try:
-        _plugin_commands()
+        if not _builtin_command(args):
+            _plugin_commands()
         app(args=args, prog_name="tapyard", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)

@@ -6,30 +6,26 @@ from typing import Any
 
 import typer
 
-from tapyard.cli._output import console, print_json
+from tapyard.cli._output import console, err_console, print_json
 
 group = typer.Typer(help="List and inspect installed connectors.", no_args_is_help=True)
-
-
-def _describe(connector: Any) -> dict[str, Any]:
-    return {
-        "name": connector.name,
-        "version": connector.version,
-        "distribution": connector.distribution,
-        "description": connector.description,
-        "streams": connector.stream_names(),
-        "auth_kinds": list(connector.auth_kinds),
-    }
 
 
 @group.command("list")
 def list_connectors(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    check: bool = typer.Option(
+        False, "--check", help="Import every connector and check it against its manifest."
+    ),
 ) -> None:
-    """List the installed connectors."""
-    from tapyard._plugins import collect_connectors
+    """List the installed connectors.
 
-    connectors = [_describe(c) for _, c in sorted(collect_connectors().items())]
+    The list is read from the connectors' manifests, without importing them;
+    --check imports each one and fails when it differs from its manifest.
+    """
+    from tapyard._plugins import connector_listing
+
+    connectors = _checked() if check else connector_listing()
     if as_json:
         print_json(connectors)
         return
@@ -46,16 +42,43 @@ def list_connectors(
     console.print(table)
 
 
+def _checked() -> list[dict[str, Any]]:
+    """Every connector loaded, after comparing each with its manifest."""
+    from tapyard._exceptions import PluginError
+    from tapyard._manifest import manifest_differences
+    from tapyard._plugins import collect_connectors, describe_connector, installed_manifests
+
+    manifests, without = installed_manifests()
+    loaded = collect_connectors()
+    problems = []
+    for name, connector in sorted(loaded.items()):
+        manifest = manifests.get(name)
+        if manifest is None:
+            if not without:
+                problems.append(f"{name}: registered, but in no manifest")
+            continue
+        problems += [f"{name}: {d}" for d in manifest_differences(manifest, describe_connector(connector))]
+    problems += [f"{name}: in {manifests[name].path}, but not registered" for name in sorted(set(manifests) - set(loaded))]
+    if problems:
+        raise PluginError(
+            f"{len(problems)} manifest mismatch{'es' if len(problems) > 1 else ''}: {'; '.join(problems)}; "
+            "make the manifest say what the connector registers"
+        )
+    for plugin in without:
+        err_console.print(f"note: plugin {plugin!r} has no manifest, so listing it imports it")
+    return [describe_connector(c) for _, c in sorted(loaded.items())]
+
+
 @group.command("info")
 def info(
     name: str = typer.Argument(..., help="Connector name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a connector's version, streams, auth kinds and configuration fields."""
-    from tapyard._plugins import get_connector
+    from tapyard._plugins import describe_connector, get_connector
 
     connector = get_connector(name)
-    details = _describe(connector)
+    details = describe_connector(connector)
     schema = connector.config_model.model_json_schema()
     required = set(schema.get("required", ()))
     details["config"] = [
