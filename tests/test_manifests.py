@@ -35,7 +35,7 @@ def test_listing_imports_no_connector_and_no_model() -> None:
     code = (
         "import sys; from tapyard.cli import main; code = main(['connectors', 'list', '--json']);"
         "loaded = sorted(m for m in sys.modules if m.startswith('tapyard_') or m in "
-        "('tapyard._model', 'tapyard._http', 'boto3', 'stripe', 'simple_salesforce'));"
+        "('tapyard._model', 'tapyard._http', 'pydantic', 'boto3', 'stripe', 'simple_salesforce'));"
         "print(json.dumps(loaded), file=sys.stderr); sys.exit(code)"
     )
     done = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, timeout=60)
@@ -44,6 +44,15 @@ def test_listing_imports_no_connector_and_no_model() -> None:
     listed = {c["name"]: c for c in json.loads(done.stdout)}
     assert set(listed) >= OURS
     assert listed["stripe"]["distribution"] == "tapyard-stripe" and listed["stripe"]["version"] == "0.1.0"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["connectors", "--help"], ["connectors", "list", "--help"]])
+def test_help_still_works_with_its_default_false(args: list[str]) -> None:
+    # tapyard.cli._typer gives typer's --help option a default of False (so that
+    # parsing a command line does not import pydantic); --help itself still helps.
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: ") and "--help" in done.stdout and "[default" not in done.stdout
 
 
 def test_check_passes_for_the_installed_connectors() -> None:

@@ -21,10 +21,13 @@ from typing import Any
 
 import typer
 
+from tapyard.cli._typer import Group
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="tapyard",
+    cls=Group,
     help="Sync data from vendor APIs into SQLite, PostgreSQL or JSON Lines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -7,11 +7,12 @@ from typing import Any
 import typer
 
 from tapyard.cli._output import console, err_console, print_json
+from tapyard.cli._typer import Command, Group
 
-group = typer.Typer(help="List and inspect installed connectors.", no_args_is_help=True)
+group = typer.Typer(help="List and inspect installed connectors.", no_args_is_help=True, cls=Group)
 
 
-@group.command("list")
+@group.command("list", cls=Command)
 def list_connectors(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     check: bool = typer.Option(
