@@ -153,3 +153,89 @@ def test_sqlite_reads_computed_fields_and_odd_column_names(tmp_path: Path) -> No
     dest.close()
     rows = sqlite3.connect(tmp_path / "o.db").execute('SELECT * FROM odd ORDER BY id').fetchall()
     assert rows == [(1, "x", '{"k":[1]}', 2), (2, "y", None, 4)]
+
+
+def _wal_frames_left(db: Path) -> int:
+    """Frames of the write-ahead log not yet copied back into the database."""
+    con = sqlite3.connect(db)
+    try:
+        _busy, log, done = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(log - done)
+    finally:
+        con.close()
+
+
+def test_sqlite_checkpoints_from_its_own_thread_and_the_writer_only_as_a_backstop(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    db = tmp_path / "w.db"
+    dest = open_destination(f"sqlite:///{db}")
+    dest.prepare(STREAM, columns_of(Row))
+    checkpointer = dest._checkpointer  # type: ignore[attr-defined]
+    assert checkpointer._thread is None  # started by the first commit
+    with dest.engine.connect() as conn:  # type: ignore[attr-defined]
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 20_000
+    rows = [{"id": i, "name": "x" * 200} for i in range(2_000)]
+    for n in range(20):
+        dest.write("k", [Batch("things", rows[n * 100:(n + 1) * 100])])
+    deadline = time.monotonic() + 5
+    while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert checkpointer.checkpoints >= 1 and checkpointer.error is None
+    assert checkpointer._thread in threading.enumerate()
+    dest.close()
+    assert not checkpointer._thread.is_alive()
+    # closed: the whole log is back in the database, and every row is there
+    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM things").fetchone() == (2_000,)
+
+
+def test_sqlite_checkpointer_keeps_up_with_a_steady_writer(tmp_path: Path) -> None:
+    import time
+
+    db = tmp_path / "s.db"
+    dest = open_destination(f"sqlite:///{db}")
+    dest.prepare(STREAM, columns_of(Row))
+    rows = [{"id": i, "name": "y" * 400} for i in range(100)]
+    for n in range(60):
+        dest.write("k", [Batch("things", [{**r, "id": r["id"] + 100 * n} for r in rows])])
+        time.sleep(0.01)
+    time.sleep(0.3)
+    # about 1,500 frames were written; what is left uncopied is the last interval's at most
+    assert _wal_frames_left(db) < 600
+    dest.close()
+
+
+def test_a_failing_checkpointer_never_fails_a_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tapyard._sqlite
+
+    real_connect = sqlite3.connect
+
+    def refusing(path: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if kwargs.get("check_same_thread") is False:  # the checkpointer's connection
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(path, *args, **kwargs)
+
+    monkeypatch.setattr(tapyard._sqlite.sqlite3, "connect", refusing)
+    db = tmp_path / "f.db"
+    dest = open_destination(f"sqlite:///{db}")
+    dest.prepare(STREAM, columns_of(Row))
+    dest.write("k", [Batch("things", [{"id": 1, "name": "a"}])])
+    dest.close()
+    assert "unable to open database file" in (dest._checkpointer.error or "")  # type: ignore[attr-defined]
+    assert real_connect(db).execute("SELECT count(*) FROM things").fetchone() == (1,)
+
+
+def test_a_destination_dropped_without_close_stops_its_checkpointer(tmp_path: Path) -> None:
+    import gc
+
+    dest = open_destination(f"sqlite:///{tmp_path / 'g.db'}")
+    dest.prepare(STREAM, columns_of(Row))
+    dest.write("k", [Batch("things", [{"id": 1, "name": "a"}])])
+    thread = dest._checkpointer._thread  # type: ignore[attr-defined]
+    assert thread is not None and thread.is_alive()
+    del dest
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()

@@ -593,3 +593,86 @@ def test_the_head_start_is_the_smallest_delay_and_at_most_a_quarter_of_the_spaci
     gaps = [b - a for a, b in itertools.pairwise(sends)]
     # capped at 25 ms early, the sends still land a slot plus the rest of the delay apart
     assert min(gaps[20:]) >= 0.1 + 0.04 - 0.025 - 1e-6
+
+
+# Anchoring slots on the send
+
+
+class WorkingServer(SmoothServer):
+    """A smooth quota whose server counts a request as it reads it, then works on
+    it for a while (``work`` seconds, with jitter) before it answers. With
+    ``reset_at_answer`` it times ``RateLimit-Reset`` from when it answers instead
+    (a server whose rate-limit headers are computed late)."""
+
+    def __init__(self, rate: float, work: float, reset_at_answer: bool = False) -> None:
+        super().__init__(rate, epoch=False)
+        self.work = work
+        self.reset_at_answer = reset_at_answer
+
+
+def paced_run(server: WorkingServer, report_sends: bool, duration: float = 20.0) -> tuple[float, int]:
+    vt = VirtualTime(1)
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep, wall_clock=vt.wall)
+    rng = random.Random(7)
+
+    def worker(_: int) -> None:
+        while vt.clock() < duration:
+            limiter.acquire()
+            if report_sends:
+                limiter.sent()
+            vt.sleep(0.0003 + rng.expovariate(1 / 0.00005))  # the way there
+            ok, headers = server.handle(vt.clock())
+            work = server.work * (0.5 + rng.random())
+            vt.sleep(work)
+            if server.reset_at_answer:
+                headers["RateLimit-Reset"] = repr(max(0.0, float(headers["RateLimit-Reset"]) - work))
+            vt.sleep(0.0003 + rng.expovariate(1 / 0.0005))  # the way back: slower, and jittery
+            limiter.learn(headers)
+            if not ok:
+                limiter.penalize(float(headers["Retry-After"]))
+
+    run_workers(vt, 1, worker)
+    return server.ok / (server.rate * duration), server.throttled
+
+
+def test_slots_anchored_on_the_send_leave_out_the_servers_work_and_the_way_back() -> None:
+    """One worker, a server that spends about 2 ms on each request after counting
+    it: anchored on the response, each request would be late by that work and by
+    the jitter of the way back; anchored on the send, only the way there counts."""
+    used, throttled = paced_run(WorkingServer(50.0, 0.002), report_sends=True)
+    assert used >= 0.97, used
+    assert throttled <= 0.01 * 1000, throttled
+    response_anchored, none = paced_run(WorkingServer(50.0, 0.002), report_sends=False)
+    assert none == 0
+    assert used >= response_anchored + 0.03, (used, response_anchored)
+
+
+def test_a_server_timing_its_reset_from_its_answer_makes_the_limiter_give_the_send_up() -> None:
+    """Anchored on the send, such a server's resets look early by all its work
+    (10-30 ms here): the 429s come one after another, however the margin widens,
+    and after a few the limiter anchors on responses again, doing no worse than
+    a limiter that was never told about sends."""
+    used, throttled = paced_run(WorkingServer(20.0, 0.02, reset_at_answer=True), report_sends=True)
+    before, before_throttled = paced_run(WorkingServer(20.0, 0.02, reset_at_answer=True), report_sends=False)
+    assert throttled <= before_throttled + 5, (throttled, before_throttled)
+    assert used >= before - 0.01, (used, before)
+
+
+def test_the_margin_settles_and_429s_only_widen_it() -> None:
+    vt = FakeTime()
+    limiter = RateLimiter(None, clock=vt.clock, sleep=vt.sleep)
+    limiter.acquire()
+    limiter.sent()
+    limiter.learn({"RateLimit-Policy": "100;w=1"})
+    start = limiter._margin
+    limiter.penalize(0.001)
+    limiter.penalize(0.001)  # soon after the first: twice the step
+    assert limiter._margin == pytest.approx(start + 0.00015 + 0.0003)
+    for _ in range(10_000):
+        limiter.learn({"RateLimit-Policy": "100;w=1"})
+    assert limiter._margin == pytest.approx(0.00005)  # back to the floor, never below
+    limiter.penalize(0.001)  # long after the last: one step again
+    assert limiter._margin == pytest.approx(0.00005 + 0.00015)
+    for _ in range(100):
+        limiter.penalize(1.0)
+    assert limiter._margin == pytest.approx(limiter._pace / 2)  # at most half the spacing

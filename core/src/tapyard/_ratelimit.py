@@ -31,6 +31,15 @@ early, and forgets one that arrives late):
   boost that each 429 raises by a millisecond and every response lets decay.
   A pace learned lower than the current one is approached gradually, and a
   429's own headers never lower it.
+- *Anchored on the send.* Once sends are reported, a slot is timed from the
+  send of the request whose response taught it rather than from the response:
+  a server that counts a request as it reads it times its reset from that
+  moment, so the way back and the server's work on the request (the jitter of
+  both) drop out. The safety margin on such a slot is learned from 429s: each
+  raises it, every admitted request lowers it a little, so that it settles
+  where about one request in 250 arrives early. A server whose 429s come one
+  after another however wide the margin grows times its resets otherwise, and
+  its limiter goes back to anchoring on responses.
 - *Sends, not grants.* A caller that reports with :meth:`RateLimiter.sent`
   when a request actually went out (the engine does, through httpcore's trace
   hook) gets the next grant spaced from that moment; time lost between a
@@ -91,6 +100,20 @@ _HANDOFF_POLL = 0.0005
 _LAG_WINDOW = 32
 _LAG_MIN_SAMPLES = 8
 _LAG_MAX_SHARE = 0.25
+#: the margin kept on a send-anchored slot: where it starts, how much a 429
+#: raises it (doubling while 429s come less than _HEAD_CALM requests apart), the
+#: share of requests it lets arrive early (it settles where that share of 429s
+#: happens), and its most, as a share of the spacing
+_HEAD_MARGIN = 0.00025
+_HEAD_STEP = 0.00015
+_HEAD_EARLY_SHARE = 0.004
+_HEAD_MAX_SHARE = 0.5
+_HEAD_CALM = 20
+#: round trips whose excess over the shortest gives the usual one
+_EXCESS_WINDOW = 63
+#: 429s that close together make the limiter give up anchoring on sends
+_HEAD_GIVE_UP = 5
+_HEAD_DECREASE = _HEAD_STEP * _HEAD_EARLY_SHARE / (1.0 - _HEAD_EARLY_SHARE)
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -158,6 +181,12 @@ class RateLimiter:
         # How late requests reach the wire after the moment meant for their grant.
         self._lags: collections.deque[float] = collections.deque(maxlen=_LAG_WINDOW)
         self._lag = 0.0
+        # The margin of send-anchored slots (see learn()), learned from 429s.
+        self._margin = _HEAD_MARGIN
+        self._early_streak = 0
+        self._since_early = 0
+        self._send_anchor = True
+        self._excess: collections.deque[float] = collections.deque(maxlen=_EXCESS_WINDOW)
 
     @property
     def rate(self) -> float | None:
@@ -236,10 +265,8 @@ class RateLimiter:
             pace = self._slacken(quota.interval) if quota.interval else 0.0
             if quota.remaining is not None and quota.reset is not None:
                 # Work in server time: the headers were written about one leg
-                # before they arrived. (Anchoring on the send instead, a leg
-                # after it, would be closer for a server that counts requests
-                # as they arrive, but early whenever the server is slow to read
-                # them: tried, it drew 429s.) An epoch reset is a fixed point,
+                # before they arrived (a slot anchored on the send may come
+                # earlier: see below). An epoch reset is a fixed point,
                 # and how far it lies from the moment they were written is
                 # unknown (a slow server answers long after it counted the
                 # request), so its window is taken from the send: longer,
@@ -261,8 +288,36 @@ class RateLimiter:
                     slot = deadline - spread * remaining
                     slack = self._slacken(spread) - spread
                     slack += min(quota.rounding, _MAX_ROUNDING * spread)
-                    self._not_before = max(self._not_before, slot - leg + slack)
+                    not_before = slot - leg + slack
+                    if sent is not None and self._handoff and self._send_anchor and not quota.absolute:
+                        # Anchored on the send: a server that counts a request as it
+                        # reads it, and times the reset from that moment, counted
+                        # this one about as long after its send as the next will
+                        # take to arrive after its own. The response's way back,
+                        # and whatever the server did before answering, then drop
+                        # out: the slot moves ahead by the round trip's excess over
+                        # the shortest. How far the two ways there differ is
+                        # covered by a margin learned from 429s. A round trip much
+                        # longer than usual may have been held up on the way there
+                        # (a stalled server reads the request late, and its reset
+                        # starts late), so the slot moves ahead by no more than the
+                        # usual excess. The slot anchored on the response stays the
+                        # latest it can be.
+                        excess = max(0.0, now - sent - 2.0 * leg)
+                        self._excess.append(excess)
+                        usual = sorted(self._excess)[len(self._excess) // 2]
+                        not_before = min(not_before, slot - min(excess, usual) - leg + self._margin)
+                        # and the margin, not the 429 boost, spaces the grants
+                        slack = min(slack, self._margin)
+                    self._not_before = max(self._not_before, not_before)
                     pace = max(pace, spread + slack)
+            if not quota.throttled:
+                self._since_early += 1
+                if self._since_early >= _HEAD_CALM:
+                    self._early_streak = 0
+                # Lower the margin a little with every request the server took,
+                # so that it settles where about one request in 250 comes early.
+                self._margin = max(_MIN_SLACK, self._margin - _HEAD_DECREASE)
             # A 429 saying "a token in 0 s" must not undo the spacing that the
             # responses before it agreed on, and a lower pace is only approached
             # gradually, so one odd response cannot speed every worker up.
@@ -277,6 +332,18 @@ class RateLimiter:
         """
         with self._lock:
             self._boost = min(_BOOST_MAX, self._boost + _BOOST_STEP)
+            # A send-anchored slot came early: widen its margin, by twice as much
+            # for each 429 that follows another within _HEAD_CALM requests (a
+            # server that times its reset from when it answers needs the margin
+            # to cover all its work on a request).
+            step = _HEAD_STEP * 2.0 ** min(self._early_streak, 12)
+            self._early_streak += 1
+            if self._early_streak >= _HEAD_GIVE_UP:
+                # 429 after 429 however wide the margin: this server's resets
+                # are not timed from when it counts a request. Anchor on responses.
+                self._send_anchor = False
+            self._since_early = 0
+            self._margin = min(max(_MIN_SLACK, _HEAD_MAX_SHARE * self._pace), self._margin + step)
             if seconds > 0:
                 self._not_before = max(self._not_before, self._clock() + seconds)
 
