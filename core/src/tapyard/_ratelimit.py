@@ -109,8 +109,10 @@ _HEAD_STEP = 0.00015
 _HEAD_EARLY_SHARE = 0.004
 _HEAD_MAX_SHARE = 0.5
 _HEAD_CALM = 20
-#: round trips whose excess over the shortest gives the usual one
+#: round trips whose excess over the shortest gives the usual one, and how many
+#: before it counts (the first requests may meet a server not yet warm)
 _EXCESS_WINDOW = 63
+_EXCESS_MIN_SAMPLES = 8
 #: 429s that close together make the limiter give up anchoring on sends
 _HEAD_GIVE_UP = 5
 _HEAD_DECREASE = _HEAD_STEP * _HEAD_EARLY_SHARE / (1.0 - _HEAD_EARLY_SHARE)
@@ -305,8 +307,9 @@ class RateLimiter:
                         # latest it can be.
                         excess = max(0.0, now - sent - 2.0 * leg)
                         self._excess.append(excess)
-                        usual = sorted(self._excess)[len(self._excess) // 2]
-                        not_before = min(not_before, slot - min(excess, usual) - leg + self._margin)
+                        if len(self._excess) >= _EXCESS_MIN_SAMPLES:
+                            usual = sorted(self._excess)[len(self._excess) // 2]
+                            not_before = min(not_before, slot - min(excess, usual) - leg + self._margin)
                         # and the margin, not the 429 boost, spaces the grants
                         slack = min(slack, self._margin)
                     self._not_before = max(self._not_before, not_before)
