@@ -148,6 +148,10 @@ def test_core_version_mismatch_warns(tmp_path: Path, manifest: str | None) -> No
     assert done.returncode == 0
     assert "plugin 'acme' (tapyard-acme 2.3.4) supports tapyard" in done.stderr
     assert ">=9" in done.stderr and "<10" in done.stderr and "it may not work" in done.stderr
+    assert done.stderr.count("supports tapyard") == 1
+    checked = cli("connectors", "list", "--check", "--json", path=target)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.count("supports tapyard") == 1  # once, though --check reads both
 
 
 def test_allow_list_env_var(monkeypatch: pytest.MonkeyPatch) -> None:

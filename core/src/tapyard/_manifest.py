@@ -32,7 +32,16 @@ from tapyard._exceptions import PluginError
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
-__all__ = ["MANIFEST_FILE", "PLUGIN_API_VERSION", "ConnectorManifest", "ManifestError", "manifest_differences"]
+__all__ = [
+    "MANIFEST_FILE",
+    "PLUGIN_API_VERSION",
+    "ConnectorManifest",
+    "ManifestError",
+    "manifest_differences",
+    "manifest_path",
+    "parse_manifest",
+    "read_manifest",
+]
 
 #: The version of the hook contract between the core and connector plugins.
 PLUGIN_API_VERSION = 1

@@ -42,7 +42,9 @@ __all__ = [
     "describe_connector",
     "get_connector",
     "get_plugin_manager",
+    "installed_manifests",
     "plugin_infos",
+    "replay_manifest_warnings",
     "reset_plugin_manager",
     "stream_paginator",
 ]
@@ -122,10 +124,11 @@ def _distribution_meta(ep: EntryPoint) -> dict[str, str | None]:
     meta = dist.metadata if dist else None
     if meta is None:
         return {"distribution": None, "version": None, "requires_core": None, "license": None, "homepage": None}
+
     def first(field: str) -> str | None:
         # get_all: a missing field is None on the standard library's metadata but a
         # KeyError on the importlib_metadata backport's, which pytest may bring in.
-        values = meta.get_all(field) if meta is not None else None
+        values = meta.get_all(field)
         return values[0] if values else None
 
     homepage = first("Home-page")
@@ -349,6 +352,15 @@ def installed_manifests() -> tuple[dict[str, ConnectorManifest], list[str]]:
     return manifests, without
 
 
+def replay_manifest_warnings(caught: list[warnings.WarningMessage], *, everything: bool) -> None:
+    """Warn again what :func:`installed_manifests` warned (caught by the caller):
+    everything, or, when the caller goes on to load the plugins (which warns the
+    rest again), only what was wrong with the manifests themselves."""
+    for warning in caught:
+        if everything or issubclass(warning.category, ManifestWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
 def connector_listing() -> list[dict[str, Any]]:
     """Every installed connector, by name, as ``tapyard connectors list`` shows it.
 
@@ -362,10 +374,7 @@ def connector_listing() -> list[dict[str, Any]]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             manifests, without = installed_manifests()
-        for warning in caught:
-            # Loading the plugins below gives the other warnings again.
-            if not without or issubclass(warning.category, ManifestWarning):
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        replay_manifest_warnings(caught, everything=not without)
         if not without:
             return [manifests[name].describe() for name in sorted(manifests)]
     return [describe_connector(c) for _, c in sorted(collect_connectors().items())]

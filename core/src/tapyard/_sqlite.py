@@ -263,7 +263,7 @@ class SQLiteDestination(Destination):
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise DestinationError(self._describe(exc)) from exc
-        self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer = _Checkpointer(self.path, synchronous)
         # A destination dropped without close() must not leave the thread behind.
         weakref.finalize(self, self._checkpointer.stop)
 
@@ -395,8 +395,9 @@ class _Checkpointer:
     never reaches the writer.
     """
 
-    def __init__(self, path: Path, interval: float = 0.2) -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL", interval: float = 0.2) -> None:
         self._path = path
+        self._synchronous = synchronous
         self._interval = interval
         self._wake = threading.Event()
         self._stopping = False
@@ -430,6 +431,8 @@ class _Checkpointer:
             self.error = f"cannot open {self._path}: {exc}"
             return
         try:
+            # A checkpoint syncs the database as its connection's mode says: the writer's.
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
             while True:
                 self._wake.wait()
                 if self._stopping:

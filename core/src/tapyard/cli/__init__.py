@@ -143,8 +143,8 @@ def _builtin_command(args: Sequence[str]) -> bool:
     name = next((a for a in args if a not in _ROOT_FLAGS), None)
     if name is None or name.startswith("-"):
         return False
-    builtins = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
-    return name in builtins
+    ours = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    return name in ours
 
 
 def _plugin_commands() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import typer
@@ -47,9 +48,17 @@ def _checked() -> list[dict[str, Any]]:
     """Every connector loaded, after comparing each with its manifest."""
     from tapyard._exceptions import PluginError
     from tapyard._manifest import manifest_differences
-    from tapyard._plugins import collect_connectors, describe_connector, installed_manifests
+    from tapyard._plugins import (
+        collect_connectors,
+        describe_connector,
+        installed_manifests,
+        replay_manifest_warnings,
+    )
 
-    manifests, without = installed_manifests()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifests, without = installed_manifests()
+    replay_manifest_warnings(caught, everything=False)
     loaded = collect_connectors()
     problems = []
     for name, connector in sorted(loaded.items()):
