@@ -27,7 +27,6 @@ import hashlib
 import operator
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -400,7 +399,7 @@ class _Checkpointer:
         self._synchronous = synchronous
         self._interval = interval
         self._wake = threading.Event()
-        self._stopping = False
+        self._stopped = threading.Event()
         self.checkpoints = 0
         self.error: str | None = None
         self._thread: threading.Thread | None = None
@@ -410,7 +409,7 @@ class _Checkpointer:
         """Say that a transaction was committed (the first call starts the thread)."""
         if self._thread is None:
             with self._lock:
-                if self._thread is None and not self._stopping:
+                if self._thread is None and not self._stopped.is_set():
                     self._thread = threading.Thread(target=self._run, name="tapyard-sqlite-checkpoint", daemon=True)
                     self._thread.start()
         self._wake.set()
@@ -418,7 +417,7 @@ class _Checkpointer:
     def stop(self) -> None:
         """Finish the checkpoint under way, if any, and close the connection."""
         with self._lock:
-            self._stopping = True
+            self._stopped.set()
             thread = self._thread
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
@@ -435,15 +434,14 @@ class _Checkpointer:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             while True:
                 self._wake.wait()
-                if self._stopping:
+                if self._stopped.is_set():
                     return
                 self._wake.clear()
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.checkpoints += 1
                 # at most one checkpoint per interval, whatever the commit rate
-                deadline = time.monotonic() + self._interval
-                while not self._stopping and (left := deadline - time.monotonic()) > 0:
-                    time.sleep(min(left, 0.05))
+                if self._stopped.wait(self._interval):
+                    return
         except sqlite3.Error as exc:
             self.error = f"checkpoint of {self._path} failed: {exc}"
         finally:
