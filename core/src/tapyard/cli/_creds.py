@@ -436,7 +436,7 @@ def rotate_key(
         if progress_enabled():
             from rich.progress import Progress
 
-            with Progress(console=err_console, transient=True) as bar:
+            with Progress(console=err_console.real, transient=True) as bar:
                 task = bar.add_task("re-encrypting", total=None)
 
                 def progress(done: int, total: int) -> None:

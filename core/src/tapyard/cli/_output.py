@@ -20,12 +20,27 @@ class _LazyConsole:
         self._options = options
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def real(self) -> Console:
+        """The rich Console itself: what rich's own objects (Progress, Live) must be given.
+
+        rich enters its console as a context manager and looks up special methods
+        on the type, which a ``__getattr__`` proxy cannot answer.
+        """
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def __enter__(self) -> Console:
+        return self.real.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.real.__exit__(*exc)
 
 
 console: Any = _LazyConsole(highlight=False, soft_wrap=True)

@@ -127,7 +127,7 @@ class _Progress:
                 TextColumn("{task.fields[pages]:>6,} pages"),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
-                console=err_console,
+                console=err_console.real,
                 transient=False,
             )
 
