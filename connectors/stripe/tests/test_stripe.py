@@ -29,14 +29,30 @@ def creds(key: str = KEY) -> Any:
     return StripeKey(api_key=key)
 
 
+#: Values that break naive syncs, on the last customer seeded: combining marks, emoji,
+#: right-to-left text, an empty string (not null), and a long value.
+AWKWARD = {
+    "name": "Zoe\u0301 \U0001f680 \u05e2\u05d1\u05e8\u05d9\u05ea",
+    "description": "",
+    "metadata": {"note": "x" * 500, "emoji": "\U0001f9fe", "empty": ""},
+}
+
+
 def seed(url: str) -> dict[str, list[str]]:
-    """Objects made through the stripe SDK on the emulator."""
+    """Objects made through the stripe SDK on the emulator: among them, payment
+    intents confirmed with a card, whose ``latest_charge`` localstripe sends
+    expanded (as Stripe does when asked to expand it)."""
     import stripe
 
     client = stripe.StripeClient("sk_test_seed0123456789", base_addresses={"api": url}).v1
-    made: dict[str, list[str]] = {"customers": [], "products": [], "prices": [], "payment_intents": [], "charges": []}
+    made: dict[str, list[str]] = {
+        "customers": [], "products": [], "prices": [], "payment_intents": [], "charges": [], "confirmed": [],
+    }
     for i in range(25):
-        made["customers"].append(client.customers.create(params={"email": f"c{i}@example.test", "name": f"Customer {i}"}).id)
+        params: dict[str, Any] = {"email": f"c{i}@example.test", "name": f"Customer {i}"}
+        if i == 24:
+            params.update(AWKWARD)
+        made["customers"].append(client.customers.create(params=params).id)
     for i in range(3):
         product = client.products.create(params={"name": f"Plan {i}"})
         made["products"].append(product.id)
@@ -50,6 +66,14 @@ def seed(url: str) -> dict[str, list[str]]:
     for i in range(3):
         method = client.payment_methods.create(params={"type": "card", "card": card})
         made["charges"].append(client.charges.create(params={"amount": 2000 + i, "currency": "eur", "source": method.id}).id)
+    for i in range(2):
+        method = client.payment_methods.create(params={"type": "card", "card": card})
+        intent = client.payment_intents.create(params={
+            "amount": 3000 + i, "currency": "eur", "customer": made["customers"][5 + i],
+            "payment_method": method.id, "confirm": True,
+        })
+        made["confirmed"].append(intent.id)
+        made["charges"].append(intent.latest_charge.id)
     return made
 
 
@@ -105,7 +129,7 @@ def test_replayed_full_sync_then_incremental_with_events(tmp_path: Path) -> None
     assert first.ok, [s.error for s in first.streams]
     counts = _counts(first)
     assert counts["customers"] == 25 and counts["products"] == 3 and counts["prices"] == 6
-    assert counts["payment_intents"] == 4 and counts["charges"] == 3 and counts["events"] >= 34
+    assert counts["payment_intents"] == 6 and counts["charges"] == 5 and counts["events"] >= 36
     db = sqlite3.connect(tmp_path / "stripe.db")
     types = {r[1]: r[2] for r in db.execute("PRAGMA table_info(customers)")}
     assert types["created"] == "INTEGER" and types["email"] == "TEXT" and types["metadata"] == "TEXT"  # JSON text
@@ -226,3 +250,61 @@ def test_live_sync_against_localstripe(tmp_path: Path, start_localstripe: Any) -
         assert rows.execute("SELECT count(*) FROM customers WHERE deleted").fetchone() == (1,)
     finally:
         server.stop()
+
+
+def _expanded_checks(db: sqlite3.Connection, made: dict[str, list[str]]) -> None:
+    """Payment intents whose latest_charge came expanded are all there, the id in
+    the column and the object in ``latest_charge_expanded``; nothing dead-lettered."""
+    assert db.execute("SELECT count(*) FROM _tapyard_dead_letters").fetchone() == (0,)
+    rows = dict(db.execute("SELECT id, latest_charge FROM payment_intents WHERE latest_charge IS NOT NULL").fetchall())
+    assert sorted(rows) == sorted(made["confirmed"])
+    for intent, charge in rows.items():
+        assert charge in made["charges"]
+        kept = json.loads(db.execute("SELECT latest_charge_expanded FROM payment_intents WHERE id = ?", (intent,)).fetchone()[0])
+        assert kept["id"] == charge and kept["object"] == "charge" and kept["payment_intent"] == intent
+    plain = db.execute("SELECT count(*) FROM payment_intents WHERE latest_charge IS NULL AND latest_charge_expanded IS NULL")
+    assert plain.fetchone() == (4,)
+    name, description, metadata = db.execute(
+        "SELECT name, description, metadata FROM customers WHERE id = ?", (made["customers"][24],)
+    ).fetchone()
+    assert (name, description, json.loads(metadata)) == (AWKWARD["name"], "", AWKWARD["metadata"])
+
+
+def test_replayed_expanded_objects_are_kept_not_dead_lettered(tmp_path: Path) -> None:
+    result = _sync(tmp_path, CASSETTES / "full.yaml")
+    assert result.ok and _counts(result)["payment_intents"] == 6
+    _expanded_checks(sqlite3.connect(tmp_path / "stripe.db"), _seeded())
+
+
+def test_live_expanded_fields_as_ids_and_objects(tmp_path: Path, start_localstripe: Any) -> None:
+    """Against localstripe: latest_charge comes expanded by itself; customer and
+    payment_intent of charges are expanded on request (``expand``)."""
+    server = start_localstripe(0)
+    try:
+        made = seed(server.url)
+        config = {**CONFIG, "api_base": server.url, "expand": {"charges": ["customer", "payment_intent"]}}
+        result = tapyard.sync("stripe", config, credentials=creds(), to=f"sqlite:///{tmp_path}/x.db", concurrency=2)
+        assert result.ok and sum(s.dead_letters for s in result.streams) == 0
+        db = sqlite3.connect(tmp_path / "x.db")
+        _expanded_checks(db, made)
+        charges = db.execute(
+            "SELECT id, customer, customer_expanded, payment_intent, payment_intent_expanded FROM charges"
+        ).fetchall()
+        assert len(charges) == 5
+        for _, customer, customer_obj, intent, intent_obj in charges:
+            if customer is None:  # the three charges made from a bare card
+                assert customer_obj is None
+                continue
+            assert customer in made["customers"] and json.loads(customer_obj)["id"] == customer
+            assert intent in made["confirmed"] and json.loads(intent_obj)["id"] == intent
+    finally:
+        server.stop()
+
+
+def test_expand_names_only_expandable_fields() -> None:
+    from tapyard_stripe._connector import StripeConfig
+
+    with pytest.raises(ValueError, match="charges cannot expand amount"):
+        StripeConfig(expand={"charges": ["amount"]})
+    with pytest.raises(ValueError, match="expand names stream 'nope'"):
+        StripeConfig(expand={"nope": ["customer"]})

@@ -3,6 +3,9 @@
 - Pages: the paginator comes from ``tapyard_stream_paginator`` (the stock
   ``cursor`` paginator: ``starting_after`` the last id, while ``has_more``);
   each page is one SDK ``list`` call.
+- Expandable fields (``latest_charge``, ``customer``, ...): an id or an
+  expanded object alike; the column holds the id, ``<field>_expanded`` the
+  object when it came expanded (``expand`` asks Stripe to expand them).
 - Incremental: new objects by ``created[gte]=<cursor>``, and changed (or
   deleted) ones from the events API (``type=<object>.*``, ``created[gte]``),
   each object once, as the newest event saw it. The cursor is ``changed_at``.
@@ -20,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 import tapyard
 from tapyard import (
@@ -109,6 +112,24 @@ class StripeConfig(BaseModel):
     rate_limit_per_s: float = Field(
         20, gt=0, description="Requests per second at most (Stripe allows 100 live, 25 in test mode)."
     )
+    expand: dict[str, list[str]] = Field(
+        {}, description="Expandable fields to ask Stripe to expand, per stream ({\"charges\": [\"customer\"]}); "
+        "the column keeps the id, <field>_expanded the object.",
+    )
+
+    @model_validator(mode="after")
+    def _expandable(self) -> StripeConfig:
+        for stream, fields in self.expand.items():
+            spec = STREAMS.get(stream)
+            if spec is None:
+                raise ValueError(f"expand names stream {stream!r}; streams: {', '.join(STREAMS)}")
+            known = getattr(spec.model, "EXPANDABLE", ())
+            unknown = [f for f in fields if f not in known]
+            if unknown:
+                raise ValueError(
+                    f"expand: {stream} cannot expand {', '.join(unknown)} (expandable: {', '.join(known) or 'none'})"
+                )
+        return self
 
 
 def _error(exc: Exception, method: str, path: str) -> HTTPError:
@@ -270,6 +291,8 @@ class StripeSource(Source):
             listing = state.resume
         else:
             params: dict[str, Any] = dict(spec.params)
+            if self.config.expand.get(stream.name):
+                params["expand"] = [f"data.{name}" for name in self.config.expand[stream.name]]
             lower = max(x for x in (since, self.config.start_date) if x is not None) if (
                 since is not None or self.config.start_date is not None
             ) else None
