@@ -46,6 +46,12 @@ B_JSONL = b'{"id": 5, "name": "eve"}\n{not json\n{"id": 6, "name": "fay"}\n[1, 2
 D_JSONL = b'{"id": 8, "name": "hal"}\n{"id": 9, "name": "ivy"}\n'
 
 
+USER_TAGS = {
+    "alice": {"team": "data", "cost-center": "4711", "env": "prod", "owner": "alice@example.test", "empty": ""},
+    "bob": {"name": "Zoe\u0301 \U0001f680 \u05e2\u05d1\u05e8\u05d9\u05ea"},
+}
+
+
 def parquet_bytes() -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -94,6 +100,8 @@ def seed(endpoint: str) -> None:
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
     for name in ("alice", "bob", "carol"):
         iam.create_user(UserName=name)
+    for name, tags in USER_TAGS.items():  # ListUsers leaves tags out; 5 take 3 pages of ListUserTags
+        iam.tag_user(UserName=name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
     ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1")
     ec2.run_instances(ImageId="ami-12c6146b", MinCount=3, MaxCount=3, InstanceType="t3.micro")
 
@@ -147,7 +155,8 @@ def check_full(result: tapyard.SyncResult, db: Path) -> None:
     items = rows(db, "SELECT key, item FROM dynamodb_items ORDER BY key")
     assert [k for k, _ in items] == [f'{{"pk":"k{i}"}}' for i in range(7)]
     assert json.loads(items[3][1]) == {"pk": "k3", "n": 3, "tags": ["a", "b"]}
-    assert sorted(n for (n,) in rows(db, "SELECT user_name FROM iam_users")) == ["alice", "bob", "carol"]
+    users = {n: json.loads(t) for n, t in rows(db, "SELECT user_name, tags FROM iam_users")}
+    assert users == {**USER_TAGS, "carol": {}}
     assert rows(db, "SELECT DISTINCT instance_type, state FROM ec2_instances") == [("t3.micro", "running")]
 
 
@@ -324,3 +333,31 @@ def test_listing_needs_no_sdk_import() -> None:
     code = "import tapyard; tapyard.collect_connectors(); import sys; print('boto3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_replay_user_tags_are_read_through_every_page(tmp_path: Path) -> None:
+    """moto answers ListUserTags in one page whatever MaxItems says; IAM pages by
+    Marker. Alice's answer is cut into two pages here: all five tags must land."""
+    data = _load("full.yaml")
+    interactions = data["interactions"]
+    index = _first(interactions, "Action=ListUserTags&Version=2010-05-08&UserName=alice&MaxItems=2")
+    whole = interactions[index]["response"]["body"]["string"]
+    head, members, tail = whole.partition("<Tags>")[0], whole.partition("<Tags>")[2].partition("</Tags>")[0], whole.partition("</Tags>")[2]
+    parts = [m + "</member>" for m in members.split("</member>") if m]
+    assert len(parts) == 5
+    first = copy.deepcopy(interactions[index])
+    first["response"]["body"]["string"] = (
+        head + "<Tags>" + "".join(parts[:2]) + "</Tags>" + tail.replace("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated><Marker>m1</Marker>")
+    )
+    second = copy.deepcopy(interactions[index])
+    second["request"]["body"] = "Action=ListUserTags&Version=2010-05-08&UserName=alice&Marker=m1&MaxItems=2"
+    second["response"]["body"]["string"] = head + "<Tags>" + "".join(parts[2:]) + "</Tags>" + tail
+    interactions[index : index + 1] = [first, second]
+    path = tmp_path / "paged_tags.yaml"
+    path.write_text(yaml.safe_dump(data))
+    db = tmp_path / "tags.db"
+    with replay(path):
+        result = tapyard.sync("aws", config(REPLAY_ENDPOINT), to=f"sqlite:///{db}", streams=["iam_users"], **SERIAL)
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    users = {n: json.loads(t) for n, t in rows(db, "SELECT user_name, tags FROM iam_users")}
+    assert users == {**USER_TAGS, "carol": {}}

@@ -412,11 +412,24 @@ class AwsSource(tapyard.Source):
                     "path": u.get("Path", "/"),
                     "create_date": _iso(u["CreateDate"]),
                     "password_last_used": _iso(u.get("PasswordLastUsed")),
-                    "tags": {t["Key"]: t["Value"] for t in u.get("Tags", [])},
+                    "tags": self._user_tags(u),
                 }
                 for u in page.get("Users", [])
             ]
             yield tapyard.Page(records, resume=following)
+
+    def _user_tags(self, user: Mapping[str, Any]) -> dict[str, str]:
+        """A user's tags: ``ListUsers`` leaves them out, so they come from
+        ``ListUserTags``, every page of it."""
+        name = str(user["UserName"])
+        tags: dict[str, str] = {}
+        with self._errors(f"list tags of iam user {name!r}"):
+            pages = self.client("iam").get_paginator("list_user_tags").paginate(
+                UserName=name, PaginationConfig={"PageSize": self.config.page_size}
+            )
+            for page in pages:
+                tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
+        return tags
 
     def _instances(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
         for page, following in self._pages(stream, state, "describe ec2 instances"):
