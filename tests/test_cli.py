@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import tapyard
 from tapyard.cli import main
 
 
@@ -135,3 +137,121 @@ def test_debug_shows_the_traceback() -> None:
 def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "sync")
     assert code == 2 and "Missing argument" in err
+
+
+# -- the surface: --version, root options anywhere, help, hints -------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"tapyard {version('tapyard')}"
+
+
+def test_root_options_after_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(tapyard.ConnectorNotFoundError):  # --debug after the command: the traceback
+        main(["sync", "nope", "--debug"])
+    code, out, err = run(capsys, "connectors", "list", "-q", "--json", "--strict-plugins")
+    assert code == 0, err
+    assert any(c["name"] == "sample" for c in json.loads(out))
+    assert os.environ.get("TAPYARD_STRICT_PLUGINS") == "1"
+    code, out, err = run(capsys, "--json", "connectors", "list")  # --json before the command
+    assert code == 0 and json.loads(out), err
+    db = tmp_path / "q.db"
+    code, out, err = run(
+        capsys, "sync", "sample", "-c", '{"records_per_stream": 5}', "--to", f"sqlite:///{db}", "--quiet", "--json"
+    )
+    assert code == 0 and json.loads(out)["ok"], err
+
+
+def test_debug_shows_no_http_logs_but_verbose_does(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    args = ["sync", "sample", "-c", '{"records_per_stream": 5}', "--to", f"sqlite:///{tmp_path / 'd.db'}"]
+    code, _, err = run(capsys, *args, "--debug")
+    assert code == 0, err
+    assert "httpx" not in err and "httpcore" not in err and "DEBUG" not in err
+    code, _, err = run(capsys, *args, "-vv", "--full-refresh")
+    assert code == 0
+    assert "DEBUG" in err and ("httpcore" in err or "httpx" in err)
+    code, _, err = run(capsys, *args, "--log-level", "info", "--full-refresh")
+    assert code == 0 and "DEBUG" not in err
+    code, _, err = run(capsys, *args, "--log-level", "loud")
+    assert code == 2 and "--log-level" in err
+
+
+def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in getattr(group, "commands", {}).items():
+        found += _commands(command, (*path, name))
+    return found
+
+
+def test_help_has_no_internal_metavars_and_promises_what_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer.main
+
+    from tapyard.cli import _register, app
+
+    _register()
+    paths = _commands(typer.main.get_command(app))
+    assert ("creds", "add") in paths and ("sync",) in paths
+    for path in paths:
+        code, out, err = run(capsys, *path, "--help")
+        assert code == 0, (path, err)
+        usage = out.splitlines()[0]
+        for internal in ("{", "<str>", "<int", "<list", "<float", "<path"):
+            assert internal not in out, (path, out)
+        assert usage.startswith("Usage: tapyard")
+    _, out, _ = run(capsys, "sync", "--help")
+    assert "Usage: tapyard sync [OPTIONS] NAME" in out and "--to URL" in out
+    _, out, _ = run(capsys, "--help")
+    assert "PostgreSQL" not in out  # not a destination (yet): `--to postgresql://` is refused
+    destinations = set(tapyard.collect_destinations())
+    assert "postgresql" not in destinations and "postgres" not in destinations
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sync", "sampel"], "did you mean 'sample'?"),
+        (["sync", "sample", "--streams", "custmers"], "did you mean 'customers'?"),
+        (["sync", "sample", "--stream", "customers"], "did you mean '--streams'?"),
+        (["sync", "sample", "-c", '{"records_per_stram": 5}'], "did you mean 'records_per_stream'?"),
+        (["conectors", "list"], "Did you mean 'connectors'?"),
+    ],
+)
+def test_did_you_mean(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    code, _, err = run(capsys, *args)
+    assert code in (1, 2) and message in err, err
+    assert "Traceback" not in err
+
+
+def test_install_hint_is_true(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAPYARD_LOAD_PLUGINS", "sample")
+    code, _, err = run(capsys, "sync", "stripe")
+    assert code == 1
+    assert "pip install ./connectors/stripe" in err and "pip install tapyard-stripe" not in err
+    code, _, err = run(capsys, "sync", "zyxwv")
+    assert code == 1 and "pip install tapyard-zyxwv" not in err and "install the package that provides it" in err
+
+
+def test_a_stream_that_needs_config_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "sync", "aws", "--streams", "s3_objects", "--to", f"sqlite:///{tmp_path / 'a.db'}")
+    assert code == 1
+    assert "stream 's3_objects' needs configuration: set 'bucket'" in err and "no stream named" not in err
+    code, _, err = run(capsys, "sync", "gcp", "--streams", "blobs", "--to", f"sqlite:///{tmp_path / 'g.db'}")
+    assert code == 1 and "'bucket'" in err, err
+
+
+def test_connectors_info_shows_credential_fields_and_stream_config(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "connectors", "info", "sample")
+    assert code == 0
+    assert "api_key: api_key (secret)" in out and "client_secret (secret)" in out
+    assert "access_token" not in out  # obtained by the strategy, not given
+    code, out, _ = run(capsys, "connectors", "info", "aws", "--json")
+    details = json.loads(out)
+    assert details["stream_config"]["s3_objects"] == ["bucket"]
+    assert details["stream_config"]["dynamodb_items"] == ["dynamodb_tables"]
+    fields = {f["name"]: f for f in details["credentials"]["aws"]}
+    assert fields["secret_access_key"]["secret"] and not fields["secret_access_key"]["required"]
+    code, out, _ = run(capsys, "connectors", "info", "aws")
+    assert "s3_objects (needs bucket)" in out

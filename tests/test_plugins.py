@@ -219,5 +219,5 @@ def test_broken_registration_hook_does_not_take_the_listing_down(register_plugin
 
 
 def test_unknown_connector_names_the_known_ones() -> None:
-    with pytest.raises(tapyard.ConnectorNotFoundError, match=r"unknown connector 'acme' \(known: .*sample.*\); pip install tapyard-acme"):
+    with pytest.raises(tapyard.ConnectorNotFoundError, match=r"unknown connector 'acme' \(installed: .*sample.*\); install the package that provides it"):
         tapyard.get_connector("acme")

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from tapyard._exceptions import ConfigError
+from tapyard._hints import did_you_mean
 
 __all__ = ["describe_validation_error", "load_config", "validate_model"]
 
@@ -74,14 +75,23 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source} is not valid YAML: {problem}{where}") from exc
 
 
-def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
-    """One line naming each failing field and why; input values are left out (they may be secret)."""
+def describe_validation_error(
+    exc: ValidationError, limit: int = 3, model: type[BaseModel] | None = None
+) -> str:
+    """One line naming each failing field and why; input values are left out (they may be secret).
+
+    With ``model``, an unknown top-level field gets a "did you mean" for the
+    closest field of the model.
+    """
     parts = []
+    fields = list(model.model_fields) if model is not None else []
     for error in exc.errors()[:limit]:
-        where = ".".join(str(p) for p in error.get("loc", ())) or "(root)"
+        loc = error.get("loc", ())
+        where = ".".join(str(p) for p in loc) or "(root)"
         message = error.get("msg", "invalid")
         if error.get("type") == "extra_forbidden":
-            message = "unknown field"
+            hint = did_you_mean(str(loc[0]), fields) if len(loc) == 1 else ""
+            message = f"unknown field; {hint}" if hint else "unknown field"
         elif error.get("type") == "missing":
             message = "required field is missing"
         parts.append(f"{where}: {message}")
@@ -96,4 +106,4 @@ def validate_model(model: type[M], raw: Mapping[str, Any], *, what: str) -> M:
     try:
         return model.model_validate(dict(raw))
     except ValidationError as exc:
-        raise ConfigError(f"invalid {what}: {describe_validation_error(exc)}") from exc
+        raise ConfigError(f"invalid {what}: {describe_validation_error(exc, model=model)}") from exc

@@ -323,6 +323,11 @@ class Connector(abc.ABC):
     #: Credential models by auth kind, for kinds whose fields differ from the
     #: registered strategy's ``Options`` (other defaults, extra checks).
     credential_models: Mapping[str, type[BaseModel]] = {}
+    #: Streams offered only when some configuration is given, by stream name:
+    #: the config fields each needs (``{"s3_objects": ("bucket",)}``).
+    #: ``tapyard connectors info`` lists them, and asking for such a stream
+    #: without them says what to set instead of "no stream named".
+    stream_config: Mapping[str, Sequence[str]] = {}
     plugin_api: int = PLUGIN_API_VERSION
     version: str = "0"
     distribution: str | None = None

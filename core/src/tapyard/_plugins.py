@@ -25,6 +25,7 @@ import pluggy
 
 from tapyard import hookspecs
 from tapyard._exceptions import ConnectorNotFoundError, PluginError
+from tapyard._hints import did_you_mean
 from tapyard._manifest import PLUGIN_API_VERSION, ConnectorManifest, ManifestError, read_manifest
 
 if TYPE_CHECKING:
@@ -380,14 +381,23 @@ def connector_listing() -> list[dict[str, Any]]:
     return [describe_connector(c) for _, c in sorted(collect_connectors().items())]
 
 
+#: The connectors whose packages live in tapyard's own repository (``connectors/<name>``);
+#: they are not on the public package index.
+REPOSITORY_CONNECTORS = frozenset({"aws", "azure", "erp", "gcp", "salesforce", "sample", "stripe"})
+
+
 def get_connector(name: str) -> Connector:
     """The connector called ``name``, or a :class:`ConnectorNotFoundError` listing the known ones."""
     connectors = collect_connectors()
     if name in connectors:
         return connectors[name]
     known = ", ".join(sorted(connectors)) or "none installed"
-    hint = f"pip install tapyard-{name}" if name.isidentifier() else "check the name"
-    raise ConnectorNotFoundError(f"unknown connector {name!r} (known: {known}); {hint}")
+    hint = did_you_mean(name, connectors)
+    if not hint and name in REPOSITORY_CONNECTORS:
+        hint = f"it ships in tapyard's repository: pip install ./connectors/{name} from a checkout"
+    elif not hint:
+        hint = "install the package that provides it; tapyard connectors list shows what is installed"
+    raise ConnectorNotFoundError(f"unknown connector {name!r} (installed: {known}); {hint}")
 
 
 def stream_paginator(connector: Connector, stream: Stream) -> Paginator:

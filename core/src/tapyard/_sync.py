@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from tapyard._destinations import Batch, Destination, default_destination_url, open_destination
 from tapyard._exceptions import PluginError, StreamNotFoundError, TapyardError
+from tapyard._hints import missing_stream
 from tapyard._model import Connector, RunContext, Source, Stream, StreamState
 from tapyard._schema import PageValidator, columns_of
 
@@ -84,15 +85,20 @@ class SyncResult:
         }
 
 
-def select_streams(available: Sequence[Stream], names: Sequence[str] | None) -> list[Stream]:
-    """The streams named in ``names`` (all when None), or a :class:`StreamNotFoundError`."""
+def select_streams(
+    available: Sequence[Stream], names: Sequence[str] | None, needs: Mapping[str, Sequence[str]] | None = None
+) -> list[Stream]:
+    """The streams named in ``names`` (all when None), or a :class:`StreamNotFoundError`.
+
+    ``needs`` (a connector's ``stream_config``) names the configuration a
+    stream missing from ``available`` needs, so the error can say so.
+    """
     if not names:
         return list(available)
     by_name = {s.name: s for s in available}
     missing = [n for n in names if n not in by_name]
     if missing:
-        known = ", ".join(sorted(by_name)) or "none"
-        raise StreamNotFoundError(f"no stream named {', '.join(map(repr, missing))} (streams: {known})")
+        raise StreamNotFoundError(missing_stream(missing[0], list(by_name), needs or {}))
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
@@ -423,13 +429,17 @@ def sync(
     pm = get_plugin_manager()
     conn = get_connector(connector) if isinstance(connector, str) else connector
     cfg = config if isinstance(config, BaseModel) else conn.parse_config(config or {})
+    for name in streams or ():
+        # before anything is opened: a stream that needs configuration the run lacks
+        if any(not getattr(cfg, f, None) for f in conn.stream_config.get(name, ())):
+            raise StreamNotFoundError(missing_stream(name, [], conn.stream_config))
     owns_destination = not isinstance(to, Destination)
     destination = to if isinstance(to, Destination) else open_destination(to or default_destination_url())
     result = SyncResult(connector=conn.name, destination=destination.url)
     try:
         context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}))
         with conn.open(cfg, context) as source, _collector_tuned():
-            selected = select_streams(source.streams(), streams)
+            selected = select_streams(source.streams(), streams, conn.stream_config)
             run = _Run(
                 conn,
                 source,

@@ -58,6 +58,7 @@ class AwsConnector(tapyard.Connector):
     description = "AWS: S3 buckets, objects and the records in CSV/JSONL/Parquet objects, DynamoDB items, IAM users, EC2 instances (boto3)."
     config_model = AwsConfig
     auth_kinds = ("aws",)
+    stream_config = {"s3_objects": ("bucket",), "s3_records": ("bucket",), "dynamodb_items": ("dynamodb_tables",)}
 
     def stream_names(self) -> list[str]:
         return list(STREAM_NAMES)

@@ -113,6 +113,7 @@ class AzureConnector(tapyard.Connector):
     description = "Azure Blob Storage: containers, blobs and the records in CSV/JSONL/Parquet blobs (azure-storage-blob)."
     config_model = AzureConfig
     auth_kinds = ("azure", "azure_connection_string", "azure_managed_identity", "azure_default")
+    stream_config = {"blobs": ("container",), "blob_records": ("container",)}
 
     def stream_names(self) -> list[str]:
         return list(STREAM_NAMES)

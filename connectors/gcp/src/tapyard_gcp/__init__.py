@@ -55,6 +55,7 @@ class GcpConnector(tapyard.Connector):
     description = "Google Cloud Storage: buckets, objects and the records in CSV/JSONL/Parquet objects (google-cloud-storage)."
     config_model = GcpConfig
     auth_kinds = ("gcp",)
+    stream_config = {"blobs": ("bucket",), "blob_records": ("bucket",)}
 
     def stream_names(self) -> list[str]:
         return list(STREAM_NAMES)

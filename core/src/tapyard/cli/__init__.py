@@ -3,7 +3,9 @@
 Command groups live in their own modules and are imported lazily by their
 commands, so that ``tapyard --help`` and ``tapyard connectors list`` start
 fast. Every error is one line on standard error and a non-zero exit; ``--debug``
-shows the traceback instead.
+shows the traceback instead. The root options (``--debug``, ``-q``, ``-v``,
+``--log-level``, ``--strict-plugins``) may be typed before or after the
+command, and ``--json`` before it as well as after.
 
 No secret reaches the terminal: every error message, and every log record
 (through a ``tapyard_credentials.RedactingFilter`` on the root logger and on the
@@ -21,14 +23,18 @@ from typing import Any
 
 import typer
 
-from tapyard.cli._typer import Group
+from tapyard.cli._typer import Group, complete
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="tapyard",
     cls=Group,
-    help="Sync data from vendor APIs into SQLite, PostgreSQL or JSON Lines.",
+    help="Sync data from vendor APIs into SQLite or JSON Lines.",
+    epilog=(
+        "Logs: -v shows info logs, -vv debug logs (HTTP requests), --log-level LEVEL any of "
+        "debug, info, warning (the default), error, critical. Root options may also follow the command."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -36,13 +42,29 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tapyard {version('tapyard')}")
+        raise typer.Exit()
+
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an error (logs stay as -v/--log-level say)."
+    ),
     strict_plugins: bool = typer.Option(
         False, "--strict-plugins", help="Fail when a plugin cannot be loaded instead of skipping it."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     if strict_plugins:
         os.environ["TAPYARD_STRICT_PLUGINS"] = "1"
@@ -58,6 +80,7 @@ def _register() -> None:
     app.add_typer(_connectors.group, name="connectors")
     app.add_typer(_creds.group, name="creds")
     _run.register(app)
+    complete(app)
     app._tapyard_registered = True  # type: ignore[attr-defined]
 
 
@@ -106,8 +129,8 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def _install_logging(debug: bool) -> tuple[logging.Handler, logging.Filter, int]:
-    """Warnings and errors (everything with --debug) to stderr, redacted."""
+def _install_logging(level: int) -> tuple[logging.Handler, logging.Filter, int]:
+    """Records at ``level`` and above to stderr, redacted."""
     root = logging.getLogger()
     handler, redacting = _Stderr(), _Redacting()
     previous = root.level
@@ -116,7 +139,7 @@ def _install_logging(debug: bool) -> tuple[logging.Handler, logging.Filter, int]
     for other in root.handlers:
         if other is not handler and not any(isinstance(f, _Redacting) for f in other.filters):
             other.addFilter(redacting)
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    root.setLevel(level)
     return handler, redacting, previous
 
 
@@ -130,7 +153,70 @@ def _remove_logging(installed: tuple[logging.Handler, logging.Filter, int]) -> N
     root.setLevel(previous)
 
 
-_ROOT_FLAGS = frozenset({"--debug", "--strict-plugins", "--quiet", "-q"})
+_ROOT_FLAGS = frozenset({"--debug", "--strict-plugins", "--quiet", "-q", "--verbose", "-v", "-vv", "-vvv"})
+_ROOT_VALUED = frozenset({"--log-level"})
+
+
+def _hoist(args: Sequence[str]) -> list[str]:
+    """``args`` with the root options moved ahead of the command, wherever they were typed.
+
+    ``tapyard sync sample --debug`` then means ``tapyard --debug sync sample``,
+    and ``tapyard --json connectors list`` means ``tapyard connectors list
+    --json`` (a command without ``--json`` says so). Nothing after ``--`` moves.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    json_first = named = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            break
+        if arg in _ROOT_FLAGS or arg.startswith("--log-level="):
+            front.append(arg)
+        elif arg in _ROOT_VALUED and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 1
+        elif arg == "--json" and not named:
+            json_first = True
+        else:
+            named = named or not arg.startswith("-")
+            rest.append(arg)
+        i += 1
+    if json_first:
+        rest.append("--json")
+    return front + rest + list(args[i:])
+
+
+def _take_logging(args: list[str]) -> tuple[int | str, list[str]]:
+    """The log level ``-v``/``-vv``/``--log-level`` ask for (WARNING when none does),
+    and ``args`` without them; a level that does not exist comes back as its name.
+
+    They are read here, not by typer, because the handler is installed before
+    parsing (and typer would import pydantic to coerce their values).
+    """
+    verbose, named, rest = 0, None, []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in ("-v", "--verbose"):
+            verbose += 1
+        elif arg in ("-vv", "-vvv"):
+            verbose += len(arg) - 1
+        elif arg == "--log-level" and i + 1 < len(args):
+            named = args[i + 1]
+            i += 1
+        elif arg.startswith("--log-level="):
+            named = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+        i += 1
+    if named is not None:
+        return (int(getattr(logging, named.upper())) if named.lower() in _LEVELS else named), rest
+    return (logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG, rest
 
 
 def _builtin_command(args: Sequence[str]) -> bool:
@@ -140,7 +226,11 @@ def _builtin_command(args: Sequence[str]) -> bool:
     (a plugin cannot replace a built-in command). ``--help`` and anything else
     load them.
     """
-    name = next((a for a in args if a not in _ROOT_FLAGS), None)
+    values = {i + 1 for i, a in enumerate(args) if a in _ROOT_VALUED}
+    name = next(
+        (a for i, a in enumerate(args) if a not in _ROOT_FLAGS and i not in values and not a.startswith("--log-level=")),
+        None,
+    )
     if name is None or name.startswith("-"):
         return False
     ours = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
@@ -169,14 +259,17 @@ def _format_warning(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 error, 2 usage error, 130 interrupted)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    level, args = _take_logging(_hoist(sys.argv[1:] if argv is None else argv))
+    if isinstance(level, str):
+        print(f"Error: --log-level {level!r} is not one of {', '.join(_LEVELS)}", file=sys.stderr)
+        return 2
     debug = "--debug" in args
     if "--strict-plugins" in args:
         # before the plugin manager is built, which happens ahead of option parsing
         os.environ["TAPYARD_STRICT_PLUGINS"] = "1"
     warnings.showwarning = _format_warning
     _register()
-    installed = _install_logging(debug)
+    installed = _install_logging(level)
     try:
         return _main(args, debug)
     finally:

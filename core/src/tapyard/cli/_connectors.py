@@ -84,11 +84,13 @@ def info(
     name: str = typer.Argument(..., help="Connector name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a connector's version, streams, auth kinds and configuration fields."""
+    """Show a connector's version, streams, auth kinds with their credential fields, and configuration fields."""
     from tapyard._plugins import describe_connector, get_connector
 
     connector = get_connector(name)
     details = describe_connector(connector)
+    details["stream_config"] = {s: list(f) for s, f in connector.stream_config.items()}
+    details["credentials"] = _credential_fields(connector)
     schema = connector.config_model.model_json_schema()
     required = set(schema.get("required", ()))
     details["config"] = [
@@ -109,8 +111,17 @@ def info(
     console.print(f"[bold]{details['name']}[/bold] {details['version']} ({details['distribution']})")
     if details["description"]:
         console.print(details["description"])
-    console.print(f"streams: {', '.join(details['streams']) or '(discovered from config)'}")
+    needs = details["stream_config"]
+    streams = [f"{s} (needs {' and '.join(needs[s])})" if s in needs else s for s in details["streams"]]
+    console.print(f"streams: {', '.join(streams) or '(discovered from config)'}")
     console.print(f"auth: {', '.join(details['auth_kinds'])}")
+    for kind, fields in details["credentials"].items():
+        shown = ", ".join(
+            f["name"] + ("" if f["required"] else "?") + (" (secret)" if f["secret"] else "") for f in fields
+        )
+        console.print(f"  {kind}: {shown or '(no fields)'}")
+    if details["credentials"]:
+        console.print("  (? = optional; store them with: tapyard creds add NAME --connector " f"{details['name']} --kind KIND)")
     if details["config"]:
         from rich.table import Table
 
@@ -119,3 +130,31 @@ def info(
             default = "(required)" if f["required"] else repr(f["default"])
             table.add_row(f["name"], str(f["type"]), default, f["description"])
         console.print(table)
+
+
+def _credential_fields(connector: Any) -> dict[str, list[dict[str, Any]]]:
+    """Each auth kind's credential fields: name, required, secret (``kind`` itself left out)."""
+    from tapyard._exceptions import TapyardError
+    from tapyard._oauth import TOKEN_FIELDS
+
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for kind in connector.auth_kinds:
+        if kind == "none":
+            continue
+        try:
+            model = connector.credential_model(kind)
+        except TapyardError:
+            kinds[kind] = []
+            continue
+        kinds[kind] = [
+            {
+                "name": name,
+                "required": field.is_required(),
+                "secret": "SecretStr" in repr(field.annotation),
+                "description": field.description or "",
+            }
+            for name, field in model.model_fields.items()
+            # what `creds add` asks for: not the pinned kind, the name, or tokens obtained later
+            if name not in ("kind", "name") and not (name in TOKEN_FIELDS and not field.is_required())
+        ]
+    return kinds

@@ -65,8 +65,8 @@ def discover(
     name: str = typer.Argument(..., help="Connector name."),
     config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the streams and their JSON Schemas as JSON."),
-    creds: str | None = typer.Option(None, "--creds", help=CREDS_HELP),
-    vault: str | None = typer.Option(None, "--vault", help=VAULT_HELP),
+    creds: str | None = typer.Option(None, "--creds", metavar="NAME", help=CREDS_HELP),
+    vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
 ) -> None:
     """Show a connector's streams with their keys and JSON Schemas."""
     from tapyard._plugins import get_plugin_manager
@@ -101,8 +101,8 @@ def discover(
 def check(
     name: str = typer.Argument(..., help="Connector name."),
     config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    creds: str | None = typer.Option(None, "--creds", help=CREDS_HELP),
-    vault: str | None = typer.Option(None, "--vault", help=VAULT_HELP),
+    creds: str | None = typer.Option(None, "--creds", metavar="NAME", help=CREDS_HELP),
+    vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
 ) -> None:
     """Check that the connector can reach its API with this configuration."""
     with _open(name, config, creds, vault) as (connector, source):
@@ -157,15 +157,15 @@ class _Progress:
 def sync(
     name: str = typer.Argument(..., help="Connector name."),
     config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    streams: str | None = typer.Option(None, "--streams", "-s", help="Comma-separated stream names (default: all)."),
+    streams: str | None = typer.Option(None, "--streams", "-s", metavar="NAMES", help="Comma-separated stream names (default: all)."),
     to: str | None = typer.Option(
-        None, "--to", help="Destination URL: sqlite:///file.db (default: tapyard.db in the data directory), jsonl:///file, jsonl:-"
+        None, "--to", metavar="URL", help="Destination URL: sqlite:///file.db (default: tapyard.db in the data directory), jsonl:///file, jsonl:-"
     ),
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Ignore saved state and read everything again."),
-    concurrency: int = typer.Option(4, "--concurrency", min=1, max=64, help="Streams read at once."),
+    concurrency: int = typer.Option(4, "--concurrency", metavar="N", min=1, max=64, help="Streams read at once."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
-    creds: str | None = typer.Option(None, "--creds", help=CREDS_HELP),
-    vault: str | None = typer.Option(None, "--vault", help=VAULT_HELP),
+    creds: str | None = typer.Option(None, "--creds", metavar="NAME", help=CREDS_HELP),
+    vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
 ) -> None:
     """Sync a connector's streams into a destination."""
     from tapyard._exceptions import ConfigError, TapyardError
