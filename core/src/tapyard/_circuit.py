@@ -46,6 +46,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_started: float | None = None
+        self._cause = ""
 
     @property
     def state(self) -> State:
@@ -86,8 +87,9 @@ class CircuitBreaker:
             else:
                 reason = f"not retrying for {left:.1f}s"
             what = f"{method} {url}: ".lstrip() if method or url else ""
+            cause = f" (the last: {self._cause})" if self._cause else ""
             raise CircuitOpenError(
-                f"{what}the circuit breaker is open after {self._failures} consecutive failures; {reason}",
+                f"{what}the circuit breaker is open after {self._failures} consecutive failures{cause}; {reason}",
                 method=method,
                 url=url,
             )
@@ -98,11 +100,18 @@ class CircuitBreaker:
             self._failures = 0
             self._opened_at = None
             self._trial_started = None
+            self._cause = ""
 
-    def record_failure(self) -> None:
-        """A call failed: count it, and open (or re-open) the circuit at the threshold."""
+    def record_failure(self, cause: str = "") -> None:
+        """A call failed: count it, and open (or re-open) the circuit at the threshold.
+
+        ``cause`` (one line, already redacted, no response body) says why; the
+        error of a refused call quotes the last one, so that the user sees
+        "connection refused", not only that the circuit is open.
+        """
         with self._lock:
             self._failures += 1
+            self._cause = " ".join(cause.split())[:300]
             if self._trial_started is not None or self._failures >= self._threshold:
                 self._opened_at = self._clock()
                 self._trial_started = None

@@ -411,7 +411,7 @@ class HttpEngine:
                     exc, (DeadlineExceededError, ResponseError, RetryAfterTooLongError)
                 )
                 fault = server_fault or getattr(exc, "status_code", 0) >= 500
-                self.breaker.record_failure() if fault else self.breaker.record_success()
+                self.breaker.record_failure(str(exc)) if fault else self.breaker.record_success()
                 raise
             except httpx.TransportError as exc:
                 self.stats.add("transport_errors")
@@ -428,7 +428,7 @@ class HttpEngine:
                 refreshed, budget = True, budget + 1
                 self.stats.add("retries")
                 continue
-            self.breaker.record_failure()
+            self.breaker.record_failure(f"{call.method} {call.shown} {outcome.what}")
             failures.add(outcome.what)
             if not outcome.retryable or attempts >= budget:
                 raise outcome.error(call, attempts, same=len(failures) == 1) from outcome.cause
@@ -586,12 +586,16 @@ class HttpEngine:
             raise call.error(HTTPStatusError, f"failed: {_status(status)}{said}", status)
         if not want_json or not 200 <= status < 300 or status in (204, 205):
             return None, response
+        # A 2xx JSON body holds records: nothing of it goes in the message. An HTML
+        # page is not records (a portal, a maintenance page): its title is the clue.
+        size = f"{_status(status)}, {len(response.content):,} bytes"
         if page := _html_page(response):
-            return _Failure(ResponseError, f"returned {page} instead of JSON")
+            return _Failure(ResponseError, f"returned {_scrub(page, response.request)} instead of JSON")
         try:
             return orjson.loads(response.content), response
         except orjson.JSONDecodeError as exc:
-            return _Failure(ResponseError, f"returned malformed JSON ({exc})", cause=exc)
+            # orjson's message says where (line, column), never what
+            return _Failure(ResponseError, f"returned malformed JSON ({size}; {exc})", cause=exc)
 
     def _retryable_status(self, call: _Call, response: httpx.Response) -> _Failure:
         status, wait = response.status_code, None

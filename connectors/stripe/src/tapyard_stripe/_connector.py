@@ -155,7 +155,11 @@ def _error(exc: Exception, method: str, path: str) -> HTTPError:
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     if status < 400 or body.lstrip()[:1] == "<":
-        return ResponseError(f"{where} returned a response that is not Stripe JSON ({said[:200]})", method=method, url=path)
+        # The SDK's message quotes the body, and a 2xx body holds customer data: say only its size.
+        shown = f"HTTP {status}, " if status else ""
+        return ResponseError(
+            f"{where} returned a response that is not Stripe JSON ({shown}{len(body):,} bytes)", method=method, url=path
+        )
     return HTTPStatusError(f"{where} failed: {status}: {said[:300]}", status_code=status, method=method, url=path)
 
 
