@@ -123,7 +123,7 @@ def spawn(
         cwd=cwd,
         env=full_env,
         start_new_session=True,
-        preexec_fn=_controlling_tty,  # noqa: PLW1509 - single-threaded test helper
+        preexec_fn=_controlling_tty,
     )
     os.close(slave)
     return Terminal(process=process, master=master)

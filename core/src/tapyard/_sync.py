@@ -36,6 +36,7 @@ from tapyard._exceptions import PluginError, StreamNotFoundError, TapyardError
 from tapyard._hints import missing_stream
 from tapyard._model import Connector, RunContext, Source, Stream, StreamState
 from tapyard._schema import PageValidator, columns_of
+from tapyard._signals import deferred_signals
 
 __all__ = ["StreamResult", "SyncResult", "select_streams", "sync"]
 
@@ -245,7 +246,9 @@ class _Run:
             sink((_DONE, stream.name, None))
         except _Cancelled:
             result.status = "cancelled"
-        except _WriterFailed:
+        except (_WriterFailed, KeyboardInterrupt, SystemExit):
+            # an interrupt (this is the main thread when the reader runs inline)
+            # stops the whole run; it is not this stream's failure
             raise
         except BaseException as exc:
             try:
@@ -283,14 +286,17 @@ class _Run:
         them; returns how many work items finished."""
         batches = [i for i in items if isinstance(i, Batch)]
         if batches:
-            self.destination.write(self.state_key, batches)
-            for batch in batches:
-                result = self.results[batch.stream]
-                result.records += batch.count
-                result.dead_letters += len(batch.dead)
-                result.pages += batch.pages
-                if self.progress:
-                    self.progress("page", result)
+            # Ctrl-C or SIGTERM waits for the transaction and its count: what an
+            # interrupted run reports as committed is exactly what was.
+            with deferred_signals():
+                self.destination.write(self.state_key, batches)
+                for batch in batches:
+                    result = self.results[batch.stream]
+                    result.records += batch.count
+                    result.dead_letters += len(batch.dead)
+                    result.pages += batch.pages
+                    if self.progress:
+                        self.progress("page", result)
         finished = 0
         for item in items:
             if isinstance(item, tuple) and item and item[0] is _DONE:

@@ -14,18 +14,22 @@ CLI's log handler), is scrubbed of the secret values loaded in this process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import typer
 
 from tapyard.cli._typer import Group, complete
 
-__all__ = ["app", "main"]
+__all__ = ["app", "interrupted", "interrupted_exit_code", "main"]
 
 app = typer.Typer(
     name="tapyard",
@@ -257,8 +261,102 @@ def _format_warning(
     print(f"warning: {_redact(str(message))}", file=sys.stderr)
 
 
+# --- signals ------------------------------------------------------------------------
+#
+# Ctrl-C (SIGINT), SIGTERM (cron, systemd, `kill`) and SIGHUP (the terminal went
+# away) all stop a command the same way: a KeyboardInterrupt in the main thread,
+# which unwinds every `with` block (a transaction rolls back, rich shows the cursor
+# again, the destination closes); the exit code is 128 + the signal's number. A
+# second signal while that clean-up runs ends the process at once: what was
+# committed is already safe on disk.
+
+_STOP_SIGNALS = tuple(
+    s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None
+)
+_received: list[int] = []
+_said: list[str] = []
+
+
+def interrupted_exit_code() -> int:
+    """The exit code for a command stopped by a signal: 128 + its number (130 for
+    Ctrl-C, 143 for SIGTERM); 130 when no signal was seen (an interrupt raised by code)."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
+
+
+def interrupted(message: str = "interrupted") -> typer.Exit:
+    """Say in one line on stderr how a command was interrupted; the exit to raise."""
+    _said.append(message)
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
+    return typer.Exit(interrupted_exit_code())
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _received:
+        _force_exit(signum)
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _force_exit(signum: int) -> None:
+    """A second signal: leave now, with the cursor shown again on a terminal."""
+    with contextlib.suppress(Exception):
+        if sys.stderr is not None and sys.stderr.isatty():
+            sys.stderr.write("\x1b[?25h\n")
+        if sys.stderr is not None:
+            sys.stderr.write("interrupted again; stopping now\n")
+            sys.stderr.flush()
+    os._exit(128 + _received[0])
+
+
+def _install_signals() -> dict[int, Any]:
+    """Our handler for each stop signal left at Python's default; returns what to restore.
+
+    A signal the caller ignores stays ignored (a job started with ``nohup``, or in
+    the background of a non-interactive shell, is meant to survive it), and one a
+    host program handles is its own.
+    """
+    installed: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return installed
+    _received.clear()
+    _said.clear()
+    for signum in _STOP_SIGNALS:
+        current = signal.getsignal(signum)
+        if current in (signal.default_int_handler, signal.SIG_DFL):
+            installed[signum] = current
+            signal.signal(signum, _on_signal)
+    return installed
+
+
+def _restore_signals(installed: dict[int, Any]) -> None:
+    for signum, handler in installed.items():
+        signal.signal(signum, handler)
+
+
+def _guard_standard_descriptors() -> None:
+    """Open /dev/null on any of descriptors 0-2 that is closed (``cmd >&-``).
+
+    Otherwise the next file opened (a JSON Lines destination, a vault) would get
+    that number and anything written to "standard output" by C code or a child
+    process would land in it. Python has already set ``sys.stdout`` (or stdin,
+    stderr) to None for a descriptor closed at start-up, so commands still see
+    that it is missing.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                opened = os.open(os.devnull, os.O_RDWR)
+                if opened != fd:
+                    os.dup2(opened, fd)
+                    os.close(opened)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 1 error, 2 usage error, 130 interrupted)."""
+    """Run the CLI; return the exit code (0 ok, 1 error, 2 usage error, 130 interrupted
+    by Ctrl-C, 143 by SIGTERM)."""
     level, args = _take_logging(_hoist(sys.argv[1:] if argv is None else argv))
     if isinstance(level, str):
         print(f"Error: --log-level {level!r} is not one of {', '.join(_LEVELS)}", file=sys.stderr)
@@ -267,12 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--strict-plugins" in args:
         # before the plugin manager is built, which happens ahead of option parsing
         os.environ["TAPYARD_STRICT_PLUGINS"] = "1"
+    _guard_standard_descriptors()
     warnings.showwarning = _format_warning
     _register()
     installed = _install_logging(level)
+    signals = _install_signals()
     try:
         return _main(args, debug)
     finally:
+        _restore_signals(signals)
         _remove_logging(installed)
 
 
@@ -282,7 +383,13 @@ def _main(args: list[str], debug: bool) -> int:
     try:
         if not _builtin_command(args):
             _plugin_commands()
-        app(args=args, prog_name="tapyard", standalone_mode=False)
+        code = app(args=args, prog_name="tapyard", standalone_mode=False)
+        # Outside standalone mode typer returns the code of a typer.Exit raised by a
+        # command (and turns a KeyboardInterrupt it sees into 130).
+        if isinstance(code, int) and not isinstance(code, bool):
+            if code == 130 and not _said:
+                raise interrupted()
+            return code
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.TyperException as exc:
@@ -294,13 +401,13 @@ def _main(args: list[str], debug: bool) -> int:
             print(f"Error: {exc.format_message()}", file=sys.stderr)
         return int(exc.exit_code)
     except typer.Abort:
+        # a prompt answered with Ctrl-C (an interrupt) or Ctrl-D (end of input)
         print("Aborted.", file=sys.stderr)
-        return 130
+        return interrupted_exit_code() if _received else 1
     except KeyboardInterrupt:
         if debug:
             raise
-        print("Interrupted.", file=sys.stderr)
-        return 130
+        return int(interrupted().exit_code)
     except TapyardError as exc:
         if debug:
             raise

@@ -111,11 +111,16 @@ def check(
 
 
 class _Progress:
-    """A rich progress display with one line per stream (off when not on a terminal)."""
+    """A rich progress display with one line per stream (off when not on a terminal).
+
+    Displayed or not, it keeps each stream's result as the engine reports it
+    after a commit, so that an interrupted run can say what it committed.
+    """
 
     def __init__(self, names: list[str] | None) -> None:
         self.enabled = progress_enabled()
         self.tasks: dict[str, Any] = {}
+        self.results: dict[str, StreamResult] = {}
         self.progress: Any = None
         if self.enabled:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -140,7 +145,13 @@ class _Progress:
         if self.progress is not None:
             self.progress.__exit__(*exc)
 
+    @property
+    def committed(self) -> int:
+        """Records committed so far in this run, over every stream."""
+        return sum(r.records for r in self.results.values())
+
     def __call__(self, event: str, result: StreamResult) -> None:
+        self.results[result.name] = result
         if self.progress is None:
             return
         task = self.tasks.get(result.name)
@@ -179,17 +190,28 @@ def sync(
         raise ConfigError("--json and --to jsonl:- both write to stdout; pick one")
     with contextlib.ExitStack() as stack:
         credentials = _credentials(stack, connector, creds, vault)
-        with _Progress(names) as progress:
-            result = run_sync(
-                connector,
-                cfg,
-                to=to,
-                streams=names,
-                full_refresh=full_refresh,
-                concurrency=concurrency,
-                progress=progress,
-                credentials=credentials,
-            )
+        progress = _Progress(names)
+        try:
+            with progress:
+                result = run_sync(
+                    connector,
+                    cfg,
+                    to=to,
+                    streams=names,
+                    full_refresh=full_refresh,
+                    concurrency=concurrency,
+                    progress=progress,
+                    credentials=credentials,
+                )
+        except KeyboardInterrupt:
+            # Ctrl-C, SIGTERM or SIGHUP (see tapyard.cli.main): the engine has rolled
+            # back the transaction under way and closed the destination; every
+            # transaction it counted is committed, with the state to resume from.
+            from tapyard.cli import interrupted
+
+            raise interrupted(
+                f"interrupted; {progress.committed:,} records committed, run again to resume"
+            ) from None
     if as_json:
         summary = result.to_json()
         for stream in summary["streams"]:

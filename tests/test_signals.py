@@ -1,0 +1,115 @@
+"""Stopping a sync with a signal, as cron, systemd and a Python caller do it:
+what was committed stays, the exit code says a signal stopped it, and the next
+run finishes the rest. (Ctrl-C in a terminal is in tests/test_terminal.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import tapyard
+from tapyard._signals import deferred_signals
+
+STREAMS = ("customers", "orders", "events")
+CONFIG = {"records_per_stream": 20000}
+
+
+def _committed(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return sum(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in STREAMS)
+    except sqlite3.Error:
+        return 0
+
+
+def _wait_for_rows(db: Path, proc: subprocess.Popen[str] | None = None, at_least: int = 500) -> None:
+    deadline = time.monotonic() + 60
+    while _committed(db) < at_least:
+        assert proc is None or proc.poll() is None, proc.communicate() if proc else ""
+        assert time.monotonic() < deadline, "no rows were committed within 60 s"
+        time.sleep(0.02)
+
+
+def test_sigterm_as_cron_or_systemd_sends_it(tmp_path: Path) -> None:
+    """No terminal, output to pipes, SIGTERM to the process: exit 143, one line on
+    stderr, nothing on stdout, a sound database, and a re-run completes it."""
+    db = tmp_path / "cron.db"
+    cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(CONFIG), "--to", f"sqlite:///{db}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(db, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted; ") and "Traceback" not in err, err
+    assert lines[0].endswith(" records committed, run again to resume")
+    assert int(lines[0].split()[1].replace(",", "")) == _committed(db)
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as con:
+        for table in STREAMS:
+            assert con.execute(f'SELECT count(*), count(DISTINCT id) FROM "{table}"').fetchone() == (20000, 20000)
+
+
+def test_a_second_signal_during_the_clean_up_stops_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "twice.db"
+    cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(CONFIG), "--to", f"sqlite:///{db}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(db, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_python_api_does_not_swallow_keyboard_interrupt(tmp_path: Path, concurrency: int) -> None:
+    """With one reader the engine reads in the caller's thread, where a stream's
+    error handling used to catch the interrupt, mark the stream failed and go on."""
+    db = tmp_path / "api.db"
+    url = f"sqlite:///{db}"
+    timer = threading.Thread(target=lambda: (_wait_for_rows(db), os.kill(os.getpid(), signal.SIGINT)), daemon=True)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        tapyard.sync("sample", CONFIG, to=url, concurrency=concurrency)
+    timer.join(5)
+    committed = _committed(db)
+    assert 0 < committed < 60000
+    result = tapyard.sync("sample", CONFIG, to=url, concurrency=concurrency)
+    assert result.ok and result.records < 60000  # only the remainder was read again
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        for table in STREAMS:
+            assert con.execute(f'SELECT count(*), count(DISTINCT id) FROM "{table}"').fetchone() == (20000, 20000)
+
+
+def test_a_signal_inside_a_deferred_block_arrives_after_it() -> None:
+    seen: list[str] = []
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler would have run here
+        seen.append("finished")
+    assert seen == ["finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with deferred_signals():  # an ignored signal stays ignored
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
