@@ -116,13 +116,13 @@ def test_no_secret_reaches_the_vault_file_the_database_the_logs_or_any_output(
     cli("creds", "add", "acme-login", "--connector", "acme", "--from-json", "-")
     doc.unlink()
 
-    # Use them: syncs (the API key in the query string, --debug logging on), check,
+    # Use them: syncs (the API key in the query string, debug logging on: -vv), check,
     # discover, failures, and every listing.
     db = tmp_path / "out.db"
     keyed = json.dumps({"records_per_stream": 40, "page_size": 7, "auth": "api_key", "server_api_key": API_KEY})
     oauth = json.dumps({"records_per_stream": 48, "page_size": 4, "auth": "oauth2", "server_client_secret": CLIENT_SECRET, "token_ttl_s": 1, "latency_ms": 60})
-    cli("--debug", "sync", "sample", "-c", keyed, "--creds", "sample-key", "--to", f"sqlite:///{db}", "--json")
-    cli("--debug", "sync", "sample", "-c", oauth, "--creds", "sample-oauth", "--to", f"sqlite:///{db}", "--full-refresh")
+    cli("--debug", "-vv", "sync", "sample", "-c", keyed, "--creds", "sample-key", "--to", f"sqlite:///{db}", "--json")
+    cli("--debug", "-vv", "sync", "sample", "-c", oauth, "--creds", "sample-oauth", "--to", f"sqlite:///{db}", "--full-refresh")
     cli("check", "sample", "-c", keyed, "--creds", "sample-key")
     cli("discover", "sample", "-c", oauth, "--creds", "sample-oauth", "--json")
     wrong = json.dumps({"auth": "api_key", "server_api_key": "another-key-entirely"})

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -175,6 +176,17 @@ class RestConnector(Connector):
         names = [s.name for s in self._streams]
         if len(set(names)) != len(names):
             raise PluginError(f"connector {name!r} declares a stream name twice: {names}")
+        for stream in self._streams:
+            if stream.cursor_field and not stream.cursor_param:
+                # The cursor would be saved but never sent: every run reads everything.
+                warnings.warn(
+                    f"connector {name!r}: stream {stream.name!r} has cursor_field "
+                    f"{stream.cursor_field!r} but no cursor_param, so incremental runs still "
+                    "read every record; set cursor_param to the query parameter that asks "
+                    "for records past the cursor",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     def stream_names(self) -> list[str]:
         return [s.name for s in self._streams]
@@ -209,6 +221,13 @@ class RestConnector(Connector):
             base_url = str(overrides.get("base_url") or render(self.base_url, config))
             if not base_url:
                 raise ConfigError(f"connector {self.name!r} has no base URL")
+            if context.credentials is None and "none" not in self.auth_kinds:
+                # Refuse before any request: unauthenticated calls would only fail one by one.
+                raise ConfigError(
+                    f"connector {self.name!r} needs credentials ({', '.join(self.auth_kinds)}) and "
+                    f"none were given: store them with tapyard creds add NAME --connector {self.name}, "
+                    "then pass --creds NAME (from Python: credentials=...)"
+                )
             auth = pm.hook.tapyard_auth_strategy(
                 connector=self, config=config, credentials=context.credentials
             )

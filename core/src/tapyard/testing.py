@@ -1,12 +1,20 @@
-"""Testing helpers for connector authors: VCR cassettes scrubbed of secrets.
+"""Testing helpers for connector authors: VCR cassettes scrubbed of secrets,
+fake credentials, and the CLI run from a test.
 
 ::
 
-    from tapyard.testing import cassette
+    import tapyard
+    from tapyard.testing import cassette, fake_credentials, run_cli
 
     def test_customers_replay(tmp_path):
-        with cassette("cassettes/stripe/customers.yaml"):
-            result = tapyard.sync("stripe", config, credentials=fake_credentials(), to=...)
+        with cassette("cassettes/acme/customers.yaml"):
+            result = tapyard.sync("acme", {}, credentials=fake_credentials("acme"),
+                                  to=f"sqlite:///{tmp_path / 'out.db'}")
+        assert result.ok
+
+    def test_the_cli_lists_acme():
+        result = run_cli("connectors", "list", "--json")
+        assert result.exit_code == 0 and '"acme"' in result.stdout
 
 Replay is the default (record mode ``none``): a request that is not in the
 cassette fails, so a test can never reach a real account. Set
@@ -27,25 +35,34 @@ credentials in the environment (so nothing can reach a real account), an
 isolated ``TAPYARD_HOME``, a fresh plugin manager, and the ``register_plugin``
 fixture that registers throwaway plugins for one test.
 
-Needs the ``testing`` extra (``pip install tapyard[testing]``), which brings vcrpy.
+Needs the ``testing`` extra (``pip install 'tapyard[testing]'``), which brings
+vcrpy and pytest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
 import json
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-__all__ = ["SECRET_PATTERNS", "cassette", "scrub_text", "vcr_config"]
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from tapyard._model import Connector
+
+__all__ = ["SECRET_PATTERNS", "CliResult", "cassette", "fake_credentials", "run_cli", "scrub_text", "vcr_config"]
 
 REDACTED = "REDACTED"
 
@@ -204,6 +221,78 @@ def cassette(path: str | os.PathLike[str], *, record_mode: str | None = None, **
     target.parent.mkdir(parents=True, exist_ok=True)
     with vcr.VCR(**config).use_cassette(str(target)) as recorded:
         yield recorded
+
+
+def fake_credentials(connector: str | Connector, kind: str | None = None, **fields: Any) -> BaseModel:
+    """Credentials of ``kind`` for ``connector`` with a fake value in every required field.
+
+    ``kind`` may be left out when the connector takes one kind of credential.
+    Each required field the caller does not give gets ``"fake-<field>"``;
+    optional fields keep their defaults; ``fields`` override either (give the
+    field yourself where the model checks its shape, such as a key prefix).
+    The result is what ``tapyard.sync(..., credentials=...)`` takes, and what a
+    cassette replays against: no real account is ever reached with it.
+    Raises ``ValueError`` when the kind is ambiguous or the values do not fit.
+    """
+    from pydantic import ValidationError
+
+    from tapyard._config import describe_validation_error
+    from tapyard._plugins import get_connector
+
+    conn = get_connector(connector) if isinstance(connector, str) else connector
+    takes = [k for k in conn.auth_kinds if k != "none"]
+    if kind is None:
+        if len(takes) != 1:
+            raise ValueError(
+                f"connector {conn.name!r} takes {', '.join(takes) or 'no'} credentials: pass kind="
+            )
+        kind = takes[0]
+    model = conn.credential_model(kind)
+    values: dict[str, Any] = {"kind": kind} if "kind" in model.model_fields else {}
+    for name, info in model.model_fields.items():
+        if name not in fields and name != "kind" and info.is_required():
+            values[name] = f"fake-{name}"
+    try:
+        return model.model_validate({**values, **fields})
+    except ValidationError as exc:
+        raise ValueError(
+            f"fake {kind} credentials for {conn.name!r} do not fit: "
+            f"{describe_validation_error(exc, model=model)}; pass those fields to fake_credentials"
+        ) from None
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What :func:`run_cli` saw: the exit code and everything written to each stream."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, input: str = "") -> CliResult:
+    """Run ``tapyard ARGS...`` in this process, as a shell would, and capture what it writes.
+
+    It goes through the CLI's own entry point: plugin commands are added, an
+    error is its one ``Error:`` line on stderr with exit code 1 (2 for a usage
+    error), and ``--debug`` re-raises. ``input`` is standard input (for
+    ``--from-json -``). Standard output and error are not terminals, so there
+    are no prompts and no progress display.
+    """
+    from tapyard.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_stdin = sys.stdin
+    sys.stdin = io.StringIO(input)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # a command that exits by itself
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdin = saved_stdin
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 
 # -- the pytest plugin ---------------------------------------------------------

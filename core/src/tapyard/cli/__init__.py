@@ -77,6 +77,13 @@ def _root(
 
 
 def _register() -> None:
+    """Add the built-in command groups to ``app`` (once).
+
+    Their modules import what they need inside each command, so adding them
+    costs little; it happens when this module is imported, so that ``app`` is
+    complete for typer's ``CliRunner`` too (plugin commands are added by
+    :func:`main`, or ``tapyard.testing.run_cli``).
+    """
     if getattr(app, "_tapyard_registered", False):
         return
     from tapyard.cli import _connectors, _creds, _run
@@ -439,3 +446,6 @@ def _main(args: list[str], debug: bool) -> int:
 def entry() -> None:
     """The console-script entry point."""
     sys.exit(main())
+
+
+_register()
