@@ -58,8 +58,10 @@ def test_replayed_full_sync_then_incremental_with_deletes(tmp_path: Path) -> Non
     assert _counts(first) == {"Account": 450, "Contact": 30}
     db = sqlite3.connect(tmp_path / "sf.db")
     types = {r[1]: r[2] for r in db.execute("PRAGMA table_info(Account)")}
-    assert types["AnnualRevenue"] == "REAL" and types["NumberOfEmployees"] == "INTEGER"
-    assert types["IsDeleted"] == "INTEGER" and types["Type"] == "TEXT" and "BillingCity" not in types
+    assert types["NumberOfEmployees"] == "INTEGER" and types["IsDeleted"] == "INTEGER" and types["Type"] == "TEXT"
+    assert db.execute("SELECT AnnualRevenue, Balance__c FROM Account ORDER BY Id LIMIT 1").fetchone() == (
+        "123456789012345678", "98765432109876.54")  # the digits Salesforce sent, not a float's
+    assert db.execute("SELECT count(*) FROM Account WHERE BillingCity = 'Springfield'").fetchone() == (450,)
     address = json.loads(db.execute("SELECT BillingAddress FROM Account LIMIT 1").fetchone()[0])
     assert address["city"] == "Springfield"
     assert db.execute("SELECT SystemModstamp FROM Account ORDER BY SystemModstamp LIMIT 1").fetchone()[0].startswith("2024-01-01T00:00:01")
@@ -67,7 +69,7 @@ def test_replayed_full_sync_then_incremental_with_deletes(tmp_path: Path) -> Non
     changed = json.loads((CASSETTES / "changed.json").read_text())
     second = _sync(tmp_path, CASSETTES / "incremental.yaml", refresh())
     assert second.ok, [s.error for s in second.streams]
-    assert _counts(second) == {"Account": 7, "Contact": 1}  # only what changed
+    assert _counts(second) == {"Account": 8, "Contact": 2}  # what changed, and the boundary record read again (>=)
     assert db.execute("SELECT count(*) FROM Account").fetchone() == (455,)
     assert db.execute("SELECT Name FROM Account WHERE Id = ?", (changed["renamed"],)).fetchone() == ("Renamed Account",)
     assert db.execute("SELECT Id FROM Account WHERE IsDeleted").fetchall() == [(changed["deleted"],)]
@@ -170,7 +172,7 @@ def test_live_sync_against_the_fake(tmp_path: Path) -> None:
         org.inject(403, LIMITED)
         second = tapyard.sync("salesforce", config, credentials=refresh(), to=db, concurrency=1)
         assert second.ok, [s.error for s in second.streams]
-        assert _counts(second) == {"Account": 7, "Contact": 1}
+        assert _counts(second) == {"Account": 8, "Contact": 2}
         assert second.http["retries"] == 1
         rows = sqlite3.connect(tmp_path / "live.db")
         assert rows.execute("SELECT Id FROM Account WHERE IsDeleted").fetchall() == [(changed["deleted"],)]

@@ -165,7 +165,12 @@ def _scrub_body(body: Any) -> Any:
     except UnicodeDecodeError:
         return body
     with contextlib.suppress(ValueError):
-        text = json.dumps(_scrub_json(json.loads(text)))
+        parsed = json.loads(text)
+        scrubbed = _scrub_json(parsed)
+        if scrubbed != parsed:
+            # Re-encoded only when a field was scrubbed: json turns 98765432109876.54
+            # into a float and back, and a cassette must hold the vendor's digits.
+            text = json.dumps(scrubbed)
     text = scrub_text(text)
     return text.encode() if isinstance(body, bytes) else text
 

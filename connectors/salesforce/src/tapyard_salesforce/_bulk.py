@@ -12,9 +12,12 @@ jobs/query/<id>/results?maxRecords=N[&locator=L]`` until ``Sforce-Locator`` says
 Results are CSV. Each response is read as a stream and parsed line by line into
 pages of ``batch_size`` records, so memory stays flat however large a results
 page is. CSV values are typed from ``describe()`` as the REST API's JSON would
-be (booleans, ints, floats; dates and datetimes as text for the schema to parse;
-an empty value is null). Compound address/location fields cannot be selected in
-Bulk queries, so their columns stay null in this mode.
+be (booleans, ints, exact decimals; dates and datetimes as text for the schema
+to parse; an empty value is null). Compound address/location fields cannot be
+selected in Bulk queries: their parts are (``BillingStreet``, ...), and each
+compound value is put together from them as the REST API would send it
+(``{"street": ..., "city": ..., ...}``; null when every part is), so a record
+reads the same through either API.
 
 simple-salesforce 1.12's ``bulk2`` shapes the same requests, but reads each
 results page into one string and hides the job id; these calls use its error
@@ -27,10 +30,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import decimal
 import json
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tapyard import HTTPError, Page, PageRequest, ResponseError, Stream, StreamState
@@ -38,7 +42,7 @@ from tapyard import HTTPError, Page, PageRequest, ResponseError, Stream, StreamS
 if TYPE_CHECKING:
     from tapyard_salesforce._connector import SalesforceSource
 
-__all__ = ["COMPOUND_TYPES", "csv_lines", "read_bulk", "typed_rows"]
+__all__ = ["COMPOUND_TYPES", "compound_parts", "csv_lines", "read_bulk", "typed_rows"]
 
 #: Field types Bulk queries refuse to select.
 COMPOUND_TYPES = frozenset({"address", "location"})
@@ -47,8 +51,15 @@ _CSV = {"Content-Type": "application/json", "Accept": "text/csv"}
 _BOOLEANS = {"true": True, "false": False}
 
 
+def _decimal(value: str) -> Any:
+    try:
+        return decimal.Decimal(value)
+    except decimal.InvalidOperation:
+        raise ValueError(value) from None
+
+
 def _int(value: str) -> Any:
-    return int(value) if value.lstrip("-").isdigit() else int(float(value))
+    return int(value) if value.lstrip("-").isdigit() else int(_decimal(value))
 
 
 def _bool(value: str) -> Any:
@@ -56,7 +67,7 @@ def _bool(value: str) -> Any:
 
 
 _CASTS: dict[str, Callable[[str], Any]] = {
-    "boolean": _bool, "int": _int, "long": _int, "double": float, "currency": float, "percent": float,
+    "boolean": _bool, "int": _int, "long": _int, "double": _decimal, "currency": _decimal, "percent": _decimal,
 }
 
 
@@ -74,6 +85,32 @@ def csv_lines(chunks: Iterable[bytes]) -> Iterator[str]:
     tail += decoder.decode(b"", final=True)
     if tail:
         yield tail
+
+
+def compound_parts(fields: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """For each compound field Bulk queries cannot select (address, location):
+    its parts as (field name, key in the compound value). ``BillingCity`` of
+    ``BillingAddress`` is ``city``; ``Place__Latitude__s`` of ``Place__c`` is
+    ``latitude``."""
+    kinds = {str(f["name"]): f.get("type") for f in fields}
+    parts: dict[str, list[tuple[str, str]]] = {}
+    for field in fields:
+        compound = field.get("compoundFieldName")
+        if not compound or kinds.get(str(compound)) not in COMPOUND_TYPES:
+            continue
+        name = str(field["name"])
+        stem = str(compound).removesuffix("__c").removesuffix("Address")
+        key = name.removeprefix(stem).removeprefix("__").removesuffix("__s")
+        parts.setdefault(str(compound), []).append((name, key[:1].lower() + key[1:]))
+    return parts
+
+
+def with_compounds(record: dict[str, Any], parts: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, Any]:
+    """``record`` with each compound value put together from its parts (null when all are)."""
+    for compound, members in parts.items():
+        value = {key: record.get(name) for name, key in sorted(members, key=lambda m: m[1])}  # REST's key order
+        record[compound] = value if any(v is not None for v in value.values()) else None
+    return record
 
 
 def typed_rows(lines: Iterable[str], fields: Mapping[str, str]) -> Iterator[dict[str, Any]]:
@@ -159,7 +196,9 @@ class _Job:
         """The job's records from ``locator`` on ("": the first results page)."""
         url = f"{self.base}/{job_id}/results"
         path = urllib.parse.urlsplit(url).path
-        fields = {str(f["name"]): str(f.get("type")) for f in self.source.fields[self.stream.name]}
+        described = self.source.fields[self.stream.name]
+        fields = {str(f["name"]): str(f.get("type")) for f in described}
+        parts = compound_parts(described)
         size = self.config.batch_size
         while True:
             params: dict[str, Any] = {"maxRecords": self.config.bulk_page_size}
@@ -174,7 +213,7 @@ class _Job:
                     if len(records) >= size:  # not the last chunk: that one carries the next locator
                         yield Page(records=records, resume=again)
                         records = []
-                    records.append(record)
+                    records.append(with_compounds(record, parts) if parts else record)
             last = following == "null"
             yield Page(records=records, resume=None if last else PageRequest(url=path, params={"locator": following}))
             if last:

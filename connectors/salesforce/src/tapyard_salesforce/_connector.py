@@ -6,12 +6,21 @@ tapyard paces, retries and re-authenticates.
   an assertion signed by the core's :class:`tapyard.JwtBearerAuth`); the
   session id and instance URL it returns go to ``simple_salesforce.Salesforce``.
   After ``INVALID_SESSION_ID`` the session asks for a new token once and retries.
+  A rotated refresh token (a connected app with refresh token rotation) is
+  saved to the credential's token store (the vault, for a stored credential)
+  under its lock before the new session id is used, and the stored refresh
+  token is the one presented next time.
 - Discovery: ``describe()`` of each configured sObject, its fields mapped to
-  typed columns (compound address/location fields as JSON; their component
-  fields are left out).
-- Reads: ``SELECT <fields> FROM <sObject> [WHERE SystemModstamp > <cursor>]
+  typed columns: compound fields (``Name``, address and location fields) as
+  they come, and their parts (``FirstName``, ``BillingCity``, ...) as columns
+  of their own. Numbers (``currency``, ``double``, ``percent``) are ``Decimal``,
+  parsed from the response text digit for digit, never through a float.
+- Reads: ``SELECT <fields> FROM <sObject> [WHERE SystemModstamp >= <cursor>]
   ORDER BY SystemModstamp, Id`` through ``queryAll`` (so deleted records come
-  back with ``IsDeleted`` true), following ``nextRecordsUrl``; or, for the
+  back with ``IsDeleted`` true), following ``nextRecordsUrl``. ``>=``: Salesforce
+  stamps in milliseconds, and records changed in the millisecond of the saved
+  cursor after the last run must not be lost; the boundary records read again
+  are absorbed by the upserts. Or, for the
   sObjects in ``bulk_sobjects`` and those whose ``SELECT COUNT()`` for the run
   reaches ``bulk_threshold``, one Bulk API 2.0 query job (``_bulk``).
 - Limits: every response goes to ``tapyard_rate_limit_learn`` (which reads
@@ -27,6 +36,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
@@ -39,6 +49,7 @@ from tapyard import (
     HTTPError,
     HTTPStatusError,
     JwtBearerAuth,
+    MemoryTokenStore,
     Page,
     PageRequest,
     RateLimiter,
@@ -47,6 +58,7 @@ from tapyard import (
     Source,
     Stream,
     StreamState,
+    TokenStore,
     TransportError,
 )
 from tapyard_salesforce._bulk import COMPOUND_TYPES, read_bulk
@@ -152,8 +164,10 @@ class SalesforceConfig(BaseModel):
         return self
 
 
+#: describe() types -> record types; numbers exact (``Decimal``: a currency field holds
+#: 18 digits, more than a float carries)
 _TYPES: dict[str, Any] = {
-    "boolean": bool, "int": int, "long": int, "double": float, "currency": float, "percent": float,
+    "boolean": bool, "int": int, "long": int, "double": Decimal, "currency": Decimal, "percent": Decimal,
     "date": dt.date, "datetime": dt.datetime, "address": dict[str, Any], "location": dict[str, Any],
 }
 
@@ -168,9 +182,11 @@ def record_model(sobject: str, fields: Sequence[Mapping[str, Any]]) -> type[Base
 
 
 def selected_fields(fields: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The fields to query: all but the components of compound fields, which the
-    compound (address, location) field carries already."""
-    return [f for f in fields if not f.get("compoundFieldName") and f.get("type") != "base64"]
+    """The fields to query: all but base64 ones (blobs, read one record at a time).
+    The parts of compound fields (``FirstName`` of ``Name``, ``BillingCity`` of
+    ``BillingAddress``) are kept: they are fields of their own, and Bulk queries
+    can select only them."""
+    return [f for f in fields if f.get("type") != "base64"]
 
 
 def _soql_time(value: Any) -> str:
@@ -178,6 +194,12 @@ def _soql_time(value: Any) -> str:
     stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     stamp = stamp.astimezone(dt.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _since(cursor: Any) -> str:
+    """The SOQL filter of an incremental read: the saved cursor's millisecond
+    included (see the module docs)."""
+    return f"SystemModstamp >= {_soql_time(cursor)}"
 
 
 def _said(content: Any) -> tuple[str, str]:
@@ -288,6 +310,26 @@ def _session(source: SalesforceSource) -> Any:
     return session
 
 
+#: Token stores of refresh-token credentials that came without one (built in
+#: code, not loaded from the vault), by token endpoint, connected app and original
+#: refresh token: a rotated token is kept for the life of the process, so a later
+#: run in it presents the newest one instead of a spent one (which would revoke
+#: them all). Only the vault keeps it across processes.
+_MEMORY_STORES: dict[tuple[str, str, str], MemoryTokenStore] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def token_store(creds: SalesforceRefreshToken, token_url: str) -> TokenStore:
+    """Where the rotated refresh tokens of ``creds`` are kept: the vault for a
+    stored credential (its ``token_store``), else memory for this process."""
+    store = creds.token_store
+    if store is not None:
+        return store
+    with _MEMORY_LOCK:
+        key = (token_url, creds.client_id, creds.refresh_token.get_secret_value())
+        return _MEMORY_STORES.setdefault(key, MemoryTokenStore({"refresh_token": key[2]}))
+
+
 def _signer(creds: SalesforceJwt, config: SalesforceConfig) -> JwtBearerAuth:
     """The core's JWT bearer strategy, used only to sign assertions (RS256:
     iss the consumer key, sub the user, aud the login server, exp 3 minutes);
@@ -339,7 +381,8 @@ class SalesforceSource(Source):
         from simple_salesforce.api import Salesforce
 
         self.sf = Salesforce(
-            instance_url=self.instance_url, session_id=self.token, version=config.api_version, session=self.session
+            instance_url=self.instance_url, session_id=self.token, version=config.api_version, session=self.session,
+            parse_float=Decimal, object_pairs_hook=dict,
         )
         self.fields: dict[str, list[Mapping[str, Any]]] = {}
         self._streams = [self._describe(name) for name in config.sobjects]
@@ -349,6 +392,10 @@ class SalesforceSource(Source):
         creds = self.credentials
         url = self.config.login_url.rstrip("/") + "/services/oauth2/token"
         form: dict[str, str]
+        if isinstance(creds, SalesforceRefreshToken):
+            with self._login_lock:
+                self._refresh(creds, url)
+            return
         if isinstance(creds, SalesforcePassword):
             password = creds.password.get_secret_value()
             if creds.security_token is not None:
@@ -356,38 +403,61 @@ class SalesforceSource(Source):
             form = {"grant_type": "password", "client_id": creds.client_id,
                     "client_secret": creds.client_secret.get_secret_value(),
                     "username": creds.username, "password": password}
-        elif isinstance(creds, SalesforceRefreshToken):
-            form = {"grant_type": "refresh_token", "client_id": creds.client_id,
-                    "refresh_token": creds.refresh_token.get_secret_value()}
-            if creds.client_secret is not None:
-                form["client_secret"] = creds.client_secret.get_secret_value()
         else:
             assert self._signer is not None
             # a fresh assertion for every login: each one expires within 3 minutes
             form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._signer.assertion(url)}
         with self._login_lock:
-            response = self.session.post(url, data=form, headers={"Accept": "application/json"})
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-                code, message = _said(body if body is not None else response.text)
-                hint = (" (the certificate uploaded to the connected app must match private_key, and the "
-                        "user must be pre-authorized for it)") if self._signer is not None else ""
-                raise AuthenticationError(
-                    f"POST {url} was refused: {response.status_code}; check the credential{hint} "
-                    f"(Salesforce said: {code or 'no JSON'}: {message or _title(response.text)})",
-                    status_code=response.status_code or 401, method="POST", url=url,
-                )
-            from tapyard_credentials import redactor
+            self._use(self._grant(url, form))
 
-            self.token = str(body["access_token"])
-            redactor.register(self.token)
-            self.instance_url = str(body.get("instance_url") or self.instance_url)
-            if getattr(self, "sf", None) is not None:
-                self.sf.session_id = self.token
-                self.sf.headers["Authorization"] = f"Bearer {self.token}"
+    def _refresh(self, creds: SalesforceRefreshToken, url: str) -> None:
+        """The refresh token grant, under the token store's lock (which the vault
+        holds across processes): the refresh token presented is the stored one,
+        and a rotated one is saved, durably, before the new session id is used.
+        If saving fails, the session id is not used."""
+        store = token_store(creds, url)
+        with store.lock():
+            presented = store.load().get("refresh_token") or creds.refresh_token.get_secret_value()
+            form = {"grant_type": "refresh_token", "client_id": creds.client_id, "refresh_token": presented}
+            if creds.client_secret is not None:
+                form["client_secret"] = creds.client_secret.get_secret_value()
+            body = self._grant(url, form)
+            rotated = body.get("refresh_token")
+            if isinstance(rotated, str) and rotated and rotated != presented:
+                from tapyard_credentials import redactor
+
+                redactor.register(rotated)
+                store.save({"refresh_token": rotated})
+            self._use(body)
+
+    def _grant(self, url: str, form: Mapping[str, str]) -> dict[str, Any]:
+        """The token endpoint's answer to ``form``; a refusal is one line."""
+        response = self.session.post(url, data=dict(form), headers={"Accept": "application/json"})
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
+            code, message = _said(body if body is not None else response.text)
+            hint = (" (the certificate uploaded to the connected app must match private_key, and the "
+                    "user must be pre-authorized for it)") if self._signer is not None else ""
+            raise AuthenticationError(
+                f"POST {url} was refused: {response.status_code}; check the credential{hint} "
+                f"(Salesforce said: {code or 'no JSON'}: {message or _title(response.text)})",
+                status_code=response.status_code or 401, method="POST", url=url,
+            )
+        from tapyard_credentials import redactor
+
+        redactor.register(str(body["access_token"]))
+        return body
+
+    def _use(self, body: Mapping[str, Any]) -> None:
+        """Sign the following requests with the session id of a token answer."""
+        self.token = str(body["access_token"])
+        self.instance_url = str(body.get("instance_url") or self.instance_url)
+        if getattr(self, "sf", None) is not None:
+            self.sf.session_id = self.token
+            self.sf.headers["Authorization"] = f"Bearer {self.token}"
 
     def call(self, what: str, call: Any) -> Any:
         """``call()``, with simple-salesforce's errors as one-line tapyard errors naming ``what``."""
@@ -440,7 +510,7 @@ class SalesforceSource(Source):
             fields = [f for f in fields if f.get("type") not in COMPOUND_TYPES]
         query = f"SELECT {', '.join(str(f['name']) for f in fields)} FROM {stream.name}"
         if since is not None and stream.cursor_field:
-            query += f" WHERE SystemModstamp > {_soql_time(since)}"
+            query += f" WHERE {_since(since)}"
         if stream.cursor_field and not bulk:
             query += " ORDER BY SystemModstamp, Id"
         return query
@@ -458,7 +528,7 @@ class SalesforceSource(Source):
             return True
         query = f"SELECT COUNT() FROM {stream.name}"
         if state.cursor is not None and stream.cursor_field:
-            query += f" WHERE SystemModstamp > {_soql_time(state.cursor)}"
+            query += f" WHERE {_since(state.cursor)}"
         deleted = self.config.include_deleted
         counted = self.call(f"counting {stream.name}", lambda: self.sf.query(query, include_deleted=deleted))
         return int(counted.get("totalSize") or 0) >= threshold

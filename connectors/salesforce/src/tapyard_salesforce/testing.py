@@ -2,10 +2,14 @@
 
 No Salesforce emulator exists, so this one follows Salesforce's published REST
 API reference for what the connector uses: the OAuth 2.0 token endpoint
-(``password``, ``refresh_token`` and JWT bearer grants; an assertion must be
+(``password``, ``refresh_token`` and JWT bearer grants; with
+``rotate_refresh_tokens`` each refresh answers with a new refresh token and
+spends the old one, and a spent one presented again revokes them all; an assertion must be
 RS256-signed by the key of the connected app's certificate, with ``iss`` the
 consumer key, ``sub`` the user, ``aud`` the login URL and an ``exp`` within 3
-minutes, else ``invalid_grant``), ``sobjects/<Object>/describe``, ``query``
+minutes, else ``invalid_grant``), ``sobjects/<Object>/describe`` (compound fields' parts listed with their
+``compoundFieldName``: a contact's ``Name``, address and location fields),
+numbers written digit for digit (``Decimal`` values), ``query``
 and ``queryAll`` with batches of 2,000 (``Sforce-Query-Options:
 batchSize=N`` for 200..2,000) linked by ``nextRecordsUrl``, ``SELECT COUNT()``,
 ``IsDeleted`` rows only from ``queryAll``, ``INVALID_SESSION_ID`` (401),
@@ -24,7 +28,7 @@ Compound fields are refused, as Bulk queries refuse them. Jobs can be aborted
 
 It serves HTTPS on 127.0.0.1 with a self-signed certificate made at start
 (simple-salesforce only speaks https); it parses only the SOQL the connector
-emits: ``SELECT f, ... | COUNT() FROM Obj [WHERE SystemModstamp > T] [ORDER BY SystemModstamp, Id]``.
+emits: ``SELECT f, ... | COUNT() FROM Obj [WHERE SystemModstamp >|>= T] [ORDER BY SystemModstamp, Id]``.
 Needs ``cryptography`` (the ``testing`` extra).
 """
 
@@ -45,7 +49,9 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,24 +78,30 @@ __all__ = [
 API_VERSION = "59.0"
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
-_ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
+_ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country", "Latitude", "Longitude", "GeocodeAccuracy")
+_PART_TYPES = {"Latitude": "double", "Longitude": "double", "GeocodeAccuracy": "picklist"}
 
 #: name -> (type, compound field it belongs to)
 ACCOUNT_FIELDS: dict[str, tuple[str, str | None]] = {
     "Id": ("id", None), "IsDeleted": ("boolean", None), "Name": ("string", None),
     "Type": ("picklist", None), "Industry": ("picklist", None), "OwnerId": ("reference", None),
     "AnnualRevenue": ("currency", None), "NumberOfEmployees": ("int", None),
-    "Discount__c": ("percent", None), "Score__c": ("double", None),
+    "Discount__c": ("percent", None), "Score__c": ("double", None), "Balance__c": ("currency", None),
     "BillingAddress": ("address", None),
-    **{f"Billing{part}": ("string", "BillingAddress") for part in _ADDRESS_PARTS},
+    **{f"Billing{part}": (_PART_TYPES.get(part, "string"), "BillingAddress") for part in _ADDRESS_PARTS},
     "LastActivityDate": ("date", None), "CreatedDate": ("datetime", None), "SystemModstamp": ("datetime", None),
 }
 CONTACT_FIELDS: dict[str, tuple[str, str | None]] = {
-    "Id": ("id", None), "IsDeleted": ("boolean", None), "LastName": ("string", None),
+    "Id": ("id", None), "IsDeleted": ("boolean", None),
+    # Name is compound: describe lists its parts with compoundFieldName "Name"
+    "Name": ("string", None), "Salutation": ("picklist", "Name"), "FirstName": ("string", "Name"),
+    "LastName": ("string", "Name"),
     "Email": ("email", None), "AccountId": ("reference", None), "Birthdate": ("date", None),
     "HasOptedOutOfEmail": ("boolean", None), "MailingAddress": ("address", None),
-    **{f"Mailing{part}": ("string", "MailingAddress") for part in _ADDRESS_PARTS},
-    "Location__c": ("location", None), "CreatedDate": ("datetime", None), "SystemModstamp": ("datetime", None),
+    **{f"Mailing{part}": (_PART_TYPES.get(part, "string"), "MailingAddress") for part in _ADDRESS_PARTS},
+    "Location__c": ("location", None), "Location__Latitude__s": ("double", "Location__c"),
+    "Location__Longitude__s": ("double", "Location__c"),
+    "CreatedDate": ("datetime", None), "SystemModstamp": ("datetime", None),
 }
 PREFIX = {"Account": "001", "Contact": "003"}
 FIELDS = {"Account": ACCOUNT_FIELDS, "Contact": CONTACT_FIELDS}
@@ -100,6 +112,38 @@ _SOQL = re.compile(
     r"(?:\s+ORDER\s+BY\s+SystemModstamp\s*,\s*Id)?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
+
+
+#: Values that break naive syncs, on the first account: a currency value past a
+#: double's 15-16 digits, an integer revenue past 2**53, a number field of 18
+#: digits, unicode in the name.
+AWKWARD_ACCOUNT: dict[str, Any] = {
+    "AnnualRevenue": 123456789012345678, "Balance__c": Decimal("98765432109876.54"),
+    "Score__c": Decimal("1234567890123456.78"), "Discount__c": Decimal("10.10"),
+    "Name": "Zoe\u0301 \U0001f680 \u05e2\u05d1\u05e8\u05d9\u05ea GmbH",
+}
+
+
+def _sorted(value: dict[str, Any]) -> dict[str, Any]:
+    """A compound value with its keys in the order Salesforce's JSON has them."""
+    return dict(sorted(value.items()))
+
+
+def _dumps(body: Any) -> str:
+    """JSON as Salesforce writes it: decimals as plain numbers, digit for digit."""
+    exact: dict[str, str] = {}
+
+    def number(value: Any) -> str:
+        if not isinstance(value, Decimal):
+            raise TypeError(type(value).__name__)
+        mark = f"\x00{len(exact)}\x00"
+        exact[json.dumps(mark)] = str(value)
+        return mark
+
+    text = json.dumps(body, default=number)
+    for mark, digits in exact.items():
+        text = text.replace(mark, digits)
+    return text
 
 
 def _stamp(value: dt.datetime) -> str:
@@ -190,13 +234,25 @@ class FakeSalesforce:
     LIMIT = 15000
 
     def __init__(
-        self, port: int = 0, accounts: int = 0, contacts: int = 0, jwt_certificate: str | None = None
+        self, port: int = 0, accounts: int = 0, contacts: int = 0, jwt_certificate: str | None = None,
+        *, rotate_refresh_tokens: bool = False,
     ) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         self.records: dict[str, list[dict[str, Any]]] = {"Account": [], "Contact": []}
         self.sessions: set[str] = set()
+        #: refresh tokens that are valid now; with ``rotate_refresh_tokens`` each use
+        #: answers with a new one and spends the one used, and presenting a spent one
+        #: revokes the whole family (every token descended from it), as a connected
+        #: app with refresh token rotation does
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.refresh_tokens: set[str] = {self.REFRESH_TOKEN}
+        self.spent_refresh_tokens: set[str] = set()
+        #: token endpoint outcomes: "refresh_token:ok", "refresh_token:reused", ...
+        self.grants: Counter[str] = Counter()
+        #: the access token of every API request, in order
+        self.bearers: list[str] = []
         self.faults: list[tuple[int, str, dict[str, str]]] = []
         self.requests: list[str] = []
         self.assertions: list[str] = []
@@ -247,24 +303,31 @@ class FakeSalesforce:
                 "Id": f"{PREFIX[sobject]}5g{n:010d}AAA", "IsDeleted": False, "CreatedDate": stamp, "SystemModstamp": stamp,
             }
             if sobject == "Account":
-                address = {"street": f"{n} Main St", "city": "Springfield", "state": None, "postalCode": f"{n % 90000 + 10000}",
-                           "country": "US", "geocodeAccuracy": None, "latitude": None, "longitude": None}
+                address = _sorted({"street": f"{n} Main St", "city": "Springfield", "state": None, "postalCode": f"{n % 90000 + 10000}",
+                           "country": "US", "geocodeAccuracy": None, "latitude": None, "longitude": None})
                 record.update({
                     "Name": f"Account {n}", "Type": ["Customer - Direct", "Prospect", None][n % 3],
                     "Industry": "Energy" if n % 2 else "Retail", "OwnerId": "0055g00000AbCdEAAV",
                     "AnnualRevenue": n * 1000.5, "NumberOfEmployees": n % 500, "Discount__c": (n % 10) * 1.5,
-                    "Score__c": n / 7, "BillingAddress": address, "LastActivityDate": f"2023-{n % 12 + 1:02d}-15",
+                    "Score__c": n / 7, "Balance__c": Decimal(f"{n}.10"), "BillingAddress": address,
+                    "LastActivityDate": f"2023-{n % 12 + 1:02d}-15",
                     **{f"Billing{p}": address[p[0].lower() + p[1:]] for p in _ADDRESS_PARTS},
                 })
+                if n == 1:
+                    record.update(AWKWARD_ACCOUNT)
             else:
                 accounts = self.records["Account"]
-                address = {"street": f"{n} Elm St", "city": "Shelbyville", "state": "IL", "postalCode": "62565",
-                           "country": "US", "geocodeAccuracy": None, "latitude": None, "longitude": None}
+                address = _sorted({"street": f"{n} Elm St", "city": "Shelbyville", "state": "IL", "postalCode": "62565",
+                           "country": "US", "geocodeAccuracy": None, "latitude": None, "longitude": None})
+                first = "Zoe\u0301 \U0001f680" if n % 10 == 0 else f"First {n}"
+                location = {"latitude": Decimal(f"{39.78 + n / 1000:.6f}"), "longitude": Decimal("-89.65")}
                 record.update({
-                    "LastName": f"Contact {n}", "Email": f"c{n}@example.test",
+                    "Salutation": ["Mr.", "Ms.", None][n % 3], "FirstName": first, "LastName": f"Contact {n}",
+                    "Name": f"{first} Contact {n}", "Email": f"c{n}@example.test",
                     "AccountId": accounts[n % len(accounts)]["Id"] if accounts else None,
                     "Birthdate": f"19{n % 90 + 10:02d}-0{n % 9 + 1}-1{n % 9}", "HasOptedOutOfEmail": n % 4 == 0,
-                    "MailingAddress": address, "Location__c": {"latitude": 39.78 + n / 1000, "longitude": -89.65},
+                    "MailingAddress": address, "Location__c": location,
+                    "Location__Latitude__s": location["latitude"], "Location__Longitude__s": location["longitude"],
                     **{f"Mailing{p}": address[p[0].lower() + p[1:]] for p in _ADDRESS_PARTS},
                 })
             self.records[sobject].append(record)
@@ -274,10 +337,13 @@ class FakeSalesforce:
     def find(self, record_id: str) -> dict[str, Any]:
         return next(r for rs in self.records.values() for r in rs if r["Id"] == record_id)
 
-    def update(self, record_id: str, **fields: Any) -> None:
+    def update(self, record_id: str, *, stamp: str | None = None, **fields: Any) -> None:
+        """Change a record; its ``SystemModstamp`` moves to the next tick, or to
+        ``stamp`` (an instant already given out: Salesforce stamps in milliseconds,
+        so records changed in the same millisecond share one)."""
         record = self.find(record_id)
         record.update(fields)
-        record["SystemModstamp"] = self._tick()
+        record["SystemModstamp"] = stamp or self._tick()
 
     def delete(self, record_id: str) -> None:
         self.update(record_id, IsDeleted=True)
@@ -487,7 +553,11 @@ class FakeSalesforce:
         if grant == "password":
             ok = app_ok and form.get("username") == self.USERNAME and form.get("password") == self.PASSWORD + self.SECURITY_TOKEN
         elif grant == "refresh_token":
-            ok = app_ok and form.get("refresh_token") == self.REFRESH_TOKEN
+            presented = form.get("refresh_token", "")
+            ok = app_ok and presented in self.refresh_tokens
+            if app_ok and presented in self.spent_refresh_tokens:
+                self.grants["refresh_token:reused"] += 1
+                self.refresh_tokens.clear()  # a replayed token: revoke the family
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             self.assertions.append(form.get("assertion", ""))
             refusal = self._jwt_refusal(form.get("assertion", ""))
@@ -497,7 +567,9 @@ class FakeSalesforce:
         else:
             return 400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"}
         if not ok:
+            self.grants[f"{grant}:refused"] += 1
             return 400, {"error": "invalid_grant", "error_description": "authentication failure"}
+        self.grants[f"{grant}:ok"] += 1
         session = "00D5g000004Fake!AQ" + secrets.token_urlsafe(48).replace("-", "x").replace("_", "y")
         self.sessions.add(session)
         answer = {
@@ -506,6 +578,12 @@ class FakeSalesforce:
         }
         if grant not in ("password", "refresh_token"):  # the JWT flow answers with scopes and no signature
             answer = {k: v for k, v in answer.items() if k not in ("signature", "issued_at")} | {"scope": "api"}
+        if grant == "refresh_token" and self.rotate_refresh_tokens:
+            rotated = "5Aep861" + secrets.token_urlsafe(40).replace("-", "x").replace("_", "y")
+            self.refresh_tokens.discard(form["refresh_token"])
+            self.spent_refresh_tokens.add(form["refresh_token"])
+            self.refresh_tokens.add(rotated)
+            answer["refresh_token"] = rotated
         return 200, answer
 
 
@@ -519,7 +597,7 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            data = body.encode() if isinstance(body, str) else _dumps(body).encode()
             self.send_response(status)
             for name, value in ({"Content-Type": "application/json;charset=UTF-8"} | (headers or {})).items():
                 self.send_header(name, value)
@@ -555,6 +633,7 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
                     self._send(*org.faults.pop(0))
                     return
                 auth = self.headers.get("Authorization", "")
+                org.bearers.append(auth[7:])
                 if not auth.startswith("Bearer ") or auth[7:] not in org.sessions:
                     self._send(401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
                     return
