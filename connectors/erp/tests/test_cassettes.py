@@ -71,8 +71,8 @@ def _counts(result: tapyard.SyncResult) -> dict[str, int]:
 
 def test_a_replayed_full_sync_then_an_incremental_one(tmp_path: Path) -> None:
     first = _sync(tmp_path, CASSETTES / "full.yaml")
-    assert first.ok and _counts(first) == {"Customers": 250, "SalesOrders": 300, "Items": 40}
-    assert first.http["requests"] == 9  # $metadata, 3 + 4 pages (the last one empty), 1 page
+    assert first.ok and _counts(first) == {"Customers": 250, "SalesOrders": 300, "Items": 40, "LedgerEntries": 3}
+    assert first.http["requests"] == 10  # $metadata, 3 + 4 pages (the last one empty), 1 page, 1 page
     db = sqlite3.connect(tmp_path / "erp.db")
     types = {row[1]: row[2] for row in db.execute("PRAGMA table_info(Customers)")}
     assert types["ID"] == "INTEGER" and types["name"] == "TEXT" and types["blocked"] == "INTEGER"  # SQLite booleans
@@ -80,9 +80,16 @@ def test_a_replayed_full_sync_then_an_incremental_one(tmp_path: Path) -> None:
     assert {row[1]: row[2] for row in db.execute("PRAGMA table_info(SalesOrders)")}["weightKg"] == "REAL"
     assert [r[1] for r in db.execute("PRAGMA table_info(Items)")][:3] == ["sku", "description", "unitPrice"]
     assert db.execute("SELECT creditLimit, since FROM Customers WHERE ID = 1").fetchone() == ("1137.01", "2015-01-12")
+    # Int64 and Decimal asked for as strings (IEEE754Compatible), so they land digit for digit
+    assert db.execute("SELECT amount, units FROM LedgerEntries WHERE entryNo = 9007199254740993").fetchone() == (
+        "98765432109.8765", 9223372036854775807)
+    recorded = _load(CASSETTES / "full.yaml")["interactions"]
+    assert all("IEEE754Compatible=true" in i["request"]["headers"]["accept"][0]
+               for i in recorded if "$metadata" not in i["request"]["uri"])
 
     second = _sync(tmp_path, CASSETTES / "incremental.yaml")
-    assert second.ok and _counts(second) == {"Customers": 3, "SalesOrders": 2, "Items": 40}
+    # the changes, and the boundary record of each incremental stream read again (ge)
+    assert second.ok and _counts(second) == {"Customers": 4, "SalesOrders": 3, "Items": 40, "LedgerEntries": 1}
     assert db.execute("SELECT count(*) FROM Customers").fetchone() == (250,)
     assert db.execute("SELECT count(*) FROM SalesOrders").fetchone() == (302,)
     assert db.execute("SELECT name FROM Customers WHERE ID = 5").fetchone() == ("Customer 005 (renamed)",)
@@ -116,7 +123,7 @@ def test_throttling_and_server_errors_injected_into_a_replay_are_retried(tmp_pat
     faulty = tmp_path / "faulty.yaml"
     faulty.write_text(yaml.safe_dump(data))
     result = _sync(tmp_path, faulty)
-    assert result.ok and _counts(result) == {"Customers": 250, "SalesOrders": 300, "Items": 40}
+    assert result.ok and _counts(result) == {"Customers": 250, "SalesOrders": 300, "Items": 40, "LedgerEntries": 3}
     assert result.http["throttled"] == 1 and result.http["server_errors"] == 2 and result.http["retries"] == 3
 
 
@@ -125,7 +132,7 @@ def test_an_unknown_entity_set_is_one_clear_line(tmp_path: Path) -> None:
         _sync(tmp_path, CASSETTES / "full.yaml", {**CONFIG, "entity_sets": ["Customers", "Invoices"]})
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith("unknown entity set 'Invoices'") and "Customers, Items, SalesOrders" in message
+    assert message.startswith("unknown entity set 'Invoices'") and "Customers, Items, LedgerEntries, SalesOrders" in message
 
 
 def test_a_maintenance_page_instead_of_metadata_is_one_clear_line(tmp_path: Path) -> None:
@@ -154,7 +161,7 @@ def test_the_cli_discovers_streams_and_json_schemas_and_fails_in_one_line(
     out, err = capsys.readouterr()
     assert code == 0, err
     streams = {s["name"]: s for s in json.loads(out)["streams"]}
-    assert set(streams) == {"Customers", "SalesOrders", "Items"}
+    assert set(streams) == {"Customers", "SalesOrders", "Items", "LedgerEntries"}
     customers = streams["Customers"]
     assert customers["primary_key"] == ["ID"] and customers["cursor_field"] == "modifiedAt"
     props = customers["json_schema"]["properties"]

@@ -52,7 +52,7 @@ def _ms(moment: dt.datetime) -> int:
 
 class Gateway:
     """A fake SAP Gateway OData v2 service: pages of 20, ``__next`` links with a
-    ``$skiptoken``, ``$filter=LastChangeDateTime gt datetimeoffset'...'``."""
+    ``$skiptoken``, ``$filter=LastChangeDateTime ge|gt datetimeoffset'...'``."""
 
     def __init__(self, count: int = 45) -> None:
         self.orders = [
@@ -78,8 +78,10 @@ class Gateway:
                 gateway.queries.append(query)
                 rows = sorted(gateway.orders, key=lambda o: o["changed"])
                 if "$filter" in query:
-                    since = query["$filter"][0].split("datetimeoffset'")[1].rstrip("'")
-                    rows = [o for o in rows if o["changed"] > dt.datetime.fromisoformat(since.replace("Z", "+00:00"))]
+                    condition = query["$filter"][0]
+                    since = dt.datetime.fromisoformat(condition.split("datetimeoffset'")[1].rstrip("'").replace("Z", "+00:00"))
+                    inclusive = " ge datetimeoffset" in condition
+                    rows = [o for o in rows if o["changed"] > since or (inclusive and o["changed"] == since)]
                 skip = int(query.get("$skiptoken", ["0"])[0])
                 page = rows[skip : skip + 20]
                 body: dict[str, Any] = {"results": [gateway.render(o) for o in page]}
@@ -129,9 +131,10 @@ def test_an_sap_gateway_v2_service_full_then_incremental(gateway: Gateway, tmp_p
     assert "__metadata" not in [c[1] for c in rows.execute("PRAGMA table_info(A_SalesOrder)")]
     for order in gateway.orders[:2]:
         order["changed"] = BASE + dt.timedelta(days=1)
+    gateway.orders[10]["changed"] = BASE + dt.timedelta(minutes=45)  # in the cursor's instant, after the run
     second = tapyard.sync("erp", config, to=db)
-    assert second.records == 2
-    assert gateway.queries[-1]["$filter"] == ["LastChangeDateTime gt datetimeoffset'2024-03-01T00:45:00Z'"]
+    assert second.records == 4  # the 2 changed, the 1 in the cursor's instant, and the boundary one again
+    assert gateway.queries[-1]["$filter"] == ["LastChangeDateTime ge datetimeoffset'2024-03-01T00:45:00Z'"]
 
 
 def test_metadata_parsing_and_types() -> None:

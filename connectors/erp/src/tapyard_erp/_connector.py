@@ -6,7 +6,9 @@ engine, the auth strategies, the rate-limit hooks and the ``next_url``
 paginator (``@odata.nextLink`` for v4, ``d.__next`` for v2) all come from the
 core. What this module adds is what is OData-specific: the streams are found
 in ``$metadata`` when a run opens, and each read asks for ``$select`` and
-``$filter=<modified> gt <cursor>``.
+``$filter=<modified> ge <cursor>`` (the boundary included: upserts absorb it).
+Int64 and Decimal values are asked for as strings (``IEEE754Compatible=true``)
+and kept exact (``Decimal``).
 """
 
 from __future__ import annotations
@@ -226,7 +228,10 @@ class ErpSource(Source):
         since = state.cursor
         if stream.cursor_field and since is not None:
             literal = _literal(since, stream.cursor_type, stream.odata_version)
-            clauses.append(f"{stream.cursor_field} gt {literal}")
+            # ge, not gt: a record changed in the cursor's instant after the last run
+            # read it (or the same day, for a date-only field such as SAP's
+            # LastChangeDate) must not be lost; upserts absorb the boundary rows.
+            clauses.append(f"{stream.cursor_field} ge {literal}")
         if clauses:
             params["$filter"] = " and ".join(clauses)
         # OData parsers (SAP CAP's among them) take only %20 for a space, not
@@ -264,7 +269,11 @@ class ErpConnector(RestConnector):
         preset = PRESETS[config.preset]
         version: str = config.odata_version or preset.odata_version
         run = copy.copy(self)
-        run.headers = {"Accept": "application/json", "OData-MaxVersion": "4.0"}
+        # IEEE754Compatible (OData v4): Edm.Int64 and Edm.Decimal values as strings,
+        # so they arrive digit for digit instead of through a JSON number (a float
+        # to most parsers). OData v2 sends them as strings anyway.
+        accept = "application/json" if version == "2.0" else "application/json;IEEE754Compatible=true"
+        run.headers = {"Accept": accept, "OData-MaxVersion": "4.0"}
         if config.page_size:
             run.headers["Prefer"] = f"odata.maxpagesize={config.page_size}"
         if config.rate_limit_per_s:

@@ -29,3 +29,17 @@ entity Items {
       unitPrice   : Decimal(10, 2);
       stock       : Integer;
 }
+
+// Values that break naive syncs: integers past 2^53 and at both ends of Int64,
+// decimals of 15 digits and with trailing zeros (CAP's SQLite keeps decimals as
+// doubles: 15 digits are what it holds exactly), unicode, empty strings, nulls,
+// timestamps with milliseconds and before 1970. ieee754compatible (package.json)
+// makes CAP send Int64 and Decimal values as strings, as OData v4 allows.
+entity LedgerEntries : managed {
+  key entryNo : Int64;
+      amount  : Decimal(34, 4);
+      rate    : Double;
+      units   : Int64;
+      memo    : String(200);
+      bookedAt: Timestamp;
+}
