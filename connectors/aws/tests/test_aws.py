@@ -87,6 +87,10 @@ def seed(endpoint: str) -> None:
         "in/readme.txt": b"not a data file",
         "out/x.csv": b"id\n99\n",
     }.items():
+        if key == "in/broken.parquet":
+            # An incremental sync reads again what is stamped at the committed cursor
+            # (>=; stores stamp whole seconds): only the last two objects are in its second.
+            time.sleep(2.05 - time.time() % 1)  # early in a second: both land in it
         s3.put_object(Bucket="data", Key=key, Body=body)
     ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
     ddb.create_table(
@@ -163,7 +167,7 @@ def check_full(result: tapyard.SyncResult, db: Path) -> None:
 def check_incremental(result: tapyard.SyncResult, db: Path) -> None:
     assert result.ok, [(s.name, s.error) for s in result.streams]
     counts = {s.name: s.records for s in result.streams}
-    assert counts == {"s3_objects": 2, "s3_records": 4}  # only the changed and the new object
+    assert counts == {"s3_objects": 4, "s3_records": 4}  # the changed, the new, and the two at the cursor
     assert rows(db, "SELECT source_key, source_line, data FROM s3_records WHERE source_key IN ('in/a.csv', 'in/d.jsonl') ORDER BY 1, 2") == [
         ("in/a.csv", 1, '{"id":"1","name":"ann","score":"11"}'),
         ("in/a.csv", 2, '{"id":"4","name":"dee","score":"40"}'),
@@ -185,6 +189,10 @@ def run_scenario(endpoint: str, db: Path, record: bool) -> None:
 
     serial = SERIAL if record else {}
     seed(endpoint)
+    # A pass commits no cursor later than the store's clock when it began, less
+    # tapyard.files.CLOCK_MARGIN_S and the Date header's truncation: the first sync
+    # starts late enough for its cursor to reach the last seeded object.
+    time.sleep(3.1)
     with recorded("full.yaml"):
         full = tapyard.sync("aws", config(endpoint), to=f"sqlite:///{db}", **serial)
     check_full(full, db)

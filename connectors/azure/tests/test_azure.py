@@ -92,6 +92,10 @@ def seed(endpoint: str) -> None:
         "in/readme.txt": b"not a data file",
         "out/x.csv": b"id\n99\n",
     }.items():
+        if name == "in/broken.parquet":
+            # An incremental sync reads again what is stamped at the committed cursor
+            # (>=; stores stamp whole seconds): only the last two objects are in its second.
+            time.sleep(2.05 - time.time() % 1)  # early in a second: both land in it
         data.upload_blob(name, body, overwrite=True)
 
 
@@ -137,7 +141,7 @@ def check_full(result: tapyard.SyncResult, db: Path) -> None:
 
 def check_incremental(result: tapyard.SyncResult, db: Path) -> None:
     assert result.ok, [(s.name, s.error) for s in result.streams]
-    assert {s.name: s.records for s in result.streams} == {"blobs": 2, "blob_records": 4}
+    assert {s.name: s.records for s in result.streams} == {"blobs": 4, "blob_records": 4}  # and the two at the cursor
     assert rows(db, "SELECT source_key, source_line, data FROM blob_records WHERE source_key IN ('in/a.csv', 'in/d.jsonl') ORDER BY 1, 2") == [
         ("in/a.csv", 1, '{"id":"1","name":"ann","score":"11"}'),
         ("in/a.csv", 2, '{"id":"4","name":"dee","score":"40"}'),
@@ -157,6 +161,10 @@ def run_scenario(endpoint: str, db: Path, record: bool) -> None:
 
     serial = SERIAL if record else {}
     seed(endpoint)
+    # A pass commits no cursor later than the store's clock when it began, less
+    # tapyard.files.CLOCK_MARGIN_S and the Date header's truncation: the first sync
+    # starts late enough for its cursor to reach the last seeded object.
+    time.sleep(3.1)
     with recorded("full.yaml"):
         full = tapyard.sync("azure", config(), to=f"sqlite:///{db}", credentials=creds(endpoint), **serial)
     check_full(full, db)

@@ -64,10 +64,17 @@ class Page:
 
     ``resume`` is the request for the next page (``None`` on the last page).
     The sync engine commits it with the page's records, in one transaction.
+
+    ``cursor_limit``, when set, is the highest cursor this read may commit when
+    it ends, however high the records' cursors went: a listing not ordered by
+    the cursor (an object store lists by key) may miss records changed after
+    it began, and the next read must ask again from there. The last one given
+    in a read holds.
     """
 
     records: list[dict[str, Any]]
     resume: PageRequest | None = None
+    cursor_limit: Any = None
 
 
 @dataclass(slots=True)

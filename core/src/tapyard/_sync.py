@@ -226,11 +226,14 @@ class _Run:
         validator = self.validators[stream.name]
         cursor_field = stream.cursor_field
         pending = state.pending
+        limit = None
         hook = self.pm.hook.tapyard_map_records
         try:
             for page in self.source.read(stream, state, partition):
                 if self.stop.is_set():
                     raise _Cancelled
+                if page.cursor_limit is not None:
+                    limit = page.cursor_limit
                 records = hook(connector=self.connector, stream=stream, records=page.records)
                 if records is None:
                     records = page.records
@@ -240,6 +243,8 @@ class _Run:
                 new_state = StreamState(cursor=state.cursor, resume=page.resume, pending=pending)
                 sink(Batch(stream.name, dead=dead, state=new_state, state_name=name, items=items))
             cursor = state.cursor
+            if pending is not None and limit is not None and _cursor_key(limit) < _cursor_key(pending):
+                pending = limit  # the source may have missed records changed after it began
             if pending is not None:
                 cursor = _max_cursor(cursor, [{"c": pending}], "c")
             sink(Batch(stream.name, state=StreamState(cursor=cursor), pages=0, state_name=name))

@@ -16,6 +16,11 @@ object, at line 0.
 Object-store connectors (aws, azure, gcp) share it through the core. Parquet
 needs pyarrow, which the core does not depend on: connectors offer it as an
 extra (``pip install 'tapyard-aws[parquet]'``).
+
+They share the listing too (:func:`listing_pass`): an object store lists by
+key, not by modification time, so the stream's cursor (the modification time)
+may commit only when a whole pass over the listing has ended, and no higher
+than the store's clock when that pass began (see :func:`listing_pass`).
 """
 
 from __future__ import annotations
@@ -24,14 +29,31 @@ import base64
 import csv
 import datetime as dt
 import decimal
+import email.utils
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-__all__ = ["FORMATS", "FileFormat", "format_of", "read_records", "record_model"]
+__all__ = [
+    "FORMATS",
+    "FileFormat",
+    "ListingPage",
+    "ListingPass",
+    "ServerClock",
+    "StoredObject",
+    "format_of",
+    "listing_pass",
+    "parse_cursor",
+    "read_records",
+    "record_model",
+]
 
 FileFormat = Literal["csv", "jsonl", "parquet"]
 FORMATS: tuple[FileFormat, ...] = ("csv", "jsonl", "parquet")
@@ -254,3 +276,197 @@ def _parquet_rows(body: IO[bytes], key: str) -> Iterator[_Row]:
                 yield number, _jsonable(row), None, None
     except (pa.ArrowException, OSError, ValueError) as exc:
         yield 0, None, f"{key!r}: unreadable Parquet: {type(exc).__name__}: {exc}", None
+
+
+# -- object-store listings ----------------------------------------------------------------
+
+_log = logging.getLogger("tapyard.files")
+
+#: Subtracted from the store's time when a pass began: the clocks of a
+#: vendor's many machines (the one answering the listing, the ones stamping
+#: objects) differ by a little.
+CLOCK_MARGIN_S = 1.0
+
+
+def parse_cursor(value: Any) -> dt.datetime | None:
+    """A saved cursor (an ISO timestamp) as an aware datetime (UTC when it has no offset)."""
+    from tapyard import StateError
+
+    if value in (None, ""):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise StateError(f"saved cursor {str(value)[:80]!r} is not a timestamp") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+class ServerClock:
+    """The store's own time, read from the ``Date`` header of its answers.
+
+    Objects are stamped by the store's clock, not this machine's, so the time a
+    pass began is taken from the store: feed every response's headers to
+    :meth:`observe` (the connectors do it in their response hooks).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: tuple[float, float] | None = None  # (the store's epoch seconds, local monotonic on arrival)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Note the ``Date`` of a response that has just arrived (ignored when absent or unreadable)."""
+        value = next((v for k, v in headers.items() if k.lower() == "date"), None)
+        if not value:
+            return
+        try:
+            stamped = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return
+        if stamped.tzinfo is None:
+            stamped = stamped.replace(tzinfo=dt.UTC)
+        arrived = time.monotonic()
+        with self._lock:
+            self._seen = (stamped.timestamp(), arrived)
+
+    def before(self, sent: float) -> dt.datetime:
+        """A time no later than the store's clock at ``sent`` (a local ``time.monotonic()``),
+        less :data:`CLOCK_MARGIN_S`.
+
+        ``Date`` is stamped before the answer arrives and truncated to the
+        second, so ``Date - (arrival - sent)`` is never after the moment the
+        request was sent, in the store's time. Without a ``Date`` from an answer
+        that arrived after ``sent``, this machine's clock stands in.
+        """
+        with self._lock:
+            seen = self._seen
+        if seen is not None and seen[1] >= sent:
+            stamp = seen[0] - (seen[1] - sent)
+        else:
+            stamp = time.time() - (time.monotonic() - sent)
+        return dt.datetime.fromtimestamp(stamp - CLOCK_MARGIN_S, dt.UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """One object of a listing: its key, its modification time (aware) and the SDK's own item."""
+
+    key: str
+    last_modified: dt.datetime
+    item: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListingPage:
+    """One page of a listing, in key order, and the store's token for the next (None: the last)."""
+
+    objects: Sequence[StoredObject]
+    token: str | None = None
+
+
+#: ``list_page(size=, token=, after=)``: one listing request. ``token`` is the
+#: store's own (from the previous page of this run, or a saved one); without
+#: it, a store that can seek lists the keys after ``after`` (S3 ``StartAfter``,
+#: GCS ``startOffset``, which may include ``after`` itself), one that cannot
+#: lists from the first key.
+ListPage = Callable[..., ListingPage]
+
+
+@dataclass(frozen=True, slots=True)
+class ListingPass:
+    """One listing page's share of a pass.
+
+    ``objects``: the objects changed at or after the committed cursor (the
+    boundary is included: stores stamp whole seconds, and upserts absorb what
+    is read twice), each with the request that reads the listing again from
+    that object on (``rewind``: the resume point while the object is being read).
+    ``resume``: the request after this page (None at the end of the pass).
+    ``cursor_limit``: the highest cursor the pass may commit (``Page.cursor_limit``).
+    """
+
+    objects: list[StoredObject]
+    rewind: list[Any]
+    resume: Any
+    cursor_limit: str
+
+
+def listing_pass(
+    name: str,
+    state: Any,
+    list_page: ListPage,
+    *,
+    size: int,
+    clock: ServerClock,
+    seeks: bool,
+) -> Iterator[ListingPass]:
+    """A pass over an object store's listing, resumed where ``state`` says, one item per page.
+
+    The rules, which make the committed cursor safe whatever the store did
+    between an interruption and the resume:
+
+    - Only objects modified at or after the committed ``state.cursor`` are
+      given (``>=``: the boundary is read again).
+    - The position saved after each page is the last key listed (and the
+      store's token for the next page, for stores that cannot seek by key).
+      A resume from a store that can seek never depends on a token it may
+      have forgotten; a saved token the store refuses (expired, from a
+      restarted service) is logged as a warning and the listing starts again
+      from the first key, skipping the keys already passed. It is never a
+      permanent failure.
+    - The listing is in key order, so an object changed while the pass was
+      paused or under way can sit before the position and be missed by this
+      pass. Every such object was changed after the pass began, so the pass
+      commits no cursor later than the store's clock when it began
+      (``cursor_limit``, kept across resumes in the saved position): the next
+      pass reads it.
+    """
+    from tapyard import HTTPStatusError, PageRequest
+
+    cursor = parse_cursor(state.cursor)
+    saved = state.resume.params if state.resume is not None and state.resume.url == name else None
+    token: str | None = None
+    after: str | None = None
+    since: dt.datetime | None = None
+    if saved is not None and "since" in saved:
+        since = parse_cursor(saved["since"])
+        after = saved.get("after") or None
+        token = None if seeks else (saved.get("token") or None)
+    resumed_token = token is not None
+    skip_to = after  # keys up to here were read before the interruption
+    while True:
+        sent = time.monotonic()
+        try:
+            page = list_page(size=size, token=token, after=after if token is None else None)
+        except HTTPStatusError as exc:
+            if not resumed_token or exc.status_code in (401, 403, 404):
+                raise
+            _log.warning(
+                "stream %r: the store refused the saved listing position (%s); listing again from the first key",
+                name, str(exc)[:200],
+            )
+            token, resumed_token, skip_to = None, False, after
+            continue
+        resumed_token = False
+        if since is None:
+            since = clock.before(sent)
+        limit = since.isoformat()
+        objects: list[StoredObject] = []
+        rewind: list[Any] = []
+        previous = after
+        here = {"token": token, "since": limit}
+        for obj in page.objects:
+            # A seek (startOffset includes its key), a listing from the first key or
+            # a saved page's token may give keys already passed.
+            if skip_to is not None and obj.key <= skip_to:
+                continue
+            if cursor is None or obj.last_modified >= cursor:
+                objects.append(obj)
+                rewind.append(PageRequest(url=name, params={**here, "after": previous}))
+            previous = obj.key
+        following = (
+            PageRequest(url=name, params={"token": page.token, "after": previous, "since": limit})
+            if page.token else None
+        )
+        yield ListingPass(objects, rewind, following, limit)
+        if page.token is None:
+            return
+        token, after, skip_to = page.token, previous, None

@@ -23,7 +23,15 @@ from decimal import Decimal
 from typing import IO, Any
 
 import tapyard
-from tapyard.files import format_of, read_records
+from tapyard.files import (
+    ListingPage,
+    ListingPass,
+    ServerClock,
+    StoredObject,
+    format_of,
+    listing_pass,
+    read_records,
+)
 
 from ._models import AwsConfig, AwsStream
 
@@ -64,21 +72,6 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.datetime | dt.date) else value
 
 
-def _after(value: Any, cursor: dt.datetime | None) -> bool:
-    return cursor is None or (isinstance(value, dt.datetime) and value > cursor)
-
-
-def parse_cursor(value: Any) -> dt.datetime | None:
-    """A saved cursor (an ISO timestamp) as an aware datetime."""
-    if value in (None, ""):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError as exc:
-        raise tapyard.StateError(f"saved cursor {value!r} is not a timestamp") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def _plain(value: Any) -> Any:
     """DynamoDB values as JSON: numbers as int or float, sets as sorted lists, binary as text."""
     if isinstance(value, Decimal):
@@ -112,6 +105,7 @@ class AwsSource(tapyard.Source):
         self._clients: dict[str, Any] = {}
         self._stats = {"requests": 0, "retries": 0, "throttled": 0}
         self._described: dict[str, list[str]] = {}
+        self.clock = ServerClock()
         credentials = context.credentials
         if credentials is None:
             self._session = boto3.session.Session(region_name=config.region)
@@ -170,6 +164,7 @@ class AwsSource(tapyard.Source):
         body = response_dict.get("body")
         content = body if isinstance(body, bytes) and status >= 400 else b""
         response = httpx.Response(status, headers=headers, content=content)
+        self.clock.observe(headers)
         self.limiter.learn(headers)
         self.pm.hook.tapyard_rate_limit_learn(connector=self.connector, response=response, limiter=self.limiter)
         if self._context.on_response is not None:
@@ -315,31 +310,48 @@ class AwsSource(tapyard.Source):
             raise tapyard.ConfigError("this stream needs config 'bucket'")
         return self.config.bucket
 
-    def _listing(self, stream: AwsStream, state: tapyard.StreamState, *, resume: bool) -> Iterator[tuple[list[dict[str, Any]], tapyard.PageRequest | None]]:
-        bucket = self._bucket()
-        cursor = parse_cursor(state.cursor)
-        params: dict[str, Any] = {"Bucket": bucket}
+    def _list_page(self, bucket: str, *, size: int, token: str | None, after: str | None) -> ListingPage:
+        """One ListObjectsV2 request: by the store's token, or by key (``StartAfter``)."""
+        params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": size}
         if self.config.prefix:
             params["Prefix"] = self.config.prefix
-        for page, following in self._pages(stream, state, f"list bucket {bucket!r}", resume=resume, **params):
-            changed = [o for o in page.get("Contents", []) if _after(o.get("LastModified"), cursor)]
-            yield changed, following
+        if token:
+            params["ContinuationToken"] = token
+        elif after:
+            params["StartAfter"] = after
+        with self._errors(f"list bucket {bucket!r}", bucket=bucket):
+            answer = self.client("s3").list_objects_v2(**params)
+        objects = [StoredObject(o["Key"], o["LastModified"], o) for o in answer.get("Contents", [])]
+        following = answer.get("NextContinuationToken") if answer.get("IsTruncated") else None
+        return ListingPage(objects, following or None)
+
+    def _listing(self, stream: AwsStream, state: tapyard.StreamState) -> Iterator[ListingPass]:
+        """A pass over the bucket's listing (``tapyard.files.listing_pass``): S3 seeks by key
+        (``StartAfter``), so a resume never sends a continuation token the service may have forgotten."""
+        bucket = self._bucket()
+        paginator = self._paginator(stream)
+        size = int(getattr(paginator, "page_size", 0) or self.config.page_size)
+
+        def list_page(*, size: int, token: str | None, after: str | None) -> ListingPage:
+            return self._list_page(bucket, size=size, token=token, after=after)
+
+        return listing_pass(stream.name, state, list_page, size=size, clock=self.clock, seeks=True)
 
     def _objects(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
         bucket = self._bucket()
-        for objects, following in self._listing(stream, state, resume=True):
+        for part in self._listing(stream, state):
             records = [
                 {
                     "bucket": bucket,
-                    "key": o["Key"],
-                    "size": o.get("Size", 0),
-                    "etag": str(o.get("ETag", "")).strip('"'),
-                    "last_modified": _iso(o["LastModified"]),
-                    "storage_class": o.get("StorageClass"),
+                    "key": o.key,
+                    "size": o.item.get("Size", 0),
+                    "etag": str(o.item.get("ETag", "")).strip('"'),
+                    "last_modified": _iso(o.last_modified),
+                    "storage_class": o.item.get("StorageClass"),
                 }
-                for o in objects
+                for o in part.objects
             ]
-            yield tapyard.Page(records, resume=following)
+            yield tapyard.Page(records, resume=part.resume, cursor_limit=part.cursor_limit)
 
     def _download(self, bucket: str, key: str) -> IO[bytes]:
         spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned open
@@ -356,25 +368,26 @@ class AwsSource(tapyard.Source):
     def _records(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
         bucket = self._bucket()
         flatten = bool(self.config.record_schema)
-        # Positions inside an object are not saved: an interrupted run reads the
-        # changed objects again from the committed cursor, and upserts on
-        # (source_key, source_line) absorb the rows read twice.
-        for objects, _ in self._listing(stream, state, resume=False):
-            for obj in objects:
-                key = obj["Key"]
-                fmt = format_of(key, self.config.formats)
+        # Positions inside an object are not saved: while an object is read, the
+        # resume point lists again from it, and upserts on (source_key,
+        # source_line) absorb the rows read twice.
+        for part in self._listing(stream, state):
+            for obj, rewind in zip(part.objects, part.rewind, strict=True):
+                fmt = format_of(obj.key, self.config.formats)
                 if fmt is None:
                     continue
-                with self._download(bucket, key) as body:
+                with self._download(bucket, obj.key) as body:
                     for records in read_records(
                         body,
-                        key=key,
+                        key=obj.key,
                         fmt=fmt,
-                        last_modified=obj["LastModified"].isoformat(),
+                        last_modified=obj.last_modified.isoformat(),
                         flatten=flatten,
                         page_size=self.config.records_page_size,
                     ):
-                        yield tapyard.Page(records, resume=None)
+                        yield tapyard.Page(records, resume=rewind, cursor_limit=part.cursor_limit)
+            # The listing page is done: save the position after it.
+            yield tapyard.Page([], resume=part.resume, cursor_limit=part.cursor_limit)
 
     def _key_names(self, table: str) -> list[str]:
         with self._lock:

@@ -18,22 +18,19 @@ from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 import tapyard
-from tapyard.files import format_of, read_records
+from tapyard.files import (
+    ListingPage,
+    ListingPass,
+    ServerClock,
+    StoredObject,
+    format_of,
+    listing_pass,
+    read_records,
+)
 
 from ._models import AzureConfig, AzureStream
 
 __all__ = ["AzureSource"]
-
-
-def parse_cursor(value: Any) -> dt.datetime | None:
-    """A saved cursor (an ISO timestamp) as an aware datetime."""
-    if value in (None, ""):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError as exc:
-        raise tapyard.StateError(f"saved cursor {value!r} is not a timestamp") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _iso(value: Any) -> Any:
@@ -53,6 +50,7 @@ class AzureSource(tapyard.Source):
         self._streams = connector.streams(config)
         self._lock = threading.Lock()
         self._stats = {"requests": 0, "retries": 0, "throttled": 0}
+        self.clock = ServerClock()
         policy = self.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
         self.limiter = tapyard.RateLimiter(config.requests_per_second or policy.get("rate"), policy.get("burst"))
         # The storage SDK's request and response hooks run after its retry
@@ -118,6 +116,7 @@ class AzureSource(tapyard.Source):
         status = int(raw.status_code)
         headers = {str(k): str(v) for k, v in raw.headers.items()}
         response = httpx.Response(status, headers=headers)
+        self.clock.observe(headers)
         self.limiter.learn(headers)
         self.pm.hook.tapyard_rate_limit_learn(connector=self.connector, response=response, limiter=self.limiter)
         if self._context.on_response is not None:
@@ -241,22 +240,31 @@ class AzureSource(tapyard.Source):
             raise tapyard.ConfigError("this stream needs config 'container'")
         return self.config.container
 
-    def _listing(self, stream: AzureStream, state: tapyard.StreamState, *, resume: bool) -> Iterator[tuple[list[Any], tapyard.PageRequest | None]]:
+    def _listing(self, stream: AzureStream, state: tapyard.StreamState) -> Iterator[ListingPass]:
+        """A pass over the container's listing (``tapyard.files.listing_pass``). Blob storage
+        cannot list from a name, so a resume sends the saved continuation token; one the
+        service refuses restarts the listing from the first blob, skipping those already read."""
         container = self._container()
-        cursor = parse_cursor(state.cursor)
+        paginator = self._paginator(stream)
+        size = int(getattr(paginator, "page_size", 0) or self.config.page_size)
         client = self.service.get_container_client(container)
 
-        def list_items(results_per_page: int) -> Any:
-            return client.list_blobs(name_starts_with=self.config.prefix or None, results_per_page=results_per_page)
+        def list_page(*, size: int, token: str | None, after: str | None) -> ListingPage:
+            with self._errors(f"list container {container!r}", container=container):
+                pages = client.list_blobs(name_starts_with=self.config.prefix or None, results_per_page=size).by_page(
+                    continuation_token=token
+                )
+                page = next(pages, None)
+                items = list(page) if page is not None else []
+            objects = [StoredObject(b.name, b.last_modified, b) for b in items]
+            return ListingPage(objects, pages.continuation_token or None)
 
-        for items, following in self._pages(
-            stream, state, f"list container {container!r}", list_items, resume=resume, container=container
-        ):
-            yield [b for b in items if cursor is None or b.last_modified > cursor], following
+        return listing_pass(stream.name, state, list_page, size=size, clock=self.clock, seeks=False)
 
     def _blobs(self, stream: AzureStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         container = self._container()
-        for blobs, following in self._listing(stream, state, resume=True):
+        for part in self._listing(stream, state):
+            blobs = [o.item for o in part.objects]
             records = [
                 {
                     "container": container,
@@ -270,7 +278,7 @@ class AzureSource(tapyard.Source):
                 }
                 for b in blobs
             ]
-            yield tapyard.Page(records, resume=following)
+            yield tapyard.Page(records, resume=part.resume, cursor_limit=part.cursor_limit)
 
     def _download(self, container: str, name: str) -> IO[bytes]:
         spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned open
@@ -282,16 +290,18 @@ class AzureSource(tapyard.Source):
     def _records(self, stream: AzureStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         container = self._container()
         flatten = bool(self.config.record_schema)
-        # Positions inside a blob are not saved: an interrupted run reads the
-        # changed blobs again from the committed cursor; upserts absorb repeats.
-        for blobs, _ in self._listing(stream, state, resume=False):
-            for blob in blobs:
-                fmt = format_of(blob.name, self.config.formats)
+        # Positions inside a blob are not saved: while a blob is read, the resume
+        # point lists again from it; upserts absorb the rows read twice.
+        for part in self._listing(stream, state):
+            for obj, rewind in zip(part.objects, part.rewind, strict=True):
+                fmt = format_of(obj.key, self.config.formats)
                 if fmt is None:
                     continue
-                with self._download(container, blob.name) as body:
+                with self._download(container, obj.key) as body:
                     for records in read_records(
-                        body, key=blob.name, fmt=fmt, last_modified=blob.last_modified.isoformat(),
+                        body, key=obj.key, fmt=fmt, last_modified=obj.last_modified.isoformat(),
                         flatten=flatten, page_size=self.config.records_page_size,
                     ):
-                        yield tapyard.Page(records, resume=None)
+                        yield tapyard.Page(records, resume=rewind, cursor_limit=part.cursor_limit)
+            # The listing page is done: save the position after it.
+            yield tapyard.Page([], resume=part.resume, cursor_limit=part.cursor_limit)

@@ -18,22 +18,19 @@ from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 import tapyard
-from tapyard.files import format_of, read_records
+from tapyard.files import (
+    ListingPage,
+    ListingPass,
+    ServerClock,
+    StoredObject,
+    format_of,
+    listing_pass,
+    read_records,
+)
 
 from ._models import GcpConfig, GcpStream
 
 __all__ = ["GcpSource"]
-
-
-def parse_cursor(value: Any) -> dt.datetime | None:
-    """A saved cursor (an ISO timestamp) as an aware datetime."""
-    if value in (None, ""):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError as exc:
-        raise tapyard.StateError(f"saved cursor {value!r} is not a timestamp") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _iso(value: Any) -> Any:
@@ -56,6 +53,7 @@ class GcpSource(tapyard.Source):
         self._streams = connector.streams(config)
         self._lock = threading.Lock()
         self._stats = {"requests": 0, "retries": 0, "throttled": 0}
+        self.clock = ServerClock()
         policy = self.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
         self.limiter = tapyard.RateLimiter(config.requests_per_second or policy.get("rate"), policy.get("burst"))
         self.retry: Retry = DEFAULT_RETRY.with_delay(initial=config.retry_initial_s, maximum=30.0).with_timeout(
@@ -131,6 +129,7 @@ class GcpSource(tapyard.Source):
         status = int(raw.status_code)
         headers = {str(k): str(v) for k, v in raw.headers.items()}
         response = httpx.Response(status, headers=headers)
+        self.clock.observe(headers)
         self.limiter.learn(headers)
         self.pm.hook.tapyard_rate_limit_learn(connector=self.connector, response=response, limiter=self.limiter)
         if self._context.on_response is not None:
@@ -248,21 +247,30 @@ class GcpSource(tapyard.Source):
             raise tapyard.ConfigError("this stream needs config 'bucket'")
         return self.config.bucket
 
-    def _listing(self, stream: GcpStream, state: tapyard.StreamState, *, resume: bool) -> Iterator[tuple[list[Any], tapyard.PageRequest | None]]:
+    def _listing(self, stream: GcpStream, state: tapyard.StreamState) -> Iterator[ListingPass]:
+        """A pass over the bucket's listing (``tapyard.files.listing_pass``): GCS seeks by name
+        (``startOffset``), so a resume never sends a page token the service may have forgotten."""
         bucket = self._bucket()
-        cursor = parse_cursor(state.cursor)
+        paginator = self._paginator(stream)
+        size = int(getattr(paginator, "page_size", 0) or self.config.page_size)
 
-        def list_items(page_size: int, page_token: str | None) -> Any:
-            return self.client.list_blobs(
-                bucket, prefix=self.config.prefix or None, page_size=page_size, page_token=page_token, retry=self.retry
+        def list_page(*, size: int, token: str | None, after: str | None) -> ListingPage:
+            iterator = self.client.list_blobs(
+                bucket, prefix=self.config.prefix or None, max_results=None, page_size=size,
+                page_token=token, start_offset=after if token is None else None, retry=self.retry,
             )
+            with self._errors(f"list bucket {bucket!r}", bucket=bucket):
+                page = next(iterator.pages, None)
+                items = list(page) if page is not None else []
+            objects = [StoredObject(b.name, b.updated, b) for b in items]
+            return ListingPage(objects, iterator.next_page_token or None)
 
-        for items, following in self._pages(stream, state, f"list bucket {bucket!r}", list_items, resume=resume, bucket=bucket):
-            yield [b for b in items if cursor is None or (b.updated is not None and b.updated > cursor)], following
+        return listing_pass(stream.name, state, list_page, size=size, clock=self.clock, seeks=True)
 
     def _blobs(self, stream: GcpStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         bucket = self._bucket()
-        for blobs, following in self._listing(stream, state, resume=True):
+        for part in self._listing(stream, state):
+            blobs = [o.item for o in part.objects]
             records = [
                 {
                     "bucket": bucket,
@@ -277,7 +285,7 @@ class GcpSource(tapyard.Source):
                 }
                 for b in blobs
             ]
-            yield tapyard.Page(records, resume=following)
+            yield tapyard.Page(records, resume=part.resume, cursor_limit=part.cursor_limit)
 
     def _download(self, blob: Any) -> IO[bytes]:
         spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned open
@@ -288,16 +296,18 @@ class GcpSource(tapyard.Source):
 
     def _records(self, stream: GcpStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         flatten = bool(self.config.record_schema)
-        # Positions inside an object are not saved: an interrupted run reads the
-        # changed objects again from the committed cursor; upserts absorb repeats.
-        for blobs, _ in self._listing(stream, state, resume=False):
-            for blob in blobs:
-                fmt = format_of(blob.name, self.config.formats)
+        # Positions inside an object are not saved: while an object is read, the
+        # resume point lists again from it; upserts absorb the rows read twice.
+        for part in self._listing(stream, state):
+            for obj, rewind in zip(part.objects, part.rewind, strict=True):
+                fmt = format_of(obj.key, self.config.formats)
                 if fmt is None:
                     continue
-                with self._download(blob) as body:
+                with self._download(obj.item) as body:
                     for records in read_records(
-                        body, key=blob.name, fmt=fmt, last_modified=blob.updated.isoformat(),
+                        body, key=obj.key, fmt=fmt, last_modified=obj.last_modified.isoformat(),
                         flatten=flatten, page_size=self.config.records_page_size,
                     ):
-                        yield tapyard.Page(records, resume=None)
+                        yield tapyard.Page(records, resume=rewind, cursor_limit=part.cursor_limit)
+            # The listing page is done: save the position after it.
+            yield tapyard.Page([], resume=part.resume, cursor_limit=part.cursor_limit)
