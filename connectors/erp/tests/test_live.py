@@ -85,3 +85,11 @@ def test_a_change_in_the_cursors_instant_is_fetched(cap: Any, tmp_path: Path) ->
     again = tapyard.sync("erp", config, credentials=_creds(), to=db)
     assert again.ok
     assert stamped.execute("SELECT name FROM Customers WHERE ID = 3").fetchone() == ("Same instant",)
+
+
+def test_schema_drift_against_sap_cap(cap: Any) -> None:
+    """Every property CAP sends, in every entity set, has a column of its EDM type,
+    and no value is rejected or changed (Int64 and Decimal as strings, exact)."""
+    from tapyard.testing import schema_drift
+
+    assert [str(d) for d in schema_drift("erp", {"service_url": cap.url}, credentials=_creds())] == []

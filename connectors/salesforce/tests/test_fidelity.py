@@ -223,3 +223,20 @@ def test_a_rotated_refresh_token_is_saved_before_the_new_session_goes_out(org: F
     requests_before = [count for _, count in seen]
     assert requests_before[0] == 0  # the first save came before the first API request
     assert requests_before == sorted(requests_before)
+
+
+@pytest.mark.parametrize("mode", ["rest", "bulk"])
+def test_schema_drift_against_the_fake(org: FakeSalesforce, mode: str) -> None:
+    """Every field the org sends (compound parts included) has a column of the
+    described type, and no value is rejected or changed, in either API."""
+    from tapyard.testing import schema_drift
+
+    config = _config(org, **(BULK if mode == "bulk" else {}))
+    assert [str(d) for d in schema_drift("salesforce", config, credentials=refresh_credentials())] == []
+    # and every field describe() lists is a column: none is left out of the query
+    connector = tapyard.get_connector("salesforce")
+    context = tapyard.RunContext(pm=tapyard.get_plugin_manager(), credentials=refresh_credentials())
+    with connector.open(connector.parse_config(config), context) as source:
+        for stream in source.streams():
+            described = {f["name"] for f in org.describe(stream.name)["fields"]}
+            assert described - set(stream.schema_model.model_fields) == set(), stream.name

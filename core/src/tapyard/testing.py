@@ -16,6 +16,10 @@ fake credentials, and the CLI run from a test.
         result = run_cli("connectors", "list", "--json")
         assert result.exit_code == 0 and '"acme"' in result.stdout
 
+``schema_drift(connector, config)`` reads each stream from the start against
+an emulator (or a cassette) and reports every field the stream's schema would
+drop, reject or change, so a test can fail on it.
+
 Replay is the default (record mode ``none``): a request that is not in the
 cassette fails, so a test can never reach a real account. Set
 ``TAPYARD_RECORD=all`` (re-record everything) or ``TAPYARD_RECORD=new_episodes``
@@ -57,12 +61,35 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tapyard._drift import (
+    AWKWARD_ROW_SCHEMA,
+    AWKWARD_ROWS,
+    UNICODE,
+    Drift,
+    awkward_jsonl,
+    schema_drift,
+)
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from tapyard._model import Connector
 
-__all__ = ["SECRET_PATTERNS", "CliResult", "cassette", "fake_credentials", "run_cli", "scrub_text", "vcr_config"]
+__all__ = [
+    "AWKWARD_ROWS",
+    "AWKWARD_ROW_SCHEMA",
+    "SECRET_PATTERNS",
+    "UNICODE",
+    "CliResult",
+    "Drift",
+    "awkward_jsonl",
+    "cassette",
+    "fake_credentials",
+    "run_cli",
+    "schema_drift",
+    "scrub_text",
+    "vcr_config",
+]
 
 REDACTED = "REDACTED"
 
