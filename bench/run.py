@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import secrets
@@ -70,6 +71,7 @@ PEERS: dict[str, dict[str, Any]] = {
 CLIENT_SPECS: dict[str, dict[str, Any]] = {
     "baseline_httpx": {"script": "baseline_httpx.py", "peer": None},
     "baseline_sqlite": {"script": "baseline_sqlite.py", "peer": None},
+    "baseline_obey": {"script": "baseline_httpx.py", "peer": None, "options": {"obey": True}},
     "tapyard_sqlite": {"script": "tapyard_sqlite.py", "peer": None},
     "airbyte": {"script": "airbyte_client.py", "peer": "airbyte"},
     "singer": {"script": "singer_client.py", "peer": "singer"},
@@ -111,14 +113,16 @@ class Server:
 
     def __init__(self, streams: dict[str, int], *, rate: float = 0, burst: float = 1,
                  latency_ms: float = 0, error_rate: float = 0, malformed_rate: float = 0,
-                 seed: int = 1) -> None:
+                 seed: int = 1, headers: str = "fractional", window_limit: int = 0,
+                 window: float = 60.0, daily_limit: int = 0, day: float = 86400.0) -> None:
         self.token = "sk_test_" + secrets.token_hex(12)
         self.rate, self.burst = rate, burst
         cmd = [MAIN_PYTHON, str(BENCH / "server.py"), "--token", self.token,
                "--streams", ",".join(f"{k}:{v}" for k, v in streams.items()),
                "--rate", str(rate), "--burst", str(burst), "--latency-ms", str(latency_ms),
                "--error-rate", str(error_rate), "--malformed-rate", str(malformed_rate),
-               "--seed", str(seed)]
+               "--seed", str(seed), "--headers", headers, "--window-limit", str(window_limit),
+               "--window", str(window), "--daily-limit", str(daily_limit), "--day", str(day)]
         if SERVER_CORE is not None:
             cmd += ["--cpu", str(SERVER_CORE)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -328,7 +332,11 @@ class Runner:
             window = stats["since_first"] or 0.0
             if not killed:
                 window -= stats["since_last"] or 0.0
-            allowed = stats["burst"] + stats["rate"] * window
+            if stats.get("window_limit"):
+                # A fixed window allows its limit in each window the client touched.
+                allowed = stats["window_limit"] * max(1, math.ceil(window / stats["window_length"] - 1e-9))
+            else:
+                allowed = stats["burst"] + stats["rate"] * window
             admitted = stats["requests"] - stats["throttled"] - stats["unauthorized"]
             row["window_s"] = round(window, 3)
             row["quota_used"] = round(admitted / allowed, 4) if allowed else None
@@ -448,6 +456,65 @@ def scenario_b(runner: Runner) -> dict[str, Any]:
                  f"{records // page_size:,} pages of {page_size}, each client stopped after {cap:g} s",
         "rate": rate, "burst": burst, "cap_s": cap, "tables": [{"rows": rows}],
     }
+
+
+#: scenario f: (label, --headers, rate, burst)
+CONVENTIONS: list[tuple[str, str, float, float]] = [
+    ("fractional seconds until reset", "fractional", 100.0, 1.0),
+    ("whole-second epoch reset", "epoch", 100.0, 1.0),
+    ("whole seconds until reset", "delta", 100.0, 1.0),
+    ("fractional epoch reset", "epoch-frac", 100.0, 1.0),
+    ("IETF RateLimit-Policy / RateLimit", "ietf", 100.0, 1.0),
+    ("Retry-After only (whole seconds)", "retry-after", 100.0, 1.0),
+    ("no headers, bare 429s", "none", 100.0, 1.0),
+    ("whole-second epoch reset", "epoch", 50.0, 5.0),
+    ("whole seconds until reset", "delta", 50.0, 5.0),
+    ("fractional seconds until reset", "fractional", 50.0, 5.0),
+]
+
+
+def scenario_f(runner: Runner) -> dict[str, Any]:
+    """Every rate-limit convention, tapyard beside the hand-written client that obeys the headers."""
+    smoke = runner.args.smoke
+    page_size = 50 if smoke else 100
+    pages = 40 if smoke else 600
+    cap = 15.0 if smoke else 30.0
+    cases = CONVENTIONS[:2] if smoke else CONVENTIONS
+    tables = []
+    for label, headers, rate, burst in cases:
+        rate = min(rate, 20.0) if smoke else rate
+        log(f"f: {label}, {rate:g}/s burst {burst:g}, {pages} pages, cap {cap:g}s")
+        rows = []
+        with serving({"charges": pages * page_size}, rate=rate, burst=burst, headers=headers) as server:
+            for client in ("baseline_obey", "tapyard_sqlite"):
+                row = runner.run(server, client, [{"name": "charges", "expected": pages * page_size}],
+                                 page_size=page_size, cap=cap)
+                runner.note_failure("f", row, allow_cap=True)
+                rows.append(row)
+        tables.append({"convention": label, "headers": headers, "rate": rate, "burst": burst, "rows": rows})
+    return {"title": f"Every rate-limit convention: {pages:,} pages of {page_size}, each client stopped "
+                     f"after {cap:g} s", "tables": tables}
+
+
+def scenario_g(runner: Runner) -> dict[str, Any]:
+    """A rate set in config, against a server with no limit: is the ceiling reached?"""
+    smoke = runner.args.smoke
+    page_size = 100
+    pages = 40 if smoke else 500
+    tables = []
+    for rate in ((20.0,) if smoke else (50.0, 100.0)):
+        log(f"g: rate {rate:g}/s set in config, {pages} pages")
+        with serving({"charges": pages * page_size}) as server:
+            row = runner.run(server, "tapyard_sqlite", [{"name": "charges", "expected": pages * page_size}],
+                             page_size=page_size, options={"rate_limit": {"rate": rate}})
+        runner.note_failure("g", row)
+        stats = row["server"]
+        window = (stats.get("since_first") or 0.0) - (stats.get("since_last") or 0.0)
+        row["window_s"] = round(window, 3)
+        row["rate_reached"] = round((row["requests"] - 1) / window, 2) if window else None
+        row["ceiling_used"] = round((row["requests"] - 1) / (rate * window), 4) if window else None
+        tables.append({"rate": rate, "rows": [row]})
+    return {"title": f"A rate set in config, no server limit: {pages:,} pages of {page_size}", "tables": tables}
 
 
 def scenario_c(runner: Runner) -> dict[str, Any]:
@@ -586,7 +653,8 @@ def scenario_e(runner: Runner) -> dict[str, Any]:
     return {"title": "CLI start-up", "connectors": connectors, "tables": [{"rows": rows}]}
 
 
-SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e}
+SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e,
+             "f": scenario_f, "g": scenario_g}
 
 
 # --- output ---------------------------------------------------------------------
@@ -614,6 +682,22 @@ def row_notes(row: dict[str, Any]) -> str:
     if row.get("repeats"):
         parts.append("runs: " + ", ".join(f"{v:,.0f}" for v in row["repeats"] if v))
     return "; ".join(parts).replace("|", "/")
+
+
+def table_lines(headings: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the first and last columns left-aligned, the others right-aligned."""
+    align = ["---" if i in (0, len(headings) - 1) else "---:" for i in range(len(headings))]
+    out = ["| " + " | ".join(headings) + " |", "|" + "|".join(align) + "|"]
+    return [*out, *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def capped_cells(row: dict[str, Any]) -> tuple[str, str, str]:
+    """The "finished", "quota used" and "notes" cells of a row that a time cap may have stopped."""
+    capped = row.get("stopped") == "cap"
+    finished = "stopped at cap" if capped else ("yes" if row.get("ok") else "no")
+    quota = row.get("quota_used")
+    notes = row_notes(row if not capped else {**row, "error": None, "complete": None})
+    return finished, fmt(quota * 100 if quota is not None else None, ".1f", "%"), notes
 
 
 def late_text(late: dict[str, float] | None) -> str:
@@ -675,14 +759,12 @@ def markdown(results: dict[str, Any]) -> str:
                           "quota used | late ms p10/p50/p90 | peak RSS MB | notes |",
                           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
                 for r in table["rows"]:
-                    finished = "stopped at cap" if r.get("stopped") == "cap" else ("yes" if r.get("ok") else "no")
+                    finished, quota, notes = capped_cells(r)
                     lines.append(
                         f"| {r['label']} | {finished} | {fmt(r.get('records_served'), ',')} | "
                         f"{fmt(r.get('window_s'), '.1f')} | {fmt(r.get('served_per_s'), ',.0f')} | "
-                        f"{fmt(r.get('requests'), ',')} | {fmt(r.get('throttled'), ',')} | "
-                        f"{fmt(r.get('quota_used') * 100 if r.get('quota_used') is not None else None, '.1f', '%')} | "
-                        f"{late_text(r.get('late_ms'))} | {fmt(r.get('peak_rss_mb'), ',.0f')} | "
-                        f"{row_notes(r if r.get('stopped') != 'cap' else {**r, 'error': None, 'complete': None})} |")
+                        f"{fmt(r.get('requests'), ',')} | {fmt(r.get('throttled'), ',')} | {quota} | "
+                        f"{late_text(r.get('late_ms'))} | {fmt(r.get('peak_rss_mb'), ',.0f')} | {notes} |")
                 lines.append("")
             elif key == "c":
                 lines += [f"### {table['layout']}", "",
@@ -706,6 +788,21 @@ def markdown(results: dict[str, Any]) -> str:
                         f"{fmt(r.get('server_errors'), ',')} | {fmt(r.get('malformed'), ',')} | "
                         f"{fmt(r.get('peak_rss_mb'), ',.0f')} | {row_notes(r)} |")
                 lines.append("")
+            elif key == "f":
+                lines += [f"### {table['convention']}, {table['rate']:g} requests/s, burst {table['burst']:g} "
+                          f"(`--headers {table['headers']}`)", ""]
+                lines += table_lines(
+                    ["client", "finished", "window s", "requests", "429s", "quota used", "notes"],
+                    [[r["label"], capped_cells(r)[0], fmt(r.get("window_s"), ".1f"), fmt(r.get("requests"), ","),
+                      fmt(r.get("throttled"), ","), capped_cells(r)[1], capped_cells(r)[2]] for r in table["rows"]])
+            elif key == "g":
+                lines += [f"### rate {table['rate']:g} requests/s in config", ""]
+                lines += table_lines(
+                    ["client", "finished", "window s", "requests", "rate reached", "of the ceiling", "notes"],
+                    [[r["label"], "yes" if r.get("ok") else "no", fmt(r.get("window_s"), ".1f"),
+                      fmt(r.get("requests"), ","), fmt(r.get("rate_reached"), ".1f", "/s"),
+                      fmt(r["ceiling_used"] * 100 if r.get("ceiling_used") is not None else None, ".1f", "%"),
+                      row_notes(r)] for r in table["rows"]])
             elif key == "e":
                 lines += [f"Connectors installed: {', '.join(scenario.get('connectors') or []) or 'none'}.", "",
                           "| command | median ms | min ms | over `python -c pass` ms | runs | timed with |",
@@ -748,7 +845,7 @@ def tapyard_fingerprint() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the tapyard benchmarks.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, no peers: checks the suite works")
-    parser.add_argument("--scenarios", default="a,b,c,d,e")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g")
     parser.add_argument("--records", type=int, default=None, help="records for scenario a (default 100k and 1M)")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                         help="run airbyte-cdk, singer-sdk and dlt (default: yes, except with --smoke)")

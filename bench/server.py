@@ -31,11 +31,34 @@ contiguous, disjoint ranges and only range i is served. Data paths need
 ``Authorization: Bearer <token>`` (401 otherwise).
 
 With ``--rate``, a token bucket (``--burst`` tokens at most) admits requests;
-a request that finds no token gets a 429 with a fractional ``Retry-After``
-(seconds until the next token). Every response to a data path then carries
-``X-RateLimit-Limit`` (requests per second), ``X-RateLimit-Remaining`` (whole
-tokens left) and ``X-RateLimit-Reset`` (seconds, fractional, until the next
-token). Without ``--rate`` there is no limit and no such headers.
+a request that finds no token gets a 429. ``--headers`` says how the server
+tells: R is the whole tokens left, W the seconds until the next token.
+
+==============  ===============================================================
+``fractional``  (default) ``X-RateLimit-Limit`` (requests per second),
+                ``X-RateLimit-Remaining: R``, ``X-RateLimit-Reset: W`` to the
+                millisecond; a 429 has ``Retry-After: W`` to the millisecond
+``epoch``       the same with ``X-RateLimit-Reset`` as whole epoch seconds,
+                rounded up (GitHub, Okta, X); ``Retry-After`` in whole seconds
+``epoch-frac``  ``X-RateLimit-Reset`` as epoch seconds to the millisecond
+``delta``       ``X-RateLimit-Reset`` as whole seconds until then, rounded up;
+                ``Retry-After`` in whole seconds
+``ietf``        ``RateLimit-Policy: "default";q=<rate>;w=1`` and
+                ``RateLimit: "default";r=R;t=<whole seconds>`` (the IETF
+                draft's structured fields); ``Retry-After`` in whole seconds
+``retry-after`` nothing on a 200; a 429 has ``Retry-After`` in whole seconds
+``none``        nothing at all: a bare 429 (as Stripe, AWS, Google mostly do)
+==============  ===============================================================
+
+``--window-limit N --window S`` replaces the bucket with a fixed window of N
+requests per S seconds (Zendesk and HubSpot count per minute or per ten
+seconds): ``X-RateLimit-Limit: N``, ``X-RateLimit-Remaining``,
+``X-RateLimit-Reset`` in whole seconds until the window ends, and a 429 with
+``Retry-After`` in whole seconds. ``--daily-limit N --day S`` adds a rolling
+quota of N requests per S seconds (a day, scaled down), reported as
+Salesforce does, ``Sforce-Limit-Info: api-usage=USED/N`` on every response; a
+request over it gets a 403 ``REQUEST_LIMIT_EXCEEDED``. Without these options
+there is no limit and no such headers.
 
 Faults are decided per page and attempt, not per arrival: the n-th request
 for a given page (same stream, partition, position and limit) is a 500 or a
@@ -48,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import math
@@ -188,6 +212,84 @@ class TokenBucket:
         return admitted, self.tokens, wait
 
 
+class FixedWindow:
+    """``limit`` requests per ``window`` seconds, counted from the first request."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self.rate, self.burst = limit / window, float(limit)
+        self.reset()
+
+    def reset(self) -> None:
+        self.start: float | None = None
+        self.used = 0
+        self.lateness: list[float] = []
+
+    def take(self) -> tuple[bool, float, float]:
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        while now >= self.start + self.window:
+            self.start += self.window
+            self.used = 0
+        admitted = self.used < self.limit
+        if admitted:
+            self.used += 1
+        wait = 0.0 if self.used < self.limit else self.start + self.window - now
+        return admitted, float(self.limit - self.used), wait
+
+
+class RollingQuota:
+    """Salesforce's daily API requests: at most ``limit`` in any ``day`` seconds."""
+
+    def __init__(self, limit: int, day: float) -> None:
+        self.limit, self.day = limit, day
+        self.reset()
+
+    def reset(self) -> None:
+        self.times: collections.deque[float] = collections.deque()
+
+    def take(self) -> tuple[bool, int]:
+        now = time.monotonic()
+        while self.times and self.times[0] <= now - self.day:
+            self.times.popleft()
+        admitted = len(self.times) < self.limit
+        if admitted:
+            self.times.append(now)
+        return admitted, len(self.times)
+
+
+def rate_headers(convention: str, bucket: TokenBucket | FixedWindow, admitted: bool,
+                 tokens: float, wait: float) -> list[bytes]:
+    """The rate-limit header lines of one response, in ``convention`` (see the module docstring)."""
+    remaining = math.floor(tokens)
+    whole = max(1, math.ceil(wait))
+    if isinstance(bucket, FixedWindow):
+        lines = [b"X-RateLimit-Limit: %d\r\n" % bucket.limit,
+                 b"X-RateLimit-Remaining: %d\r\n" % remaining,
+                 b"X-RateLimit-Reset: %d\r\n" % math.ceil(wait)]
+        return lines if admitted else [*lines, b"Retry-After: %d\r\n" % whole]
+    limit = b"X-RateLimit-Limit: %d\r\n" % round(bucket.rate)
+    if convention == "fractional":
+        lines = [limit, b"X-RateLimit-Remaining: %d\r\n" % remaining, b"X-RateLimit-Reset: %.3f\r\n" % wait]
+        return lines if admitted else [*lines, b"Retry-After: %.3f\r\n" % max(wait, 0.001)]
+    if convention in ("epoch", "epoch-frac"):
+        at = time.time() + wait
+        reset = b"%d" % math.ceil(at) if convention == "epoch" else b"%.3f" % at
+        lines = [limit, b"X-RateLimit-Remaining: %d\r\n" % remaining, b"X-RateLimit-Reset: %s\r\n" % reset]
+    elif convention == "delta":
+        lines = [limit, b"X-RateLimit-Remaining: %d\r\n" % remaining,
+                 b"X-RateLimit-Reset: %d\r\n" % math.ceil(wait)]
+    elif convention == "ietf":
+        lines = [b'RateLimit-Policy: "default";q=%d;w=1\r\n' % round(bucket.rate),
+                 b'RateLimit: "default";r=%d;t=%d\r\n' % (remaining, math.ceil(wait))]
+    elif convention == "retry-after":
+        lines = []
+    else:  # none
+        return []
+    return lines if admitted else [*lines, b"Retry-After: %d\r\n" % whole]
+
+
 class Stats:
     def __init__(self) -> None:
         self.reset()
@@ -210,7 +312,7 @@ class Stats:
 
 
 _CONTROL = (b"/stats", b"/reset", b"/health")
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
+_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
             405: b"Method Not Allowed", 429: b"Too Many Requests", 500: b"Internal Server Error"}
 
 
@@ -220,7 +322,13 @@ class App:
     def __init__(self, args: argparse.Namespace, data: Dataset) -> None:
         self.data = data
         self.auth = f"Bearer {args.token}".encode()
-        self.bucket = TokenBucket(args.rate, args.burst) if args.rate else None
+        self.bucket: TokenBucket | FixedWindow | None = None
+        if args.window_limit:
+            self.bucket = FixedWindow(args.window_limit, args.window)
+        elif args.rate:
+            self.bucket = TokenBucket(args.rate, args.burst)
+        self.convention = args.headers
+        self.daily = RollingQuota(args.daily_limit, args.day) if args.daily_limit else None
         self.latency = args.latency_ms / 1000.0
         self.error_rate = args.error_rate
         self.malformed_rate = args.malformed_rate
@@ -262,6 +370,8 @@ class App:
             stats.reset()
             if self.bucket:
                 self.bucket.reset()
+            if self.daily:
+                self.daily.reset()
             return 200, [], b'{"reset":true}'
         now = time.monotonic()
         stats.requests += 1
@@ -272,16 +382,18 @@ class App:
         if auth != self.auth:
             stats.unauthorized += 1
             return 401, headers, b'{"error":{"type":"invalid_request_error","message":"Invalid API Key provided"}}'
-        if self.bucket is not None:
-            admitted, tokens, wait = self.bucket.take()
-            headers = [
-                b"X-RateLimit-Limit: %d\r\n" % round(self.bucket.rate),
-                b"X-RateLimit-Remaining: %d\r\n" % math.floor(tokens),
-                b"X-RateLimit-Reset: %.3f\r\n" % wait,
-            ]
+        if self.daily is not None:
+            admitted, used = self.daily.take()
+            headers = [b"Sforce-Limit-Info: api-usage=%d/%d\r\n" % (used, self.daily.limit)]
             if not admitted:
                 stats.throttled += 1
-                headers.append(b"Retry-After: %.3f\r\n" % max(wait, 0.001))
+                return 403, headers, (b'[{"message":"TotalRequests Limit exceeded.",'
+                                      b'"errorCode":"REQUEST_LIMIT_EXCEEDED"}]')
+        if self.bucket is not None:
+            admitted, tokens, wait = self.bucket.take()
+            headers += rate_headers(self.convention, self.bucket, admitted, tokens, wait)
+            if not admitted:
+                stats.throttled += 1
                 return 429, headers, b'{"error":{"type":"rate_limit_error","message":"Too many requests"}}'
         if method != b"GET":
             return 405, headers, b'{"error":{"message":"only GET"}}'
@@ -366,12 +478,20 @@ class App:
             "since_last": None if s.last is None else now - s.last,
             "rate": self.bucket.rate if self.bucket else None,
             "burst": self.bucket.burst if self.bucket else None,
+            "headers": self.convention,
         }
+        if isinstance(self.bucket, FixedWindow):
+            out["window_limit"], out["window_length"] = self.bucket.limit, self.bucket.window
+        if self.daily is not None:
+            out["daily_limit"], out["daily_used"] = self.daily.limit, len(self.daily.times)
         if self.bucket and s.first is not None and s.last is not None:
             # The quota: what the limit would have admitted between the first
             # and the last request, against what it did admit.
             window = s.last - s.first
-            allowed = self.bucket.burst + self.bucket.rate * window
+            if isinstance(self.bucket, FixedWindow):
+                allowed = self.bucket.limit * max(1.0, math.ceil(window / self.bucket.window - 1e-9))
+            else:
+                allowed = self.bucket.burst + self.bucket.rate * window
             admitted = s.requests - s.throttled - s.unauthorized
             out["window"] = window
             out["allowed"] = allowed
@@ -480,6 +600,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", default="charges:10000", help="name:count,name:count")
     parser.add_argument("--rate", type=float, default=0.0, help="requests per second (0: no limit)")
     parser.add_argument("--burst", type=float, default=1.0)
+    parser.add_argument("--headers", default="fractional",
+                        choices=["fractional", "epoch", "epoch-frac", "delta", "ietf", "retry-after", "none"])
+    parser.add_argument("--window-limit", type=int, default=0, help="requests per fixed window (0: none)")
+    parser.add_argument("--window", type=float, default=60.0, help="the fixed window in seconds")
+    parser.add_argument("--daily-limit", type=int, default=0, help="requests per rolling 'day' (0: none)")
+    parser.add_argument("--day", type=float, default=86400.0, help="the rolling 'day' in seconds")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--malformed-rate", type=float, default=0.0)

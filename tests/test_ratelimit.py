@@ -407,10 +407,13 @@ def test_penalize_across_threads() -> None:
     assert min(grants) == pytest.approx(3.0)
 
 
-def test_shared_limiter_is_one_object_per_key() -> None:
+def test_shared_limiter_is_one_object_per_key_and_takes_the_latest_settings() -> None:
     first = shared_limiter("test-connector:cred-1", 5.0, 2.0)
-    assert shared_limiter("test-connector:cred-1", 99.0, None) is first
     assert first.rate == 5.0 and first.burst == 2.0
+    # A later run of the same credential (say with --rate) gets the same bucket,
+    # with its own settings: a rate given for a run is never silently ignored.
+    assert shared_limiter("test-connector:cred-1", 99.0, None, concurrency=2, learn=False) is first
+    assert (first.rate, first.burst, first.concurrency, first.learning) == (99.0, 1.0, 2, False)
     assert shared_limiter("test-connector:cred-2", 5.0, 2.0) is not first
 
 

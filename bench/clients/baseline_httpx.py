@@ -5,10 +5,17 @@ of a 429, retries a 5xx or a malformed page after a short backoff, and
 counts records. With ``concurrency`` > 1 the streams are read by that many
 threads sharing the client. ``options.sink`` (set by baseline_sqlite) gets
 every page.
+
+With ``options.obey`` it also obeys the rate-limit headers, as their
+documentation says to: when a response says no request remains
+(``X-RateLimit-Remaining: 0``, or ``r=0`` in the IETF ``RateLimit`` field), it
+sleeps until the reset (``X-RateLimit-Reset`` as epoch seconds or as seconds
+from now, the IETF ``t``); a 429 without ``Retry-After`` waits a second.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +42,21 @@ class Counters:
             setattr(self, name, getattr(self, name) + 1)
 
 
-def get_page(client: httpx.Client, url: str, params: dict[str, Any] | None, counters: Counters) -> Any:
+def reset_wait(headers: httpx.Headers) -> float:
+    """Seconds until the reset when the headers say nothing remains, else 0."""
+    remaining, reset = headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-reset")
+    ietf = headers.get("ratelimit")
+    if ietf:
+        found = dict(re.findall(r"\b([rt])=(\d+)", ietf))
+        remaining, reset = found.get("r"), found.get("t")
+    if remaining is None or reset is None or int(float(remaining)) > 0:
+        return 0.0
+    value = float(reset)
+    return max(0.0, value - time.time()) if value > 1e9 else value
+
+
+def get_page(client: httpx.Client, url: str, params: dict[str, Any] | None, counters: Counters,
+             obey: bool = False) -> Any:
     failures = 0
     while True:
         counters.add("requests")
@@ -45,6 +66,8 @@ def get_page(client: httpx.Client, url: str, params: dict[str, Any] | None, coun
             counters.add("throttled")
             time.sleep(float(response.headers.get("retry-after", "1")))
             continue
+        if obey:
+            time.sleep(reset_wait(response.headers))
         if status >= 500:
             failures += 1
         elif status != 200:
@@ -75,7 +98,7 @@ def read_stream(
         params["offset"] = 0
     count = 0
     while True:
-        body = get_page(client, url, params, counters)
+        body = get_page(client, url, params, counters, bool(job.get("options", {}).get("obey")))
         data = body["data"]
         count += len(data)
         if sink is not None and data:

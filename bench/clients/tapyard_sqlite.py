@@ -9,7 +9,8 @@ Partitions: with ``options.partitions == "native"`` and a core whose
 ``RestStream`` has a ``partitions`` field, the job's partition entries of one
 server stream become one RestStream with that many partitions; otherwise each
 partition is a RestStream of its own over ``?partition=i&partitions=n``.
-``options.profile`` writes a cProfile of the sync, every thread merged, to that path.
+``options.profile`` writes a cProfile of the sync, every thread merged, to that path;
+``options.rate_limit`` is passed to ``tapyard.sync(rate_limit=...)`` (a rate set in config).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def main() -> None:
             concurrency=int(job.get("concurrency", 1)),
             full_refresh=True,
             http=options.get("http") or None,
+            **({"rate_limit": options["rate_limit"]} if options.get("rate_limit") else {}),
         )
         if profiler is not None:
             profiler.disable()

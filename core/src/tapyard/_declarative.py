@@ -211,7 +211,7 @@ class RestConnector(Connector):
         # The HTTP engine is imported here, not at module level, so that listing
         # connectors does not pay for httpx.
         from tapyard._http import HttpEngine, HttpPolicy
-        from tapyard._ratelimit import shared_limiter
+        from tapyard._ratelimit import rate_limit_settings, shared_limiter
 
         pm = context.pm
         with contextlib.ExitStack() as stack:
@@ -231,11 +231,16 @@ class RestConnector(Connector):
             auth = pm.hook.tapyard_auth_strategy(
                 connector=self, config=config, credentials=context.credentials
             )
-            policy = pm.hook.tapyard_rate_limit_policy(connector=self, config=config) or {}
+            limits = rate_limit_settings(
+                pm.hook.tapyard_rate_limit_policy(connector=self, config=config), context.rate_limit
+            )
             limiter = shared_limiter(
                 f"{self.name}|{getattr(context.credentials, 'name', None) or base_url}",
-                policy.get("rate"),
-                policy.get("burst"),
+                limits.rate,
+                limits.burst,
+                concurrency=limits.concurrency,
+                learn=limits.learn,
+                max_wait=limits.max_wait,
             )
 
             def on_response(response: httpx.Response) -> None:

@@ -21,9 +21,7 @@ that is safe to show. Along the way it:
 
 from __future__ import annotations
 
-import email.utils
 import html
-import math
 import random
 import re
 import threading
@@ -48,7 +46,7 @@ from tapyard._exceptions import (
     TransportError,
 )
 from tapyard._model import AuthStrategy
-from tapyard._ratelimit import RateLimiter
+from tapyard._ratelimit import RateLimiter, RateLimitWaitTooLong, parse_retry_after
 
 __all__ = ["HttpEngine", "HttpPolicy", "HttpStats", "redact_url"]
 
@@ -82,7 +80,8 @@ class HttpPolicy(BaseModel):
     max_attempts: int = Field(6, ge=1)
     backoff_base: float = Field(0.5, ge=0)
     backoff_max: float = Field(30.0, ge=0)
-    #: a longer Retry-After fails the request at once instead of waiting
+    #: a longer Retry-After, or wait for a rate-limit reset, fails the request at once
+    #: instead of waiting
     max_retry_after: float = Field(120.0, ge=0)
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
     circuit_threshold: int = Field(10, ge=1)
@@ -92,7 +91,9 @@ class HttpPolicy(BaseModel):
     user_agent: str = "tapyard"
 
 
-Counter = Literal["requests", "retries", "throttled", "server_errors", "transport_errors", "bytes"]
+Counter = Literal[
+    "requests", "retries", "throttled", "server_errors", "transport_errors", "bytes", "wait_ms"
+]
 
 
 @dataclass
@@ -101,7 +102,8 @@ class HttpStats:
 
     ``requests`` counts requests sent (attempts and redirect hops), ``retries``
     attempts made again, ``throttled`` 429s, ``server_errors`` 5xx,
-    ``transport_errors`` connection failures, ``bytes`` bytes received.
+    ``transport_errors`` connection failures, ``bytes`` bytes received,
+    ``wait_ms`` milliseconds spent waiting for the rate limiter and before retries.
     """
 
     requests: int = 0
@@ -110,6 +112,7 @@ class HttpStats:
     server_errors: int = 0
     transport_errors: int = 0
     bytes: int = 0
+    wait_ms: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, counter: Counter, amount: int = 1) -> None:
@@ -199,19 +202,6 @@ def _status(code: int) -> str:
     return f"{code} {httpx.codes.get_reason_phrase(code)}".rstrip()
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from ``Retry-After``: seconds, fractional seconds or an HTTP-date."""
-    value = (value or "").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One call of :meth:`HttpEngine.request`: what every attempt sends."""
@@ -268,17 +258,18 @@ class _Pacer:
     one failed) is granted once.
     """
 
-    __slots__ = ("granted", "limiter")
+    __slots__ = ("granted", "limiter", "stats")
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter, stats: HttpStats) -> None:
         self.limiter = limiter
+        self.stats = stats
         self.granted = False
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         if event.endswith(".send_request_headers.started"):
             if not self.granted:
                 self.granted = True
-                self.limiter.acquire()
+                self.stats.add("wait_ms", round(1000 * self.limiter.acquire()))
         elif event.endswith(".send_request_body.complete"):
             self.limiter.sent()
 
@@ -313,6 +304,9 @@ class HttpEngine:
             policy.circuit_threshold, policy.circuit_cooldown, clock=clock
         )
         self._auth, self._limiter, self._on_response = auth, limiter, on_response
+        if limiter is not None and limiter.max_wait is None:
+            # No wait the server can cause may outlast the Retry-After cap.
+            limiter.max_wait = policy.max_retry_after
         self._headers = httpx.Headers(headers or {})
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
         self._client = httpx.Client(
@@ -433,7 +427,9 @@ class HttpEngine:
             if not outcome.retryable or attempts >= budget:
                 raise outcome.error(call, attempts, same=len(failures) == 1) from outcome.cause
             self.stats.add("retries")
-            self._sleep(outcome.wait if outcome.wait is not None else self._backoff(attempts))
+            pause = outcome.wait if outcome.wait is not None else self._backoff(attempts)
+            self.stats.add("wait_ms", round(1000 * pause))
+            self._sleep(pause)
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform between 0 and ``backoff_base * 2**(attempt - 1)``, capped."""
@@ -494,11 +490,30 @@ class HttpEngine:
         return request
 
     def _send(self, call: _Call, request: httpx.Request, deadline: float) -> httpx.Response:
+        if self._limiter is None:
+            return self._send_paced(call, request, deadline)
+        with self._limiter.in_flight():
+            try:
+                # A wait over the cap fails now, before a connection is taken.
+                wait = self._limiter.wait_time()
+                cap = self._limiter.max_wait
+                if cap is not None and wait > cap:
+                    raise RateLimitWaitTooLong(wait, cap, "the server's rate-limit headers")
+                return self._send_paced(call, request, deadline)
+            except RateLimitWaitTooLong as exc:
+                raise call.error(
+                    RetryAfterTooLongError,
+                    f"not sent: {exc.reason} asked for a wait of {exc.seconds:.0f}s before the "
+                    f"next request, more than the {exc.cap:g}s cap; run again later, or raise "
+                    "HttpPolicy.max_retry_after (or rate_limit max_wait) to wait that long",
+                ) from None
+
+    def _send_paced(self, call: _Call, request: httpx.Request, deadline: float) -> httpx.Response:
         if self._limiter is not None:
             if self._traced:
-                request.extensions["trace"] = _Pacer(self._limiter).trace
+                request.extensions["trace"] = _Pacer(self._limiter, self.stats).trace
             else:
-                self._limiter.acquire()
+                self.stats.add("wait_ms", round(1000 * self._limiter.acquire()))
         self.stats.add("requests")
         try:
             response = self._client.send(request, stream=True)
@@ -516,7 +531,7 @@ class HttpEngine:
             self.stats.add("throttled" if response.status_code == 429 else "server_errors")
         if self._limiter is not None:
             # As soon as the headers are in: the limiter times the round trip.
-            self._limiter.learn(response.headers)
+            self._limiter.learn(response.headers, status=response.status_code)
         try:
             self._read(call, response, deadline)
         finally:
@@ -600,7 +615,8 @@ class HttpEngine:
     def _retryable_status(self, call: _Call, response: httpx.Response) -> _Failure:
         status, wait = response.status_code, None
         if status in (429, 503):
-            wait = _retry_after(response.headers.get("retry-after"))
+            header = response.headers.get("retry-after")
+            wait = parse_retry_after(header)[0]
             if wait is not None and wait > self.policy.max_retry_after:
                 raise call.error(
                     RetryAfterTooLongError,
@@ -608,8 +624,11 @@ class HttpEngine:
                     f"than the {self.policy.max_retry_after:g}s cap; raise HttpPolicy.max_retry_after "
                     "to wait that long",
                 )
-            if status == 429 and wait is not None and self._limiter is not None:
-                self._limiter.penalize(wait)
+            if status == 429 and self._limiter is not None:
+                # The limiter holds every worker back (or, for a coarse
+                # Retry-After, paces the retry at what it learned); it says
+                # what is left for this caller to sleep.
+                wait = self._limiter.throttled(header)
         if status == 429:
             hint = "; the vendor API kept rate limiting, lower the request rate or try again later"
         else:

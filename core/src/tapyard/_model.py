@@ -405,3 +405,6 @@ class RunContext:
     http: Mapping[str, Any] = field(default_factory=dict)
     #: called with (connector, response) after every HTTP response
     on_response: Callable[..., None] | None = None
+    #: rate-limit overrides for this run (``rate``, ``burst``, ``concurrency``,
+    #: ``learn``, ``max_wait``): they win over the connector's policy hook
+    rate_limit: Mapping[str, Any] = field(default_factory=dict)

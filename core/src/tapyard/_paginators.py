@@ -26,15 +26,19 @@ What every stock paginator promises:
   URL of the response that carried it and returned absolute, with empty
   params: the URL carries the query. (Send it as is: an HTTP client that is
   handed an empty params mapping may replace the URL's query with it.)
-- It stops rather than loop when the server hands back the request it just
-  answered (the same cursor, token or URL again): fetching it again would
-  only repeat the page already read.
+- When the server hands back the request it just answered (the same cursor,
+  token or URL again), it ends the stream after a page without records (as
+  CloudWatch Logs marks its end) and raises :class:`~tapyard.ResponseError`
+  after a page with records: fetching it again would only repeat that page,
+  and stopping there would end the stream silently, short of its records.
 - A cursor, token or next URL of the wrong JSON type (an object where a
   string was expected) raises :class:`~tapyard.ResponseError`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -43,7 +47,7 @@ from urllib.parse import urljoin
 from pydantic import Field, model_validator
 
 from tapyard._exceptions import ResponseError
-from tapyard._model import PageRequest, Paginator
+from tapyard._model import Page, PageRequest, Paginator
 
 if TYPE_CHECKING:
     import httpx
@@ -54,10 +58,14 @@ __all__ = [
     "LinkHeaderPaginator",
     "NextUrlPaginator",
     "OffsetPaginator",
+    "PageGuard",
     "PageNumberPaginator",
     "PageTokenPaginator",
     "dig",
 ]
+
+#: the most pages one stream (or partition) may read in one run, unless the run says otherwise
+DEFAULT_MAX_PAGES = 100_000
 
 #: A query parameter name or a dotted path into a response body.
 _Name = Annotated[str, Field(min_length=1)]
@@ -144,11 +152,28 @@ def _count(value: Any, kind: str, where: str) -> int | None:
         ) from None
 
 
-def _with_params(request: PageRequest, updates: Mapping[str, Any]) -> PageRequest | None:
-    """``request`` with ``updates`` merged into its params, or ``None`` if nothing changes."""
+def _repeated(kind: str, what: str) -> ResponseError:
+    return ResponseError(
+        f"the server handed back the {what} it was just asked for: the {kind} paginator would "
+        "read the same page again for ever; the API ignores the paginator's position "
+        "(check the paginator's options against the API's documentation)"
+    )
+
+
+def _with_params(
+    request: PageRequest, updates: Mapping[str, Any], kind: str, records: Sequence[Any]
+) -> PageRequest | None:
+    """``request`` with ``updates`` merged into its params.
+
+    When nothing changes: ``None`` after a page without records (the end, as
+    CloudWatch Logs hands back its token), a :class:`ResponseError` after one
+    with records (the next page would repeat them).
+    """
     params = {**request.params, **updates}
     if params == dict(request.params):
-        return None
+        if not records:
+            return None
+        raise _repeated(kind, "position")
     return PageRequest(url=request.url, params=params)
 
 
@@ -161,11 +186,17 @@ def _response_url(request: PageRequest, response: httpx.Response) -> str:
 
 
 def _follow(
-    link: Any, request: PageRequest, response: httpx.Response, kind: str, where: str
+    link: Any,
+    request: PageRequest,
+    response: httpx.Response,
+    kind: str,
+    where: str,
+    records: Sequence[Any],
 ) -> PageRequest | None:
     """The request for a next ``link`` (absolute or relative), or ``None`` when there is none.
 
-    Also ``None`` when the link resolves to the URL that was just fetched.
+    A link that resolves to the URL just fetched ends a page without records
+    and raises :class:`ResponseError` after one with records.
     """
     if link is None or link == "":
         return None
@@ -177,7 +208,9 @@ def _follow(
     base = _response_url(request, response)
     url = urljoin(base, link.strip())
     if url == base:
-        return None
+        if not records:
+            return None
+        raise _repeated(kind, "URL")
     return PageRequest(url=url, params={})
 
 
@@ -259,7 +292,7 @@ class CursorPaginator(Paginator):
             cursor = _position(dig(records[-1], self.id_field), self.kind, self.id_field)
         if cursor is None:
             return None
-        return _with_params(request, {self.cursor_param: cursor})
+        return _with_params(request, {self.cursor_param: cursor}, self.kind, records)
 
 
 class NextUrlPaginator(Paginator):
@@ -313,7 +346,9 @@ class NextUrlPaginator(Paginator):
         """A request for the absolute next URL, or ``None`` on the last page."""
         if self.stop_on_empty and not records:
             return None
-        return _follow(dig(body, self.next_path), request, response, self.kind, self.next_path)
+        return _follow(
+            dig(body, self.next_path), request, response, self.kind, self.next_path, records
+        )
 
 
 class PageTokenPaginator(Paginator):
@@ -382,7 +417,7 @@ class PageTokenPaginator(Paginator):
         token = _position(dig(body, self.token_path), self.kind, self.token_path)
         if token is None:
             return None
-        return _with_params(request, {self.token_param: token})
+        return _with_params(request, {self.token_param: token}, self.kind, records)
 
 
 class OffsetPaginator(Paginator):
@@ -446,7 +481,7 @@ class OffsetPaginator(Paginator):
                 return None
         elif len(records) < self.page_size:
             return None
-        return _with_params(request, {self.offset_param: offset})
+        return _with_params(request, {self.offset_param: offset}, self.kind, records)
 
 
 class PageNumberPaginator(Paginator):
@@ -513,7 +548,7 @@ class PageNumberPaginator(Paginator):
                 return None
         elif len(records) < self.page_size:
             return None
-        return _with_params(request, {self.page_param: page + 1})
+        return _with_params(request, {self.page_param: page + 1}, self.kind, records)
 
 
 # One link-param of a link-value: ``; name``, ``; name=token`` or ``; name="quoted \" string"``.
@@ -575,7 +610,7 @@ class LinkHeaderPaginator(Paginator):
         header = ", ".join(response.headers.get_list("link"))
         for target, params in _link_values(header):
             if "next" in params.get("rel", "").lower().split():
-                return _follow(target, request, response, self.kind, "Link")
+                return _follow(target, request, response, self.kind, "Link", records)
         return None
 
 
@@ -591,3 +626,56 @@ STOCK_PAGINATORS: dict[str, type[Paginator]] = {
         LinkHeaderPaginator,
     )
 }
+
+
+class PageGuard:
+    """Stops a read that would never end: every source's pages go through one.
+
+    A source's pages are checked as they come: :meth:`check` raises
+    :class:`~tapyard.ResponseError` when a page's resume point (the request for
+    the page after it) is one the read has already been at, a cursor that
+    repeats or cycles (A, B, A); when a page holds exactly the records of the
+    page before it (a server that ignores the position it is sent); and past
+    ``max_pages`` pages. Resume points are kept as 16-byte digests, so the
+    guard's memory stays small up to the cap.
+    """
+
+    __slots__ = ("_last", "_max_pages", "_pages", "_seen", "_stream")
+
+    def __init__(self, stream: str, max_pages: int | None = DEFAULT_MAX_PAGES) -> None:
+        self._stream = stream
+        self._max_pages = max_pages
+        self._pages = 0
+        self._seen: set[bytes] = set()
+        self._last: list[Any] | None = None
+
+    def check(self, page: Page) -> None:
+        """Account for one page; raise if the read is going round in circles or past the cap."""
+        self._pages += 1
+        stream = self._stream
+        if self._max_pages is not None and self._pages > self._max_pages:
+            raise ResponseError(
+                f"stream {stream!r} read more than {self._max_pages:,} pages in one run and the "
+                "server still offers a next page: stopped at the page cap (raise it with "
+                "--max-pages or sync(max_pages=...) if the stream really is that long)"
+            )
+        records = page.records
+        if records and self._last is not None and records == self._last:
+            raise ResponseError(
+                f"stream {stream!r}: page {self._pages:,} repeats the page before it record for "
+                "record; the server ignores the position it is sent (check the paginator's options)"
+            )
+        self._last = records if records else None
+        if page.resume is None:
+            return
+        key = json.dumps(
+            [page.resume.url, dict(page.resume.params)], sort_keys=True, default=str
+        ).encode()
+        digest = hashlib.blake2b(key, digest_size=16).digest()
+        if digest in self._seen:
+            raise ResponseError(
+                f"stream {stream!r}: after page {self._pages:,} the server pointed back to a "
+                "position this read has already been at (a cursor that repeats or cycles); "
+                "stopped instead of reading the same pages for ever"
+            )
+        self._seen.add(digest)

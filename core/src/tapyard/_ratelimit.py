@@ -57,21 +57,66 @@ early, and forgets one that arrives late):
   (for up to a second) until a response is learned, so a run does not open
   with a burst against a quota it knows nothing about.
 
+Coarse resets, and no headers at all. A reset in whole seconds less than
+``_COARSE_WINDOW`` away that implies a spacing of a second or less
+(``X-RateLimit-Reset: 1700000123`` or ``: 1`` with few requests remaining, the
+IETF ``t=1``) cannot say that a token comes back every 10 ms: waiting for it
+would make one request per second against a quota of a hundred. Such a
+reset is read only as "``R`` requests may go now": the limiter spends them,
+and when none remain it learns the spacing the server really keeps from what
+the server accepts. It starts an eighth of the announced spacing apart and
+narrows in on the spacing from both sides: a request the server took, sent
+``s`` after the last one it took, makes ``s`` a known-good spacing; a 429
+makes it a known-bad one; the next request goes out between the two (or,
+before the first 429, a quarter of the last good spacing apart), until they
+are ``_COARSE_CONVERGED`` apart; it then keeps the good one plus a margin
+that each 429 widens and each request taken narrows. A 429 also holds a
+whole-second ``Retry-After`` of up to ``_COARSE_RETRY_AFTER`` seconds as
+coarse once the server is known to take requests far closer together: the
+retry goes out at the learned spacing, doubled for each 429 in a row, and
+only the ``_COARSE_STRIKES``-th in a row makes the limiter wait the whole
+``Retry-After``; longer values are always honoured. A server that sends no rate-limit headers at all and answers 429s
+is learned the same way, from its 429s.
+
+Bounds. A wait longer than ``max_wait`` seconds (a reset a day away on a 200,
+a long ``Retry-After``) is never slept: :meth:`RateLimiter.acquire` raises
+:class:`RateLimitWaitTooLong` instead, which the HTTP engine turns into a
+:class:`~tapyard.RetryAfterTooLongError` naming the cap. ``concurrency``
+bounds the requests of one limiter in flight at once
+(:meth:`RateLimiter.in_flight`), and ``learn=False`` makes the limiter ignore
+rate-limit headers (429s still slow it down).
+
 Clocks and sleeping are injectable so that tests run on virtual time.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import decimal
+import email.utils
 import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RateLimiter", "shared_limiter"]
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from tapyard._model import Connector
+
+__all__ = [
+    "RateLimitSettings",
+    "RateLimitWaitTooLong",
+    "RateLimiter",
+    "parse_retry_after",
+    "rate_limit_settings",
+    "shared_limiter",
+    "split_rate_limit",
+]
 
 #: reset values above these are epoch timestamps in seconds, or in milliseconds
 _EPOCH_THRESHOLD = 1e9
@@ -116,6 +161,27 @@ _EXCESS_MIN_SAMPLES = 8
 #: 429s that close together make the limiter give up anchoring on sends
 _HEAD_GIVE_UP = 5
 _HEAD_DECREASE = _HEAD_STEP * _HEAD_EARLY_SHARE / (1.0 - _HEAD_EARLY_SHARE)
+#: a whole-second reset closer than this is coarse: it cannot say whether the
+#: next token comes in 10 ms or in a second (a fixed window's reset, further
+#: away, says how long to spread the requests left over, and is kept)
+_COARSE_WINDOW = 2.0
+#: a known-good and a known-bad spacing this close (as a ratio) are converged
+_COARSE_CONVERGED = 1.03
+#: the margin kept over the known-good spacing once converged (where it
+#: starts, and each 429 at a good spacing widens it), and its most
+_COARSE_MARGIN = 0.02
+_COARSE_MARGIN_MAX = 0.5
+#: how far below the announced spacing the first probe goes, and each probe
+#: before the first 429
+_COARSE_START = 8.0
+_COARSE_DESCENT = 4.0
+#: a whole-second Retry-After up to this many seconds is coarse (see above)
+_COARSE_RETRY_AFTER = 2.0
+#: 429s in a row after which a coarse Retry-After is honoured in full (each
+#: one before it doubles the spacing of the retry)
+_COARSE_STRIKES = 5
+#: the shortest spacing a probe tries
+_COARSE_FLOOR = 0.0005
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -129,6 +195,82 @@ class _Quota:
     rounding: float = 0.0  # how early a rounded epoch reset may be
     throttled: bool = False  # the response carried Retry-After
     interval: float | None = None  # seconds per request, from a policy
+    whole: bool = False  # reset in whole seconds: rounded by up to a second
+
+
+class RateLimitWaitTooLong(Exception):
+    """A wait for the rate limiter longer than its ``max_wait``: raised instead of sleeping.
+
+    ``seconds`` is the wait, ``reason`` what asked for it (for the message).
+    """
+
+    def __init__(self, seconds: float, cap: float, reason: str) -> None:
+        super().__init__(f"{reason} asks to wait {seconds:.0f}s, more than the {cap:g}s cap")
+        self.seconds = seconds
+        self.cap = cap
+        self.reason = reason
+
+
+class RateLimitSettings(BaseModel):
+    """What a user may set about a credential's rate limit (config key ``rate_limit``,
+    the policy hook, ``sync(rate_limit=...)``, ``tapyard sync --rate``).
+
+    ``rate`` is a ceiling in requests per second (0: none), ``burst`` the requests that
+    may go at once after a quiet spell, ``concurrency`` the most requests in
+    flight at once, ``learn`` whether rate-limit headers are read at all, and
+    ``max_wait`` the longest wait (a reset, a ``Retry-After``) slept rather
+    than failing the stream (default: ``HttpPolicy.max_retry_after``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: float | None = Field(None, ge=0, allow_inf_nan=False)
+    burst: float | None = Field(None, ge=0, allow_inf_nan=False)
+    concurrency: int | None = Field(None, ge=1)
+    learn: bool = True
+    max_wait: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+def rate_limit_settings(
+    policy: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
+) -> RateLimitSettings:
+    """The settings of a run: the policy hook's answer, then the run's overrides on top.
+
+    Raises :class:`~tapyard.ConfigError` when they are not valid (a plugin's
+    policy naming an unknown setting, a negative rate).
+    """
+    from tapyard._config import validate_model
+
+    merged = {**(policy or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return validate_model(RateLimitSettings, merged, what="rate-limit settings")
+
+
+def split_rate_limit(
+    connector: Connector, raw: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``raw`` config without its ``rate_limit`` key, and that key's settings (validated).
+
+    A connector whose config model declares a ``rate_limit`` field keeps the
+    key: it is then the connector's own. Raises :class:`~tapyard.ConfigError`
+    on settings that are not valid.
+    """
+    config_model = getattr(connector, "config_model", None)
+    fields = getattr(config_model, "model_fields", {})
+    if "rate_limit" not in raw or "rate_limit" in fields:
+        return dict(raw), None
+    rest = dict(raw)
+    value = rest.pop("rate_limit")
+    if value is None:
+        return rest, None
+    from tapyard._config import validate_model
+    from tapyard._exceptions import ConfigError
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"rate_limit in the config must be a mapping like {{\"rate\": 10}}, not {type(value).__name__}"
+        )
+    settings = validate_model(RateLimitSettings, value, what="rate_limit settings in the config")
+    return rest, settings.model_dump(exclude_unset=True)
 
 
 class RateLimiter:
@@ -139,7 +281,10 @@ class RateLimiter:
     describes how the static rate, learned headers and penalties combine.
 
     Promise: over any window of W seconds the limiter grants at most
-    ``rate * W + burst`` tokens, whatever the headers say.
+    ``rate * W + burst`` tokens, whatever the headers say. ``concurrency``
+    bounds the requests in flight (see :meth:`in_flight`), ``learn=False``
+    ignores rate-limit headers, and no wait longer than ``max_wait`` seconds
+    is ever slept (:meth:`acquire` raises :class:`RateLimitWaitTooLong`).
     """
 
     def __init__(
@@ -147,17 +292,37 @@ class RateLimiter:
         rate: float | None = None,
         burst: float | None = None,
         *,
+        concurrency: int | None = None,
+        learn: bool = True,
+        max_wait: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if rate is not None and (rate < 0 or not math.isfinite(rate)):
-            raise ValueError(f"rate must be a positive number of requests per second, not {rate!r}")
-        if burst is not None and (burst < 0 or not math.isfinite(burst)):
-            raise ValueError(f"burst must be a positive number of requests, not {burst!r}")
-        self._rate = rate or None
-        # Less than one token of capacity could never grant anything.
-        self._burst = max(1.0, burst or 1.0)
+        #: the most requests in flight at once (``None``: unbounded), and
+        #: whether rate-limit headers are read: see :meth:`configure`
+        self.concurrency: int | None = None
+        self.learning = learn
+        self._slots: threading.BoundedSemaphore | None = None
+        self._apply(rate, burst, concurrency, learn, max_wait)
+        #: seconds callers spent waiting in acquire(), all threads together
+        self.waited = 0.0
+        # Why _not_before lies where it does (for the message of a wait too long).
+        self._why = "the server's rate-limit headers"
+        # Coarse resets (see the module docstring): spare tokens the server
+        # reported, the send of the last request it took, the spacing kept
+        # between requests when none are spare, and the largest known-bad and
+        # smallest known-good spacings.
+        self._coarse = False
+        self._spare = 0
+        self._last_ok_send = -math.inf
+        self._gap = 0.0
+        self._bad = 0.0
+        self._good = math.inf
+        self._strikes = 0
+        self._empty = True
+        self._margin_c = _COARSE_MARGIN
+        self._precise_429 = False
         self._clock = clock
         # On the real clock, sleep precisely: an OS sleep overshoots by a tenth
         # of a millisecond or more, a share of every paced request's slot.
@@ -200,14 +365,60 @@ class RateLimiter:
         """The bucket's capacity."""
         return self._burst
 
+    def configure(self, settings: RateLimitSettings) -> None:
+        """Apply new settings (a run with its own ``--rate``); what was learned is kept."""
+        with self._lock:
+            self._refill(self._clock())
+            self._apply(
+                settings.rate, settings.burst, settings.concurrency, settings.learn, settings.max_wait
+            )
+            self._tokens = min(self._tokens, self._burst)
+
+    def _apply(
+        self,
+        rate: float | None,
+        burst: float | None,
+        concurrency: int | None,
+        learn: bool,
+        max_wait: float | None,
+    ) -> None:
+        _check_settings(rate, burst, concurrency, max_wait)
+        self._rate = rate or None
+        # Less than one token of capacity could never grant anything.
+        self._burst = max(1.0, burst or 1.0)
+        self.learning = learn
+        self.max_wait = max_wait
+        if concurrency != self.concurrency:
+            self.concurrency = concurrency
+            self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Hold one of the ``concurrency`` slots for the duration of a request."""
+        slots = self._slots
+        if slots is None:
+            yield
+            return
+        slots.acquire()
+        try:
+            yield
+        finally:
+            slots.release()
+
     def acquire(self) -> float:
-        """Block until a token is available, take it, and return the seconds waited."""
+        """Block until a token is available, take it, and return the seconds waited.
+
+        Raises :class:`RateLimitWaitTooLong` rather than wait longer than
+        ``max_wait`` seconds.
+        """
         waited = 0.0
         aim: float | None = None
         while True:
             with self._lock:
                 now = self._clock()
                 wait = self._wait_time(now)
+                if self.max_wait is not None and wait > self.max_wait:
+                    raise RateLimitWaitTooLong(wait, self.max_wait, self._why)
                 if aim is None and wait > _EPSILON:
                     # The caller has to wait for the pace: remember the moment
                     # meant for its grant, to measure how late its send is.
@@ -218,11 +429,21 @@ class RateLimiter:
                     self._last_grant = now
                     self._local.granted, self._local.measured = now, False
                     self._local.aim = aim
+                    # A request on a spare token says nothing of the spacing.
+                    self._local.spare = self._coarse and self._spare > 0
+                    if self._local.spare:
+                        self._spare -= 1
                     if self._handoff:
                         self._unsent = (threading.get_ident(), now)
+                    self.waited += waited
                     return waited
             self._sleep(wait)
             waited += wait
+
+    def wait_time(self) -> float:
+        """Seconds the next :meth:`acquire` would wait now (0 when it would not)."""
+        with self._lock:
+            return max(0.0, self._wait_time(self._clock()))
 
     def sent(self) -> None:
         """Report that the request granted to this thread has just gone out on the wire.
@@ -251,20 +472,37 @@ class RateLimiter:
                 if len(self._lags) >= _LAG_MIN_SAMPLES:
                     self._lag = min(self._lags)
 
-    def learn(self, headers: Mapping[str, str]) -> None:
+    def learn(self, headers: Mapping[str, str], status: int | None = None) -> None:
         """Adjust the pace from a response's rate-limit headers; ignore what it cannot parse.
 
         Call it on the thread that called :meth:`acquire` for that request: the
         limiter uses the grant time to estimate when the server answered.
+        ``status``, when given, is the response's status code: a response that
+        is not a 429 tells the limiter the server took the request (what it
+        learns coarse resets from). A plugin passing vendor headers it mapped
+        leaves it out.
         """
-        quota = _parse_quota(headers, self._wall_clock())
+        quota = _parse_quota(headers, self._wall_clock()) if self.learning else None
         with self._lock:
             self._probing = False
             now = self._clock()
             sent, leg = self._timing(now)
+            if status is None:
+                # From a plugin mapping vendor headers: a 429 names a Retry-After.
+                status = 429 if any(k.lower() == "retry-after" for k in headers) else 200
+            if status != 429:
+                self._taken(sent)
+            self._precise_429 = (
+                status == 429 and quota is not None and quota.reset is not None and not quota.whole
+            )
             if quota is None:
                 return
             pace = self._slacken(quota.interval) if quota.interval else 0.0
+            if _is_coarse(quota):
+                self._learn_coarse(quota)
+                self._pace = max(pace, self._pace * _PACE_DECAY)
+                return
+            self._coarse = False
             if quota.remaining is not None and quota.reset is not None:
                 # Work in server time: the headers were written about one leg
                 # before they arrived (a slot anchored on the send may come
@@ -327,6 +565,62 @@ class RateLimiter:
             self._pace = max(pace, self._pace * (1.0 if quota.throttled else _PACE_DECAY))
             self._boost *= _BOOST_DECAY
 
+    def throttled(self, retry_after: str | None) -> float | None:
+        """Account for a 429 whose ``Retry-After`` header is ``retry_after``.
+
+        Returns the seconds the caller should sleep before retrying (what
+        :meth:`acquire` also holds every worker back): 0 when the limiter paces
+        the retry itself, ``None`` when it leaves the wait to the caller's own
+        backoff (no ``Retry-After`` and header learning off). A ``Retry-After``
+        is honoured in full (as :meth:`penalize`) unless it is coarse: a whole
+        second or two from a server known to take requests far closer together,
+        or beside a precise reset; see the module docstring.
+        Call it on the thread whose request got the 429.
+        """
+        seconds, whole = parse_retry_after(retry_after)
+        with self._lock:
+            # A whole second or two is coarse when the server is known to take
+            # requests far closer together, or when the 429 also carried a
+            # precise reset (which learn() has already waited for).
+            coarse = seconds is None or (
+                whole
+                and seconds <= _COARSE_RETRY_AFTER
+                and (self._good * 4.0 <= seconds or self._precise_429)
+            )
+            if coarse and seconds is not None and self._precise_429:
+                self._penalty()
+                return 0.0
+        if not coarse or not self.learning:
+            if seconds is None:
+                return None
+            self.penalize(seconds)
+            return seconds
+        with self._lock:
+            now = self._clock()
+            self._penalty()
+            self._strikes += 1
+            sent: float | None = getattr(self._local, "granted", None)
+            gap = None if sent is None else sent - self._last_ok_send
+            if gap is not None and gap > 0 and not getattr(self._local, "spare", False):
+                if gap < self._good:
+                    self._bad = max(self._bad, gap)
+                else:
+                    # Refused at a spacing known to be good: jitter on the way (the
+                    # request before arrived late, this one early), or a server that
+                    # slowed down. Widen the margin (every request taken narrows it).
+                    self._margin_c = min(_COARSE_MARGIN_MAX, self._margin_c + _COARSE_MARGIN)
+            self._coarse = True
+            self._spare = 0
+            self._empty = True
+            self._next_gap()
+            if self._strikes >= _COARSE_STRIKES:
+                # Refused again and again: the server means its wait (or, naming
+                # none, gets an exponential backoff).
+                hold = seconds if seconds is not None else min(30.0, max(self._gap, 0.05) * 2.0**self._strikes)
+                self._not_before = max(self._not_before, now + hold)
+                self._why = "the server's 429 Retry-After" if seconds is not None else "backing off after 429s"
+            return 0.0
+
     def penalize(self, seconds: float) -> None:
         """Grant no token to any worker for ``seconds`` (after a 429 with Retry-After).
 
@@ -334,21 +628,68 @@ class RateLimiter:
         as responses are learned): a 429 means the pacing ran too close.
         """
         with self._lock:
-            self._boost = min(_BOOST_MAX, self._boost + _BOOST_STEP)
-            # A send-anchored slot came early: widen its margin, by twice as much
-            # for each 429 that follows another within _HEAD_CALM requests (a
-            # server that times its reset from when it answers needs the margin
-            # to cover all its work on a request).
-            step = _HEAD_STEP * 2.0 ** min(self._early_streak, 12)
-            self._early_streak += 1
-            if self._early_streak >= _HEAD_GIVE_UP:
-                # 429 after 429 however wide the margin: this server's resets
-                # are not timed from when it counts a request. Anchor on responses.
-                self._send_anchor = False
-            self._since_early = 0
-            self._margin = min(max(_MIN_SLACK, _HEAD_MAX_SHARE * self._pace), self._margin + step)
+            self._penalty()
             if seconds > 0:
+                if self._not_before < self._clock() + seconds:
+                    self._why = "the server's Retry-After"
                 self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def _taken(self, sent: float | None) -> None:
+        """The server took this thread's request, sent at ``sent``: learn the spacing."""
+        self._strikes = 0
+        if sent is None:
+            return
+        gap = sent - self._last_ok_send
+        if self._coarse and self._empty and gap > 0 and not getattr(self._local, "spare", False):
+            # Sent this long after the last request taken, with no token to
+            # spare then: a spacing the server keeps.
+            if gap < self._good:
+                self._good = gap
+            self._margin_c = max(_COARSE_MARGIN / 4, self._margin_c - _COARSE_MARGIN * _HEAD_EARLY_SHARE)
+            self._next_gap()
+        self._last_ok_send = max(self._last_ok_send, sent)
+
+    def _learn_coarse(self, quota: _Quota) -> None:
+        """Take what a whole-second reset can say: how many requests may go now."""
+        remaining = 0 if quota.remaining is None else max(0, math.floor(quota.remaining))
+        if not self._coarse and self._gap <= 0.0:
+            spacing = max(0.0, quota.reset or 0.0) / (remaining + 1.0)
+            self._gap = max(_COARSE_FLOOR, spacing / _COARSE_START)
+            if self._rate is not None:
+                self._gap = min(self._gap, 1.0 / self._rate)
+        self._coarse = True
+        self._spare = int(min(remaining, 1e6))
+        self._empty = remaining < 1
+
+    def _next_gap(self) -> None:
+        """The spacing for the next request sent with no token to spare."""
+        good, bad = self._good, self._bad
+        if good == math.inf:
+            if bad > 0.0:
+                self._gap = bad * _COARSE_DESCENT
+        elif bad <= 0.0:
+            self._gap = good / _COARSE_DESCENT
+        elif good > bad * _COARSE_CONVERGED:
+            self._gap = math.sqrt(good * bad)
+        else:
+            self._gap = good * (1.0 + self._margin_c)
+        self._gap = max(_COARSE_FLOOR, self._gap)
+
+    def _penalty(self) -> None:
+        """What every 429 does to the margins (the lock held)."""
+        self._boost = min(_BOOST_MAX, self._boost + _BOOST_STEP)
+        # A send-anchored slot came early: widen its margin, by twice as much
+        # for each 429 that follows another within _HEAD_CALM requests (a
+        # server that times its reset from when it answers needs the margin
+        # to cover all its work on a request).
+        step = _HEAD_STEP * 2.0 ** min(self._early_streak, 12)
+        self._early_streak += 1
+        if self._early_streak >= _HEAD_GIVE_UP:
+            # 429 after 429 however wide the margin: this server's resets
+            # are not timed from when it counts a request. Anchor on responses.
+            self._send_anchor = False
+        self._since_early = 0
+        self._margin = min(max(_MIN_SLACK, _HEAD_MAX_SHARE * self._pace), self._margin + step)
 
     def _slacken(self, spacing: float) -> float:
         """``spacing`` plus the safety margin: a share of it, at least a floor, and the boost."""
@@ -371,6 +712,12 @@ class RateLimiter:
                 wait = max(wait, min(_PROBE_POLL, self._last_grant + _PROBE_TIMEOUT - now))
         if self._unsent is not None and now < self._unsent[1] + _HANDOFF_TIMEOUT:
             wait = max(wait, min(_HANDOFF_POLL, self._unsent[1] + _HANDOFF_TIMEOUT - now))
+        if self._coarse and self._spare < 1:
+            # No token to spare: keep the learned spacing from the last request
+            # the server took, aimed at the wire like the pace.
+            gap = self._gap * 2.0 ** max(0, self._strikes - 1)
+            ahead = min(self._lag, _LAG_MAX_SHARE * gap)
+            wait = max(wait, self._last_ok_send + gap - ahead - now)
         if self._rate is not None and self._tokens < 1.0 - _EPSILON:
             wait = max(wait, (1.0 - self._tokens) / self._rate)
         return wait
@@ -492,6 +839,8 @@ def _parse_quota(headers: Mapping[str, str], wall_now: float) -> _Quota | None:
     )
     reset, rounding = _number(reset_text), 0.0
     absolute = reset is not None and reset > _EPOCH_THRESHOLD
+    # Whole seconds (not milliseconds): the value may be rounded by up to one.
+    whole = reset is not None and reset < _EPOCH_MS_THRESHOLD and _is_whole(reset_text)
     if reset is not None and absolute:
         scale = 1000.0 if reset > _EPOCH_MS_THRESHOLD else 1.0
         reset = reset / scale - wall_now
@@ -501,22 +850,90 @@ def _parse_quota(headers: Mapping[str, str], wall_now: float) -> _Quota | None:
     if remaining is None and reset is None and interval is None:
         return None
     throttled = "retry-after" in lower
-    return _Quota(remaining, reset, absolute, rounding, throttled, interval)
+    return _Quota(remaining, reset, absolute, rounding, throttled, interval, whole)
+
+
+def _is_coarse(quota: _Quota) -> bool:
+    """Whether a reset is too coarse to pace by: in whole seconds, less than
+    ``_COARSE_WINDOW`` away, and implying a spacing of a second or less."""
+    if not quota.whole or quota.reset is None or quota.reset >= _COARSE_WINDOW:
+        return False
+    remaining = max(0.0, quota.remaining or 0.0)
+    return quota.reset / (math.floor(remaining) + 1.0) <= 1.0
+
+
+def _is_whole(value: str | None) -> bool:
+    """Whether the first number in ``value`` is written without a fractional part."""
+    match = _NUMBER.search(value or "")
+    return match is not None and not any(c in match.group() for c in ".eE")
+
+
+def parse_retry_after(value: str | None) -> tuple[float | None, bool]:
+    """``Retry-After`` as ``(seconds, whole)``: seconds (whole or fractional) or an HTTP date.
+
+    ``whole`` says the value was given to the second (an integer or a date).
+    Negative waits count as 0; what cannot be parsed is ``(None, False)``.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None, False
+    try:
+        seconds = float(text)
+        whole = _is_whole(text)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(text).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None, False
+        whole = True
+    if not math.isfinite(seconds):
+        return None, False
+    return max(0.0, seconds), whole
+
+
+def _check_settings(
+    rate: float | None, burst: float | None, concurrency: int | None, max_wait: float | None
+) -> None:
+    if rate is not None and (rate < 0 or not math.isfinite(rate)):
+        raise ValueError(f"rate must be a positive number of requests per second, not {rate!r}")
+    if burst is not None and (burst < 0 or not math.isfinite(burst)):
+        raise ValueError(f"burst must be a positive number of requests, not {burst!r}")
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
+    if max_wait is not None and (max_wait < 0 or math.isnan(max_wait)):
+        raise ValueError(f"max_wait must be a number of seconds, not {max_wait!r}")
 
 
 _SHARED: dict[str, RateLimiter] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_limiter(key: str, rate: float | None, burst: float | None) -> RateLimiter:
+def shared_limiter(
+    key: str,
+    rate: float | None,
+    burst: float | None,
+    *,
+    concurrency: int | None = None,
+    learn: bool = True,
+    max_wait: float | None = None,
+) -> RateLimiter:
     """The process-wide limiter for ``key`` (connector name + credential id), made on first use.
 
     Every worker thread asking for the same key gets the same object, so they
-    share one bucket, one learned pace and one penalty. The first call's
-    ``rate`` and ``burst`` configure it; later calls get that limiter as it is.
+    share one bucket, one learned pace and one penalty. Each call applies its
+    settings (the latest run's ``rate``, ``burst``, ``concurrency``, ``learn``
+    and ``max_wait`` win); what the limiter learned from the server is kept.
     """
     with _SHARED_LOCK:
         limiter = _SHARED.get(key)
         if limiter is None:
-            limiter = _SHARED[key] = RateLimiter(rate, burst)
+            limiter = _SHARED[key] = RateLimiter(
+                rate, burst, concurrency=concurrency, learn=learn, max_wait=max_wait
+            )
+        else:
+            limiter.configure(
+                RateLimitSettings(
+                    rate=rate, burst=burst, concurrency=concurrency, learn=learn, max_wait=max_wait
+                )
+            )
         return limiter

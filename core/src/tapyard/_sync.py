@@ -35,6 +35,7 @@ from tapyard._destinations import Batch, Destination, default_destination_url, o
 from tapyard._exceptions import PluginError, StreamNotFoundError, TapyardError
 from tapyard._hints import missing_stream
 from tapyard._model import Connector, RunContext, Source, Stream, StreamState
+from tapyard._paginators import DEFAULT_MAX_PAGES, PageGuard
 from tapyard._schema import PageValidator, columns_of
 from tapyard._signals import deferred_signals
 
@@ -158,6 +159,9 @@ INLINE_COMMIT_SECONDS = 0.05
 class _Run:
     """The moving parts of one :func:`sync` call."""
 
+    #: the most pages each stream (or partition) may read (see PageGuard)
+    max_pages: int | None = DEFAULT_MAX_PAGES
+
     def __init__(
         self,
         connector: Connector,
@@ -228,12 +232,14 @@ class _Run:
         pending = state.pending
         limit = None
         hook = self.pm.hook.tapyard_map_records
+        guard = PageGuard(stream.name, self.max_pages)
         try:
             for page in self.source.read(stream, state, partition):
                 if self.stop.is_set():
                     raise _Cancelled
                 if page.cursor_limit is not None:
                     limit = page.cursor_limit
+                guard.check(page)
                 records = hook(connector=self.connector, stream=stream, records=page.records)
                 if records is None:
                     records = page.records
@@ -415,6 +421,8 @@ def sync(
     concurrency: int = 4,
     http: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
+    rate_limit: Mapping[str, Any] | None = None,
+    max_pages: int | None = DEFAULT_MAX_PAGES,
 ) -> SyncResult:
     """Sync ``connector`` into a destination and return what happened.
 
@@ -429,6 +437,14 @@ def sync(
     :param state_key: the name under which stream state is saved (default: the connector name).
     :param concurrency: how many streams (or partitions) are read at once.
     :param http: overrides of :class:`tapyard.HttpPolicy` fields.
+    :param rate_limit: overrides of the connector's rate-limit policy for this
+        run: ``rate`` (requests per second), ``burst``, ``concurrency`` (requests
+        in flight at once) and ``learn`` (False: ignore rate-limit headers); see
+        :class:`tapyard.RateLimitSettings`. A ``rate_limit`` key in a mapping
+        ``config`` does the same, unless the connector's config declares one.
+    :param max_pages: the most pages one stream (or partition) may read; a
+        read past it fails the stream (``None``: no cap). Cursors that repeat
+        or cycle, and pages that repeat the one before, fail it whatever the cap.
 
     A stream that fails does not stop the others; check ``result.ok``. Errors
     that stop the whole run (bad config, unreachable destination, a circuit
@@ -439,7 +455,12 @@ def sync(
     started = time.monotonic()
     pm = get_plugin_manager()
     conn = get_connector(connector) if isinstance(connector, str) else connector
-    cfg = config if isinstance(config, BaseModel) else conn.parse_config(config or {})
+    from tapyard._ratelimit import split_rate_limit
+
+    raw_limits: Mapping[str, Any] | None = None
+    if not isinstance(config, BaseModel):
+        config, raw_limits = split_rate_limit(conn, config or {})
+    cfg = config if isinstance(config, BaseModel) else conn.parse_config(config)
     for name in streams or ():
         # before anything is opened: a stream that needs configuration the run lacks
         if any(not getattr(cfg, f, None) for f in conn.stream_config.get(name, ())):
@@ -448,7 +469,8 @@ def sync(
     destination = to if isinstance(to, Destination) else open_destination(to or default_destination_url())
     result = SyncResult(connector=conn.name, destination=destination.url)
     try:
-        context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}))
+        limits = {**(raw_limits or {}), **(rate_limit or {})}
+        context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}), rate_limit=limits)
         with conn.open(cfg, context) as source, _collector_tuned():
             selected = select_streams(source.streams(), streams, conn.stream_config)
             run = _Run(
@@ -462,6 +484,7 @@ def sync(
                 progress,
                 pm,
             )
+            run.max_pages = max_pages
             states = run.prepare()
             result.streams = list(run.results.values())
             try:

@@ -21,12 +21,17 @@ CREDS_HELP = "A credential stored in the vault (tapyard creds add) to run with."
 VAULT_HELP = "Vault URL or path (default: $TAPYARD_VAULT, else vault.db in the data directory)."
 
 
-def _connector_and_config(name: str, config: str | None) -> tuple[Connector, BaseModel]:
+def _connector_and_config(
+    name: str, config: str | None
+) -> tuple[Connector, BaseModel, dict[str, Any] | None]:
+    """The connector, its validated config, and the config's ``rate_limit`` settings (if any)."""
     from tapyard._config import load_config
     from tapyard._plugins import get_connector
+    from tapyard._ratelimit import split_rate_limit
 
     connector = get_connector(name)
-    return connector, connector.parse_config(load_config(config))
+    raw, limits = split_rate_limit(connector, load_config(config))
+    return connector, connector.parse_config(raw), limits
 
 
 def _credentials(
@@ -53,10 +58,10 @@ def _open(
     from tapyard._model import RunContext
     from tapyard._plugins import get_plugin_manager
 
-    connector, cfg = _connector_and_config(name, config)
+    connector, cfg, limits = _connector_and_config(name, config)
     with contextlib.ExitStack() as stack:
         credentials = _credentials(stack, connector, creds, vault)
-        context = RunContext(pm=get_plugin_manager(), credentials=credentials)
+        context = RunContext(pm=get_plugin_manager(), credentials=credentials, rate_limit=limits or {})
         with connector.open(cfg, context) as source:
             yield connector, source
 
@@ -177,12 +182,22 @@ def sync(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     creds: str | None = typer.Option(None, "--creds", metavar="NAME", help=CREDS_HELP),
     vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
+    rate: float | None = typer.Option(
+        None, "--rate", metavar="N", min=0.0,
+        help="Requests per second at most, for this run (overrides the config and the connector).",
+    ),
+    max_pages: int = typer.Option(
+        100_000, "--max-pages", metavar="N", min=1,
+        help="Most pages one stream (or partition) may read before the sync stops it.",
+    ),
 ) -> None:
     """Sync a connector's streams into a destination."""
     from tapyard._exceptions import ConfigError, TapyardError
     from tapyard._sync import sync as run_sync
 
-    connector, cfg = _connector_and_config(name, config)
+    connector, cfg, limits = _connector_and_config(name, config)
+    if rate is not None:
+        limits = {**(limits or {}), "rate": rate}
     names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
     if streams is not None and not names:
         raise ConfigError("--streams names no stream; give a comma-separated list like customers,orders")
@@ -202,6 +217,8 @@ def sync(
                     concurrency=concurrency,
                     progress=progress,
                     credentials=credentials,
+                    rate_limit=limits,
+                    max_pages=max_pages,
                 )
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or SIGHUP (see tapyard.cli.main): the engine has rolled
@@ -245,10 +262,13 @@ def _summary(result: SyncResult) -> None:
         table.add_row(s.name, f"{s.records:,}", f"{s.pages:,}", f"{s.dead_letters:,}", f"{s.seconds:.2f}", s.status)
     out = err_console if result.destination == "jsonl:-" else console
     out.print(table)
+    requests = http.get("requests", 0)
+    reached = f" ({requests / result.seconds:,.1f}/s)" if result.seconds > 0 and requests else ""
     out.print(
         f"{result.records:,} records in {result.seconds:.2f}s; "
-        f"{http.get('requests', 0):,} requests, {http.get('retries', 0):,} retries, "
-        f"{http.get('throttled', 0):,} throttled"
+        f"{requests:,} requests{reached}, {http.get('retries', 0):,} retries, "
+        f"{http.get('throttled', 0):,} throttled (429), "
+        f"{http.get('wait_ms', 0) / 1000:.2f}s waiting for the rate limit and retries"
     )
 
 
