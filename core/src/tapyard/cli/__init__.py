@@ -244,17 +244,36 @@ def _builtin_command(args: Sequence[str]) -> bool:
     )
     if name is None or name.startswith("-"):
         return False
-    ours = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    added = app.__dict__.get("_tapyard_plugin_commands", {})
+    ours = {c.name for c in app.registered_commands if not any(c is a for a in added.get("commands", ()))}
+    ours |= {g.name for g in app.registered_groups if not any(g is a for a in added.get("groups", ()))}
     return name in ours
 
 
 def _plugin_commands() -> None:
-    if getattr(app, "_tapyard_plugins_added", False):
-        return
+    """Add the plugins' commands to ``app``, once per set of registered plugins.
+
+    In one process the plugins can change (tests register and unregister
+    them, ``tapyard.testing.run_cli`` runs many command lines): then the
+    commands added for the previous set are taken out and asked for again.
+    """
     from tapyard._plugins import get_plugin_manager
 
-    get_plugin_manager().hook.tapyard_register_commands(cli=app)
-    app._tapyard_plugins_added = True  # type: ignore[attr-defined]
+    pm = get_plugin_manager()
+    key = (id(pm), frozenset(id(p) for p in pm.get_plugins()))
+    state: dict[str, Any] = app.__dict__.setdefault("_tapyard_plugin_commands", {})
+    if state.get("key") == key:
+        return
+    for command in state.get("commands", ()):
+        app.registered_commands.remove(command)
+    for group in state.get("groups", ()):
+        app.registered_groups.remove(group)
+    commands, groups = list(app.registered_commands), list(app.registered_groups)
+    pm.hook.tapyard_register_commands(cli=app)
+    state["commands"] = [c for c in app.registered_commands if not any(c is o for o in commands)]
+    state["groups"] = [g for g in app.registered_groups if not any(g is o for o in groups)]
+    state["key"] = key
+    complete(app)
 
 
 def _format_warning(

@@ -32,7 +32,9 @@ def list_connectors(
         print_json(connectors)
         return
     if not connectors:
-        console.print("No connectors installed. Install one, e.g. pip install tapyard-sample")
+        console.print(
+            "No connectors installed. Install one; from a checkout of tapyard: pip install ./connectors/sample"
+        )
         return
     from rich.table import Table
 
