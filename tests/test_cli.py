@@ -255,3 +255,10 @@ def test_connectors_info_shows_credential_fields_and_stream_config(capsys: pytes
     assert fields["secret_access_key"]["secret"] and not fields["secret_access_key"]["required"]
     code, out, _ = run(capsys, "connectors", "info", "aws")
     assert "s3_objects (needs bucket)" in out
+
+
+def test_did_you_mean_an_auth_kind(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", "k" * 43 + "=")
+    monkeypatch.setenv("ZZ_API_KEY", "k3y")
+    code, _, err = run(capsys, "creds", "add", "x", "--connector", "sample", "--kind", "api_kye", "--from-env", "ZZ_")
+    assert code == 1 and "did you mean 'api_key'?" in err, err

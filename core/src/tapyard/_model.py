@@ -369,9 +369,13 @@ class Connector(abc.ABC):
 
         takes = [k for k in self.auth_kinds if k != "none"]
         if kind not in takes:
+            from tapyard._hints import did_you_mean
+
             listed = ", ".join(takes) if takes else "none: it needs no credentials"
+            hint = did_you_mean(kind, takes)
             raise ConfigError(
                 f"connector {self.name!r} does not take {kind!r} credentials (it takes {listed})"
+                + (f"; {hint}" if hint else "")
             )
         model = self.credential_models.get(kind)
         if model is None:
