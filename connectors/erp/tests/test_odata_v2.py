@@ -54,7 +54,7 @@ class Gateway:
     """A fake SAP Gateway OData v2 service: pages of 20, ``__next`` links with a
     ``$skiptoken``, ``$filter=LastChangeDateTime ge|gt datetimeoffset'...'``."""
 
-    def __init__(self, count: int = 45) -> None:
+    def __init__(self, count: int = 45, bearer: Any = None) -> None:
         self.orders = [
             {"SalesOrder": f"{i:010d}", "SalesOrderType": "OR", "SoldToParty": f"17{i:05d}",
              "CreationDate": BASE - dt.timedelta(days=i), "changed": BASE + dt.timedelta(minutes=i),
@@ -62,6 +62,8 @@ class Gateway:
             for i in range(1, count + 1)
         ]
         self.queries: list[dict[str, list[str]]] = []
+        #: with a token check (``bearer(authorization) -> bool``), data requests need a valid token
+        self.bearer = bearer
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,6 +77,8 @@ class Gateway:
                     return self._send(200, METADATA.encode(), "application/xml")
                 if parts.path != f"{ROOT}/A_SalesOrder":
                     return self._send(404, b'{"error": {"message": {"value": "Resource not found"}}}')
+                if gateway.bearer is not None and not gateway.bearer(self.headers.get("Authorization")):
+                    return self._send(401, b'{"error": {"message": {"value": "Unauthorized"}}}')
                 gateway.queries.append(query)
                 rows = sorted(gateway.orders, key=lambda o: o["changed"])
                 if "$filter" in query:
@@ -163,3 +167,53 @@ def test_entra_id_credentials_fill_the_token_url() -> None:
         AzureAdCredentials(client_id="app", client_secret="x")
     connector = tapyard.get_connector("erp")
     assert connector.credential_model("oauth2_client_credentials") is AzureAdCredentials
+
+
+def test_entra_id_tokens_are_saved_to_the_vault_before_the_service_sees_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OAuth 2.0 client credentials (the Entra ID kind) from a real local
+    authorization server, the credential in the vault, three runs through the CLI:
+    each access token the service accepts was in the vault before it first saw it."""
+    import time
+
+    from tapyard_sample import LocalAuthorizationServer, OAuthClient
+
+    from tapyard.cli import main
+    from tapyard_credentials import generate_key
+
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", generate_key())
+    monkeypatch.setenv("TAPYARD_VAULT", str(tmp_path / "vault.db"))
+    secret = "entra-" + "s3" * 12
+    seen: list[bool] = []
+
+    def stored_access_token() -> str:
+        vault = tapyard.open_vault()
+        return vault.get("entra", connector="erp").fields["access_token"].get_secret_value()
+
+    with LocalAuthorizationServer([OAuthClient("erp-app", secret)], access_token_ttl=1) as authz:
+        def bearer(authorization: str | None) -> bool:
+            seen.append(stored_access_token() == (authorization or "")[7:])
+            return authz.validate(authorization)
+
+        fake = Gateway(count=5, bearer=bearer)
+        thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            fields = tmp_path / "entra.json"
+            fields.write_text(json.dumps({"token_url": authz.token_url, "client_id": "erp-app", "client_secret": secret,
+                                          "scope": "api://erp/.default"}))
+            add = ["creds", "add", "entra", "--connector", "erp", "--kind", "oauth2_client_credentials",
+                   "--from-json", str(fields)]
+            assert main(add) == 0, capsys.readouterr().err
+            config = json.dumps({"service_url": fake.url, "preset": "sap_s4hana"})
+            for _ in range(3):
+                code = main(["sync", "erp", "--creds", "entra", "-c", config, "--to", f"sqlite:///{tmp_path}/e.db"])
+                assert code == 0, capsys.readouterr().err
+                time.sleep(0.6)  # past the stored token's refresh point
+        finally:
+            fake.server.shutdown()
+            fake.server.server_close()
+    assert len(seen) >= 3 and all(seen)
+    assert authz.stats["client_credentials:ok"] >= 3
+    assert secret.encode() not in (tmp_path / "vault.db").read_bytes()
