@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,6 +165,65 @@ def test_add_refuses_unknown_and_missing_fields_clearly(
     assert [c["name"] for c in json.loads(out)] == ["sk"]
 
 
+def test_from_env_reads_only_the_fields_of_the_credential_model(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str
+) -> None:
+    """AWS_ is a prefix the AWS tools share: AWS_CA_BUNDLE, AWS_DEFAULT_REGION and the
+    rest are no fields of an aws credential and must not make it invalid."""
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", KEY)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "")  # set but empty: not a value
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/certs/ca.pem")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    code, out, err = run(capsys, "creds", "add", "prod", "--connector", "aws", "--from-env", "AWS_")
+    assert code == 0, err
+    assert "fields: access_key_id, secret_access_key;" in out
+    assert "read AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; ignored AWS_CA_BUNDLE, AWS_DEFAULT_REGION (not fields of aws's aws credentials)" in err
+    assert KEY not in out + err and "eu-west-1" not in out + err
+    monkeypatch.setenv("ACME_COLOUR", "vermilion")
+    code, _, err = run(capsys, "creds", "add", "x", "--connector", "sample", "--kind", "api_key", "--from-env", "ACME_")
+    line = _one_line_error(code, err)
+    assert "no environment variable ACME_<FIELD> is set for any field of sample's api_key credentials" in line
+    assert "ACME_API_KEY" in line and "vermilion" not in line
+
+
+def test_add_checks_the_vault_key_before_asking_for_any_field(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str
+) -> None:
+    from typer._click import termui
+
+    from tapyard.cli import _creds
+    from tapyard_credentials import generate_key
+
+    _add_key(capsys, monkeypatch)
+    asked: list[str] = []
+    monkeypatch.setattr(termui, "visible_prompt_func", lambda p: asked.append(p) or "")
+    monkeypatch.setattr(termui, "hidden_prompt_func", lambda p: asked.append(p) or KEY)
+    monkeypatch.setattr(_creds, "interactive", lambda: True)
+    add = ("creds", "add", "new", "--connector", "sample", "--kind", "api_key")
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", generate_key())  # not this vault's key
+    code, _, err = run(capsys, *add)
+    assert "the vault key does not open" in _one_line_error(code, err)
+    code, _, err = run(capsys, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key")
+    assert "the vault key does not open" in _one_line_error(code, err)
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", "not a key")
+    code, _, err = run(capsys, *add)
+    assert "TAPYARD_VAULT_KEY is not a vault key" in _one_line_error(code, err)
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", vault_env)
+    code, _, err = run(capsys, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key")
+    assert "already exists; pass --replace" in _one_line_error(code, err)
+    assert asked == []  # nobody typed a secret for nothing
+    # a new vault with no key anywhere, and nobody to ask: said before the environment is read
+    monkeypatch.delenv("TAPYARD_VAULT_KEY")
+    monkeypatch.setenv("TAPYARD_VAULT", str(Path(os.environ["TAPYARD_VAULT"]).with_name("other.db")))
+    monkeypatch.setattr(_creds, "interactive", lambda: False)
+    code, _, err = run(capsys, *add, "--from-env", "SAMPLE_")
+    assert "no vault key: set TAPYARD_VAULT_KEY" in _one_line_error(code, err)
+    assert not Path(os.environ["TAPYARD_VAULT"]).exists()
+
+
 # --- using ----------------------------------------------------------------------------------
 
 
@@ -232,9 +295,9 @@ def test_rotate_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
     _add_key(capsys, monkeypatch)
     code, out, err = run(capsys, "creds", "rotate-key")
     assert code == 0, err
-    lines = out.strip().splitlines()
-    assert lines[0].startswith("re-encrypted the vault under the new key (key id ")
-    new_key = lines[1]
+    new_key = out.strip()  # standard output holds the key alone: NEW=$(tapyard creds rotate-key)
+    assert len(out.splitlines()) == 1 and len(new_key) == 44
+    assert err.startswith("re-encrypted the vault under the new key (key id ")
     code, _, err = run(capsys, "creds", "list")
     assert "the vault key does not open" in _one_line_error(code, err)
     monkeypatch.setenv("TAPYARD_VAULT_KEY", new_key)
@@ -246,6 +309,127 @@ def test_rotate_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
     monkeypatch.setenv("TAPYARD_VAULT_KEY", vault_env)
     code, _, _ = run(capsys, "creds", "list")
     assert code == 0
+
+
+# --- a new key is in the user's hands before the old one stops working ----------------------
+
+
+def _tapyard(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own, with real descriptors (capsys has none)."""
+    return subprocess.run([sys.executable, "-m", "tapyard", *args], text=True, timeout=60, **kwargs)
+
+
+def _intact(key: str) -> None:
+    """The vault opens with ``key`` and the stored credential is whole."""
+    from tapyard_credentials import VaultKey
+
+    with tapyard.open_vault(key=VaultKey.from_key(key)) as vault:
+        assert [i.name for i in vault.list()] == ["sk"]
+        assert vault.get("sk", connector="sample").fields["api_key"].get_secret_value() == KEY
+        vault.verify()
+
+
+def _closed_pipe() -> int:
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+@pytest.mark.parametrize(
+    "output",
+    ["/dev/full", "closed pipe", "closed descriptor", "/dev/null", "reader that never reads"],
+)
+def test_rotate_key_never_leaves_the_vault_under_a_key_nobody_has(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, output: str
+) -> None:
+    """The key goes out before the commit; when it cannot (ENOSPC, EPIPE, EBADF, a
+    sink that keeps nothing, a reader that exits without reading) nothing changes."""
+    _add_key(capsys, monkeypatch)
+    vault_file = Path(os.environ["TAPYARD_VAULT"])
+    before = hashlib.sha256(vault_file.read_bytes()).hexdigest()
+    if output == "closed descriptor":  # cmd >&-
+        done = subprocess.run(
+            ["sh", "-c", '"$0" -m tapyard creds rotate-key >&-', sys.executable],
+            capture_output=True, text=True, timeout=60,
+        )
+        code, err = done.returncode, done.stderr
+    elif output == "reader that never reads":  # cmd | sleep 1
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tapyard", "creds", "rotate-key"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(2)  # it has written the key and waits for it to be read
+        assert proc.poll() is None
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        code, err = proc.wait(60), proc.stderr.read()
+        proc.stderr.close()
+    else:
+        target = _closed_pipe() if output == "closed pipe" else os.open(output, os.O_WRONLY)
+        try:
+            done = _tapyard("creds", "rotate-key", stdout=target, stderr=subprocess.PIPE)
+        finally:
+            os.close(target)
+        code, err = done.returncode, done.stderr
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot hand the new key over: "), err
+    assert "the vault was not changed and still opens with the current key" in lines[0]
+    assert hashlib.sha256(vault_file.read_bytes()).hexdigest() == before
+    _intact(vault_env)
+
+
+def test_rotate_key_to_a_reader_that_reads_late_and_to_a_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, tmp_path: Path
+) -> None:
+    _add_key(capsys, monkeypatch)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapyard", "creds", "rotate-key"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(1)
+    assert proc.poll() is None  # nothing committed until the key is read
+    _intact(vault_env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    _intact(out.strip())
+
+    key_file = tmp_path / "new.key"
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", out.strip())
+    done = _tapyard("creds", "rotate-key", "--key-file", str(key_file), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert f"written to {key_file} (mode 0600)" in done.stdout
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    third = key_file.read_text().strip()
+    assert third not in done.stdout + done.stderr
+    _intact(third)
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", third)
+    again = _tapyard("creds", "rotate-key", "--key-file", str(key_file), capture_output=True)  # never replaced
+    assert again.returncode == 1 and f"{key_file} exists; name a new file" in again.stderr
+    assert key_file.read_text().strip() == third
+    _intact(third)
+
+
+def test_rotate_key_that_fails_after_showing_the_key_says_it_was_never_used(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str
+) -> None:
+    import sqlite3
+
+    from tapyard_credentials._local import LocalBackend
+
+    _add_key(capsys, monkeypatch)
+
+    def disk_full(*_: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(LocalBackend, "_insert_audit", disk_full)
+        code, out, err = run(capsys, "creds", "rotate-key")
+    line = _one_line_error(code, err)
+    assert "the vault was not re-keyed: it still opens with the current key" in line
+    assert "the new key printed above was never used" in line
+    assert len(out.strip()) == 44  # it was shown
+    _intact(vault_env)
 
 
 def test_a_passphrase_is_asked_for_on_a_terminal(

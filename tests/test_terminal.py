@@ -96,3 +96,111 @@ def test_ctrl_c_mid_sync_stops_cleanly_and_a_rerun_finishes(tmp_path: Path, sig:
     assert clean == 0, plain(screen)
     for table in STREAMS:
         assert _rows(db, table) == _rows(tmp_path / "clean.db", table), table
+
+
+# --- the other commands that draw rich output -------------------------------------------------
+
+
+def test_connector_listings_and_discover_in_a_terminal(tmp_path: Path) -> None:
+    code, screen = run([TAPYARD, "connectors", "list"], cwd=tmp_path)
+    text = plain(screen)
+    assert code == 0 and "Traceback" not in text, text
+    assert re.search(r"^sample\s", text, re.M), text
+    code, screen = run([TAPYARD, "connectors", "info", "sample"], cwd=tmp_path)
+    text = plain(screen)
+    assert code == 0 and "Traceback" not in text, text
+    assert "records_per_stream" in text and "api_key" in text, text
+    code, screen = run([TAPYARD, "discover", "sample"], cwd=tmp_path)
+    text = plain(screen)
+    assert code == 0 and "Traceback" not in text, text
+    for stream in STREAMS:
+        assert re.search(rf"^{stream}\s+id\s", text, re.M), text
+
+
+SECRET = "k3y-" + "5e3c7e75" * 3
+
+
+def _vault_env(tmp_path: Path, key: str | None) -> dict[str, str]:
+    env = {"TAPYARD_VAULT": str(tmp_path / "vault.db"), "TAPYARD_HOME": str(tmp_path)}
+    env["TAPYARD_VAULT_KEY"] = key or ""
+    env["TAPYARD_VAULT_PASSPHRASE"] = ""
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # never the real keyring
+    return env
+
+
+def _answer(term: object, prompt: str, answer: str) -> None:
+    from tests.terminal import Terminal
+
+    assert isinstance(term, Terminal)
+    seen = len(plain(term.screen))
+    term.expect(lambda s: re.search(prompt, s[seen:]) is not None, timeout=30)
+    term.send(answer + "\r")
+
+
+def test_creds_add_asks_at_the_prompts_with_secrets_hidden(tmp_path: Path) -> None:
+    """A new vault: its passphrase is asked for (twice, hidden) before any field;
+    then each field, the secret one hidden, the others echoed as typed."""
+    env = _vault_env(tmp_path, None)
+    term = spawn([TAPYARD, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key"], cwd=tmp_path, env=env)
+    _answer(term, r"Creating a new vault[^\n]*\n[^\n]*Vault passphrase: $", "correct horse battery")
+    _answer(term, r"Repeat for confirmation: $", "correct horse battery")
+    _answer(term, r"api_key \(.*\): $", SECRET)
+    _answer(term, r"location .*: $", "")
+    _answer(term, r"key_name .*: $", "X-Sample-Key")
+    _answer(term, r"prefix .*: $", "")
+    assert term.wait(30) == 0, plain(term.screen)
+    text = plain(term.screen)
+    assert "stored credential 'sk': api_key for sample (fields: api_key, key_name;" in text
+    assert SECRET not in term.screen and "correct horse" not in term.screen  # never echoed
+    assert "X-Sample-Key" in text  # a field that is no secret is echoed
+
+    env["TAPYARD_VAULT_PASSPHRASE"] = "correct horse battery"
+    code, screen = run([TAPYARD, "creds", "list"], cwd=tmp_path, env=env)
+    text = plain(screen)
+    assert code == 0, text
+    assert re.search(r"^name\s+kind\s+connector\s+allowed\s+last used\s*$", text, re.M), text
+    assert re.search(r"^sk\s+api_key\s+sample\s+sample\s+never\s*$", text, re.M), text
+    code, screen = run([TAPYARD, "creds", "audit"], cwd=tmp_path, env=env)
+    text = plain(screen)
+    assert code == 0, text
+    assert re.search(r"^id\s+at\s+actor\s+action\s+credential", text, re.M), text
+    assert re.search(r"\bcli\s+put\s+sk\s+sample\s+ok\b", text), text
+    assert SECRET not in screen
+
+
+def test_creds_add_with_a_wrong_key_asks_for_nothing(tmp_path: Path) -> None:
+    from tapyard_credentials import generate_key
+
+    env = _vault_env(tmp_path, generate_key())
+    done = run(
+        [TAPYARD, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key", "--from-env", "SAMPLE_"],
+        cwd=tmp_path, env={**env, "SAMPLE_API_KEY": SECRET}, timeout=30,
+    )
+    assert done[0] == 0, plain(done[1])
+    env["TAPYARD_VAULT_KEY"] = generate_key()
+    term = spawn([TAPYARD, "creds", "add", "other", "--connector", "sample", "--kind", "api_key"], cwd=tmp_path, env=env)
+    assert term.wait(30) == 1
+    text = plain(term.screen).strip()
+    assert text.startswith("Error: the vault key does not open") and "api_key (" not in text, text
+
+
+def test_creds_rotate_key_in_a_terminal(tmp_path: Path) -> None:
+    from tapyard_credentials import generate_key
+
+    old = generate_key()
+    env = _vault_env(tmp_path, old)
+    code, screen = run(
+        [TAPYARD, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key", "--from-env", "SAMPLE_"],
+        cwd=tmp_path, env={**env, "SAMPLE_API_KEY": SECRET},
+    )
+    assert code == 0, plain(screen)
+    code, screen = run([TAPYARD, "creds", "rotate-key"], cwd=tmp_path, env=env)
+    text = plain(screen)
+    assert code == 0 and "Traceback" not in text, text
+    keys = re.findall(r"^([A-Za-z0-9_-]{43}=)$", text, re.M)
+    assert len(keys) == 1, text
+    assert "re-encrypted the vault under the new key" in text
+    assert not screen.rstrip().endswith("\x1b[?25l")  # the cursor is not left hidden
+    assert run([TAPYARD, "creds", "list"], cwd=tmp_path, env=env)[0] == 1  # the old key is done
+    code, screen = run([TAPYARD, "creds", "list"], cwd=tmp_path, env={**env, "TAPYARD_VAULT_KEY": keys[0]})
+    assert code == 0 and re.search(r"^sk\s+api_key", plain(screen), re.M), plain(screen)

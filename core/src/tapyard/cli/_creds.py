@@ -9,6 +9,7 @@ on a terminal, with none of those, the passphrase is asked for.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -58,7 +59,7 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def _prompt_key(*, creating: bool) -> VaultKey:
+def _prompt_key(*, creating: bool, now: bool = False) -> VaultKey:
     from tapyard_credentials import VaultKey
 
     def ask() -> str:
@@ -69,32 +70,49 @@ def _prompt_key(*, creating: bool) -> VaultKey:
         )
         return str(value)
 
-    return VaultKey.from_passphrase(ask, source="the passphrase typed")
+    return VaultKey.from_passphrase(ask() if now else ask, source="the passphrase typed")
 
 
-def _key_for(location: str) -> VaultKey | None:
+def _key_for(location: str, *, ready: bool = False) -> VaultKey | None:
     """An explicit key only when a passphrase must be asked for; else None (the
-    backend reads the environment or the keyring itself)."""
+    backend reads the environment or the keyring itself).
+
+    With ``ready``, a vault that does not exist yet must be creatable now: its new
+    passphrase is asked for at once, and having no key at all is an error here
+    rather than when the vault is first written.
+    """
+    from tapyard._exceptions import ConfigError
     from tapyard._secrets import _scheme, local_path
     from tapyard_credentials import KeyringUnavailableError, VaultKey
 
     if _scheme(location) not in ("", "file"):
         return None
-    if os.environ.get("TAPYARD_VAULT_KEY") or os.environ.get("TAPYARD_VAULT_PASSPHRASE"):
+    if VaultKey.from_env() is not None:  # a malformed TAPYARD_VAULT_KEY fails here
         return None
     try:
         VaultKey.from_keyring()
         return None
     except KeyringUnavailableError:
         pass
+    creating = not local_path(location).exists()
     if not interactive():
+        if ready and creating:
+            raise ConfigError(
+                "no vault key: set TAPYARD_VAULT_KEY (make one with `tapyard creds keygen`), "
+                "set TAPYARD_VAULT_PASSPHRASE, or store a key in the OS keyring"
+            )
         return None
-    return _prompt_key(creating=not local_path(location).exists())
+    return _prompt_key(creating=creating, now=ready and creating)
 
 
 @contextlib.contextmanager
-def opened_vault(url: str | None) -> Iterator[Vault]:
+def opened_vault(url: str | None, *, ready: bool = False) -> Iterator[Vault]:
     """The vault at ``url`` for one command, closed afterwards.
+
+    With ``ready`` the key is checked before this returns: an existing vault is
+    opened with it (asking for the passphrase on a terminal), and a new one has
+    its key (or passphrase) in hand, so a command fails on a wrong or missing key
+    before it asks the user for anything else.
 
     It gets a redactor of its own: only the values of ``SecretStr`` fields go to
     the process-wide one (as credentials are validated), so that a token URL or a
@@ -104,8 +122,10 @@ def opened_vault(url: str | None) -> Iterator[Vault]:
     from tapyard_credentials import Redactor
 
     location = vault_location(url)
-    vault = open_vault(location, key=_key_for(location), redactor=Redactor())
+    vault = open_vault(location, key=_key_for(location, ready=ready), redactor=Redactor())
     try:
+        if ready:
+            vault.list()
         yield vault
     finally:
         vault.close()
@@ -161,30 +181,43 @@ def _fields_from_json(path: str) -> dict[str, str]:
     return fields
 
 
-def _fields_from_env(prefix: str) -> dict[str, str]:
+def _model_fields(model: type[BaseModel]) -> list[str]:
+    """The fields a person supplies for a credential model (not its kind and name)."""
+    return [name for name in model.model_fields if name not in ("kind", "name")]
+
+
+def _fields_from_env(prefix: str, model: type[BaseModel], what: str) -> dict[str, str]:
+    """The fields of ``model`` found as ``PREFIX<FIELD>`` variables; says on stderr
+    which variables it read and which with the prefix it left alone.
+
+    Only the model's fields are read: a prefix such as ``AWS_`` is shared with
+    variables that are no credential field (``AWS_CA_BUNDLE``,
+    ``AWS_DEFAULT_REGION``), and those must not make the credential invalid.
+    """
     from tapyard._exceptions import ConfigError
 
     if not prefix:
         raise ConfigError("--from-env needs a prefix, such as STRIPE_ (for STRIPE_API_KEY)")
-    fields = {
-        name[len(prefix) :].lower(): value
-        for name, value in os.environ.items()
-        if name.startswith(prefix) and len(name) > len(prefix)
-    }
+    wanted = {prefix + name.upper(): name for name in _model_fields(model)}
+    fields = {wanted[var]: value for var, value in os.environ.items() if var in wanted and value != ""}
     if not fields:
-        raise ConfigError(f"no environment variable starts with {prefix!r}")
+        raise ConfigError(
+            f"no environment variable {prefix}<FIELD> is set for any field of {what} "
+            f"({', '.join(sorted(wanted))})"
+        )
+    used = sorted(var for var in wanted if wanted[var] in fields)
+    ignored = sorted(v for v in os.environ if v.startswith(prefix) and v not in wanted)
+    note = f"read {', '.join(used)}"
+    if ignored:
+        shown = ", ".join(ignored[:8]) + (f" and {len(ignored) - 8} more" if len(ignored) > 8 else "")
+        note += f"; ignored {shown} (not fields of {what})"
+    err_console.print(note, markup=False, highlight=False)
     return fields
 
 
 def _fields_from_prompts(model: type[BaseModel]) -> dict[str, str]:
-    from tapyard._exceptions import ConfigError
     from tapyard._oauth import TOKEN_FIELDS
 
-    if not interactive():
-        raise ConfigError(
-            "no field values given: pass --from-env PREFIX or --from-json FILE ('-' for "
-            "standard input), or run in a terminal to be asked"
-        )
     fields: dict[str, str] = {}
     for name, info in model.model_fields.items():
         required = info.is_required()
@@ -316,17 +349,14 @@ def add(
     conn = get_connector(connector)
     kind = _pick_kind(conn, kind)
     model = conn.credential_model(kind)
-    if from_json is not None:
-        fields = _fields_from_json(from_json)
-    elif from_env is not None:
-        fields = _fields_from_env(from_env)
-    else:
-        fields = _fields_from_prompts(model)
-    validated = validate_credential_fields(
-        model, fields, kind=kind, name=name, connector=conn.name
-    )
-    redactor.register(*secret_values(validated))
-    with opened_vault(_vault_url(ctx)) as vault:
+    if from_env is None and from_json is None and not interactive():
+        raise ConfigError(
+            "no field values given: pass --from-env PREFIX or --from-json FILE ('-' for "
+            "standard input), or run in a terminal to be asked"
+        )
+    # The vault first: a wrong or missing key, or a name already taken, is said
+    # before anyone types a secret that would then be thrown away.
+    with opened_vault(_vault_url(ctx), ready=True) as vault:
         if not replace:
             try:
                 vault.info(name)
@@ -334,6 +364,16 @@ def add(
                 pass
             else:
                 raise ConfigError(f"credential {name!r} already exists; pass --replace to replace it")
+        if from_json is not None:
+            fields = _fields_from_json(from_json)
+        elif from_env is not None:
+            fields = _fields_from_env(from_env, model, f"{conn.name}'s {kind} credentials")
+        else:
+            fields = _fields_from_prompts(model)
+        validated = validate_credential_fields(
+            model, fields, kind=kind, name=name, connector=conn.name
+        )
+        redactor.register(*secret_values(validated))
         info = vault.put(
             name, connector=conn.name, kind=kind, fields=fields, allowed_connectors=allow, actor="cli"
         )
@@ -411,14 +451,29 @@ def rotate_key(
         None, "--new-key-from-env", metavar="VAR", help="Take the new key from this variable."
     ),
     passphrase: bool = typer.Option(False, "--passphrase", help="Ask for a new passphrase instead."),
+    key_file: Path | None = typer.Option(
+        None,
+        "--key-file",
+        metavar="FILE",
+        help="Write the generated key to FILE (a new file, mode 0600) instead of standard output.",
+    ),
 ) -> None:
-    """Re-encrypt every credential under a new key (a generated one by default)."""
-    from tapyard._exceptions import ConfigError
+    """Re-encrypt every credential under a new key (a generated one by default).
+
+    A generated key is handed over before the old one stops working: printed on
+    standard output (and read by whoever reads it: a pipe must be drained, a file
+    synced to disk) or written to --key-file, inside the re-encryption's
+    transaction, which commits only once that succeeded. If it cannot be, nothing
+    changes and the vault still opens with the current key.
+    """
+    from tapyard._exceptions import ConfigError, TapyardError
     from tapyard_credentials import VaultKey, generate_key
 
     generated: str | None = None
     if new_key_env is not None and passphrase:
         raise ConfigError("give --new-key-from-env or --passphrase, not both")
+    if key_file is not None and (new_key_env is not None or passphrase):
+        raise ConfigError("--key-file is where a generated key goes; it does not go with --new-key-from-env or --passphrase")
     if new_key_env is not None:
         value = os.environ.get(new_key_env)
         if not value:
@@ -430,29 +485,204 @@ def rotate_key(
         phrase = typer.prompt("New vault passphrase", hide_input=True, confirmation_prompt=True, err=True)
         new_key = VaultKey.from_passphrase(str(phrase), source="the new passphrase")
     else:
+        # Where the key will go is checked before anything is asked or opened.
+        if key_file is not None:
+            _check_key_file(key_file)
+        else:
+            _check_stdout_for_key()
         generated = generate_key()
         new_key = VaultKey.from_key(generated, source="the new key")
-    with opened_vault(_vault_url(ctx)) as vault:
-        if progress_enabled():
-            from rich.progress import Progress
+    handed_over = False
+    with opened_vault(_vault_url(ctx), ready=True) as vault:
+        bar: Any = None
 
-            with Progress(console=err_console.real, transient=True) as bar:
-                task = bar.add_task("re-encrypting", total=None)
+        def hand_over() -> None:
+            nonlocal handed_over
+            if generated is None or handed_over:
+                return
+            if bar is not None:
+                bar.stop()
+            if key_file is not None:
+                _write_key_file(key_file, generated)
+            else:
+                _show_key(generated)
+            handed_over = True
 
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
+        def progress(done: int, total: int) -> None:
+            # Called inside the transaction; the last call comes after every row is
+            # re-encrypted and before the commit. If handing the key over raises,
+            # the transaction rolls back and the current key stays the only one.
+            if bar is not None:
+                bar.update(task, completed=done, total=total)
+            if done >= total:
+                hand_over()
 
+        try:
+            if progress_enabled():
+                from rich.progress import Progress
+
+                bar = Progress(
+                    console=err_console.real, transient=True, redirect_stdout=False, redirect_stderr=False
+                )
+                with bar:
+                    task = bar.add_task("re-encrypting", total=None)
+                    key_id = vault.rotate_key(new_key, actor="cli", progress=progress)
+            else:
                 key_id = vault.rotate_key(new_key, actor="cli", progress=progress)
-        else:
-            key_id = vault.rotate_key(new_key, actor="cli")
-    _say(f"re-encrypted the vault under the new key (key id {key_id})")
-    if generated is not None:
+        except Exception as exc:
+            if not handed_over:
+                raise
+            where = f"written to {key_file}" if key_file is not None else "printed above"
+            raise TapyardError(
+                f"{_redact_error(exc)}; the vault was not re-keyed: it still opens with the current "
+                f"key, and the new key {where} was never used"
+            ) from exc
+        # A backend that reports no progress has rotated without handing the key
+        # over yet: do it now (the local vault always reports).
+        hand_over()
+    if generated is None:
+        _say(f"re-encrypted the vault under the new key (key id {key_id})")
+    elif key_file is not None:
+        _say(
+            f"re-encrypted the vault under the new key (key id {key_id}), written to {key_file} "
+            "(mode 0600); it replaces TAPYARD_VAULT_KEY from now on"
+        )
+    else:
         err_console.print(
-            "The new key follows; it replaces TAPYARD_VAULT_KEY from now on. Keep it secret:",
+            f"re-encrypted the vault under the new key (key id {key_id}), printed on standard "
+            "output; it replaces TAPYARD_VAULT_KEY from now on: keep it secret",
             markup=False,
         )
-        sys.stdout.write(generated + "\n")
+
+
+# --- handing a new key over -------------------------------------------------------------
+
+
+def _redact_error(exc: BaseException) -> str:
+    from tapyard_credentials import redact
+
+    return redact(str(exc)) or type(exc).__name__
+
+
+def _key_not_handed_over(reason: str) -> Exception:
+    from tapyard._exceptions import ConfigError
+
+    return ConfigError(
+        f"cannot hand the new key over: {reason}; the vault was not changed and still opens "
+        "with the current key (pass --key-file FILE to have the key written to a new file)"
+    )
+
+
+def _stdout_fd() -> int | None:
+    """The descriptor behind ``sys.stdout``, or None when it has none (a test's capture)."""
+    try:
+        return int(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_stdout_for_key() -> None:
+    """Refuse an output that would lose the key for sure: none at all (``>&-``) or /dev/null."""
+    import stat
+
+    if sys.stdout is None:  # Python found descriptor 1 closed at start-up
+        raise _key_not_handed_over("standard output is closed")
+    fd = _stdout_fd()
+    if fd is None:
+        return
+    try:
+        mode = os.fstat(fd)
+    except OSError:
+        raise _key_not_handed_over("standard output is closed") from None
+    if stat.S_ISCHR(mode.st_mode) and mode.st_rdev == os.stat(os.devnull).st_rdev:
+        raise _key_not_handed_over("standard output is /dev/null")
+
+
+def _show_key(key: str) -> None:
+    """Write ``key`` to standard output and make sure it arrived.
+
+    Written straight to the descriptor (no buffer left holding the key for a
+    later, failing flush); a regular file is synced to disk; a pipe is waited
+    on until its reader has read everything, and a reader that exits without
+    reading (``| true``) is a failure.
+    """
+    import stat
+
+    _check_stdout_for_key()
+    data = (key + "\n").encode("ascii")
+    fd = _stdout_fd()
+    try:
+        if fd is None:
+            sys.stdout.write(key + "\n")
+            sys.stdout.flush()
+            return
         sys.stdout.flush()
+        while data:
+            data = data[os.write(fd, data) :]
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            os.fsync(fd)
+        elif stat.S_ISFIFO(mode):
+            _wait_until_read(fd)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            reason = "the reader of standard output went away without reading it"
+        else:
+            reason = f"cannot write to standard output ({os.strerror(exc.errno) if exc.errno else type(exc).__name__})"
+        raise _key_not_handed_over(reason) from None
+
+
+def _wait_until_read(fd: int) -> None:
+    """Wait until the pipe on ``fd`` is drained; OSError(EPIPE) if its reader left first."""
+    import array
+    import fcntl
+    import select
+    import termios
+
+    poller = select.poll()
+    poller.register(fd, 0)  # only the error and hang-up conditions, always reported
+    unread = array.array("i", [0])
+    while True:
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        if unread[0] == 0:
+            return
+        for _, events in poller.poll(100):
+            if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                raise OSError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def _check_key_file(path: Path) -> None:
+    if os.path.lexists(path):
+        raise _key_not_handed_over(f"{path} exists; name a new file")
+    if not path.parent.is_dir():
+        raise _key_not_handed_over(f"the directory of {path} does not exist")
+
+
+def _write_key_file(path: Path, key: str) -> None:
+    """Create ``path`` (never replacing a file), mode 0600, holding ``key``, synced to disk."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise _key_not_handed_over(f"cannot create {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        data = (key + "\n").encode("ascii")
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise _key_not_handed_over(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):  # the directory entry too, so a power cut keeps the file
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 @group.command("audit")
