@@ -89,6 +89,10 @@ class HttpPolicy(BaseModel):
     max_redirects: int = Field(10, ge=0)
     max_connections: int = Field(10, ge=1)
     user_agent: str = "tapyard"
+    #: parse JSON numbers with a fraction or exponent as ``decimal.Decimal``, digit
+    #: for digit, instead of floats (slower): for APIs that send money or other
+    #: exact decimals as JSON numbers past a float's 15-17 digits
+    exact_numbers: bool = False
 
 
 Counter = Literal[
@@ -607,8 +611,13 @@ class HttpEngine:
         if page := _html_page(response):
             return _Failure(ResponseError, f"returned {_scrub(page, response.request)} instead of JSON")
         try:
+            if self.policy.exact_numbers:
+                import decimal
+                import json
+
+                return json.loads(response.content, parse_float=decimal.Decimal), response
             return orjson.loads(response.content), response
-        except orjson.JSONDecodeError as exc:
+        except (orjson.JSONDecodeError, ValueError) as exc:
             # orjson's message says where (line, column), never what
             return _Failure(ResponseError, f"returned malformed JSON ({size}; {exc})", cause=exc)
 

@@ -254,6 +254,9 @@ class ErpConnector(RestConnector):
             config_model=ErpConfig,
             auth_kinds=("none", "basic", "oauth2_client_credentials", "bearer"),
             streams=[],
+            # Business Central and other .NET services send Edm.Decimal as JSON
+            # numbers of up to 28 digits: parsed as decimals, never as floats.
+            http={"exact_numbers": True},
         )
         self.credential_models = {"oauth2_client_credentials": AzureAdCredentials}
 
