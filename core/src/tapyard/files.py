@@ -50,9 +50,12 @@ __all__ = [
     "StoredObject",
     "format_of",
     "listing_pass",
+    "object_pages",
+    "object_record_pages",
     "parse_cursor",
     "read_records",
     "record_model",
+    "spooled",
 ]
 
 FileFormat = Literal["csv", "jsonl", "parquet"]
@@ -470,3 +473,57 @@ def listing_pass(
         if page.token is None:
             return
         token, after, skip_to = page.token, previous, None
+
+
+def object_pages(parts: Iterator[ListingPass], record: Callable[[StoredObject], dict[str, Any]]) -> Iterator[Any]:
+    """The pages of an object stream (one record per object, made by ``record``) from a pass."""
+    from tapyard import Page
+
+    for part in parts:
+        yield Page([record(o) for o in part.objects], resume=part.resume, cursor_limit=part.cursor_limit)
+
+
+def spooled(fill: Callable[[IO[bytes]], None], max_size: int = 16 << 20) -> IO[bytes]:
+    """A seekable copy of an object, written by ``fill``: in memory up to ``max_size``,
+    then in a temporary file. The caller closes it."""
+    import tempfile
+
+    spool = tempfile.SpooledTemporaryFile(max_size=max_size)  # noqa: SIM115 - returned open
+    try:
+        fill(spool)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def object_record_pages(
+    parts: Iterator[ListingPass],
+    download: Callable[[StoredObject], IO[bytes]],
+    *,
+    formats: Sequence[str],
+    flatten: bool,
+    page_size: int,
+) -> Iterator[Any]:
+    """The pages of a records stream: the rows of the objects a pass gives (:func:`read_records`).
+
+    Positions inside an object are not saved: while an object is read, the
+    resume point lists again from it, and upserts on (source_key, source_line)
+    absorb the rows read twice. After each listing page, a page without records
+    saves the position after it.
+    """
+    from tapyard import Page
+
+    for part in parts:
+        for obj, rewind in zip(part.objects, part.rewind, strict=True):
+            fmt = format_of(obj.key, formats)
+            if fmt is None:
+                continue
+            with download(obj) as body:
+                for records in read_records(
+                    body, key=obj.key, fmt=fmt, last_modified=obj.last_modified.isoformat(),
+                    flatten=flatten, page_size=page_size,
+                ):
+                    yield Page(records, resume=rewind, cursor_limit=part.cursor_limit)
+        yield Page([], resume=part.resume, cursor_limit=part.cursor_limit)

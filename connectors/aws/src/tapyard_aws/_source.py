@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import json
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
@@ -28,9 +27,10 @@ from tapyard.files import (
     ListingPass,
     ServerClock,
     StoredObject,
-    format_of,
     listing_pass,
-    read_records,
+    object_pages,
+    object_record_pages,
+    spooled,
 )
 
 from ._models import AwsConfig, AwsStream
@@ -339,55 +339,38 @@ class AwsSource(tapyard.Source):
 
     def _objects(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
         bucket = self._bucket()
-        for part in self._listing(stream, state):
-            records = [
-                {
-                    "bucket": bucket,
-                    "key": o.key,
-                    "size": o.item.get("Size", 0),
-                    "etag": str(o.item.get("ETag", "")).strip('"'),
-                    "last_modified": _iso(o.last_modified),
-                    "storage_class": o.item.get("StorageClass"),
-                }
-                for o in part.objects
-            ]
-            yield tapyard.Page(records, resume=part.resume, cursor_limit=part.cursor_limit)
+
+        def record(o: StoredObject) -> dict[str, Any]:
+            return {
+                "bucket": bucket,
+                "key": o.key,
+                "size": o.item.get("Size", 0),
+                "etag": str(o.item.get("ETag", "")).strip('"'),
+                "last_modified": _iso(o.last_modified),
+                "storage_class": o.item.get("StorageClass"),
+            }
+
+        return object_pages(self._listing(stream, state), record)
 
     def _download(self, bucket: str, key: str) -> IO[bytes]:
-        spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned open
-        with self._errors(f"read s3://{bucket}/{key}", bucket=bucket):
-            body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-            try:
-                for chunk in body.iter_chunks(1 << 20):
-                    spool.write(chunk)
-            finally:
-                body.close()
-        spool.seek(0)
-        return spool  # type: ignore[return-value]
+        def fill(spool: IO[bytes]) -> None:
+            with self._errors(f"read s3://{bucket}/{key}", bucket=bucket):
+                body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+                try:
+                    for chunk in body.iter_chunks(1 << 20):
+                        spool.write(chunk)
+                finally:
+                    body.close()
+
+        return spooled(fill)
 
     def _records(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
         bucket = self._bucket()
-        flatten = bool(self.config.record_schema)
-        # Positions inside an object are not saved: while an object is read, the
-        # resume point lists again from it, and upserts on (source_key,
-        # source_line) absorb the rows read twice.
-        for part in self._listing(stream, state):
-            for obj, rewind in zip(part.objects, part.rewind, strict=True):
-                fmt = format_of(obj.key, self.config.formats)
-                if fmt is None:
-                    continue
-                with self._download(bucket, obj.key) as body:
-                    for records in read_records(
-                        body,
-                        key=obj.key,
-                        fmt=fmt,
-                        last_modified=obj.last_modified.isoformat(),
-                        flatten=flatten,
-                        page_size=self.config.records_page_size,
-                    ):
-                        yield tapyard.Page(records, resume=rewind, cursor_limit=part.cursor_limit)
-            # The listing page is done: save the position after it.
-            yield tapyard.Page([], resume=part.resume, cursor_limit=part.cursor_limit)
+        return object_record_pages(
+            self._listing(stream, state), lambda o: self._download(bucket, o.key),
+            formats=self.config.formats, flatten=bool(self.config.record_schema),
+            page_size=self.config.records_page_size,
+        )
 
     def _key_names(self, table: str) -> list[str]:
         with self._lock:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
@@ -23,9 +22,10 @@ from tapyard.files import (
     ListingPass,
     ServerClock,
     StoredObject,
-    format_of,
     listing_pass,
-    read_records,
+    object_pages,
+    object_record_pages,
+    spooled,
 )
 
 from ._models import AzureConfig, AzureStream
@@ -263,45 +263,33 @@ class AzureSource(tapyard.Source):
 
     def _blobs(self, stream: AzureStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         container = self._container()
-        for part in self._listing(stream, state):
-            blobs = [o.item for o in part.objects]
-            records = [
-                {
-                    "container": container,
-                    "name": b.name,
-                    "size": b.size or 0,
-                    "etag": str(b.etag or "").strip('"'),
-                    "last_modified": _iso(b.last_modified),
-                    "content_type": getattr(b.content_settings, "content_type", None),
-                    "blob_type": str(getattr(b.blob_type, "value", b.blob_type)) if b.blob_type else None,
-                    "access_tier": str(b.blob_tier) if b.blob_tier else None,
-                }
-                for b in blobs
-            ]
-            yield tapyard.Page(records, resume=part.resume, cursor_limit=part.cursor_limit)
+
+        def record(o: StoredObject) -> dict[str, Any]:
+            b = o.item
+            return {
+                "container": container,
+                "name": b.name,
+                "size": b.size or 0,
+                "etag": str(b.etag or "").strip('"'),
+                "last_modified": _iso(b.last_modified),
+                "content_type": getattr(b.content_settings, "content_type", None),
+                "blob_type": str(getattr(b.blob_type, "value", b.blob_type)) if b.blob_type else None,
+                "access_tier": str(b.blob_tier) if b.blob_tier else None,
+            }
+
+        return object_pages(self._listing(stream, state), record)
 
     def _download(self, container: str, name: str) -> IO[bytes]:
-        spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned open
-        with self._errors(f"read blob {container}/{name}", container=container):
-            self.service.get_blob_client(container, name).download_blob().readinto(spool)
-        spool.seek(0)
-        return spool  # type: ignore[return-value]
+        def fill(spool: IO[bytes]) -> None:
+            with self._errors(f"read blob {container}/{name}", container=container):
+                self.service.get_blob_client(container, name).download_blob().readinto(spool)
+
+        return spooled(fill)
 
     def _records(self, stream: AzureStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         container = self._container()
-        flatten = bool(self.config.record_schema)
-        # Positions inside a blob are not saved: while a blob is read, the resume
-        # point lists again from it; upserts absorb the rows read twice.
-        for part in self._listing(stream, state):
-            for obj, rewind in zip(part.objects, part.rewind, strict=True):
-                fmt = format_of(obj.key, self.config.formats)
-                if fmt is None:
-                    continue
-                with self._download(container, obj.key) as body:
-                    for records in read_records(
-                        body, key=obj.key, fmt=fmt, last_modified=obj.last_modified.isoformat(),
-                        flatten=flatten, page_size=self.config.records_page_size,
-                    ):
-                        yield tapyard.Page(records, resume=rewind, cursor_limit=part.cursor_limit)
-            # The listing page is done: save the position after it.
-            yield tapyard.Page([], resume=part.resume, cursor_limit=part.cursor_limit)
+        return object_record_pages(
+            self._listing(stream, state), lambda o: self._download(container, o.key),
+            formats=self.config.formats, flatten=bool(self.config.record_schema),
+            page_size=self.config.records_page_size,
+        )

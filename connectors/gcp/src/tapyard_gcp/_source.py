@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
@@ -23,9 +22,10 @@ from tapyard.files import (
     ListingPass,
     ServerClock,
     StoredObject,
-    format_of,
     listing_pass,
-    read_records,
+    object_pages,
+    object_record_pages,
+    spooled,
 )
 
 from ._models import GcpConfig, GcpStream
@@ -269,45 +269,33 @@ class GcpSource(tapyard.Source):
 
     def _blobs(self, stream: GcpStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         bucket = self._bucket()
-        for part in self._listing(stream, state):
-            blobs = [o.item for o in part.objects]
-            records = [
-                {
-                    "bucket": bucket,
-                    "name": b.name,
-                    "size": b.size or 0,
-                    "etag": b.etag,
-                    "generation": b.generation,
-                    "md5_hash": b.md5_hash,
-                    "content_type": b.content_type,
-                    "storage_class": b.storage_class,
-                    "updated": _iso(b.updated),
-                }
-                for b in blobs
-            ]
-            yield tapyard.Page(records, resume=part.resume, cursor_limit=part.cursor_limit)
+
+        def record(o: StoredObject) -> dict[str, Any]:
+            b = o.item
+            return {
+                "bucket": bucket,
+                "name": b.name,
+                "size": b.size or 0,
+                "etag": b.etag,
+                "generation": b.generation,
+                "md5_hash": b.md5_hash,
+                "content_type": b.content_type,
+                "storage_class": b.storage_class,
+                "updated": _iso(b.updated),
+            }
+
+        return object_pages(self._listing(stream, state), record)
 
     def _download(self, blob: Any) -> IO[bytes]:
-        spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)  # noqa: SIM115 - returned open
-        with self._errors(f"read gs://{blob.bucket.name}/{blob.name}", bucket=blob.bucket.name):
-            blob.download_to_file(spool, retry=self.retry)
-        spool.seek(0)
-        return spool  # type: ignore[return-value]
+        def fill(spool: IO[bytes]) -> None:
+            with self._errors(f"read gs://{blob.bucket.name}/{blob.name}", bucket=blob.bucket.name):
+                blob.download_to_file(spool, retry=self.retry)
+
+        return spooled(fill)
 
     def _records(self, stream: GcpStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
-        flatten = bool(self.config.record_schema)
-        # Positions inside an object are not saved: while an object is read, the
-        # resume point lists again from it; upserts absorb the rows read twice.
-        for part in self._listing(stream, state):
-            for obj, rewind in zip(part.objects, part.rewind, strict=True):
-                fmt = format_of(obj.key, self.config.formats)
-                if fmt is None:
-                    continue
-                with self._download(obj.item) as body:
-                    for records in read_records(
-                        body, key=obj.key, fmt=fmt, last_modified=obj.last_modified.isoformat(),
-                        flatten=flatten, page_size=self.config.records_page_size,
-                    ):
-                        yield tapyard.Page(records, resume=rewind, cursor_limit=part.cursor_limit)
-            # The listing page is done: save the position after it.
-            yield tapyard.Page([], resume=part.resume, cursor_limit=part.cursor_limit)
+        return object_record_pages(
+            self._listing(stream, state), lambda o: self._download(o.item),
+            formats=self.config.formats, flatten=bool(self.config.record_schema),
+            page_size=self.config.records_page_size,
+        )
