@@ -24,6 +24,8 @@ c  50 ms latency per response: one stream, four streams, and one stream
 d  faults: 5% of responses are 500s and 1% are truncated 200s; every client
    must end with every record
 e  start-up: ``tapyard connectors list`` against ``python -c pass``
+m  memory: peak RSS of ``tapyard sync sample`` at 20,000 and 100,000 records
+   per stream against its targets (bench/memory.py)
 
 Results go to bench/results/latest.json and bench/results/latest.md.
 ``--smoke`` runs every scenario at a tiny size without peers in well under a
@@ -653,8 +655,17 @@ def scenario_e(runner: Runner) -> dict[str, Any]:
     return {"title": "CLI start-up", "connectors": connectors, "tables": [{"rows": rows}]}
 
 
+def scenario_m(runner: Runner) -> dict[str, Any]:
+    """Peak RSS of the README's main job at two sizes, against its targets (bench/memory.py)."""
+    import memory
+
+    out = memory.run(memory.SMOKE_SIZES if runner.args.smoke else memory.SIZES, runner.workdir, log)
+    runner.failures += [f"m: {failure}" for failure in out["tables"][0]["failures"]]
+    return out
+
+
 SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e,
-             "f": scenario_f, "g": scenario_g}
+             "f": scenario_f, "g": scenario_g, "m": scenario_m}
 
 
 # --- output ---------------------------------------------------------------------
@@ -803,6 +814,10 @@ def markdown(results: dict[str, Any]) -> str:
                       fmt(r.get("requests"), ","), fmt(r.get("rate_reached"), ".1f", "/s"),
                       fmt(r["ceiling_used"] * 100 if r.get("ceiling_used") is not None else None, ".1f", "%"),
                       row_notes(r)] for r in table["rows"]])
+            elif key == "m":
+                import memory
+
+                lines += memory.markdown(scenario)
             elif key == "e":
                 lines += [f"Connectors installed: {', '.join(scenario.get('connectors') or []) or 'none'}.", "",
                           "| command | median ms | min ms | over `python -c pass` ms | runs | timed with |",
@@ -845,7 +860,7 @@ def tapyard_fingerprint() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the tapyard benchmarks.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, no peers: checks the suite works")
-    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,m")
     parser.add_argument("--records", type=int, default=None, help="records for scenario a (default 100k and 1M)")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                         help="run airbyte-cdk, singer-sdk and dlt (default: yes, except with --smoke)")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tapyard_sample._oauth import LocalAuthorizationServer, OAuthClient
 
 __all__ = [
+    "MAX_RECORDS_PER_STREAM",
     "LocalAuthorizationServer",
     "OAuthClient",
     "SampleConfig",
@@ -39,17 +40,46 @@ __all__ = [
 ]
 
 
+#: The largest ``records_per_stream``: a sync of three such streams takes a few
+#: minutes, with its progress shown from the first page.
+MAX_RECORDS_PER_STREAM = 1_000_000
+
+
 class SampleConfig(BaseModel):
     """Configuration of the sample connector."""
 
     model_config = ConfigDict(extra="forbid")
 
-    records_per_stream: int = Field(1000, ge=0, le=10_000_000, description="Entities in each stream.")
-    page_size: int = Field(100, ge=1, le=1000, description="Records per page requested.")
-    seed: int = Field(0, description="Seed of the deterministic data set.")
-    latency_ms: float = Field(0, ge=0, le=60_000, description="Simulated API latency per response.")
+    # Numbers are strict: JSON's `true` or a quoted "100" is refused rather
+    # than read as 1 or 100, which would surprise (issue 19).
+    records_per_stream: int = Field(
+        1000,
+        ge=0,
+        le=MAX_RECORDS_PER_STREAM,
+        strict=True,
+        description="Entities in each stream (at most 1,000,000).",
+    )
+    page_size: int = Field(
+        100, ge=1, le=1000, strict=True, description="Records per page requested."
+    )
+    seed: int = Field(
+        0, ge=-(2**63), le=2**63 - 1, strict=True, description="Seed of the deterministic data set."
+    )
+    latency_ms: float = Field(
+        0,
+        ge=0,
+        le=60_000,
+        strict=True,
+        allow_inf_nan=False,
+        description="Simulated API latency per response.",
+    )
     rate_limit_per_s: float = Field(
-        0, ge=0, description="Server-side rate limit in requests per second (0: none)."
+        0,
+        ge=0,
+        le=1_000_000,
+        strict=True,
+        allow_inf_nan=False,
+        description="Server-side rate limit in requests per second (0: none).",
     )
     as_of: dt.datetime | None = Field(
         None,
@@ -64,13 +94,19 @@ class SampleConfig(BaseModel):
         None, description="The API key the server accepts (auth: api_key)."
     )
     server_client_id: str = Field(
-        "sample-client", description="The OAuth client its authorization server knows (auth: oauth2)."
+        "sample-client",
+        description="The OAuth client its authorization server knows (auth: oauth2).",
     )
     server_client_secret: SecretStr | None = Field(
         None, description="That client's secret (auth: oauth2)."
     )
     token_ttl_s: float = Field(
-        3600, gt=0, le=86400, description="Lifetime of the access tokens it issues (auth: oauth2)."
+        3600,
+        gt=0,
+        le=86400,
+        strict=True,
+        allow_inf_nan=False,
+        description="Lifetime of the access tokens it issues (auth: oauth2).",
     )
 
     @model_validator(mode="after")
@@ -78,7 +114,9 @@ class SampleConfig(BaseModel):
         if self.auth == "api_key" and self.server_api_key is None:
             raise ValueError("auth 'api_key' needs server_api_key, the key the server accepts")
         if self.auth == "oauth2" and self.server_client_secret is None:
-            raise ValueError("auth 'oauth2' needs server_client_secret, the client secret it accepts")
+            raise ValueError(
+                "auth 'oauth2' needs server_client_secret, the client secret it accepts"
+            )
         return self
 
 
@@ -86,7 +124,9 @@ class SampleOAuthCredentials(OAuth2ClientCredentialsAuth.Options):
     """OAuth 2.0 client credentials for the sample server: its token endpoint and
     client id are the defaults."""
 
-    token_url: str = Field("/oauth/token", description="The token endpoint (default: the server's).")
+    token_url: str = Field(
+        "/oauth/token", description="The token endpoint (default: the server's)."
+    )
     client_id: str = Field("sample-client", description="The OAuth client id.")
 
 
@@ -201,7 +241,11 @@ connector = RestConnector(
             primary_key=("id",),
             cursor_field="updated_at",
             cursor_param="updated_after",
-            paginator={"kind": "cursor", "cursor_param": "starting_after", "page_size": "{config.page_size}"},
+            paginator={
+                "kind": "cursor",
+                "cursor_param": "starting_after",
+                "page_size": "{config.page_size}",
+            },
         ),
         RestStream(
             name="orders",

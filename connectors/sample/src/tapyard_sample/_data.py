@@ -32,14 +32,15 @@ from __future__ import annotations
 import bisect
 import gc
 import hashlib
+import heapq
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from operator import itemgetter
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["T0", "T_END", "Dataset", "format_timestamp", "parse_timestamp"]
+__all__ = ["T0", "T_END", "Dataset", "Listing", "format_timestamp", "parse_timestamp"]
 
 _T = TypeVar("_T")
 
@@ -65,7 +66,10 @@ _DELETE_RATE = 0.05
 
 _CURSOR_FIELDS = {"customers": "updated_at", "orders": "updated_at", "events": "created_at"}
 _ID_PREFIXES = {"customers": "cus_", "orders": "ord_", "events": "evt_"}
-_CACHE_SIZE = 16
+_CACHE_SIZE = 8
+# The index of a listing is sorted in runs of this many moments, then merged:
+# sorting it whole would hold a Python int (32 bytes) per entity at once.
+_SORT_RUN = 1 << 16
 
 _FIRST_NAMES = (
     "Ada", "Alan", "Barbara", "Dennis", "Edsger", "Frances", "Grace", "Hedy",
@@ -93,7 +97,7 @@ _EVENT_TYPES = (
 _CUSTOMER_CHANGES = ("tier", "balance", "tags", "address", "email")
 
 _DATES: dict[int, str] = {}
-_CLOCKS: dict[int, str] = {}
+_MINUTES: dict[int, str] = {}
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -126,19 +130,19 @@ def _to_us(moment: datetime) -> int:
 
 
 def _format_us(us: int) -> str:
-    # Called once per record version: caching the date and the clock strings
-    # makes it three times faster than formatting a datetime.
+    # Called once per record version: caching the date and the "HH:MM" strings
+    # makes it three times faster than formatting a datetime. Both caches are
+    # bounded (60-odd days, 1,440 minutes), whatever the size of the data set.
     days, rest = divmod(us, _DAY_US)
-    seconds, micros = divmod(rest, 1_000_000)
+    minutes, rest = divmod(rest, 60_000_000)
+    secs, micros = divmod(rest, 1_000_000)
     day = _DATES.get(days)
     if day is None:
         day = _DATES[days] = (date(1970, 1, 1) + timedelta(days=days)).isoformat()
-    clock = _CLOCKS.get(seconds)
+    clock = _MINUTES.get(minutes)
     if clock is None:
-        hours, rest = divmod(seconds, 3600)
-        minutes, secs = divmod(rest, 60)
-        clock = _CLOCKS[seconds] = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{day}T{clock}.{micros:06d}Z"
+        clock = _MINUTES[minutes] = f"{minutes // 60:02d}:{minutes % 60:02d}"
+    return f"{day}T{clock}:{secs:02d}.{micros:06d}Z"
 
 
 class _Rng:
@@ -189,8 +193,10 @@ class Dataset:
 
     ``Dataset(records_per_stream, seed)`` always describes the same data; two
     instances with equal arguments are interchangeable. Records are plain
-    JSON-ready dicts. Listings are cached per ``(stream, as_of)``, so asking
-    again is cheap; the cached records are shared, so treat them as read-only.
+    JSON-ready dicts, computed when asked for: nothing holds a stream's
+    records, so memory does not grow with ``records_per_stream`` beyond a
+    listing's index (4 bytes per entity of a mutable stream, see
+    :meth:`listing`).
     """
 
     STREAMS: ClassVar[tuple[str, ...]] = ("customers", "orders", "events")
@@ -209,7 +215,7 @@ class Dataset:
         self._last_step = _CHANGE_SPAN_US // self._quantum - 1
         self._creation_span = _CREATION_SPAN_US - self._quantum
         self._width = max(6, len(str(records_per_stream)))
-        self._cache: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], Listing] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -233,8 +239,32 @@ class Dataset:
         """Return the instant after which nothing in any stream changes (:data:`T_END`)."""
         return T_END
 
+    def listing(self, stream: str, as_of: datetime | None = None) -> Listing:
+        """Return the stream as a client calling at ``as_of`` would see it, indexed for paging.
+
+        The same records as :meth:`visible`, in the same order, but computed a
+        page at a time by :meth:`Listing.records`. Listings are cached per
+        ``(stream, as_of)`` (the last eight); building one computes every
+        visible entity's timeline once, and holds 4 bytes per entity of a
+        mutable stream (nothing for events).
+        """
+        self.cursor_field(stream)
+        moment = _END_US if as_of is None else min(_to_us(as_of), _END_US)
+        key = (stream, max(moment, _T0_US - 1))
+        # One lock for every key: concurrent first requests wait for a single
+        # build instead of each spending seconds on the same index.
+        with self._lock:
+            listing = self._cache.get(key)
+            if listing is None:
+                listing = self._cache[key] = Listing(self, stream, key[1])
+                if len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+        return listing
+
     def visible(self, stream: str, as_of: datetime | None = None) -> list[dict[str, Any]]:
-        """Return the stream as a client calling at ``as_of`` would see it.
+        """Return the stream as a client calling at ``as_of`` would see it, as a new list.
 
         Entities created after ``as_of`` are absent; every other entity appears
         once, in its latest version with a cursor value ``<= as_of``
@@ -242,22 +272,20 @@ class Dataset:
         after the end of time: every entity in its final version. A naive
         ``as_of`` is taken as UTC. The list is sorted by ``(updated_at, id)``
         for customers and orders and by ``(created_at, id)`` for events.
+        Every record is computed afresh: for large data sets, page through
+        :meth:`listing` instead of holding them all.
         """
-        self.cursor_field(stream)
-        moment = _END_US if as_of is None else min(_to_us(as_of), _END_US)
-        key = (stream, max(moment, _T0_US - 1))
-        # One lock for every key: concurrent first requests wait for a single
-        # build instead of each spending seconds on the same listing.
-        with self._lock:
-            listing = self._cache.get(key)
-            if listing is None:
-                listing = self._build(stream, key[1])
-                self._cache[key] = listing
-                if len(self._cache) > _CACHE_SIZE:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(key)
-        return list(listing)
+        listing = self.listing(stream, as_of)
+        # A long list of dicts that all stay alive, and no cycles: the
+        # collector would rescan them over and over to free nothing. Pausing
+        # it is process-wide but only delays collection; its state is restored.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return listing.records(0, len(listing))
+        finally:
+            if collecting:
+                gc.enable()
 
     def history(self, stream: str, record_id: str) -> list[dict[str, Any]]:
         """Return every version of one entity, oldest first.
@@ -267,12 +295,8 @@ class Dataset:
         Raises :class:`KeyError` when ``record_id`` is not an id of ``stream``.
         """
         self.cursor_field(stream)
-        prefix = _ID_PREFIXES[stream]
-        digits = record_id.removeprefix(prefix)
-        if not (record_id.startswith(prefix) and digits.isdigit()):
-            raise KeyError(record_id)
-        index = int(digits) - 1
-        if not 0 <= index < self.records_per_stream or record_id != self._id(stream, index):
+        index = self._index_of(stream, record_id)
+        if index is None:
             raise KeyError(record_id)
         if stream == "events":
             return [self._event(index)]
@@ -280,26 +304,16 @@ class Dataset:
         self._entity(stream, index, _END_US, versions)
         return versions
 
-    def _build(self, stream: str, as_of_us: int) -> list[dict[str, Any]]:
-        # A build allocates hundreds of thousands of containers that all stay
-        # alive, and no cycles: the collector would rescan them over and over
-        # (40% of the time) to free nothing. Pausing it is process-wide but
-        # only delays collection; its previous state is restored.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return self._build_listing(stream, as_of_us)
-        finally:
-            if collecting:
-                gc.enable()
-
-    def _build_listing(self, stream: str, as_of_us: int) -> list[dict[str, Any]]:
-        created = self._created_count(stream, as_of_us)
-        if stream == "events":
-            return [self._event(index) for index in range(created)]
-        listing = [self._entity(stream, index, as_of_us) for index in range(created)]
-        listing.sort(key=itemgetter("updated_at", "id"))
-        return listing
+    def _index_of(self, stream: str, record_id: str) -> int | None:
+        """The entity index ``record_id`` names in ``stream``, or ``None`` if it names none."""
+        prefix = _ID_PREFIXES[stream]
+        digits = record_id.removeprefix(prefix)
+        if not (record_id.startswith(prefix) and digits.isascii() and digits.isdigit()):
+            return None
+        index = int(digits) - 1
+        if not 0 <= index < self.records_per_stream or record_id != self._id(stream, index):
+            return None
+        return index
 
     def _created_count(self, stream: str, as_of_us: int) -> int:
         """How many entities of ``stream`` exist at ``as_of_us``; creation times grow with i."""
@@ -314,6 +328,10 @@ class Dataset:
 
     def _entity_created(self, index: int) -> int:
         return _T0_US + self._step_of(index) * self._quantum + _SLOTS * index
+
+    def _entity_of(self, moment: int) -> int:
+        """The index of the entity a mutable stream's timestamp belongs to (they are unique)."""
+        return (moment - _T0_US) % self._quantum // _SLOTS
 
     def _step_of(self, index: int) -> int:
         spread = index * self._creation_span // max(self.records_per_stream, 1)
@@ -331,15 +349,13 @@ class Dataset:
             moments.append(_T0_US + step * self._quantum + _SLOTS * index + version)
         return moments
 
-    def _entity(
-        self, stream: str, index: int, as_of_us: int, history: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
-        """The version of a customer or order current at ``as_of_us``.
+    def _plan(self, stream: str, index: int) -> tuple[dict[str, Any], _Rng, list[str], list[int]]:
+        """A customer or order as created, its random stream, its changes and their moments.
 
         Every random draw that decides the timeline comes before the first
-        change, and a change only draws what it needs, so stopping at
-        ``as_of_us`` never shifts what later versions would have been.
-        When ``history`` is given, every version up to ``as_of_us`` is appended.
+        change, so this is all an index needs, and :meth:`_entity` goes on
+        from here. ``moments`` has the creation time first, then one moment
+        per change it kept (``changes`` may be longer: see :meth:`_entity`).
         """
         rng = _Rng(self.seed, stream, index)
         record = (
@@ -356,23 +372,39 @@ class Dataset:
         # set's size, and must not shift what the changes themselves are.
         clock = _Rng(self.seed, f"{stream}/clock", index)
         moments = self._timeline(clock, index, updates + deleted)
+        # The deletion comes last, so it is the first change a full timeline drops.
+        changes = statuses[:updates] if stream == "orders" else ["update"] * updates
+        changes += ["delete"] * deleted
+        return record, rng, changes, moments
+
+    def _entity(
+        self, stream: str, index: int, as_of_us: int, history: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The version of a customer or order current at ``as_of_us``.
+
+        A change only draws what it needs, so stopping at ``as_of_us`` never
+        shifts what later versions would have been. When ``history`` is
+        given, every version up to ``as_of_us`` is appended.
+        """
+        record, rng, changes, moments = self._plan(stream, index)
         record["created_at"] = record["updated_at"] = _format_us(moments[0])
         record["deleted"] = False
         # zip drops the changes the timeline had no room for (only with huge
         # data sets); the deletion comes last, so it is dropped first.
-        kinds = ["update"] * updates + ["delete"] * deleted
-        for version, (kind, moment) in enumerate(zip(kinds, moments[1:], strict=False), start=1):
+        for version, (change, moment) in enumerate(
+            zip(changes, moments[1:], strict=False), start=1
+        ):
             if moment > as_of_us:
                 break
             if history is not None:
                 history.append(record)
                 record = dict(record)
-            if kind == "delete":
+            if change == "delete":
                 record["deleted"] = True
             elif stream == "customers":
                 self._change_customer(rng, index, version, record)
             else:
-                record["status"] = statuses[version - 1]
+                record["status"] = change
             record["updated_at"] = _format_us(moment)
         if history is not None:
             history.append(record)
@@ -460,6 +492,111 @@ class Dataset:
             "created_at": _format_us(self._event_created(index)),
             "data": data,
         }
+
+
+class Listing:
+    """One stream as a client calling at one moment sees it: ordered, indexed, computed per page.
+
+    Positions run from ``0`` to ``len(listing) - 1`` in the order of
+    :meth:`Dataset.visible`. Only the order is held: for customers and
+    orders, the index of the entity at each position (4 bytes each); for
+    events, nothing, since their order is their creation order. A record, or
+    a cursor value, is computed when asked for. Read-only and safe to share
+    between threads once built.
+    """
+
+    __slots__ = ("_count", "_dataset", "_order", "as_of_us", "stream")
+
+    def __init__(self, dataset: Dataset, stream: str, as_of_us: int) -> None:
+        self._dataset = dataset
+        self.stream = stream
+        self.as_of_us = as_of_us
+        self._count = dataset._created_count(stream, as_of_us)
+        self._order = array("I") if stream == "events" else self._index()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"<Listing {self.stream} as of {_format_us(self.as_of_us)}: {self._count} records>"
+
+    def cursor(self, position: int) -> str:
+        """The cursor value of the record at ``position``."""
+        return _format_us(self._moment(position))
+
+    def after(self, moment: datetime | str | None) -> int:
+        """The position of the first record whose cursor value is strictly after ``moment``.
+
+        ``None`` is before everything (``0``); a string is parsed as
+        :func:`parse_timestamp` does.
+        """
+        if moment is None:
+            return 0
+        if isinstance(moment, str):
+            moment = parse_timestamp(moment)
+        return bisect.bisect_right(range(self._count), _to_us(moment), key=self._moment)
+
+    def position(self, record_id: str) -> int | None:
+        """Where the record ``record_id`` is listed, or ``None`` if it is not visible here."""
+        index = self._dataset._index_of(self.stream, record_id)
+        if index is None:
+            return None
+        if self.stream == "events":
+            return index if index < self._count else None
+        current = self._current(index)
+        if current is None:
+            return None
+        # Cursor values are unique within a stream: the bisection lands on it.
+        position = bisect.bisect_left(range(self._count), current, key=self._moment)
+        return position if position < self._count and self._order[position] == index else None
+
+    def records(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """The records at positions ``start`` to ``stop - 1`` (clipped, like a slice), computed now."""
+        start, stop, _ = slice(start, stop).indices(self._count)
+        dataset = self._dataset
+        if self.stream == "events":
+            return [dataset._event(index) for index in range(start, stop)]
+        entity, stream, as_of_us = dataset._entity, self.stream, self.as_of_us
+        return [entity(stream, index, as_of_us) for index in self._order[start:stop]]
+
+    def _moment(self, position: int) -> int:
+        if self.stream == "events":
+            return self._dataset._event_created(position)
+        current = self._current(self._order[position])
+        assert current is not None  # listed entities are visible
+        return current
+
+    def _current(self, index: int) -> int | None:
+        """The cursor value of a mutable entity at ``as_of_us``; ``None`` if not created yet."""
+        moments = self._dataset._plan(self.stream, index)[3]
+        if moments[0] > self.as_of_us:
+            return None
+        current = moments[0]
+        for moment in moments:
+            if moment > self.as_of_us:
+                break
+            current = moment
+        return current
+
+    def _index(self) -> array[int]:
+        """The entity at each position: visible entities sorted by their current cursor value.
+
+        Runs of :data:`_SORT_RUN` cursor values are sorted as lists, kept as
+        8-byte arrays and merged into 4-byte entity indices (a cursor value
+        names its entity): about 12 bytes per entity at the peak, instead of
+        the 40 a list of every value would take, and 4 once built.
+        """
+        runs: list[array[int]] = []
+        current = self._current
+        for first in range(0, self._count, _SORT_RUN):
+            run = [
+                current(index) or 0 for index in range(first, min(first + _SORT_RUN, self._count))
+            ]
+            run.sort()
+            runs.append(array("q", run))
+            del run
+        entity_of = self._dataset._entity_of
+        return array("I", map(entity_of, heapq.merge(*runs)))
 
 
 def _email(first: str, last: str, index: int, version: int) -> str:

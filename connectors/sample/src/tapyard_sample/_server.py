@@ -29,14 +29,16 @@ Every response is JSON with a ``Content-Length``, over HTTP/1.1 keep-alive.
 Errors are ``{"error": {"type": ..., "message": ...}}``: 400 for a malformed,
 unknown or conflicting parameter, 404 for an unknown path, 405 for a method
 other than GET, 429 when rate limited. The server is meant for tests and
-benchmarks: one process, one thread per connection, data served from memory.
+benchmarks: one process, one thread per connection. Records are computed a
+page at a time (:class:`~tapyard_sample._data.Listing`), so the server's memory
+stays flat as ``records_per_stream`` grows: a listing holds 4 bytes per
+entity of a mutable stream, never the records.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import contextlib
 import http.server
 import math
@@ -55,7 +57,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import orjson
 
-from tapyard_sample._data import Dataset, format_timestamp, parse_timestamp
+from tapyard_sample._data import Dataset, Listing, format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:
     from tapyard_sample._oauth import LocalAuthorizationServer
@@ -77,35 +79,6 @@ class _Response:
 
 class _BadRequest(Exception):
     """A client error: its message is shown to the client."""
-
-
-@dataclass(slots=True)
-class _Listing:
-    """One stream at one ``as_of``, indexed for paging.
-
-    Records are serialized per page, not up front: orjson writes a page of a
-    thousand records in about a millisecond, and keeping a serialized copy of
-    every record would double the memory and the start-up time.
-    """
-
-    records: list[dict[str, Any]]
-    cursors: list[str]
-    positions: dict[str, int]
-
-    @classmethod
-    def build(cls, dataset: Dataset, stream: str, as_of: datetime | None) -> _Listing:
-        records = dataset.visible(stream, as_of)
-        cursor = dataset.cursor_field(stream)
-        return cls(
-            records=records,
-            cursors=[record[cursor] for record in records],
-            positions={record["id"]: index for index, record in enumerate(records)},
-        )
-
-    def after(self, moment: str | None) -> int:
-        """Index of the first record whose cursor is strictly greater than ``moment``."""
-        # Every cursor has the same fixed-width format, so string order is time order.
-        return 0 if moment is None else bisect.bisect_right(self.cursors, moment)
 
 
 class _TokenBucket:
@@ -155,8 +128,8 @@ class SampleServer:
     ``limit`` defaults to 100 and is capped at ``max_page_size``.
 
     Usable as a context manager, which starts and stops it. Counters are
-    thread-safe. Each stream is listed and indexed on its first request (or
-    by :meth:`warm`) and served from memory afterwards.
+    thread-safe. Each stream's order at the current ``as_of`` is indexed on
+    its first request (or by :meth:`warm`); every page is computed when asked.
     """
 
     def __init__(
@@ -191,7 +164,7 @@ class SampleServer:
         self.max_page_size = max_page_size
         self._as_of = as_of
         self._bucket = _TokenBucket(rate_limit_per_s) if rate_limit_per_s > 0 else None
-        self._listings: OrderedDict[tuple[str, datetime | None], _Listing] = OrderedDict()
+        self._listings: OrderedDict[tuple[str, datetime | None], Listing] = OrderedDict()
         self._listings_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._served = self._throttled = self._connections = 0
@@ -359,14 +332,14 @@ class SampleServer:
         with self._counter_lock:
             self._connections += 1
 
-    def _listing(self, stream: str) -> _Listing:
+    def _listing(self, stream: str) -> Listing:
         as_of = self._as_of
         key = (stream, as_of)
         # Held while building: concurrent first requests wait for one build.
         with self._listings_lock:
             listing = self._listings.get(key)
             if listing is None:
-                listing = self._listings[key] = _Listing.build(self.dataset, stream, as_of)
+                listing = self._listings[key] = self.dataset.listing(stream, as_of)
                 if len(self._listings) > _LISTING_CACHE_SIZE:
                     self._listings.popitem(last=False)
             else:
@@ -384,13 +357,13 @@ class SampleServer:
         start = listing.after(_moment(params, "updated_after"))
         after_id = params.get("starting_after")
         if after_id is not None:
-            position = listing.positions.get(after_id)
+            position = listing.position(after_id)
             if position is None:
                 raise _BadRequest(f"starting_after: no customer with id {after_id!r}")
             start = max(start, position + 1)
         end = start + limit
-        page = listing.records[start:end]
-        return _json({"object": "list", "data": page, "has_more": end < len(listing.records)})
+        page = listing.records(start, end)
+        return _json({"object": "list", "data": page, "has_more": end < len(listing)})
 
     def _orders(self, params: dict[str, str]) -> _Response:
         _allow(params, "limit", "offset", "updated_after")
@@ -398,8 +371,8 @@ class SampleServer:
         offset = _integer(params, "offset", 0, minimum=0)
         listing = self._listing("orders")
         first = listing.after(_moment(params, "updated_after"))
-        page = listing.records[first + offset : first + offset + limit]
-        return _json({"data": page, "total": len(listing.records) - first})
+        page = listing.records(first + offset, first + offset + limit)
+        return _json({"data": page, "total": len(listing) - first})
 
     def _events(self, params: dict[str, str]) -> _Response:
         _allow(params, "limit", "created_after", "page_token")
@@ -410,14 +383,14 @@ class SampleServer:
         if token is not None:
             start = max(start, listing.after(_decode_token(token)))
         end = start + limit
-        response = _json({"data": listing.records[start:end]})
-        if end < len(listing.records):
+        response = _json({"data": listing.records(start, end)})
+        if end < len(listing):
             # The token is the last served cursor, not a position: events are
             # append-only, so it stays valid when as_of moves forward.
             following = {
                 **params,
                 "limit": str(limit),
-                "page_token": _encode_token(listing.cursors[end - 1]),
+                "page_token": _encode_token(listing.cursor(end - 1)),
             }
             response.headers.append(
                 ("Link", f'<{self.url}/v1/events?{urlencode(following)}>; rel="next"')
