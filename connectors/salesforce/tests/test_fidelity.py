@@ -240,3 +240,12 @@ def test_schema_drift_against_the_fake(org: FakeSalesforce, mode: str) -> None:
         for stream in source.streams():
             described = {f["name"] for f in org.describe(stream.name)["fields"]}
             assert described - set(stream.schema_model.model_fields) == set(), stream.name
+
+
+def test_a_credential_built_in_code_keeps_its_rotated_token_for_the_process(org: FakeSalesforce, tmp_path: Path) -> None:
+    """No vault: the rotated refresh token lives in memory for the process, so the
+    same credential object (or an equal one) works run after run."""
+    for _ in range(5):
+        result = tapyard.sync("salesforce", _config(org), credentials=refresh_credentials(), to=f"sqlite:///{tmp_path}/m.db")
+        assert result.ok, [s.error for s in result.streams]
+    assert org.grants["refresh_token:ok"] == 5 and org.grants["refresh_token:reused"] == 0

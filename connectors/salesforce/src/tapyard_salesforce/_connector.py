@@ -169,6 +169,8 @@ class SalesforceConfig(BaseModel):
 _TYPES: dict[str, Any] = {
     "boolean": bool, "int": int, "long": int, "double": Decimal, "currency": Decimal, "percent": Decimal,
     "date": dt.date, "datetime": dt.datetime, "address": dict[str, Any], "location": dict[str, Any],
+    # History objects' OldValue/NewValue hold any JSON value
+    "anyType": Any, "complexvalue": Any,
 }
 
 
