@@ -384,12 +384,16 @@ class ListingPass:
     that object on (``rewind``: the resume point while the object is being read).
     ``resume``: the request after this page (None at the end of the pass).
     ``cursor_limit``: the highest cursor the pass may commit (``Page.cursor_limit``).
+    ``done``: for the first page of a resumed pass, how far into one object the
+    interrupted run had read: ``(key, stamp, rows)``, valid while the object
+    still has that modification time.
     """
 
     objects: list[StoredObject]
     rewind: list[Any]
     resume: Any
     cursor_limit: str
+    done: tuple[str, str, int] | None = None
 
 
 def listing_pass(
@@ -435,6 +439,9 @@ def listing_pass(
         token = None if seeks else (saved.get("token") or None)
     resumed_token = token is not None
     skip_to = after  # keys up to here were read before the interruption
+    done: tuple[str, str, int] | None = None
+    if saved is not None and saved.get("key") and isinstance(saved.get("rows"), int):
+        done = (str(saved["key"]), str(saved.get("stamp")), int(saved["rows"]))
     while True:
         sent = time.monotonic()
         try:
@@ -469,7 +476,8 @@ def listing_pass(
             PageRequest(url=name, params={"token": page.token, "after": previous, "since": limit})
             if page.token else None
         )
-        yield ListingPass(objects, rewind, following, limit)
+        yield ListingPass(objects, rewind, following, limit, done)
+        done = None
         if page.token is None:
             return
         token, after, skip_to = page.token, previous, None
@@ -508,22 +516,32 @@ def object_record_pages(
 ) -> Iterator[Any]:
     """The pages of a records stream: the rows of the objects a pass gives (:func:`read_records`).
 
-    Positions inside an object are not saved: while an object is read, the
-    resume point lists again from it, and upserts on (source_key, source_line)
-    absorb the rows read twice. After each listing page, a page without records
-    saves the position after it.
+    The resume point saved with each page lists again from the object being
+    read and names how many of its rows are written, with the object's
+    modification time: a resume skips those rows if the object is unchanged,
+    and reads it whole otherwise (upserts on (source_key, source_line) absorb
+    what is read twice). After each listing page, a page without records saves
+    the position after it.
     """
-    from tapyard import Page
+    from tapyard import Page, PageRequest
 
     for part in parts:
         for obj, rewind in zip(part.objects, part.rewind, strict=True):
             fmt = format_of(obj.key, formats)
             if fmt is None:
                 continue
+            stamp = obj.last_modified.isoformat()
+            skip = part.done[2] if part.done is not None and part.done[:2] == (obj.key, stamp) else 0
+            rows = 0
             with download(obj) as body:
                 for records in read_records(
-                    body, key=obj.key, fmt=fmt, last_modified=obj.last_modified.isoformat(),
-                    flatten=flatten, page_size=page_size,
+                    body, key=obj.key, fmt=fmt, last_modified=stamp, flatten=flatten, page_size=page_size,
                 ):
-                    yield Page(records, resume=rewind, cursor_limit=part.cursor_limit)
+                    rows += len(records)
+                    if rows <= skip:
+                        continue
+                    if rows - len(records) < skip:
+                        records = records[skip - (rows - len(records)):]
+                    here = PageRequest(url=rewind.url, params={**rewind.params, "key": obj.key, "stamp": stamp, "rows": rows})
+                    yield Page(records, resume=here, cursor_limit=part.cursor_limit)
         yield Page([], resume=part.resume, cursor_limit=part.cursor_limit)
