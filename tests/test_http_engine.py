@@ -569,7 +569,10 @@ def test_circuit_opens_after_repeated_failures_across_requests(server: ScriptedS
         for _ in range(3):
             with pytest.raises(HTTPStatusError):
                 http.get_json("/x")
-        with pytest.raises(CircuitOpenError, match="3 consecutive failures; not retrying for 60"):
+        with pytest.raises(
+            CircuitOpenError,
+            match=r"3 consecutive failures \(the last: GET http://127.0.0.1:\d+/x failed: 503 Service Unavailable\); not retrying for 60",
+        ):
             http.get_json("/x")
     assert len(server.requests) == 3
 
