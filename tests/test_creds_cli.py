@@ -82,6 +82,43 @@ def test_keygen_prints_a_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert "OS keyring" in _one_line_error(code, err)
 
 
+def test_keygen_never_replaces_a_key_in_the_keyring(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, tmp_path: Path
+) -> None:
+    """The keyring's key is the only copy of it: replacing it locks the vault made with it."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    from tapyard_credentials import VaultKey
+
+    class Keychain(KeyringBackend):
+        priority = 10  # type: ignore[assignment]
+        store: dict[tuple[str, str], str] = {}
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.store.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.store[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            self.store.pop((service, username), None)
+
+    keyring.set_keyring(Keychain())
+    monkeypatch.delenv("TAPYARD_VAULT_KEY")
+    code, out, err = run(capsys, "creds", "keygen", "--keyring")
+    assert code == 0 and "stored a new vault key in the OS keyring" in out, err
+    first = VaultKey.from_keyring()
+    monkeypatch.setenv("SAMPLE_API_KEY", KEY)
+    code, _, err = run(capsys, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key", "--from-env", "SAMPLE_")
+    assert code == 0, err
+    code, _, err = run(capsys, "creds", "keygen", "--keyring")
+    assert "the OS keyring already holds a vault key" in _one_line_error(code, err)
+    assert VaultKey.from_keyring().derive(first.new_params()) == first.derive(first.new_params())
+    code, out, _ = run(capsys, "creds", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["name"] == "sk"
+
+
 def test_add_from_the_environment_json_and_stdin(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, tmp_path: Path
 ) -> None:

@@ -204,3 +204,20 @@ def test_creds_rotate_key_in_a_terminal(tmp_path: Path) -> None:
     assert run([TAPYARD, "creds", "list"], cwd=tmp_path, env=env)[0] == 1  # the old key is done
     code, screen = run([TAPYARD, "creds", "list"], cwd=tmp_path, env={**env, "TAPYARD_VAULT_KEY": keys[0]})
     assert code == 0 and re.search(r"^sk\s+api_key", plain(screen), re.M), plain(screen)
+
+
+def test_ctrl_c_at_a_prompt_stores_nothing_and_gives_the_terminal_back(tmp_path: Path) -> None:
+    import termios
+
+    from tapyard_credentials import generate_key
+
+    env = _vault_env(tmp_path, generate_key())
+    term = spawn([TAPYARD, "creds", "add", "sk", "--connector", "sample", "--kind", "api_key"], cwd=tmp_path, env=env)
+    term.expect(r"api_key \(.*\): $")  # a hidden prompt: echo is off now
+    term.send("half-typed")
+    term.interrupt(signal.SIGINT)
+    assert term.wait(30) == 130, plain(term.screen)
+    assert "Aborted." in plain(term.screen) and "Traceback" not in plain(term.screen)
+    assert termios.tcgetattr(term.master)[3] & termios.ECHO  # echo is back on
+    code, screen = run([TAPYARD, "creds", "list", "--json"], cwd=tmp_path, env=env)
+    assert code == 0 and json.loads(plain(screen)) == [], plain(screen)

@@ -15,6 +15,8 @@ CLI's log handler), is scrubbed of the secret values loaded in this process.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import logging
 import os
 import signal
@@ -29,7 +31,7 @@ import typer
 
 from tapyard.cli._typer import Group, complete
 
-__all__ = ["app", "interrupted", "interrupted_exit_code", "main"]
+__all__ = ["app", "interrupted", "interrupted_exit_code", "main", "stdout_closed"]
 
 app = typer.Typer(
     name="tapyard",
@@ -360,6 +362,42 @@ def _restore_signals(installed: dict[int, Any]) -> None:
         signal.signal(signum, handler)
 
 
+class _ClosedOutput(io.TextIOBase):
+    """``sys.stdout`` when descriptor 1 was closed at start-up (``cmd >&-``): every
+    write fails as the OS would have failed it, so a command whose output is lost
+    says so instead of finishing as if it had been read."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def stdout_closed() -> bool:
+    """Whether this process was started with no standard output at all."""
+    return sys.stdout is None or isinstance(sys.stdout, _ClosedOutput)
+
+
+#: errors of a write to standard output that the user must hear about
+_OUTPUT_ERRORS = frozenset(
+    e for e in (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EFBIG, getattr(errno, "EDQUOT", None)) if e
+)
+
+
+def _discard_stdout() -> None:
+    """Point descriptor 1 at /dev/null after a write to it failed, so that the
+    interpreter's last flush of what is still buffered does not fail again."""
+    with contextlib.suppress(Exception):
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
 def _guard_standard_descriptors() -> None:
     """Open /dev/null on any of descriptors 0-2 that is closed (``cmd >&-``).
 
@@ -392,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # before the plugin manager is built, which happens ahead of option parsing
         os.environ["TAPYARD_STRICT_PLUGINS"] = "1"
     _guard_standard_descriptors()
+    stdout = sys.stdout
+    if stdout is None:
+        sys.stdout = _ClosedOutput()
     warnings.showwarning = _format_warning
     _register()
     installed = _install_logging(level)
@@ -401,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _restore_signals(signals)
         _remove_logging(installed)
+        if stdout is None:
+            sys.stdout = stdout
 
 
 def _main(args: list[str], debug: bool) -> int:
@@ -446,6 +489,12 @@ def _main(args: list[str], debug: bool) -> int:
     except Exception as exc:
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRORS:
+            # A full disk (``> /dev/full``), a closed or failing output: whatever the
+            # command did is done; what it had to say was not written.
+            _discard_stdout()
+            print(f"Error: cannot write the output: {exc.strerror or os.strerror(exc.errno or 0)}", file=sys.stderr)
+            return 1
         if _vault_error(exc):
             # The vault's errors are safe to show (they never hold a value) and are
             # the user's to fix: a wrong key, a damaged file, a refused access.

@@ -298,16 +298,39 @@ def keygen(
         False, "--keyring", help="Store the key in the OS keyring instead of printing it."
     ),
 ) -> None:
-    """Make a new random vault key (32 bytes, URL-safe base64)."""
-    from tapyard_credentials import generate_key, save_key_to_keyring
+    """Make a new random vault key (32 bytes, URL-safe base64).
 
-    key = generate_key()
+    Printed on standard output only if it can be (see ``rotate-key``); stored in
+    the OS keyring only where no vault key is stored yet: replacing one would
+    leave every vault made with it unopenable.
+    """
+    from tapyard._exceptions import ConfigError
+    from tapyard_credentials import (
+        KeyringUnavailableError,
+        VaultKey,
+        VaultKeyError,
+        generate_key,
+        save_key_to_keyring,
+    )
+
     if keyring:
-        save_key_to_keyring(key)
+        try:
+            VaultKey.from_keyring()
+            stored = True
+        except KeyringUnavailableError:  # no secure keyring (saving says so) or no key in it
+            stored = False
+        except VaultKeyError:  # something that is no key is stored there: keep it too
+            stored = True
+        if stored:
+            raise ConfigError(
+                "the OS keyring already holds a vault key, and a vault made with it could not be "
+                "opened without it: re-key that vault with `tapyard creds rotate-key` instead"
+            )
+        save_key_to_keyring(generate_key())
         _say("stored a new vault key in the OS keyring")
         return
-    sys.stdout.write(key + "\n")
-    sys.stdout.flush()
+    _check_stdout_for_key(nothing="nothing was made")
+    _show_key(generate_key(), nothing="nothing was made")
     err_console.print(
         "Keep this key secret and safe: export it as TAPYARD_VAULT_KEY. Without it the vault "
         "cannot be opened.",
@@ -564,13 +587,16 @@ def _redact_error(exc: BaseException) -> str:
     return redact(str(exc)) or type(exc).__name__
 
 
-def _key_not_handed_over(reason: str) -> Exception:
+_UNCHANGED = (
+    "the vault was not changed and still opens with the current key (pass --key-file FILE "
+    "to have the key written to a new file)"
+)
+
+
+def _key_not_handed_over(reason: str, nothing: str = _UNCHANGED) -> Exception:
     from tapyard._exceptions import ConfigError
 
-    return ConfigError(
-        f"cannot hand the new key over: {reason}; the vault was not changed and still opens "
-        "with the current key (pass --key-file FILE to have the key written to a new file)"
-    )
+    return ConfigError(f"cannot hand the new key over: {reason}; {nothing}")
 
 
 def _stdout_fd() -> int | None:
@@ -581,24 +607,26 @@ def _stdout_fd() -> int | None:
         return None
 
 
-def _check_stdout_for_key() -> None:
+def _check_stdout_for_key(nothing: str = _UNCHANGED) -> None:
     """Refuse an output that would lose the key for sure: none at all (``>&-``) or /dev/null."""
     import stat
 
-    if sys.stdout is None:  # Python found descriptor 1 closed at start-up
-        raise _key_not_handed_over("standard output is closed")
+    from tapyard.cli import stdout_closed
+
+    if sys.stdout is None or stdout_closed():  # descriptor 1 was closed at start-up
+        raise _key_not_handed_over("standard output is closed", nothing)
     fd = _stdout_fd()
     if fd is None:
         return
     try:
         mode = os.fstat(fd)
     except OSError:
-        raise _key_not_handed_over("standard output is closed") from None
+        raise _key_not_handed_over("standard output is closed", nothing) from None
     if stat.S_ISCHR(mode.st_mode) and mode.st_rdev == os.stat(os.devnull).st_rdev:
-        raise _key_not_handed_over("standard output is /dev/null")
+        raise _key_not_handed_over("standard output is /dev/null", nothing)
 
 
-def _show_key(key: str) -> None:
+def _show_key(key: str, nothing: str = _UNCHANGED) -> None:
     """Write ``key`` to standard output and make sure it arrived.
 
     Written straight to the descriptor (no buffer left holding the key for a
@@ -608,7 +636,7 @@ def _show_key(key: str) -> None:
     """
     import stat
 
-    _check_stdout_for_key()
+    _check_stdout_for_key(nothing)
     data = (key + "\n").encode("ascii")
     fd = _stdout_fd()
     try:
@@ -629,7 +657,7 @@ def _show_key(key: str) -> None:
             reason = "the reader of standard output went away without reading it"
         else:
             reason = f"cannot write to standard output ({os.strerror(exc.errno) if exc.errno else type(exc).__name__})"
-        raise _key_not_handed_over(reason) from None
+        raise _key_not_handed_over(reason, nothing) from None
 
 
 def _wait_until_read(fd: int) -> None:
