@@ -70,3 +70,16 @@ def test_dropped_rejected_and_changed_fields_are_reported_once_each() -> None:
 def test_ignore_leaves_out_named_fields_and_limit_bounds_the_read() -> None:
     found = schema_drift(_Connector(), {}, ignore={"invoices": ["discount"]}, limit=1)
     assert [str(d) for d in found] == []  # the first page only, and it fits
+
+
+def test_a_timestamp_cut_to_microseconds_is_a_change() -> None:
+    import datetime as dt
+
+    from tapyard._drift import record_drift
+
+    class Row(BaseModel):
+        at: dt.datetime
+
+    assert record_drift("s", Row, {"at": "2024-01-01T00:00:00.123456789+02:00"})[0].problem == "changed"
+    assert record_drift("s", Row, {"at": "2024-01-01T00:00:00.123456000Z"}) == []
+    assert record_drift("s", Row, {"at": "2024-01-01T00:00:00+02:00"}) == []

@@ -10,7 +10,9 @@ first sync would, and reports every such field.
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +65,8 @@ class Drift:
     stream: str
     field: str
     #: ``dropped`` (not in the schema), ``rejected`` (fails validation) or
-    #: ``changed`` (validated to a different value: a float for a decimal)
+    #: ``changed`` (validated to less than was sent: a float for a decimal, a
+    #: timestamp cut to microseconds)
     problem: str
     detail: str = ""
 
@@ -86,7 +89,8 @@ def schema_drift(
 
     Reported, once per stream and field: a top-level field the schema would drop
     (not declared, and not in the model's ``UNSYNCED`` nor in ``ignore[stream]``);
-    a value it would reject; a number it would change (compared digit for digit).
+    a value it would reject; a number it would change (compared digit for digit);
+    a timestamp whose fractional digits past microseconds it would cut.
     An empty list means the schema carries what the vendor sent.
     """
     from tapyard._model import RunContext, StreamState
@@ -129,7 +133,7 @@ def record_drift(stream: str, model: type[BaseModel], record: Any, skip: Iterabl
             drifts.append(Drift(stream, where.split(".")[0], "rejected", str(error.get("msg", "invalid"))))
         return drifts
     for key, attribute in names.items():
-        if key in record and not _same_number(record[key], getattr(validated, attribute, None)):
+        if key in record and not _same_value(record[key], getattr(validated, attribute, None)):
             drifts.append(Drift(stream, key, "changed", f"sent {record[key]!r}, kept {getattr(validated, attribute)!r}"))
     return drifts
 
@@ -145,8 +149,15 @@ def _names(model: type[BaseModel]) -> dict[str, str]:
     return names
 
 
-def _same_number(sent: Any, kept: Any) -> bool:
-    """False only when a number was kept as a different number (digits lost)."""
+_FRACTION = re.compile(r"T\d\d:\d\d:\d\d[.,](\d+)")
+
+
+def _same_value(sent: Any, kept: Any) -> bool:
+    """False only when a value was kept with less than was sent: a number as a
+    different number (digits lost), a timestamp with fewer fractional digits."""
+    if isinstance(sent, str) and isinstance(kept, dt.datetime):
+        found = _FRACTION.search(sent)
+        return found is None or found.group(1)[6:].strip("0") == ""
     numbers = (int, float, decimal.Decimal)
     if isinstance(sent, bool) or not isinstance(sent, numbers) or not isinstance(kept, numbers):
         return True

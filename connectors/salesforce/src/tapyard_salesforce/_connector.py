@@ -423,7 +423,8 @@ class SalesforceSource(Source):
             form = {"grant_type": "refresh_token", "client_id": creds.client_id, "refresh_token": presented}
             if creds.client_secret is not None:
                 form["client_secret"] = creds.client_secret.get_secret_value()
-            body = self._grant(url, form)
+            body = self._grant(url, form, " (a refresh token that was revoked, expired or already used needs a new "
+                                          "one: tapyard creds add NAME --replace)")
             rotated = body.get("refresh_token")
             if isinstance(rotated, str) and rotated and rotated != presented:
                 from tapyard_credentials import redactor
@@ -432,7 +433,7 @@ class SalesforceSource(Source):
                 store.save({"refresh_token": rotated})
             self._use(body)
 
-    def _grant(self, url: str, form: Mapping[str, str]) -> dict[str, Any]:
+    def _grant(self, url: str, form: Mapping[str, str], hint: str = "") -> dict[str, Any]:
         """The token endpoint's answer to ``form``; a refusal is one line."""
         response = self.session.post(url, data=dict(form), headers={"Accept": "application/json"})
         try:
@@ -441,8 +442,9 @@ class SalesforceSource(Source):
             body = None
         if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
             code, message = _said(body if body is not None else response.text)
-            hint = (" (the certificate uploaded to the connected app must match private_key, and the "
-                    "user must be pre-authorized for it)") if self._signer is not None else ""
+            if self._signer is not None:
+                hint = (" (the certificate uploaded to the connected app must match private_key, and the "
+                        "user must be pre-authorized for it)")
             raise AuthenticationError(
                 f"POST {url} was refused: {response.status_code}; check the credential{hint} "
                 f"(Salesforce said: {code or 'no JSON'}: {message or _title(response.text)})",
