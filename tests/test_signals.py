@@ -39,26 +39,47 @@ def _wait_for_rows(db: Path, proc: subprocess.Popen[str] | None = None, at_least
         time.sleep(0.02)
 
 
-def test_sigterm_as_cron_or_systemd_sends_it(tmp_path: Path) -> None:
-    """No terminal, output to pipes, SIGTERM to the process: exit 143, one line on
-    stderr, nothing on stdout, a sound database, and a re-run completes it."""
-    db = tmp_path / "cron.db"
-    cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(CONFIG), "--to", f"sqlite:///{db}"]
+def _jsonl_committed(path: Path) -> int:
+    try:
+        return sum(1 for _ in path.open())
+    except OSError:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "destination"),
+    [(signal.SIGTERM, 143, "sqlite"), (signal.SIGHUP, 129, "sqlite"), (signal.SIGTERM, 143, "jsonl")],
+)
+def test_sigterm_as_cron_or_systemd_sends_it(tmp_path: Path, sig: int, code: int, destination: str) -> None:
+    """No terminal, output to pipes, the signal to the process alone: exit 128+n,
+    one line on stderr, nothing on stdout, a sound destination, and a re-run
+    completes it with every record once."""
+    db, out = tmp_path / "cron.db", tmp_path / "cron.jsonl"
+    url = f"sqlite:///{db}" if destination == "sqlite" else f"jsonl:///{out}"
+    committed = (lambda: _committed(db)) if destination == "sqlite" else (lambda: _jsonl_committed(out))
+    cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(CONFIG), "--to", url]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_rows(db, proc)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert out == ""
+    deadline = time.monotonic() + 60
+    while committed() < 500:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no records were committed within 60 s"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    stdout, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert stdout == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted; ") and "Traceback" not in err, err
     assert lines[0].endswith(" records committed, run again to resume")
-    assert int(lines[0].split()[1].replace(",", "")) == _committed(db)
-    with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert int(lines[0].split()[1].replace(",", "")) == committed()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    if destination == "jsonl":
+        ids = [(r["stream"], r["record"]["id"]) for r in map(json.loads, out.open())]
+        assert len(ids) == len(set(ids)) == 60000
+        return
     with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         for table in STREAMS:
             assert con.execute(f'SELECT count(*), count(DISTINCT id) FROM "{table}"').fetchone() == (20000, 20000)
 

@@ -221,3 +221,16 @@ def test_ctrl_c_at_a_prompt_stores_nothing_and_gives_the_terminal_back(tmp_path:
     assert termios.tcgetattr(term.master)[3] & termios.ECHO  # echo is back on
     code, screen = run([TAPYARD, "creds", "list", "--json"], cwd=tmp_path, env=env)
     assert code == 0 and json.loads(plain(screen)) == [], plain(screen)
+
+
+def test_rich_objects_are_handed_the_real_console() -> None:
+    """rich's Progress and Live enter their console as a context manager and look
+    special methods up on its type: the CLI's lazy proxy console crashed them in a
+    terminal (the README's first command did). Every ``console=`` is ``.real``."""
+    import tapyard.cli
+
+    handed = []
+    for path in sorted(Path(tapyard.cli.__file__).parent.glob("*.py")):
+        handed += [(path.name, m.group(1)) for m in re.finditer(r"\bconsole=([\w.]+)", path.read_text())]
+    assert handed, "no rich object found to check"
+    assert [h for h in handed if not h[1].endswith(".real")] == []
