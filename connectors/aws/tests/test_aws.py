@@ -220,6 +220,34 @@ def test_live_against_moto(fresh_moto: str, tmp_path: Path) -> None:
     run_scenario(fresh_moto, tmp_path / "live.db", record=False)
 
 
+def test_a_saved_token_the_service_refuses_restarts_the_stream(
+    fresh_moto: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resume token the service no longer takes (EC2's NextToken expires; a restarted
+    endpoint forgets them all) reads the stream from its first page with a warning, on
+    this run, instead of failing it on every run until --full-refresh."""
+    import base64
+    import logging
+
+    import boto3
+
+    boto3.client("ec2", endpoint_url=fresh_moto, region_name="us-east-1").run_instances(
+        ImageId="ami-12c6146b", MinCount=3, MaxCount=3, InstanceType="t3.micro"
+    )
+    db = tmp_path / "stale.db"
+    assert tapyard.sync("aws", config(fresh_moto), to=f"sqlite:///{db}", streams=["ec2_instances"]).ok
+    stale = base64.b64encode(json.dumps({"NextToken": "from-before-the-restart"}).encode()).decode()
+    state = {"cursor": None, "resume": {"url": "describe_instances", "params": {"StartingToken": stale}}, "pending": None}
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE _tapyard_state SET state = ? WHERE stream = 'ec2_instances'", (json.dumps(state),))
+    for _ in range(2):  # this run, and every run after it
+        with caplog.at_level(logging.WARNING, logger="tapyard.files"):
+            result = tapyard.sync("aws", config(fresh_moto), to=f"sqlite:///{db}", streams=["ec2_instances"])
+        assert result.ok, [(s.name, s.error) for s in result.streams]
+        assert result.records == 3
+    assert [r.getMessage() for r in caplog.records if "refused the saved listing position" in r.getMessage()]
+
+
 @pytest.mark.record
 def test_record_cassettes(fresh_moto: str, tmp_path: Path) -> None:
     run_scenario(fresh_moto, tmp_path / "record.db", record=True)

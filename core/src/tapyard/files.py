@@ -55,7 +55,9 @@ __all__ = [
     "parse_cursor",
     "read_records",
     "record_model",
+    "refused_resume",
     "spooled",
+    "token_pages",
 ]
 
 FileFormat = Literal["csv", "jsonl", "parquet"]
@@ -396,6 +398,49 @@ class ListingPass:
     done: tuple[str, str, int] | None = None
 
 
+def refused_resume(name: str, error: Exception) -> bool:
+    """Whether ``error``, met at the first request of a read resumed from a saved
+    token, means the vendor refused that token (expired, from a restarted or
+    another service): then a warning is logged and the caller starts the listing
+    again. Refused credentials and missing buckets are not that."""
+    status = getattr(error, "status_code", None)
+    if status in (401, 403, 404):
+        return False
+    _log.warning(
+        "stream %r: the service refused the saved listing position (%s); listing again from the start",
+        name, str(error)[:200],
+    )
+    return True
+
+
+#: ``fetch()``: the next page of an SDK listing as ``(items, token after it)``, None past the last.
+PageFetch = Callable[[], "tuple[list[Any], str | None] | None"]
+
+
+def token_pages(name: str, saved: str | None, start: Callable[[str | None], PageFetch]) -> Iterator[tuple[list[Any], str | None]]:
+    """The pages of an SDK listing that pages by token, from a ``saved`` one (None: the first
+    page), each with the token after it. ``start(token)`` opens the listing there.
+
+    A saved token refused at the first request (:func:`refused_resume`) starts
+    the listing again from the first page, with a warning.
+    """
+    from tapyard import HTTPStatusError
+
+    fetch, resumed = start(saved), saved is not None
+    while True:
+        try:
+            got = fetch()
+        except HTTPStatusError as exc:
+            if not (resumed and refused_resume(name, exc)):
+                raise
+            fetch, resumed = start(None), False
+            continue
+        resumed = False
+        if got is None:
+            return
+        yield got
+
+
 def listing_pass(
     name: str,
     state: Any,
@@ -447,12 +492,8 @@ def listing_pass(
         try:
             page = list_page(size=size, token=token, after=after if token is None else None)
         except HTTPStatusError as exc:
-            if not resumed_token or exc.status_code in (401, 403, 404):
+            if not (resumed_token and refused_resume(name, exc)):
                 raise
-            _log.warning(
-                "stream %r: the store refused the saved listing position (%s); listing again from the first key",
-                name, str(exc)[:200],
-            )
             token, resumed_token, skip_to = None, False, after
             continue
         resumed_token = False

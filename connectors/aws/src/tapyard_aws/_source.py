@@ -30,6 +30,7 @@ from tapyard.files import (
     listing_pass,
     object_pages,
     object_record_pages,
+    refused_resume,
     spooled,
 )
 
@@ -235,22 +236,32 @@ class AwsSource(tapyard.Source):
             request = state.resume
         else:
             request = paginator.first(stream.operation, {})
+        resumed = request is state.resume
         pager = self.client(stream.service).get_paginator(stream.operation)
         while request is not None:
             options: dict[str, Any] = {"PageSize": page_size, "MaxItems": page_size}
             token = request.params.get("StartingToken")
             if token:
                 options["StartingToken"] = token
-            with self._errors(what, bucket=params.get("Bucket"), table=params.get("TableName")):
-                iterator = pager.paginate(**params, PaginationConfig=options)
-                merged: dict[str, Any] = {}
-                for page in iterator:
-                    for key, value in page.items():
-                        if isinstance(value, list):
-                            merged.setdefault(key, []).extend(value)
-                        else:
-                            merged.setdefault(key, value)
-                next_token = iterator.resume_token
+            try:
+                with self._errors(what, bucket=params.get("Bucket"), table=params.get("TableName")):
+                    iterator = pager.paginate(**params, PaginationConfig=options)
+                    merged: dict[str, Any] = {}
+                    for page in iterator:
+                        for key, value in page.items():
+                            if isinstance(value, list):
+                                merged.setdefault(key, []).extend(value)
+                            else:
+                                merged.setdefault(key, value)
+                    next_token = iterator.resume_token
+            except tapyard.HTTPError as exc:
+                # A saved token the service no longer takes (an expired NextToken, a
+                # restarted endpoint): read from the first page, never fail for ever.
+                if isinstance(exc, tapyard.TransportError) or not (resumed and refused_resume(stream.name, exc)):
+                    raise
+                resumed, request = False, paginator.first(stream.operation, {})
+                continue
+            resumed = False
             following = paginator.next(request, None, {"resume_token": next_token}, [])
             yield merged, following
             request = following
@@ -259,6 +270,7 @@ class AwsSource(tapyard.Source):
     def _errors(self, what: str, *, bucket: str | None = None, table: str | None = None) -> Iterator[None]:
         """boto3 errors as tapyard errors with one-line messages (``raise ... from``)."""
         from botocore import exceptions as bx
+        from botocore.parsers import ResponseParserError
 
         try:
             yield
@@ -297,6 +309,8 @@ class AwsSource(tapyard.Source):
             raise tapyard.ConfigError(f"aws refused the parameters to {what}: {str(exc).splitlines()[-1]}") from exc
         except bx.BotoCoreError as exc:
             raise tapyard.HTTPError(f"aws call to {what} failed: {type(exc).__name__}") from exc
+        except ResponseParserError as exc:  # an HTML error page (moto's 500), a proxy's answer
+            raise tapyard.HTTPError(f"aws answered {what} with a body that is not the service's XML or JSON") from exc
 
     # -- streams ----------------------------------------------------------------------
 

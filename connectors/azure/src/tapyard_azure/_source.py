@@ -26,6 +26,7 @@ from tapyard.files import (
     object_pages,
     object_record_pages,
     spooled,
+    token_pages,
 )
 
 from ._models import AzureConfig, AzureStream
@@ -213,18 +214,24 @@ class AzureSource(tapyard.Source):
         else:
             request = paginator.first(stream.name, {})
         assert request is not None
-        with self._errors(what, container=container):
-            pages = list_items(results_per_page=page_size).by_page(
-                continuation_token=request.params.get("continuation_token") or None
-            )
-        while request is not None:
+
+        def start(token: str | None) -> Any:
             with self._errors(what, container=container):
-                page = next(pages, None)
-                if page is None:
-                    return
-                items = list(page)
-            following = paginator.next(request, None, {"continuation_token": pages.continuation_token}, items)
+                pages = list_items(results_per_page=page_size).by_page(continuation_token=token)
+
+            def fetch() -> tuple[list[Any], str | None] | None:
+                with self._errors(what, container=container):
+                    page = next(pages, None)
+                    return None if page is None else (list(page), pages.continuation_token)
+
+            return fetch
+
+        saved = request.params.get("continuation_token") or None
+        for items, token in token_pages(stream.name, saved, start):
+            following = paginator.next(request, None, {"continuation_token": token}, items)
             yield items, following
+            if following is None:
+                return
             request = following
 
     def _containers(self, stream: AzureStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:

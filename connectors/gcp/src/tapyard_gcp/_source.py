@@ -26,6 +26,7 @@ from tapyard.files import (
     object_pages,
     object_record_pages,
     spooled,
+    token_pages,
 )
 
 from ._models import GcpConfig, GcpStream
@@ -218,16 +219,24 @@ class GcpSource(tapyard.Source):
         else:
             request = paginator.first(stream.name, {})
         assert request is not None
-        iterator = list_items(page_size=page_size, page_token=request.params.get("page_token") or None)
-        pages = iterator.pages
-        while request is not None:
-            with self._errors(what, bucket=bucket):
-                page = next(pages, None)
-                if page is None:
-                    return
-                items = list(page)
-            following = paginator.next(request, None, {"page_token": iterator.next_page_token}, items)
+
+        def start(token: str | None) -> Any:
+            iterator = list_items(page_size=page_size, page_token=token)
+            pages = iterator.pages
+
+            def fetch() -> tuple[list[Any], str | None] | None:
+                with self._errors(what, bucket=bucket):
+                    page = next(pages, None)
+                    return None if page is None else (list(page), iterator.next_page_token)
+
+            return fetch
+
+        saved = request.params.get("page_token") or None
+        for items, token in token_pages(stream.name, saved, start):
+            following = paginator.next(request, None, {"page_token": token}, items)
             yield items, following
+            if following is None:
+                return
             request = following
 
     def _buckets(self, stream: GcpStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
