@@ -20,7 +20,7 @@ PUBLIC = {
     "HTTPStatusError", "HttpEngine", "HttpPolicy", "LinkHeaderPaginator", "NextUrlPaginator",
     "NoConfig", "OffsetPaginator", "Page", "PageNumberPaginator", "PageRequest", "PageTokenPaginator",
     "Paginator", "PluginError", "RateLimiter", "ResponseError", "RestConnector", "RestStream",
-    "RetryAfterTooLongError", "RunContext", "SchemaError", "SinglePage", "Source", "StateError",
+    "ResumeRejectedError", "RetryAfterTooLongError", "RunContext", "SchemaError", "SinglePage", "Source", "StateError",
     "Stream", "StreamNotFoundError", "StreamResult", "StreamState", "SyncResult", "TapyardError",
     "TransportError", "__version__", "collect_auth_strategies", "collect_connectors",
     "collect_destinations", "collect_paginators", "columns_of", "get_connector",

@@ -49,7 +49,8 @@ def test_readme_first_command_in_a_terminal(tmp_path: Path) -> None:
     assert "Traceback" not in text and "object does not support" not in text
     assert SHOW_CURSOR in screen  # the cursor was shown again
     assert _counts(tmp_path / "sample.db") == dict.fromkeys(STREAMS, 1000)
-    assert re.search(r"customers\s+1,000\s+10\s+0\s+[\d.]+\s+ok", text), text  # the summary table
+    # the summary table: read, inserted, updated, deleted, dead letters, seconds, status
+    assert re.search(r"customers\s+1,000\s+1,000\s+0\s+0\s+0\s+[\d.]+\s+ok", text), text
 
 
 def test_the_progress_display_is_drawn_while_records_arrive(tmp_path: Path) -> None:

@@ -35,7 +35,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from tapyard._exceptions import ConfigError, PluginError, ResponseError
+from tapyard._exceptions import (
+    ConfigError,
+    HTTPStatusError,
+    PluginError,
+    ResponseError,
+    ResumeRejectedError,
+)
 from tapyard._model import (
     Connector,
     NoConfig,
@@ -55,6 +61,10 @@ if TYPE_CHECKING:
     from tapyard._http import HttpEngine
 
 __all__ = ["RestConnector", "RestSource", "RestStream", "SinglePage", "render"]
+
+#: Statuses with which a vendor refuses a saved page token or next link (expired,
+#: unknown, from a restarted service): the pass restarts from its cursor.
+_REJECTED_RESUME = frozenset({400, 404, 409, 410, 422})
 
 _PLACEHOLDER = re.compile(r"\{config\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -329,18 +339,28 @@ class RestSource(Source):
         from tapyard._paginators import dig
 
         paginator = self._paginator(stream)
-        if state.resume is not None and paginator.stable:
+        resumed = state.resume is not None and paginator.resume_survives_changes()
+        if resumed:
             request: PageRequest | None = state.resume
         else:
-            # An unstable paginator (offsets, page numbers) cannot trust a saved
-            # position: restart from the committed cursor; upserts absorb repeats.
+            # A position that may have moved (an offset, a page number, a record's
+            # id) is not trusted: read again from the cursor written so far
+            # (Stream.since); upserts absorb what is read twice.
             params = {**stream.params, **partition}
-            since = state.pending if stream.is_sorted and state.pending is not None else state.cursor
+            since = stream.since(state)
             if stream.cursor_param and since is not None:
                 params[stream.cursor_param] = since
             request = paginator.first(stream.path, params)
         while request is not None:
-            body, response = self.engine.get_json(request.url, params=request.params)
+            try:
+                body, response = self.engine.get_json(request.url, params=request.params)
+            except HTTPStatusError as exc:
+                if resumed and exc.status_code in _REJECTED_RESUME:
+                    raise ResumeRejectedError(
+                        f"the saved resume point of stream {stream.name!r} was refused ({exc})"
+                    ) from exc
+                raise
+            resumed = False
             records = body if stream.record_path is None else dig(body, stream.record_path)
             if records is None:
                 records = []

@@ -10,8 +10,15 @@ so a crash at any point leaves the records and the state in agreement.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextlib
+import datetime as dt
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,7 +27,15 @@ from tapyard._exceptions import DestinationError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
 
-__all__ = ["Batch", "Destination", "default_destination_url", "open_destination", "url_path"]
+__all__ = [
+    "Batch",
+    "Destination",
+    "FileLock",
+    "cursor_sort_key",
+    "default_destination_url",
+    "open_destination",
+    "url_path",
+]
 
 
 @dataclass(slots=True)
@@ -41,6 +56,24 @@ class Batch:
     #: the name the state is saved under: the stream's, or the stream's plus a partition
     state_name: str = ""
     items: list[BaseModel] | None = None
+    #: the pass these records belong to: stamped on their rows (``_tapyard_pass``)
+    pass_id: int | None = None
+    #: primary keys (as dicts) of records present at the source but not sent again
+    #: (unchanged): a complete listing stamps them with ``pass_id`` too
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    #: the pass may sweep: stamp every row it sees, changed or not
+    tracked: bool = False
+    #: when set, the pass ``sweep`` is complete: rows of the stream it did not stamp
+    #: are marked deleted (``_tapyard_deleted_at``), or removed when ``hard_delete``
+    sweep: int | None = None
+    hard_delete: bool = False
+    #: write the records whatever version the destination holds (a full refresh):
+    #: otherwise a row is never replaced by one whose cursor is older
+    replace: bool = False
+    #: filled by the destination's ``write``: rows inserted or changed (``None``
+    #: when it cannot tell, as for a log) and rows marked or removed by the sweep
+    changed: int | None = None
+    deleted: int = 0
 
     def __post_init__(self) -> None:
         if not self.state_name:
@@ -81,6 +114,16 @@ class Destination(abc.ABC):
         """How many records the destination holds for ``stream``, if it can tell."""
         return None
 
+    def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """Hold ``stream`` for one run: a second run writing the same stream of the
+        same destination waits up to ``timeout`` seconds, then fails with a
+        :class:`DestinationError` saying the destination is busy. The default
+        holds nothing (a destination that cannot be shared, such as stdout)."""
+        return contextlib.nullcontext()
+
+    #: whether the destination can mark or remove rows a complete pass did not see
+    supports_sweep: bool = False
+
     def close(self) -> None:  # noqa: B027 - most destinations have something to release
         """Release the destination; safe to call twice."""
 
@@ -102,18 +145,127 @@ def url_path(url: str, scheme: str) -> str:
     """The file path of ``scheme:///path`` (SQLAlchemy's rule: three slashes before a
     relative path, four before an absolute one) or of ``scheme:path``."""
     rest = url[len(scheme) + 1 :]
+    forms = f"use {scheme}:///relative/path or {scheme}:////absolute/path"
     if rest.startswith("///"):
         path = rest[3:]
     elif rest.startswith("//"):
+        raise DestinationError(f"{scheme} URLs take a file path, not a host: {forms}")
+    elif rest.startswith("/"):
+        # SQLAlchemy reads no such form; taking it as absolute wrote files at the root
+        name = rest.lstrip("/")
         raise DestinationError(
-            f"{scheme} URLs take a file path, not a host: use {scheme}:///relative/path "
-            f"or {scheme}:////absolute/path"
+            f"{scheme}:/{_shown(name)} is ambiguous: {scheme}:///{_shown(name)} is {_shown(name)} "
+            f"in the current folder, {scheme}:////{_shown(name)} is /{_shown(name)}"
         )
     else:
         path = rest
     if not path:
         raise DestinationError(f"{url!r} names no file; use {scheme}:///path")
     return path
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` bounded and with control characters escaped, to quote in a message."""
+    shown = text if len(text) <= limit else text[: limit - 3] + "..."
+    return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+
+
+def cursor_sort_key(value: Any) -> int | float | str | None:
+    """A value that orders cursor values as time (or number) orders them, for a
+    destination to compare versions of one record: timestamps (datetimes, dates,
+    ISO 8601 strings in any offset, with up to nine fractional digits) become
+    integer nanoseconds since 1970 UTC (naive ones taken as UTC), numbers stay
+    numbers, any other string stays itself. ``None`` for ``None``."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dt.datetime):
+        return _ns(value, 0)
+    if isinstance(value, dt.date):
+        return _ns(dt.datetime(value.year, value.month, value.day), 0)
+    if isinstance(value, Decimal):
+        return float(value)
+    text = value if isinstance(value, str) else str(value)
+    match = _ISO_FRACTION.match(text)
+    if match is None:
+        return text
+    head, digits, tail = match.group(1), match.group(2) or "", match.group(3)
+    try:
+        parsed = dt.datetime.fromisoformat(head + tail)
+    except ValueError:
+        return text
+    return _ns(parsed, int((digits + "000000000")[:9]) if digits else 0)
+
+
+#: date and time, an optional fraction of any length, then the offset
+_ISO_FRACTION = re.compile(r"^(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?)(?:[.,](\d+))?(.*)$")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _ns(moment: dt.datetime, nanos: int) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    whole = moment.replace(microsecond=0)
+    micros = nanos if nanos else moment.microsecond * 1000
+    delta = whole - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + micros
+
+
+class FileLock:
+    """An exclusive lock on a file beside the destination (``flock``): released by
+    the kernel when the process dies, however it dies, so a killed run never
+    leaves a lock behind. Two opens in one process exclude each other too."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds, or raise :class:`DestinationError`."""
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: nothing to hold
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DestinationError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    waited = f" after waiting {timeout:g}s" if timeout > 0 else ""
+                    raise DestinationError(
+                        f"{self.what} is busy: another run is writing it{waited}; "
+                        "run again when it ends (or wait longer with --wait SECONDS)"
+                    ) from None
+                time.sleep(0.05)
+            except OSError as exc:
+                os.close(fd)
+                raise DestinationError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the lock go; safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def held(self, timeout: float) -> Iterator[None]:
+        self.acquire(timeout)
+        try:
+            yield
+        finally:
+            self.release()
 
 
 def open_destination(url: str) -> Destination:

@@ -14,6 +14,7 @@ only as a short, redacted excerpt.
     ├── SchemaError                 a stream schema cannot be built or exported
     ├── DestinationError            the destination cannot be opened or written
     ├── StateError                  the saved sync state cannot be read
+    │   └── ResumeRejectedError     the vendor refused a saved resume point
     └── HTTPError                   talking to the vendor API failed
         ├── TransportError          connection refused/reset, timeouts (after retries)
         ├── HTTPStatusError         a non-retryable status, or retries exhausted
@@ -39,6 +40,7 @@ __all__ = [
     "HTTPStatusError",
     "PluginError",
     "ResponseError",
+    "ResumeRejectedError",
     "RetryAfterTooLongError",
     "SchemaError",
     "StateError",
@@ -78,6 +80,13 @@ class DestinationError(TapyardError):
 
 class StateError(TapyardError):
     """Saved sync state is unreadable or does not fit the stream. Safe."""
+
+
+class ResumeRejectedError(StateError):
+    """The vendor refused a saved resume point (an expired page token, one from a
+    restarted service). Raised by a source before it yields a page; the sync
+    engine then restarts that stream's pass from its committed cursor, with a
+    warning. Safe."""
 
 
 class HTTPError(TapyardError):

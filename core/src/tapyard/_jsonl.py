@@ -6,10 +6,19 @@ state. ``jsonl:///path`` appends to a file and keeps the state beside it in
 ``path.state.json``, together with the file's length after the last committed
 write. On open, anything past that length (the tail of a write that was
 killed) is cut off, so a resumed run neither loses nor repeats a line.
+
+The file is a log: every run appends the records it read, so a record
+updated at the source appears once per version, oldest first; a reader keeps
+the last line of each primary key. tapyard appends only to a file it created
+(the state file beside it says so) and refuses any other non-empty file
+rather than write into it. One run writes a file at a time (``path.lock``).
+Deletes found by a complete listing and ``--full-refresh``'s removal of
+stale rows apply to table destinations (SQLite), not to this log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -19,7 +28,7 @@ from typing import IO, Any
 
 import orjson
 
-from tapyard._destinations import Batch, Destination, url_path
+from tapyard._destinations import Batch, Destination, FileLock, url_path
 from tapyard._exceptions import DestinationError, StateError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column
@@ -54,6 +63,8 @@ class JSONLDestination(Destination):
         target = url_path(url, "jsonl")
         self._state: dict[str, dict[str, Any]] = {}
         self._fh: IO[bytes]
+        self._lock: FileLock | None = None
+        self._opened = True
         if target == "-":
             self.url = "jsonl:-"
             self.path: Path | None = None
@@ -62,6 +73,35 @@ class JSONLDestination(Destination):
         self.path = Path(target).expanduser()
         self.url = f"jsonl:///{self.path}"
         self.state_path = self.path.with_name(self.path.name + ".state.json")
+        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), f"{self.path}")
+        self._opened = False
+        if self.path.is_dir():
+            raise DestinationError(f"cannot use {self.path} as a JSON Lines file: it is a directory")
+        if not self.state_path.exists() and self.path.is_file() and self.path.stat().st_size > 0:
+            raise DestinationError(
+                f"{self.path} exists and tapyard did not write it (no {self.state_path.name} beside it); "
+                "choose another file, or move that one away"
+            )
+
+    def _open(self, timeout: float = 0.0) -> None:
+        """Take the file (one run at a time), read the state, and cut off the tail of
+        a write that was killed: only a holder of the lock may cut or append."""
+        if self._opened or self.path is None or self._lock is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot create the folder for {self.path}: {exc.strerror or exc}") from exc
+        self._lock.acquire(timeout)
+        try:
+            self._open_locked()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._opened = True
+
+    def _open_locked(self) -> None:
+        assert self.path is not None
         offset = 0
         if self.state_path.exists():
             try:
@@ -83,16 +123,28 @@ class JSONLDestination(Destination):
                 )
             if size > offset:
                 self._fh.truncate(offset)
+            if not self.state_path.exists():
+                # The mark that this file is tapyard's, before any line is written:
+                # a run killed before its first commit leaves a file we may append to.
+                atomic_write(self.state_path, orjson.dumps({"offset": 0, "states": {}}))
         except OSError as exc:
             raise DestinationError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """The whole file is one run's at a time (its lines and its state file are
+        shared by every stream): ``<file>.lock`` beside it, held until :meth:`close`."""
+        self._open(timeout)
+        return contextlib.nullcontext()
 
     def prepare(self, stream: Stream, columns: Sequence[Column]) -> None:
         """Nothing to create: lines carry their stream name."""
 
     def load_state(self, state_key: str) -> dict[str, StreamState]:
+        self._open()
         return {name: StreamState.from_json(data) for name, data in self._state.get(state_key, {}).items()}
 
     def write(self, state_key: str, batches: Sequence[Batch]) -> None:
+        self._open()
         lines: list[bytes] = []
         for batch in batches:
             prefix = b'{"stream":' + orjson.dumps(batch.stream)
@@ -124,5 +176,7 @@ class JSONLDestination(Destination):
             raise DestinationError(f"cannot write {self.url}: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
-        if self.path is not None and not self._fh.closed:
+        if self.path is not None and self._opened and not self._fh.closed:
             self._fh.close()
+        if self._lock is not None:
+            self._lock.release()

@@ -11,7 +11,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr
 
@@ -75,6 +75,11 @@ class Page:
     records: list[dict[str, Any]]
     resume: PageRequest | None = None
     cursor_limit: Any = None
+    #: primary keys (as ``{field: value}``) of records the source saw but does
+    #: not send again because they did not change: a stream with
+    #: ``deletes="listing"`` that filters unchanged records out of its complete
+    #: listing names them here, so that its pass does not take them for deleted
+    seen: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -91,23 +96,36 @@ class StreamState:
     cursor: Any = None
     resume: PageRequest | None = None
     pending: Any = None
+    #: the pass under way: its id (stamped on every row it writes, so that a
+    #: complete pass can find the rows it did not see), when it started (UTC,
+    #: ISO 8601) and whether it is a full refresh; ``None`` between passes
+    pass_id: int | None = None
+    started: str | None = None
+    refresh: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "cursor": self.cursor,
             "resume": self.resume.to_state() if self.resume else None,
             "pending": self.pending,
         }
+        if self.pass_id is not None:
+            data |= {"pass_id": self.pass_id, "started": self.started, "refresh": self.refresh}
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> StreamState:
         if not data:
             return cls()
         resume = data.get("resume")
+        pass_id = data.get("pass_id")
         return cls(
             cursor=data.get("cursor"),
             resume=PageRequest.from_state(resume) if resume else None,
             pending=data.get("pending"),
+            pass_id=int(pass_id) if pass_id is not None else None,
+            started=data.get("started"),
+            refresh=bool(data.get("refresh", False)),
         )
 
 
@@ -129,6 +147,19 @@ class Paginator(BaseModel, abc.ABC):
     #: The kind name connectors declare (``"cursor"``, ``"offset"``, ...).
     kind: ClassVar[str] = ""
     stable: ClassVar[bool] = True
+
+    def resume_survives_changes(self) -> bool:
+        """Whether a saved request still means the same position after the source
+        changed (records added, updated, deleted) between the interruption and the
+        resume. Default: :attr:`stable`.
+
+        A position that names a record (Stripe's ``starting_after=<id>``) does
+        not: when that record is updated, a listing in cursor order moves it to
+        the end, and resuming after it would skip everything in between. The sync
+        engine resumes such a read from the highest cursor written instead
+        (``Stream.is_sorted``) or from the committed cursor.
+        """
+        return self.stable
 
     def first(self, url: str, params: Mapping[str, Any]) -> PageRequest:
         """The request for the first page, given the stream's URL and parameters."""
@@ -271,7 +302,63 @@ class Stream(BaseModel):
     #: unique cursor values: an interrupted read may then restart after the
     #: highest cursor written instead of the committed one.
     is_sorted: bool = False
+    #: False when the listing is not in cursor order (object stores list by
+    #: key): a record changed behind the read position would then be missed,
+    #: so a pass commits no cursor later than the moment it started (less
+    #: ``cursor_lookback``), and its interrupted read is finished, not trusted.
+    ordered_by_cursor: bool = True
+    #: Seconds subtracted from the saved cursor before an incremental read asks
+    #: for records after it: for vendors whose cursor has a coarse resolution
+    #: (whole seconds) or whose filter is strict (``>``), so that records sharing
+    #: the boundary value are read again; upserts absorb the overlap.
+    cursor_lookback: float = 0.0
+    #: How records deleted at the source reach the destination: ``"vendor"``
+    #: (the vendor reports them: a soft-delete flag, delete events),
+    #: ``"listing"`` (every pass lists every record, so rows a complete pass did
+    #: not see are marked ``_tapyard_deleted_at``, or removed with
+    #: ``hard_delete``), or ``"none"`` (deletes never reach the destination).
+    deletes: Literal["vendor", "listing", "none"] = "none"
     description: str = ""
+
+    def since(self, state: StreamState) -> Any:
+        """The cursor value an incremental read of this stream asks for records after.
+
+        The committed cursor; for a sorted listing (``is_sorted``) whose
+        interrupted pass wrote records past it, the highest cursor written. Both
+        less ``cursor_lookback`` (in seconds for timestamps, in units for
+        numbers), so that records sharing the boundary value are read again.
+        ``None`` when there is nothing to ask after (read everything).
+        """
+        value = state.cursor
+        if self.is_sorted and self.ordered_by_cursor and state.pending is not None:
+            value = state.pending
+        if value is None or not self.cursor_lookback:
+            return value
+        return shift_cursor(value, -self.cursor_lookback)
+
+
+def shift_cursor(value: Any, seconds: float) -> Any:
+    """``value`` moved by ``seconds``: an ISO 8601 timestamp (written back in the same
+    style: a ``Z`` stays a ``Z``), a datetime, or a number. Anything else is
+    returned unchanged."""
+    import datetime as dt
+
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value + (int(seconds) if isinstance(value, int) and seconds == int(seconds) else seconds)
+    if isinstance(value, dt.datetime):
+        return value + dt.timedelta(seconds=seconds)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        moved = (parsed + dt.timedelta(seconds=seconds)).isoformat()
+        if value.endswith(("Z", "z")) and moved.endswith("+00:00"):
+            moved = moved[:-6] + "Z"
+        return moved
+    return value
 
 
 class Source(abc.ABC):

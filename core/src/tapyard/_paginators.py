@@ -31,6 +31,11 @@ What every stock paginator promises:
   CloudWatch Logs marks its end) and raises :class:`~tapyard.ResponseError`
   after a page with records: fetching it again would only repeat that page,
   and stopping there would end the stream silently, short of its records.
+- It says whether a saved position survives changes at the source
+  (:meth:`~tapyard.Paginator.resume_survives_changes`): offsets and page
+  numbers do not, nor does a ``cursor`` that is a record's id; the sync engine
+  then resumes from the cursor it committed, never from a position that may
+  have moved.
 - A cursor, token or next URL of the wrong JSON type (an object where a
   string was expected) raises :class:`~tapyard.ResponseError`.
 """
@@ -266,6 +271,12 @@ class CursorPaginator(Paginator):
     limit_param: _Name = "limit"
     page_size: _PageSize | None = None
     stop_on_empty: bool = True
+
+    def resume_survives_changes(self) -> bool:
+        """False with ``id_field`` cursors: the saved position names a record, which
+        moves when it is updated. A cursor the server hands out (``cursor_path``)
+        is the server's to keep valid; one it rejects restarts the read."""
+        return self.cursor_path is not None
 
     def first(self, url: str, params: Mapping[str, Any]) -> PageRequest:
         """The stream's request, with ``limit_param`` set when ``page_size`` is."""

@@ -22,9 +22,11 @@ writer's automatic checkpoint stays on as a backstop, at a much larger size.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import operator
+import re
 import sqlite3
 import threading
 import weakref
@@ -39,7 +41,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, create_engine
 
-from tapyard._destinations import Batch, Destination, url_path
+from tapyard._destinations import Batch, Destination, FileLock, cursor_sort_key, url_path
 from tapyard._exceptions import DestinationError, StateError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column
@@ -86,14 +88,9 @@ def _now() -> str:
 class _TableWriter:
     """The upsert statement of one stream's table and how to turn a row into its parameters."""
 
-    def __init__(self, table: str, columns: Sequence[Column], primary_key: Sequence[str]) -> None:
+    def __init__(self, table: str, columns: Sequence[Column], stream: Stream) -> None:
         names = [c.name for c in columns]
-        cols = ", ".join(quote(n) for n in names)
-        marks = ", ".join("?" for _ in names)
-        updates = ", ".join(f"{quote(n)}=excluded.{quote(n)}" for n in names if n not in primary_key)
-        conflict = ", ".join(quote(k) for k in primary_key)
-        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-        self.sql = f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) ON CONFLICT({conflict}) {action}"
+        self.versions = _Versions(table, names, stream, columns)
         self._names = names
         self._json = [i for i, c in enumerate(columns) if c.is_json]
         # validated records hold datetimes, dates, UUIDs, decimals...: SQLite stores their text
@@ -129,6 +126,134 @@ class _TableWriter:
         if not self._json and not self._text:
             return values
         return [_converted(list(value), self._json, self._text) for value in values]
+
+
+#: tapyard's own columns in a stream's table: a sort key of the record's cursor
+#: (to never replace a newer version with an older one), the pass that last saw
+#: the row, and when a complete listing found it gone (``deletes="listing"``)
+CURSOR_KEY = "_tapyard_cursor"
+PASS = "_tapyard_pass"
+DELETED_AT = "_tapyard_deleted_at"
+
+
+def _own_columns(stream: Stream) -> list[tuple[str, str]]:
+    """tapyard's columns in ``stream``'s table, with their SQL types (the cursor key
+    has none, so that integers stay integers and text stays text). The pass
+    column is added by the first pass that needs it (see :class:`_Versions`)."""
+    own = []
+    if stream.cursor_field:
+        own.append((CURSOR_KEY, ""))
+    if stream.deletes == "listing":
+        own.extend([(PASS, "INTEGER"), (DELETED_AT, "TEXT")])
+    return own
+
+
+class _Versions:
+    """The statements that keep one table's rows at their newest version.
+
+    The upsert updates a row only when the incoming version's cursor is not
+    older than the stored one (``_tapyard_cursor``, a sort key that orders
+    timestamps in any offset and precision as time does; see
+    :func:`~tapyard._destinations.cursor_sort_key`) and when some column
+    differs, so its row count is what was inserted or changed. A full refresh
+    (``Batch.replace``) drops the cursor condition. A pass that may sweep
+    (``Batch.tracked``) stamps every row it saw with its id (``_tapyard_pass``,
+    added to the table then), changed or not; the sweep then marks (or
+    deletes) the rows whose stamp is another pass's.
+    """
+
+    def __init__(self, table: str, names: Sequence[str], stream: Stream, columns: Sequence[Column]) -> None:
+        self.table = quote(table)
+        self.names = list(names)
+        self.cursor_attr: str | None = None
+        if stream.cursor_field:
+            column = {c.name: c for c in columns}.get(stream.cursor_field)
+            self.cursor_attr = (column.attribute or column.name) if column else stream.cursor_field
+        self.primary_key = list(stream.primary_key)
+        self._key_index = [self.names.index(k) for k in self.primary_key]
+        self.marks = stream.deletes == "listing"
+        self._has_pass = self.marks
+        self._sql: dict[tuple[bool, bool], str] = {}
+
+    def statement(self, tracked: bool, replace: bool) -> str:
+        """The upsert: with the pass column when ``tracked``, without the cursor
+        condition when ``replace``."""
+        found = self._sql.get((tracked, replace))
+        if found is not None:
+            return found
+        own = ([CURSOR_KEY] if self.cursor_attr else []) + ([PASS] if tracked else [])
+        every = [*self.names, *own]
+        insert = (
+            f"INSERT INTO {self.table} ({', '.join(quote(n) for n in every)}) "
+            f"VALUES ({', '.join('?' for _ in every)})"
+        )
+        conflict = f" ON CONFLICT({', '.join(quote(k) for k in self.primary_key)})"
+        data = [n for n in self.names if n not in self.primary_key]
+        if not data:
+            sql = insert + conflict + " DO NOTHING"
+        else:
+            sets = [f"{quote(n)}=excluded.{quote(n)}" for n in [*data, *own]]
+            differs = [f"{self.table}.{quote(n)} IS NOT excluded.{quote(n)}" for n in data]
+            if self.marks:
+                sets.append(f"{quote(DELETED_AT)}=NULL")
+                differs.append(f"{self.table}.{quote(DELETED_AT)} IS NOT NULL")
+            sql = f"{insert}{conflict} DO UPDATE SET {', '.join(sets)} WHERE ({' OR '.join(differs)})"
+            if self.cursor_attr and not replace:
+                key, table = quote(CURSOR_KEY), self.table
+                sql += f" AND (excluded.{key} IS NULL OR {table}.{key} IS NULL OR excluded.{key} >= {table}.{key})"
+        self._sql[(tracked, replace)] = sql
+        return sql
+
+    def write(
+        self, cursor: sqlite3.Cursor, batch: Batch, params: Callable[[Batch], list[Sequence[Any]]]
+    ) -> tuple[int, int]:
+        """Write ``batch``'s rows (and its sweep) through ``cursor``; returns how many
+        rows were inserted or changed and how many the sweep marked or removed."""
+        changed = deleted = 0
+        rows = params(batch) if batch.count else []
+        tracked = batch.tracked
+        if tracked:
+            if not self._has_pass:
+                existing = {row[1] for row in cursor.execute(f"PRAGMA table_info({self.table})")}
+                if PASS not in existing:
+                    cursor.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(PASS)} INTEGER")
+                self._has_pass = True
+            keys = [tuple(row.get(k) for k in self.primary_key) for row in batch.seen]
+            keys.extend(tuple(row[i] for i in self._key_index) for row in rows)
+            unmark = f", {quote(DELETED_AT)}=NULL" if self.marks else ""
+            where = " AND ".join(f"{quote(k)} = ?" for k in self.primary_key)
+            cursor.executemany(
+                f"UPDATE {self.table} SET {quote(PASS)}=?{unmark} WHERE {where}",
+                [(batch.pass_id, *key) for key in keys],
+            )
+        if rows:
+            own: list[tuple[Any, ...]] | None = None
+            if self.cursor_attr is not None:
+                attr = self.cursor_attr
+                if batch.items is not None:
+                    values = [getattr(item, attr, None) for item in batch.items]
+                else:
+                    values = [row.get(attr) for row in batch.rows]
+                own = [(cursor_sort_key(v), batch.pass_id) if tracked else (cursor_sort_key(v),) for v in values]
+            elif tracked:
+                own = [(batch.pass_id,)] * len(rows)
+            before = cursor.connection.total_changes
+            cursor.executemany(
+                self.statement(tracked, batch.replace),
+                rows if own is None else [(*r, *o) for r, o in zip(rows, own, strict=True)],
+            )
+            changed = cursor.connection.total_changes - before
+        if batch.sweep is not None:
+            if batch.hard_delete or not self.marks:
+                cursor.execute(f"DELETE FROM {self.table} WHERE {quote(PASS)} IS NOT ?", (batch.sweep,))
+            else:
+                cursor.execute(
+                    f"UPDATE {self.table} SET {quote(DELETED_AT)}=? WHERE {quote(PASS)} IS NOT ? "
+                    f"AND {quote(DELETED_AT)} IS NULL",
+                    (_now(), batch.sweep),
+                )
+            deleted = cursor.rowcount
+        return changed, deleted
 
 
 def _row_builder(
@@ -304,6 +429,7 @@ class SQLiteDestination(Destination):
                         + (" NOT NULL" if c.name in stream.primary_key else "")
                         for c in columns
                     ]
+                    defs.extend(f"{quote(name)} {kind}" for name, kind in _own_columns(stream))
                     defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in stream.primary_key)})")
                     conn.exec_driver_sql(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
                 else:
@@ -312,9 +438,12 @@ class SQLiteDestination(Destination):
                             conn.exec_driver_sql(
                                 f"ALTER TABLE {quote(table)} ADD COLUMN {quote(c.name)} {_SQL_TYPES[c.type]}"
                             )
+                    for name, kind in _own_columns(stream):
+                        if name not in existing:
+                            conn.exec_driver_sql(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {kind}")
         except SQLAlchemyError as exc:
             raise DestinationError(self._describe(exc)) from exc
-        self._writers[table] = _TableWriter(table, columns, stream.primary_key)
+        self._writers[table] = _TableWriter(table, columns, stream)
 
     def load_state(self, state_key: str) -> dict[str, StreamState]:
         try:
@@ -342,10 +471,11 @@ class SQLiteDestination(Destination):
                 raw = conn.connection.driver_connection
                 assert raw is not None
                 cursor = raw.cursor()
+                changes: list[tuple[Batch, int, int]] = []
                 for batch in batches:
                     writer = self._writers[batch.stream]
-                    if batch.count:
-                        cursor.executemany(writer.sql, writer.params(batch))
+                    changed, deleted = writer.versions.write(cursor, batch, writer.params)
+                    changes.append((batch, changed, deleted))
                     if batch.dead:
                         cursor.executemany(
                             "INSERT INTO _tapyard_dead_letters (state_key, stream, raw_sha256, raw, error, created_at) "
@@ -361,7 +491,23 @@ class SQLiteDestination(Destination):
                 cursor.close()
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise DestinationError(self._describe(exc)) from exc
+        for batch, changed, deleted in changes:
+            batch.changed, batch.deleted = changed, deleted
         self._checkpointer.nudge()
+
+    supports_sweep = True
+
+    def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """One run per stream of this database at a time: a lock file per stream in
+        ``<database>-locks/`` beside it, held with ``flock`` (see :class:`FileLock`)."""
+        folder = self.path.with_name(self.path.name + "-locks")
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "_", stream)[:60]
+        digest = hashlib.sha256(stream.encode()).hexdigest()[:12]
+        return FileLock(folder / f"{slug}-{digest}.lock", f"stream {stream!r} of {self.path}").held(timeout)
 
     def count(self, stream: str) -> int | None:
         try:

@@ -18,9 +18,11 @@ page read twice harmless.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import gc
 import json
+import logging
 import queue
 import threading
 import time
@@ -31,15 +33,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tapyard._destinations import Batch, Destination, default_destination_url, open_destination
-from tapyard._exceptions import PluginError, StreamNotFoundError, TapyardError
+from tapyard._destinations import (
+    Batch,
+    Destination,
+    cursor_sort_key,
+    default_destination_url,
+    open_destination,
+)
+from tapyard._exceptions import PluginError, ResumeRejectedError, StreamNotFoundError, TapyardError
 from tapyard._hints import missing_stream
-from tapyard._model import Connector, RunContext, Source, Stream, StreamState
+from tapyard._model import Connector, RunContext, Source, Stream, StreamState, shift_cursor
 from tapyard._paginators import DEFAULT_MAX_PAGES, PageGuard
 from tapyard._schema import PageValidator, columns_of
 from tapyard._signals import deferred_signals
 
 __all__ = ["StreamResult", "SyncResult", "select_streams", "sync"]
+
+log = logging.getLogger("tapyard.sync")
 
 ProgressCallback = Callable[[str, "StreamResult"], None]
 
@@ -49,12 +59,33 @@ class StreamResult:
     """What one stream did in a run."""
 
     name: str
+    #: records written (upserted, or appended to a log)
     records: int = 0
     pages: int = 0
     dead_letters: int = 0
     seconds: float = 0.0
     status: str = "pending"  # pending | running | ok | failed | cancelled
     error: str | None = None
+    #: of ``records``: rows new to the destination, and rows whose stored version
+    #: changed (``None`` when the destination cannot tell, as for a log); the
+    #: rest were already there as read
+    inserted: int | None = None
+    updated: int | None = None
+    #: rows a complete pass found gone from the source: marked
+    #: ``_tapyard_deleted_at``, or removed (``--hard-delete``, ``--full-refresh``)
+    deleted: int = 0
+    #: what the run noticed and worked around (a refused resume point, ...)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        """Records read from the source: written or dead-lettered."""
+        return self.records + self.dead_letters
+
+    @property
+    def unchanged(self) -> bool:
+        """True when the stream ended with nothing new, changed or deleted."""
+        return not self.inserted and not self.updated and not self.deleted and self.inserted is not None
 
 
 @dataclass
@@ -83,7 +114,10 @@ class SyncResult:
             "records": self.records,
             "seconds": round(self.seconds, 3),
             "http": dict(self.http),
-            "streams": [asdict(s) | {"seconds": round(s.seconds, 3)} for s in self.streams],
+            "dead_letters": sum(s.dead_letters for s in self.streams),
+            "streams": [
+                asdict(s) | {"seconds": round(s.seconds, 3), "read": s.read} for s in self.streams
+            ],
         }
 
 
@@ -104,18 +138,21 @@ def select_streams(
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
-def _cursor_key(value: Any) -> Any:
+def _cursor_key(value: Any) -> tuple[int, Any]:
     # ISO timestamps in different offsets or precisions do not sort as
-    # strings; compare them as datetimes and everything else as itself.
-    if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return (1, value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        return (0, parsed)
-    return (2, value)
+    # strings; compare them as instants and everything else as itself.
+    key = cursor_sort_key(value)
+    return (1, key) if isinstance(key, str) else (0, key)
+
+
+def _is_timestamp(value: Any) -> bool:
+    if isinstance(value, dt.date):
+        return True
+    return isinstance(value, str) and isinstance(cursor_sort_key(value), int)
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _max_cursor(current: Any, rows: Sequence[Mapping[str, Any]], field_name: str) -> Any:
@@ -173,7 +210,18 @@ class _Run:
         concurrency: int,
         progress: ProgressCallback | None,
         pm: Any,
+        hard_delete: bool = False,
+        lock_timeout: float = 0.0,
     ) -> None:
+        self.hard_delete = hard_delete
+        self.lock_timeout = lock_timeout
+        #: the id of every pass this run starts (a pass resumed from an earlier run keeps its own)
+        self.pass_id = time.time_ns()
+        #: the locks on the streams written, held until the run ends
+        self.locks = contextlib.ExitStack()
+        self.counts: dict[str, int | None] = {}
+        self.changed: dict[str, int | None] = {}
+        self.parts: dict[str, int] = {}
         self.connector = connector
         self.source = source
         self.destination = destination
@@ -194,10 +242,22 @@ class _Run:
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
             self.validators[stream.name] = PageValidator(model, stream.primary_key)
-            self.destination.prepare(stream, columns_of(model))
+        # One run per stream of a destination: taken before the table is touched
+        # and the state read, in one order so that two runs never wait on each other.
+        for stream in sorted(self.streams, key=lambda s: s.name):
+            self.locks.enter_context(self.destination.lock(stream.name, self.lock_timeout))
+        for stream in self.streams:
+            self.destination.prepare(stream, columns_of(self.validators[stream.name].model))
+            self.counts[stream.name] = self.destination.count(stream.name)
+            self.changed[stream.name] = 0
         if self.full_refresh:
             return {}
         return self.destination.load_state(self.state_key)
+
+    def warn(self, stream: str, message: str) -> None:
+        """Tell the user about something the run worked around: logged and kept in the result."""
+        log.warning("%s", message)
+        self.results[stream].warnings.append(message)
 
     def _put(self, item: Any) -> None:
         while True:
@@ -229,31 +289,60 @@ class _Run:
         started = time.monotonic()
         validator = self.validators[stream.name]
         cursor_field = stream.cursor_field
+        if state.pass_id is None:
+            # A new pass: every row it writes carries its id, so that its end can
+            # tell the rows it saw from the rows it did not.
+            state = dataclasses.replace(
+                state, pass_id=self.pass_id, started=_utc_now(), refresh=self.full_refresh
+            )
         pending = state.pending
         limit = None
+        refresh = state.refresh
+        tracked = refresh or stream.deletes == "listing"
         hook = self.pm.hook.tapyard_map_records
         guard = PageGuard(stream.name, self.max_pages)
         try:
-            for page in self.source.read(stream, state, partition):
-                if self.stop.is_set():
-                    raise _Cancelled
-                if page.cursor_limit is not None:
-                    limit = page.cursor_limit
-                guard.check(page)
-                records = hook(connector=self.connector, stream=stream, records=page.records)
-                if records is None:
-                    records = page.records
-                items, dead = validator.validate(records)
-                if cursor_field:
-                    pending = _max_cursor(pending, records, cursor_field)
-                new_state = StreamState(cursor=state.cursor, resume=page.resume, pending=pending)
-                sink(Batch(stream.name, dead=dead, state=new_state, state_name=name, items=items))
-            cursor = state.cursor
+            while True:
+                read_any = False
+                guard = PageGuard(stream.name, self.max_pages)
+                try:
+                    for page in self.source.read(stream, state, partition):
+                        read_any = True
+                        if self.stop.is_set():
+                            raise _Cancelled
+                        if page.cursor_limit is not None:
+                            limit = page.cursor_limit
+                        guard.check(page)
+                        records = hook(connector=self.connector, stream=stream, records=page.records)
+                        if records is None:
+                            records = page.records
+                        items, dead = validator.validate(records)
+                        if cursor_field:
+                            pending = _max_cursor(pending, records, cursor_field)
+                        new_state = dataclasses.replace(state, resume=page.resume, pending=pending)
+                        batch = Batch(stream.name, dead=dead, state=new_state, state_name=name, items=items)
+                        batch.pass_id, batch.tracked, batch.replace = state.pass_id, tracked, refresh
+                        batch.seen = list(page.seen)
+                        sink(batch)
+                except ResumeRejectedError as exc:
+                    if read_any or state.resume is None:
+                        raise
+                    self.warn(stream.name, f"{exc}; reading stream {stream.name!r} again from its committed cursor")
+                    state = dataclasses.replace(state, resume=None)
+                    continue
+                break
             if pending is not None and limit is not None and _cursor_key(limit) < _cursor_key(pending):
                 pending = limit  # the source may have missed records changed after it began
-            if pending is not None:
-                cursor = _max_cursor(cursor, [{"c": pending}], "c")
-            sink(Batch(stream.name, state=StreamState(cursor=cursor), pages=0, state_name=name))
+            final = Batch(
+                stream.name,
+                state=StreamState(cursor=self._final_cursor(stream, state, pending)),
+                pages=0,
+                state_name=name,
+            )
+            final.pass_id, final.tracked = state.pass_id, tracked
+            if tracked and self._may_sweep(stream):
+                final.sweep, final.hard_delete = state.pass_id, self.hard_delete or refresh
+            sink(final)
             sink((_DONE, stream.name, None))
         except _Cancelled:
             result.status = "cancelled"
@@ -268,6 +357,45 @@ class _Run:
                 result.status = "cancelled"
         finally:
             result.seconds = max(result.seconds, time.monotonic() - started)
+
+    def _final_cursor(self, stream: Stream, state: StreamState, pending: Any) -> Any:
+        """The cursor a pass that ended commits: the highest written, never one
+        that passes a record the pass may have missed.
+
+        A listing in cursor order that was read to its end has written every
+        record up to the highest cursor it saw. A listing in another order (keys)
+        may have missed a record changed behind its read position while it ran,
+        or while it was interrupted: that record's cursor is later than the
+        moment the pass started, so the pass commits no later than that (less
+        the stream's lookback, for clocks that disagree), and the next pass reads
+        it. A cursor that is not a timestamp cannot be capped so: it stays.
+        """
+        cursor = state.cursor
+        if pending is not None:
+            cursor = _max_cursor(cursor, [{"c": pending}], "c")
+        if stream.ordered_by_cursor or cursor is None or cursor == state.cursor:
+            return cursor
+        if not _is_timestamp(cursor) or state.started is None:
+            return state.cursor
+        ceiling = shift_cursor(state.started, -stream.cursor_lookback)
+        if _cursor_key(cursor) <= _cursor_key(ceiling):
+            return cursor
+        if isinstance(cursor, dt.datetime):
+            ceiling = dt.datetime.fromisoformat(ceiling)
+        return _max_cursor(state.cursor, [{"c": ceiling}], "c")
+
+    def _may_sweep(self, stream: Stream) -> bool:
+        """Whether the end of one partition's pass is the end of the whole stream's
+        pass: only for a stream read in one partition (rows of a partitioned
+        stream do not say which partition they came from)."""
+        if self.parts.get(stream.name, 1) == 1:
+            return True
+        self.warn(
+            stream.name,
+            f"stream {stream.name!r} is read in {self.parts[stream.name]} partitions: "
+            "rows gone from the source are not detected",
+        )
+        return False
 
     def _gather(self, unfinished: int) -> list[Any]:
         """Wait for the next item, then take what follows it for up to
@@ -306,6 +434,13 @@ class _Run:
                     result.records += batch.count
                     result.dead_letters += len(batch.dead)
                     result.pages += batch.pages
+                    changed = self.changed.get(batch.stream)
+                    if changed is not None and batch.count:
+                        self.changed[batch.stream] = None if batch.changed is None else changed + batch.changed
+                    if batch.deleted:
+                        result.deleted += batch.deleted
+                        if batch.hard_delete or not self._marks(batch.stream):
+                            self.counts[batch.stream] = (self.counts.get(batch.stream) or 0) - batch.deleted
                     if self.progress:
                         self.progress("page", result)
         finished = 0
@@ -320,9 +455,24 @@ class _Run:
                 if remaining[item[1]] == 0:
                     if result.status != "failed":
                         result.status = "ok"
+                    self._count(item[1])
                     if self.progress:
                         self.progress("done", result)
         return finished
+
+    def _marks(self, stream: str) -> bool:
+        return any(s.name == stream and s.deletes == "listing" for s in self.streams)
+
+    def _count(self, stream: str) -> None:
+        """Split what a finished stream wrote into rows inserted and rows updated:
+        the table's growth (plus what was removed) is what was inserted."""
+        result = self.results[stream]
+        before, changed = self.counts.get(stream), self.changed.get(stream)
+        after = self.destination.count(stream) if before is not None and changed is not None else None
+        if before is None or changed is None or after is None:
+            return
+        result.inserted = max(0, min(changed, after - before))
+        result.updated = changed - result.inserted
 
     def run(self, states: Mapping[str, StreamState]) -> None:
         work = [
@@ -333,6 +483,7 @@ class _Run:
         remaining = {s.name: 0 for s in self.streams}
         for stream, _, _ in work:
             remaining[stream.name] += 1
+        self.parts = dict(remaining)
         try:
             if self.concurrency == 1:
                 self._run_inline(work, states, remaining)
@@ -423,6 +574,8 @@ def sync(
     progress: ProgressCallback | None = None,
     rate_limit: Mapping[str, Any] | None = None,
     max_pages: int | None = DEFAULT_MAX_PAGES,
+    hard_delete: bool = False,
+    wait: float = 0.0,
 ) -> SyncResult:
     """Sync ``connector`` into a destination and return what happened.
 
@@ -432,8 +585,15 @@ def sync(
         ``jsonl:-``) or an open :class:`Destination`; default: ``tapyard.db`` in
         the data directory.
     :param streams: stream names to sync (default: all).
-    :param full_refresh: ignore saved state and read everything again (rows are
-        upserted, so rows deleted at the source stay).
+    :param full_refresh: ignore saved state and read everything again; when the
+        pass ends, rows it did not see are removed in the transaction that
+        commits its state (a reader sees every row throughout, old or new
+        version, never a half-empty table). Interrupted, it resumes as a full
+        refresh.
+    :param hard_delete: remove the rows a complete listing found gone instead of
+        marking them ``_tapyard_deleted_at`` (streams with ``deletes="listing"``).
+    :param wait: seconds to wait for another run writing the same stream of the
+        same destination to end, before failing with "busy".
     :param state_key: the name under which stream state is saved (default: the connector name).
     :param concurrency: how many streams (or partitions) are read at once.
     :param http: overrides of :class:`tapyard.HttpPolicy` fields.
@@ -483,14 +643,17 @@ def sync(
                 concurrency,
                 progress,
                 pm,
+                hard_delete=hard_delete,
+                lock_timeout=wait,
             )
             run.max_pages = max_pages
-            states = run.prepare()
-            result.streams = list(run.results.values())
-            try:
-                run.run(states)
-            finally:
-                result.http = dict(source.http_stats)
+            with run.locks:
+                states = run.prepare()
+                result.streams = list(run.results.values())
+                try:
+                    run.run(states)
+                finally:
+                    result.http = dict(source.http_stats)
     finally:
         if owns_destination:
             destination.close()

@@ -241,6 +241,8 @@ connector = RestConnector(
             primary_key=("id",),
             cursor_field="updated_at",
             cursor_param="updated_after",
+            is_sorted=True,
+            deletes="vendor",
             paginator={
                 "kind": "cursor",
                 "cursor_param": "starting_after",
@@ -256,6 +258,7 @@ connector = RestConnector(
             cursor_field="updated_at",
             cursor_param="updated_after",
             is_sorted=True,
+            deletes="vendor",
             paginator={"kind": "offset", "page_size": "{config.page_size}", "total_path": "total"},
         ),
         RestStream(

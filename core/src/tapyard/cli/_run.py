@@ -87,6 +87,7 @@ def discover(
                     "name": stream.name,
                     "primary_key": list(stream.primary_key),
                     "cursor_field": stream.cursor_field,
+                    "deletes": stream.deletes,
                     "description": stream.description,
                     "json_schema": schema,
                 }
@@ -96,11 +97,21 @@ def discover(
         return
     from rich.table import Table
 
-    table = Table("stream", "primary key", "cursor", "fields", box=None, pad_edge=False)
+    table = Table("stream", "primary key", "cursor", "deletes", "fields", box=None, pad_edge=False)
     for s in streams:
         fields = ", ".join(s["json_schema"].get("properties", {}))
-        table.add_row(s["name"], ", ".join(s["primary_key"]), s["cursor_field"] or "-", fields)
+        table.add_row(
+            s["name"], ", ".join(s["primary_key"]), s["cursor_field"] or "-", _DELETES[s["deletes"]], fields
+        )
     console.print(table)
+
+
+#: How ``discover`` says a stream's deletes reach the destination.
+_DELETES = {
+    "vendor": "reported by the vendor",
+    "listing": "detected by a full listing",
+    "none": "not supported",
+}
 
 
 def check(
@@ -177,7 +188,7 @@ def sync(
     to: str | None = typer.Option(
         None, "--to", metavar="URL", help="Destination URL: sqlite:///file.db (default: tapyard.db in the data directory), jsonl:///file, jsonl:-"
     ),
-    full_refresh: bool = typer.Option(False, "--full-refresh", help="Ignore saved state and read everything again."),
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Ignore saved state and read everything again; rows the pass did not see are removed when it ends."),
     concurrency: int = typer.Option(4, "--concurrency", metavar="N", min=1, max=64, help="Streams read at once."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
     creds: str | None = typer.Option(None, "--creds", metavar="NAME", help=CREDS_HELP),
@@ -189,6 +200,15 @@ def sync(
     max_pages: int = typer.Option(
         100_000, "--max-pages", metavar="N", min=1,
         help="Most pages one stream (or partition) may read before the sync stops it.",
+    ),
+    hard_delete: bool = typer.Option(
+        False, "--hard-delete", help="Remove rows a complete listing found gone, instead of marking them _tapyard_deleted_at."
+    ),
+    wait: float = typer.Option(
+        0.0, "--wait", metavar="SECONDS", min=0, help="Wait this long for another run writing the same streams to end (default: fail at once)."
+    ),
+    fail_on_dead_letters: bool = typer.Option(
+        False, "--fail-on-dead-letters", help="Exit non-zero when any record went to the dead letters."
     ),
 ) -> None:
     """Sync a connector's streams into a destination."""
@@ -219,6 +239,8 @@ def sync(
                     credentials=credentials,
                     rate_limit=limits,
                     max_pages=max_pages,
+                    hard_delete=hard_delete,
+                    wait=wait,
                 )
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or SIGHUP (see tapyard.cli.main): the engine has rolled
@@ -242,6 +264,12 @@ def sync(
         first = failed[0]
         more = f" (and {len(failed) - 1} more streams)" if len(failed) > 1 else ""
         raise TapyardError(f"stream {first.name!r} {first.status}: {first.error or 'cancelled'}{more}")
+    dead = sum(s.dead_letters for s in result.streams)
+    if fail_on_dead_letters and dead:
+        raise TapyardError(
+            f"{dead:,} records went to the dead letters (--fail-on-dead-letters); "
+            "the rest is committed: see the _tapyard_dead_letters table"
+        )
 
 
 def _redact(text: str) -> str:
@@ -251,25 +279,52 @@ def _redact(text: str) -> str:
 
 
 def _summary(result: SyncResult) -> None:
+    """Per stream: what was read, what it did to the destination (inserted,
+    updated, deleted or marked deleted), what went to the dead letters; a line
+    that says so when nothing changed, and one that flags dead letters."""
+    from rich.markup import escape
     from rich.table import Table
 
     http = result.http
     table = Table(
-        "stream", "records", "pages", "dead letters", "seconds", "status",
+        "stream", "read", "inserted", "updated", "deleted", "dead letters", "seconds", "status",
         box=None, pad_edge=False, title=f"{result.connector} -> {result.destination}", title_justify="left",
     )
+
+    def known(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
     for s in result.streams:
-        table.add_row(s.name, f"{s.records:,}", f"{s.pages:,}", f"{s.dead_letters:,}", f"{s.seconds:.2f}", s.status)
+        status = s.status
+        if s.status == "ok" and s.unchanged and not s.dead_letters:
+            status = "ok, unchanged"
+        dead = f"[bold red]{s.dead_letters:,}[/]" if s.dead_letters else "0"
+        table.add_row(
+            s.name, f"{s.read:,}", known(s.inserted), known(s.updated), f"{s.deleted:,}", dead,
+            f"{s.seconds:.2f}", status,
+        )
     out = err_console if result.destination == "jsonl:-" else console
     out.print(table)
     requests = http.get("requests", 0)
     reached = f" ({requests / result.seconds:,.1f}/s)" if result.seconds > 0 and requests else ""
+    for s in result.streams:
+        for warning in s.warnings:
+            out.print(f"[yellow]warning:[/] {escape(warning)}")
     out.print(
         f"{result.records:,} records in {result.seconds:.2f}s; "
         f"{requests:,} requests{reached}, {http.get('retries', 0):,} retries, "
         f"{http.get('throttled', 0):,} throttled (429), "
         f"{http.get('wait_ms', 0) / 1000:.2f}s waiting for the rate limit and retries"
     )
+    if result.ok and result.streams and all(s.unchanged and not s.dead_letters for s in result.streams):
+        out.print("nothing changed: the destination already held every record as read")
+    dead_letters = sum(s.dead_letters for s in result.streams)
+    if dead_letters:
+        streams = ", ".join(s.name for s in result.streams if s.dead_letters)
+        out.print(
+            f"[bold red]{dead_letters:,} records went to the dead letters[/] ({escape(streams)}); "
+            "see the _tapyard_dead_letters table"
+        )
 
 
 def register(app: typer.Typer) -> None:
