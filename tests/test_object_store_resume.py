@@ -171,9 +171,10 @@ class Source:
     """What the store holds, as the test made it: key -> version."""
 
     def __init__(self, store: Store, endpoint: str, bucket: str) -> None:
-        self.store, self.bucket = store, bucket
+        self.store, self.endpoint, self.bucket = store, endpoint, bucket
         self.handle = store.client(endpoint, bucket)
         self.versions: dict[str, int] = {}
+        self.deleted: set[str] = set()
 
     def put(self, key: str, version: int) -> None:
         self.store.put(self.handle, key, body(key, version))
@@ -182,13 +183,14 @@ class Source:
     def delete(self, key: str) -> None:
         self.store.delete(self.handle, key)
         del self.versions[key]
+        self.deleted.add(key)
 
 
-def sync(store: Store, endpoint: str, bucket: str, db: Path, **extra: Any) -> tapyard.SyncResult:
-    config = {**store.config(endpoint, bucket), "prefix": "in/", "page_size": 2, "records_page_size": 1, **extra}
+def sync(store: Store, endpoint: str, bucket: str, db: Path, *, full_refresh: bool = False) -> tapyard.SyncResult:
+    config = {**store.config(endpoint, bucket), "prefix": "in/", "page_size": 2, "records_page_size": 1}
     return tapyard.sync(
         store.connector, config, to=f"sqlite:///{db}", streams=[store.objects, store.records],
-        credentials=store.credentials(endpoint), concurrency=1,
+        credentials=store.credentials(endpoint), concurrency=1, full_refresh=full_refresh,
     )
 
 
@@ -220,27 +222,46 @@ def saved_positions(db: Path, store: Store) -> dict[str, Any]:
             for name in (store.objects, store.records)}
 
 
-def compare(db: Path, store: Store, source: Source) -> dict[str, list[Any]]:
-    """lost, stale, extra: of the objects stream and of the rows stream."""
+def compare(db: Path, store: Store, source: Source) -> dict[str, Any]:
+    """lost, stale, extra (live in the destination, gone from the source): of the
+    object stream and of the rows stream; and the objects marked deleted."""
     with sqlite3.connect(db) as conn:
-        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({store.objects})")]
-        live = " WHERE _tapyard_deleted_at IS NULL" if "_tapyard_deleted_at" in columns else ""
-        objects = dict(conn.execute(f"SELECT {store.key_column}, size FROM {store.objects}{live}").fetchall())
-        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({store.records})")]
-        live = " WHERE _tapyard_deleted_at IS NULL" if "_tapyard_deleted_at" in columns else ""
+        objects = dict(conn.execute(
+            f"SELECT {store.key_column}, size FROM {store.objects} WHERE _tapyard_deleted_at IS NULL").fetchall())
+        marked = {k for (k,) in conn.execute(
+            f"SELECT {store.key_column} FROM {store.objects} WHERE _tapyard_deleted_at IS NOT NULL").fetchall()}
         rows = {(k, n): json.loads(d) for k, n, d in conn.execute(
-            f"SELECT source_key, source_line, data FROM {store.records}{live}").fetchall()}
+            f"SELECT source_key, source_line, data FROM {store.records}").fetchall()}
     expected_objects = {k: len(body(k, v)) for k, v in source.versions.items()}
     expected_rows = {(k, n): {"key": k, "line": n, "version": v, "pad": "x" * v}
                      for k, v in source.versions.items() for n in (1, 2)}
-    return {
-        "lost": sorted(k for k in expected_objects if k not in objects)
-        + sorted(k for k in expected_rows if k not in rows),
-        "stale": sorted(k for k in expected_objects if k in objects and objects[k] != expected_objects[k])
-        + sorted(k for k in expected_rows if k in rows and rows[k] != expected_rows[k]),
-        "extra": sorted(k for k in objects if k not in expected_objects)
-        + sorted(k for k in rows if k not in expected_rows),
-    }
+
+    def outcome(found: dict[Any, Any], expected: dict[Any, Any]) -> dict[str, list[Any]]:
+        return {
+            "lost": sorted(k for k in expected if k not in found),
+            "stale": sorted(k for k in expected if k in found and found[k] != expected[k]),
+            "extra": sorted(k for k in found if k not in expected),
+        }
+
+    return {"objects": outcome(objects, expected_objects), "rows": outcome(rows, expected_rows), "marked": marked}
+
+
+CLEAN = {"lost": [], "stale": [], "extra": []}
+
+
+def check_deletes_as_declared(db: Path, store: Store, source: Source) -> None:
+    """Objects: nothing lost, stale or extra; every deleted one still in the table is marked
+    (``deletes="listing"``). Rows: nothing lost or stale; the rows of deleted objects stay
+    (``deletes="none"``) until a full refresh, which removes them."""
+    found = compare(db, store, source)
+    assert found["objects"] == CLEAN, found
+    assert found["marked"] <= source.deleted and found["marked"], found
+    assert found["rows"]["lost"] == [] and found["rows"]["stale"] == [], found
+    assert {k for k, _ in found["rows"]["extra"]} <= source.deleted, found
+    refreshed = sync(store, source.endpoint, source.bucket, db, full_refresh=True)
+    assert refreshed.ok, [(s.name, s.error) for s in refreshed.streams]
+    found = compare(db, store, source)
+    assert found["objects"] == CLEAN and found["rows"] == CLEAN, found
 
 
 def seeded(store: Store, endpoint: str) -> Source:
@@ -279,8 +300,7 @@ def test_killed_then_moved_then_resumed_loses_nothing(store: tuple[Store, str], 
     assert resumed.ok, [(s.name, s.error) for s in resumed.streams]
     again = sync(chosen, endpoint, source.bucket, db)
     assert again.ok, [(s.name, s.error) for s in again.streams]
-    outcome = compare(db, chosen, source)
-    assert outcome["lost"] == [] and outcome["stale"] == [], outcome
+    check_deletes_as_declared(db, chosen, source)
 
 
 def test_resume_after_the_store_restarted(tmp_path: Path) -> None:
@@ -304,7 +324,7 @@ def test_resume_after_the_store_restarted(tmp_path: Path) -> None:
             resumed = sync(chosen, endpoint, source.bucket, db)
             assert resumed.ok, (name, [(s.name, s.error) for s in resumed.streams])
             outcome = compare(db, chosen, again)
-            assert outcome == {"lost": [], "stale": [], "extra": []}, (name, outcome)
+            assert outcome["objects"] == CLEAN and outcome["rows"] == CLEAN, (name, outcome)
 
 
 def test_a_refused_continuation_token_restarts_the_listing(
@@ -357,7 +377,8 @@ def test_a_refused_continuation_token_restarts_the_listing(
         assert resumed.ok, [(s.name, s.error) for s in resumed.streams]
         assert refused
         assert any("refused the saved listing position" in r.getMessage() for r in caplog.records)
-        assert compare(db, chosen, source) == {"lost": [], "stale": [], "extra": []}
+        found = compare(db, chosen, source)
+        assert found["objects"] == CLEAN and found["rows"] == CLEAN, found
 
 
 # -- SIGKILL of the CLI, several times, the store moving between runs ---------------------
@@ -427,8 +448,7 @@ def test_sigkill_of_the_cli_with_the_store_moving(name: str, tmp_path: Path) -> 
         for _ in range(2):
             finished = subprocess.run(command, capture_output=True, timeout=300)
             assert finished.returncode == 0, finished.stderr.decode()[-2000:]
-        outcome = compare(db, chosen, source)
-        assert outcome["lost"] == [] and outcome["stale"] == [], outcome
+        check_deletes_as_declared(db, chosen, source)
 
 
 # -- the listing pass alone, on an in-memory store: a change behind the position mid-pass ----

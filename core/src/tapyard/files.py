@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -389,6 +389,8 @@ class ListingPass:
     ``done``: for the first page of a resumed pass, how far into one object the
     interrupted run had read: ``(key, stamp, rows)``, valid while the object
     still has that modification time.
+    ``unchanged``: the objects of the page older than the cursor, not given
+    again (a stream that detects deletes names them as seen).
     """
 
     objects: list[StoredObject]
@@ -396,6 +398,7 @@ class ListingPass:
     resume: Any
     cursor_limit: str
     done: tuple[str, str, int] | None = None
+    unchanged: list[StoredObject] = field(default_factory=list)
 
 
 def refused_resume(name: str, error: Exception) -> bool:
@@ -501,6 +504,7 @@ def listing_pass(
             since = clock.before(sent)
         limit = since.isoformat()
         objects: list[StoredObject] = []
+        unchanged: list[StoredObject] = []
         rewind: list[Any] = []
         previous = after
         here = {"token": token, "since": limit}
@@ -512,24 +516,35 @@ def listing_pass(
             if cursor is None or obj.last_modified >= cursor:
                 objects.append(obj)
                 rewind.append(PageRequest(url=name, params={**here, "after": previous}))
+            else:
+                unchanged.append(obj)
             previous = obj.key
         following = (
             PageRequest(url=name, params={"token": page.token, "after": previous, "since": limit})
             if page.token else None
         )
-        yield ListingPass(objects, rewind, following, limit, done)
+        yield ListingPass(objects, rewind, following, limit, done, unchanged)
         done = None
         if page.token is None:
             return
         token, after, skip_to = page.token, previous, None
 
 
-def object_pages(parts: Iterator[ListingPass], record: Callable[[StoredObject], dict[str, Any]]) -> Iterator[Any]:
-    """The pages of an object stream (one record per object, made by ``record``) from a pass."""
+def object_pages(
+    parts: Iterator[ListingPass], record: Callable[[StoredObject], dict[str, Any]], seen: Sequence[str] = ()
+) -> Iterator[Any]:
+    """The pages of an object stream (one record per object, made by ``record``) from a pass.
+
+    ``seen``: the primary key's fields, for a stream that detects deletes by
+    its listing (``deletes="listing"``): each page then names the objects it
+    listed but did not send again (unchanged), so that the end of the pass
+    takes for deleted only the rows of objects no longer listed.
+    """
     from tapyard import Page
 
     for part in parts:
-        yield Page([record(o) for o in part.objects], resume=part.resume, cursor_limit=part.cursor_limit)
+        keys = [{f: row[f] for f in seen} for row in map(record, part.unchanged)] if seen else []
+        yield Page([record(o) for o in part.objects], resume=part.resume, cursor_limit=part.cursor_limit, seen=keys)
 
 
 def spooled(fill: Callable[[IO[bytes]], None], max_size: int = 16 << 20) -> IO[bytes]:

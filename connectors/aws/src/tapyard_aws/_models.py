@@ -112,16 +112,19 @@ def build_streams(config: AwsConfig, paginator: tapyard.Paginator) -> list[tapya
     dynamodb_items needs tables; the others are always there."""
     streams: list[tapyard.Stream] = [
         AwsStream(name="s3_buckets", schema_model=Bucket, primary_key=("name",), service="s3",
-                  operation="list_buckets", paginator=paginator, description="S3 buckets of the account."),
+                  operation="list_buckets", paginator=paginator, deletes="listing",
+                  description="S3 buckets of the account."),
     ]
     if config.bucket:
         streams += [
             AwsStream(name="s3_objects", schema_model=S3Object, primary_key=("bucket", "key"),
                       cursor_field="last_modified", service="s3", operation="list_objects_v2",
+                      ordered_by_cursor=False, deletes="listing",
                       paginator=paginator, description="Objects under the prefix."),
             AwsStream(name="s3_records", schema_model=record_model("S3Record", config.record_schema),
                       primary_key=("source_key", "source_line"), cursor_field="source_last_modified",
                       service="s3", operation="list_objects_v2", paginator=paginator,
+                      ordered_by_cursor=False, deletes="none",
                       description="Rows of the CSV, JSON Lines and Parquet objects under the prefix."),
         ]
     if config.dynamodb_tables:

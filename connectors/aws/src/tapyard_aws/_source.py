@@ -364,7 +364,7 @@ class AwsSource(tapyard.Source):
                 "storage_class": o.item.get("StorageClass"),
             }
 
-        return object_pages(self._listing(stream, state), record)
+        return object_pages(self._listing(stream, state), record, seen=stream.primary_key)
 
     def _download(self, bucket: str, key: str) -> IO[bytes]:
         def fill(spool: IO[bytes]) -> None:

@@ -78,15 +78,16 @@ def build_streams(config: AzureConfig, paginator: tapyard.Paginator) -> list[tap
     """The streams this configuration enables: the blob streams need a container."""
     streams: list[tapyard.Stream] = [
         AzureStream(name="containers", schema_model=Container, primary_key=("name",), paginator=paginator,
-                    description="Containers of the storage account."),
+                    deletes="listing", description="Containers of the storage account."),
     ]
     if config.container:
         streams += [
             AzureStream(name="blobs", schema_model=Blob, primary_key=("container", "name"),
-                        cursor_field="last_modified", paginator=paginator, description="Blobs under the prefix."),
+                        cursor_field="last_modified", paginator=paginator, ordered_by_cursor=False,
+                        deletes="listing", description="Blobs under the prefix."),
             AzureStream(name="blob_records", schema_model=record_model("BlobRecord", config.record_schema),
                         primary_key=("source_key", "source_line"), cursor_field="source_last_modified",
-                        paginator=paginator,
+                        paginator=paginator, ordered_by_cursor=False, deletes="none",
                         description="Rows of the CSV, JSON Lines and Parquet blobs under the prefix."),
         ]
     return streams

@@ -284,7 +284,7 @@ class AzureSource(tapyard.Source):
                 "access_tier": str(b.blob_tier) if b.blob_tier else None,
             }
 
-        return object_pages(self._listing(stream, state), record)
+        return object_pages(self._listing(stream, state), record, seen=stream.primary_key)
 
     def _download(self, container: str, name: str) -> IO[bytes]:
         def fill(spool: IO[bytes]) -> None:

@@ -78,15 +78,16 @@ def build_streams(config: GcpConfig, paginator: tapyard.Paginator) -> list[tapya
     """The streams this configuration enables: the object streams need a bucket."""
     streams: list[tapyard.Stream] = [
         GcpStream(name="buckets", schema_model=Bucket, primary_key=("name",), paginator=paginator,
-                  description="Buckets of the project."),
+                  deletes="listing", description="Buckets of the project."),
     ]
     if config.bucket:
         streams += [
             GcpStream(name="blobs", schema_model=Blob, primary_key=("bucket", "name"), cursor_field="updated",
+                      ordered_by_cursor=False, deletes="listing",
                       paginator=paginator, description="Objects under the prefix."),
             GcpStream(name="blob_records", schema_model=record_model("GcsRecord", config.record_schema),
                       primary_key=("source_key", "source_line"), cursor_field="source_last_modified",
-                      paginator=paginator,
+                      paginator=paginator, ordered_by_cursor=False, deletes="none",
                       description="Rows of the CSV, JSON Lines and Parquet objects under the prefix."),
         ]
     return streams

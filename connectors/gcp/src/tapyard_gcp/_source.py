@@ -293,7 +293,7 @@ class GcpSource(tapyard.Source):
                 "updated": _iso(b.updated),
             }
 
-        return object_pages(self._listing(stream, state), record)
+        return object_pages(self._listing(stream, state), record, seen=stream.primary_key)
 
     def _download(self, blob: Any) -> IO[bytes]:
         def fill(spool: IO[bytes]) -> None:
