@@ -138,6 +138,12 @@ class MovingServer:
                 for _ in range(changes // 5):
                     self._create(name)
 
+    def remove(self, name: str, ids: list[str]) -> None:
+        """Delete records of ``name`` for good (no soft-delete flag left behind)."""
+        with self.lock:
+            for record_id in ids:
+                self.collections[name].remove(record_id)
+
     def restart(self) -> None:
         """Forget every page token handed out (a service restarted)."""
         with self.lock:

@@ -187,8 +187,9 @@ class RestConnector(Connector):
         if len(set(names)) != len(names):
             raise PluginError(f"connector {name!r} declares a stream name twice: {names}")
         for stream in self._streams:
-            if stream.cursor_field and not stream.cursor_param:
-                # The cursor would be saved but never sent: every run reads everything.
+            if stream.cursor_field and not stream.cursor_param and stream.deletes != "listing":
+                # The cursor would be saved but never sent: every run reads everything
+                # (what a stream whose deletes are found by a full listing means to do).
                 warnings.warn(
                     f"connector {name!r}: stream {stream.name!r} has cursor_field "
                     f"{stream.cursor_field!r} but no cursor_param, so incremental runs still "

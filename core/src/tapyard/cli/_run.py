@@ -108,8 +108,8 @@ def discover(
 
 #: How ``discover`` says a stream's deletes reach the destination.
 _DELETES = {
-    "vendor": "reported by the vendor",
-    "listing": "detected by a full listing",
+    "vendor": "by vendor",
+    "listing": "by listing",
     "none": "not supported",
 }
 
