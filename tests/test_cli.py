@@ -147,6 +147,14 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
     code, out, _ = run(capsys, "--version")
     assert code == 0 and out.strip() == f"tapyard {version('tapyard')}"
+    # no plugin is imported to say it
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from tapyard.cli import main; code = main(['--version']);"
+         "print(sorted(m for m in sys.modules if m.startswith('tapyard_') and m != 'tapyard_credentials'"
+         " and not m.startswith('tapyard_credentials.')), file=sys.stderr); sys.exit(code)"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr.strip().splitlines()[-1] == "[]", done.stderr
 
 
 def test_root_options_after_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

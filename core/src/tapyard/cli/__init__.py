@@ -244,6 +244,8 @@ def _builtin_command(args: Sequence[str]) -> bool:
         (a for i, a in enumerate(args) if a not in _ROOT_FLAGS and i not in values and not a.startswith("--log-level=")),
         None,
     )
+    if name == "--version":
+        return True
     if name is None or name.startswith("-"):
         return False
     added = app.__dict__.get("_tapyard_plugin_commands", {})
