@@ -132,4 +132,4 @@ def test_the_open_circuit_names_its_cause(tmp_path: Path) -> None:
     opened = [e for e in errors if "circuit breaker is open" in e]
     assert opened, errors
     for error in opened:
-        assert "Connection refused" in error and f"127.0.0.1:{port}" in error.split("the last:")[1], error
+        assert f"connection refused to 127.0.0.1:{port}" in error.split("the last:")[1], error

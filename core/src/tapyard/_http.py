@@ -441,7 +441,13 @@ class HttpEngine:
         return self._rng.uniform(0.0, cap)
 
     def _transport_failure(self, call: _Call, exc: httpx.TransportError, attempts: int) -> _Failure:
-        what = f"failed: {type(exc).__name__} ({_scrub(str(exc)) or 'no detail'})"
+        detail = _scrub(str(exc)) or "no detail"
+        if isinstance(exc, httpx.ConnectError) and "refused" in detail.lower():
+            # the cause a user needs when a server is down: who refused
+            host = f"[{call.url.host}]" if ":" in call.url.host else call.url.host
+            where = f"{host}:{call.url.port or _origin(call.url)[2]}"
+            detail = f"connection refused to {where}"
+        what = f"failed: {type(exc).__name__} ({detail})"
         if not isinstance(exc, _RETRYABLE):
             # An unsupported scheme or a malformed request: trying again cannot help.
             raise call.error(TransportError, f"{what}; not retried", attempts=attempts) from exc
