@@ -83,3 +83,18 @@ def test_a_timestamp_cut_to_microseconds_is_a_change() -> None:
     assert record_drift("s", Row, {"at": "2024-01-01T00:00:00.123456789+02:00"})[0].problem == "changed"
     assert record_drift("s", Row, {"at": "2024-01-01T00:00:00.123456000Z"}) == []
     assert record_drift("s", Row, {"at": "2024-01-01T00:00:00+02:00"}) == []
+
+
+def test_keys_a_nested_model_would_drop_are_reported() -> None:
+    from tapyard._drift import record_drift
+
+    class Line(BaseModel):
+        sku: str
+
+    class Order(BaseModel):
+        id: str
+        lines: list[Line] = []
+        ship_to: Line | None = None
+
+    found = record_drift("orders", Order, {"id": "1", "lines": [{"sku": "a", "qty": 2}], "ship_to": {"sku": "b", "gift": True}})
+    assert sorted(str(d) for d in found) == ["orders.lines.qty: dropped", "orders.ship_to.gift: dropped"]

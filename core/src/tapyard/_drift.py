@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +88,9 @@ def schema_drift(
     ``limit`` records each) and compare the records its source yields, after the
     ``tapyard_map_records`` hook, with the stream's schema.
 
-    Reported, once per stream and field: a top-level field the schema would drop
-    (not declared, and not in the model's ``UNSYNCED`` nor in ``ignore[stream]``);
+    Reported, once per stream and field: a field the schema would drop (not
+    declared, and not in the model's ``UNSYNCED`` nor in ``ignore[stream]``; keys
+    of nested models too, as ``address.line2``);
     a value it would reject; a number it would change (compared digit for digit);
     a timestamp whose fractional digits past microseconds it would cut.
     An empty list means the schema carries what the vendor sent.
@@ -125,6 +127,7 @@ def record_drift(stream: str, model: type[BaseModel], record: Any, skip: Iterabl
     names = _names(model)
     ignored = set(skip)
     drifts = [Drift(stream, str(key), "dropped") for key in record if key not in names and key not in ignored]
+    drifts.extend(_nested_drift(stream, model, record, names))
     try:
         validated = model.model_validate(record)
     except ValidationError as exc:
@@ -136,6 +139,32 @@ def record_drift(stream: str, model: type[BaseModel], record: Any, skip: Iterabl
         if key in record and not _same_value(record[key], getattr(validated, attribute, None)):
             drifts.append(Drift(stream, key, "changed", f"sent {record[key]!r}, kept {getattr(validated, attribute)!r}"))
     return drifts
+
+
+def _nested_drift(stream: str, model: type[BaseModel], record: Mapping[str, Any], names: Mapping[str, str]) -> list[Drift]:
+    """Keys that nested models (a field typed as a model, or a list of them) would drop."""
+    drifts: list[Drift] = []
+    for key, attribute in names.items():
+        inner = _nested_model(model.model_fields[attribute].annotation)
+        value = record.get(key)
+        if inner is None or value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            for drift in record_drift(stream, inner, item):
+                if drift.problem == "dropped":
+                    drifts.append(Drift(stream, f"{key}.{drift.field}", "dropped"))
+    return drifts
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``annotation`` (``Model``, ``Model | None``, ``list[Model]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _names(model: type[BaseModel]) -> dict[str, str]:
