@@ -280,3 +280,22 @@ def test_dead_letters_are_flagged_and_fail_the_run_when_asked(tmp_path: Path, re
                      "--fail-on-dead-letters")
     assert failed.exit_code == 1
     assert "--fail-on-dead-letters" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_an_incremental_read_asks_again_from_the_boundary_less_its_lookback() -> None:
+    from pydantic import BaseModel
+
+    class Row(BaseModel):
+        id: int
+        at: str
+
+    stream = tapyard.Stream(name="rows", schema_model=Row, cursor_field="at", cursor_lookback=1.0, is_sorted=True)
+    assert stream.since(tapyard.StreamState(cursor="2024-01-01T00:00:05Z")) == "2024-01-01T00:00:04Z"
+    # an interrupted pass of a sorted listing goes on from what it wrote, less the lookback too
+    resumed = tapyard.StreamState(cursor="2024-01-01T00:00:05Z", pending="2024-01-01T00:00:09.250000+02:00")
+    assert stream.since(resumed) == "2024-01-01T00:00:08.250000+02:00"
+    unsorted = stream.model_copy(update={"is_sorted": False})
+    assert unsorted.since(resumed) == "2024-01-01T00:00:04Z"
+    numbered = stream.model_copy(update={"cursor_lookback": 10})
+    assert numbered.since(tapyard.StreamState(cursor=1000)) == 990
+    assert stream.model_copy(update={"cursor_lookback": 0}).since(resumed) == resumed.pending

@@ -85,7 +85,11 @@ class StreamResult:
     @property
     def unchanged(self) -> bool:
         """True when the stream ended with nothing new, changed or deleted."""
-        return not self.inserted and not self.updated and not self.deleted and self.inserted is not None
+        if self.deleted or self.dead_letters:
+            return False
+        if self.inserted is None:  # a log cannot tell: nothing changed only if nothing was read
+            return self.records == 0
+        return not self.inserted and not self.updated
 
 
 @dataclass
@@ -393,7 +397,7 @@ class _Run:
         self.warn(
             stream.name,
             f"stream {stream.name!r} is read in {self.parts[stream.name]} partitions: "
-            "rows gone from the source are not detected",
+            "rows gone from the source are neither marked nor removed",
         )
         return False
 
