@@ -262,6 +262,9 @@ def _expanded_checks(db: sqlite3.Connection, made: dict[str, list[str]]) -> None
         assert charge in made["charges"]
         kept = json.loads(db.execute("SELECT latest_charge_expanded FROM payment_intents WHERE id = ?", (intent,)).fetchone()[0])
         assert kept["id"] == charge and kept["object"] == "charge" and kept["payment_intent"] == intent
+    columns = [r[1] for r in db.execute("PRAGMA table_info(payment_intents)")]
+    for row in db.execute("SELECT * FROM payment_intents"):  # client_secret is never stored
+        assert not any("_secret_" in str(value) for value in row), dict(zip(columns, row, strict=True))
     plain = db.execute("SELECT count(*) FROM payment_intents WHERE latest_charge IS NULL AND latest_charge_expanded IS NULL")
     assert plain.fetchone() == (4,)
     name, description, metadata = db.execute(
@@ -340,3 +343,15 @@ def test_schema_drift_against_localstripe(start_localstripe: Any) -> None:
         assert [str(d) for d in schema_drift("stripe", expanded, credentials=creds())] == []
     finally:
         server.stop()
+
+
+def test_undeclared_fields_are_kept_in_extra_and_secrets_never() -> None:
+    from tapyard_stripe._models import PaymentIntent
+
+    sent = {"id": "pi_1", "object": "payment_intent", "amount": 5, "client_secret": "pi_1_secret_x",
+            "payment_method_types": ["card"], "latest_charge": {"id": "ch_1", "object": "charge"}}
+    intent = PaymentIntent.model_validate(sent)
+    assert intent.extra == {"payment_method_types": ["card"]}
+    assert intent.latest_charge == "ch_1" and intent.latest_charge_expanded == {"id": "ch_1", "object": "charge"}
+    assert "pi_1_secret_x" not in intent.model_dump_json()
+    assert PaymentIntent.model_validate({"id": "pi_2", "object": "payment_intent"}).extra is None

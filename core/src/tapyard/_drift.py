@@ -57,6 +57,10 @@ def awkward_jsonl() -> bytes:
 #: leaves out on purpose (a secret such as ``client_secret``, a list fetched by
 #: another stream): those are not reported as dropped.
 UNSYNCED = "UNSYNCED"
+#: The name of a record model's class variable naming the field where it keeps
+#: every field it does not declare (as JSON): those are reported as ``undeclared``
+#: (kept, but without a column of their own), not as dropped.
+UNDECLARED = "UNDECLARED"
 
 
 @dataclass(frozen=True, order=True)
@@ -65,7 +69,8 @@ class Drift:
 
     stream: str
     field: str
-    #: ``dropped`` (not in the schema), ``rejected`` (fails validation) or
+    #: ``dropped`` (not in the schema), ``undeclared`` (not in the schema, kept in
+    #: the model's catch-all field: see ``UNDECLARED``), ``rejected`` (fails validation) or
     #: ``changed`` (validated to less than was sent: a float for a decimal, a
     #: timestamp cut to microseconds)
     problem: str
@@ -125,8 +130,9 @@ def record_drift(stream: str, model: type[BaseModel], record: Any, skip: Iterabl
     if not isinstance(record, Mapping):
         return [Drift(stream, "(record)", "rejected", f"a {type(record).__name__}, not an object")]
     names = _names(model)
-    ignored = set(skip)
-    drifts = [Drift(stream, str(key), "dropped") for key in record if key not in names and key not in ignored]
+    ignored = set(skip) | set(getattr(model, UNSYNCED, ()))
+    kept = "undeclared" if isinstance(getattr(model, UNDECLARED, None), str) else "dropped"
+    drifts = [Drift(stream, str(key), kept) for key in record if key not in names and key not in ignored]
     drifts.extend(_nested_drift(stream, model, record, names))
     try:
         validated = model.model_validate(record)

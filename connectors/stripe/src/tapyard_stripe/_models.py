@@ -12,8 +12,10 @@ object as JSON when it came expanded (null otherwise).
 
 **Fields left out.** Each model's ``UNSYNCED`` names the fields Stripe sends
 that are left out on purpose (a secret, a deprecated alias, a list that has an
-endpoint of its own); every other field Stripe sends has a column, and the
-connector's schema-drift test fails on one that has none."""
+endpoint of its own). A field Stripe sends that no model field declares (one of
+a newer API version) lands in ``extra``, as JSON, so nothing is dropped unseen;
+the connector's schema-drift test gives every field localstripe sends a column
+of its own."""
 
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ class _Object(BaseModel):
     EXPANDABLE: ClassVar[tuple[str, ...]] = ()
     #: fields Stripe sends that are left out on purpose (see the module docs)
     UNSYNCED: ClassVar[frozenset[str]] = frozenset()
+    #: the field that keeps what Stripe sends and no other field declares
+    UNDECLARED: ClassVar[str] = "extra"
 
     id: str
     object: str
@@ -51,20 +55,28 @@ class _Object(BaseModel):
     metadata: dict[str, Any] | None = None
     changed_at: int | None = None
     deleted: bool = False
+    #: what Stripe sent that no field here declares (a field of a newer API
+    #: version, say), as JSON: nothing is dropped unseen
+    extra: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _expanded(cls, data: Any) -> Any:
-        """An expanded object becomes its id, the object moving to ``<field>_expanded``."""
-        if not isinstance(data, Mapping) or not any(isinstance(data.get(f), Mapping) for f in cls.EXPANDABLE):
+    def _arrange(cls, data: Any) -> Any:
+        """An expanded object becomes its id, the object moving to
+        ``<field>_expanded``; ``UNSYNCED`` fields go; undeclared ones move to ``extra``."""
+        if not isinstance(data, Mapping):
             return data
-        out = dict(data)
+        out = {k: v for k, v in data.items() if k not in cls.UNSYNCED}
         for name in cls.EXPANDABLE:
             value = out.get(name)
             if isinstance(value, Mapping):
                 out[f"{name}_expanded"] = dict(value)
                 found = value.get("id")
                 out[name] = found if isinstance(found, str) else None
+        fields = cls.model_fields
+        undeclared = {k: out.pop(k) for k in [k for k in out if k not in fields]}
+        if undeclared:
+            out["extra"] = undeclared
         return out
 
 
