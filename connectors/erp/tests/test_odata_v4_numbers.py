@@ -38,7 +38,7 @@ METADATA = b"""<?xml version="1.0" encoding="utf-8"?>
 
 #: the body as the service writes it: numbers, not strings
 PAGE = b"""{"@odata.context": "$metadata#customers", "value": [
- {"id": "6f1c1d1e-0000-0000-0000-000000000001", "balance": 12345678901234567890.123456789,
+ {"@odata.etag": "W/\\"JzQ0O1ZrN2==\\"", "id": "6f1c1d1e-0000-0000-0000-000000000001", "rate@odata.type": "#Double", "balance": 12345678901234567890.123456789,
   "creditLimit": 10.10, "entries": 9223372036854775807, "rate": 0.1, "lastModifiedDateTime": "2024-03-01T10:00:00.123456Z"},
  {"id": "6f1c1d1e-0000-0000-0000-000000000002", "balance": -0.000000000000000001,
   "creditLimit": 1E+3, "entries": -9223372036854775808, "rate": 1e-300, "lastModifiedDateTime": "2024-03-01T10:00:01+02:00"}

@@ -61,9 +61,14 @@ def tapyard_map_records(
     connector: Connector, stream: Stream, records: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]] | None:
     """OData v2 dates (``/Date(ms)/``) become ISO strings; v2 bookkeeping
-    (``__metadata``, deferred navigation properties) is dropped."""
-    if connector.name != "erp" or getattr(stream, "odata_version", "4.0") != "2.0":
+    (``__metadata``, deferred navigation properties) and v4 control information
+    (``@odata.etag``, ``price@odata.type``: annotations, not data) are dropped."""
+    if connector.name != "erp":
         return None
+    if getattr(stream, "odata_version", "4.0") != "2.0":
+        if not any("@" in key for record in records for key in record):
+            return None
+        return [{k: v for k, v in record.items() if "@" not in k} for record in records]
     mapped = []
     for record in records:
         row = {}
