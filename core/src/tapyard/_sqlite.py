@@ -227,21 +227,21 @@ class _Versions:
                 [(batch.pass_id, *key) for key in keys],
             )
         if rows:
-            own: list[tuple[Any, ...]] | None = None
             if self.cursor_attr is not None:
                 attr = self.cursor_attr
                 if batch.items is not None:
                     values = [getattr(item, attr, None) for item in batch.items]
                 else:
                     values = [row.get(attr) for row in batch.rows]
-                own = [(cursor_sort_key(v), batch.pass_id) if tracked else (cursor_sort_key(v),) for v in values]
+                key = cursor_sort_key
+                if tracked:
+                    rows = [(*r, key(v), batch.pass_id) for r, v in zip(rows, values, strict=True)]
+                else:
+                    rows = [(*r, key(v)) for r, v in zip(rows, values, strict=True)]
             elif tracked:
-                own = [(batch.pass_id,)] * len(rows)
+                rows = [(*r, batch.pass_id) for r in rows]
             before = cursor.connection.total_changes
-            cursor.executemany(
-                self.statement(tracked, batch.replace),
-                rows if own is None else [(*r, *o) for r, o in zip(rows, own, strict=True)],
-            )
+            cursor.executemany(self.statement(tracked, batch.replace), rows)
             changed = cursor.connection.total_changes - before
         if batch.sweep is not None:
             if batch.hard_delete or not self.marks:
