@@ -44,7 +44,8 @@ from tapyard._exceptions import PluginError, ResumeRejectedError, StreamNotFound
 from tapyard._hints import missing_stream
 from tapyard._model import Connector, RunContext, Source, Stream, StreamState, shift_cursor
 from tapyard._paginators import DEFAULT_MAX_PAGES, PageGuard
-from tapyard._schema import PageValidator, columns_of
+from tapyard._policies import Policies, merge_policies, split_policies
+from tapyard._schema import PageValidator
 from tapyard._signals import deferred_signals
 
 __all__ = ["StreamResult", "SyncResult", "select_streams", "sync"]
@@ -202,6 +203,7 @@ class _Run:
 
     #: the most pages each stream (or partition) may read (see PageGuard)
     max_pages: int | None = DEFAULT_MAX_PAGES
+    policies: Policies = Policies()
 
     def __init__(
         self,
@@ -245,13 +247,15 @@ class _Run:
             model = self.pm.hook.tapyard_stream_schema(connector=self.connector, stream=stream)
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
-            self.validators[stream.name] = PageValidator(model, stream.primary_key)
+            # Column policies (tapyard._policies): validated pages come out policied.
+            self.validators[stream.name] = self.policies.validator(stream, model)
+        self.policies.check_used()
         # One run per stream of a destination: taken before the table is touched
         # and the state read, in one order so that two runs never wait on each other.
         for stream in sorted(self.streams, key=lambda s: s.name):
             self.locks.enter_context(self.destination.lock(stream.name, self.lock_timeout))
         for stream in self.streams:
-            self.destination.prepare(stream, columns_of(self.validators[stream.name].model))
+            self.destination.prepare(stream, self.policies.columns(stream, self.validators[stream.name].model))
             self.counts[stream.name] = self.destination.count(stream.name)
             self.changed[stream.name] = 0
         if self.full_refresh:
@@ -580,6 +584,8 @@ def sync(
     max_pages: int | None = DEFAULT_MAX_PAGES,
     hard_delete: bool = False,
     wait: float = 0.0,
+    policies: Mapping[str, str] | str | Sequence[str] | None = None,
+    policy_key: str | bytes | None = None,
 ) -> SyncResult:
     """Sync ``connector`` into a destination and return what happened.
 
@@ -609,6 +615,11 @@ def sync(
     :param max_pages: the most pages one stream (or partition) may read; a
         read past it fails the stream (``None``: no cap). Cursors that repeat
         or cycle, and pages that repeat the one before, fail it whatever the cap.
+    :param policies: column policies for personal data, ``{"email": "hash",
+        "orders.phone": "drop"}`` or ``"email=hash,phone=drop"``: fields hashed,
+        masked or dropped before they reach the destination (docs/policies.md).
+        A ``policies`` key in a mapping ``config`` adds to them.
+    :param policy_key: the key of ``hash`` policies (default: ``TAPYARD_POLICY_KEY``).
 
     A stream that fails does not stop the others; check ``result.ok``. Errors
     that stop the whole run (bad config, unreachable destination, a circuit
@@ -624,6 +635,9 @@ def sync(
     raw_limits: Mapping[str, Any] | None = None
     if not isinstance(config, BaseModel):
         config, raw_limits = split_rate_limit(conn, config or {})
+        config, raw_policies = split_policies(conn, config)
+        policies = merge_policies(raw_policies, policies)
+    policy_set = Policies.from_spec(policies, policy_key)
     cfg = config if isinstance(config, BaseModel) else conn.parse_config(config)
     for name in streams or ():
         # before anything is opened: a stream that needs configuration the run lacks
@@ -651,6 +665,7 @@ def sync(
                 lock_timeout=wait,
             )
             run.max_pages = max_pages
+            run.policies = policy_set.known_streams(s.name for s in source.streams())
             with run.locks:
                 states = run.prepare()
                 result.streams = list(run.results.values())

@@ -138,14 +138,16 @@ class Address(BaseModel):
 
 
 class Customer(BaseModel):
+    # Personal data is marked by kind (json_schema_extra "personal"): `tapyard
+    # discover` shows the marks, and a policy (--policy) hashes, masks or drops it.
     model_config = ConfigDict(extra="ignore")
 
     id: str
-    email: str
-    name: str
+    email: str = Field(json_schema_extra={"personal": "email"})
+    name: str = Field(json_schema_extra={"personal": "name"})
     tier: Literal["free", "pro", "enterprise"]
     balance: int
-    address: Address
+    address: Address = Field(json_schema_extra={"personal": "address"})
     tags: list[str]
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -167,6 +169,9 @@ class Order(BaseModel):
     currency: str
     status: str
     items: list[OrderItem]
+    phone: str | None = Field(
+        None, description="The delivery contact's phone.", json_schema_extra={"personal": "phone"}
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
     deleted: bool = False

@@ -4,7 +4,9 @@ A :class:`Dataset` holds three streams of ``records_per_stream`` entities each:
 
 * ``customers`` and ``orders`` are mutable: every entity is created once, then
   changed 0 to 3 times, and about 5% are soft-deleted (``deleted`` becomes
-  ``True``). Their cursor field is ``updated_at``.
+  ``True``). Their cursor field is ``updated_at``. Personal data, for column
+  policies to work on: a customer's ``email``, ``name`` and ``address``, an
+  order's ``phone`` (its delivery contact's, ``None`` for about one in five).
 * ``events`` are append-only and never change. Their cursor field is
   ``created_at``.
 
@@ -458,6 +460,7 @@ class Dataset:
             "currency": rng.choice(_CURRENCIES),
             "status": "pending",
             "items": items,
+            "phone": _phone(self.seed, index),
         }
 
     def _event(self, index: int) -> dict[str, Any]:
@@ -597,6 +600,17 @@ class Listing:
             del run
         entity_of = self._dataset._entity_of
         return array("I", map(entity_of, heapq.merge(*runs)))
+
+
+def _phone(seed: int, index: int) -> str | None:
+    """The delivery contact's phone number of order ``index``, or ``None`` (about one in five).
+
+    Drawn from a random stream of its own, so adding it shifted no other value.
+    """
+    rng = _Rng(seed, "orders/phone", index)
+    if rng.chance(0.2):
+        return None
+    return f"+1-555-{rng.below(1000):03d}-{rng.below(10_000):04d}"
 
 
 def _email(first: str, last: str, index: int, version: int) -> str:

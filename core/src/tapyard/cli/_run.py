@@ -19,19 +19,27 @@ if TYPE_CHECKING:
 CONFIG_HELP = "Connector configuration: a JSON or YAML file, or inline JSON."
 CREDS_HELP = "A credential stored in the vault (tapyard creds add) to run with."
 VAULT_HELP = "Vault URL or path (default: $TAPYARD_VAULT, else vault.db in the data directory)."
+POLICY_HELP = (
+    "Column policies for personal data, e.g. email=hash,phone=drop (FIELD, STREAM.FIELD, @KIND or @*; "
+    "hash, mask, drop or keep); repeatable."
+)
+POLICY_KEY_HELP = "A vault credential holding the key of hash policies (default: $TAPYARD_POLICY_KEY)."
 
 
 def _connector_and_config(
     name: str, config: str | None
-) -> tuple[Connector, BaseModel, dict[str, Any] | None]:
-    """The connector, its validated config, and the config's ``rate_limit`` settings (if any)."""
+) -> tuple[Connector, BaseModel, dict[str, Any] | None, Any]:
+    """The connector, its validated config, the config's ``rate_limit`` settings
+    (if any) and its column ``policies`` (if any)."""
     from tapyard._config import load_config
     from tapyard._plugins import get_connector
+    from tapyard._policies import split_policies
     from tapyard._ratelimit import split_rate_limit
 
     connector = get_connector(name)
     raw, limits = split_rate_limit(connector, load_config(config))
-    return connector, connector.parse_config(raw), limits
+    raw, policies = split_policies(connector, raw)
+    return connector, connector.parse_config(raw), limits, policies
 
 
 def _credentials(
@@ -58,7 +66,7 @@ def _open(
     from tapyard._model import RunContext
     from tapyard._plugins import get_plugin_manager
 
-    connector, cfg, limits = _connector_and_config(name, config)
+    connector, cfg, limits, _ = _connector_and_config(name, config)
     with contextlib.ExitStack() as stack:
         credentials = _credentials(stack, connector, creds, vault)
         context = RunContext(pm=get_plugin_manager(), credentials=credentials, rate_limit=limits or {})
@@ -72,16 +80,22 @@ def discover(
     as_json: bool = typer.Option(False, "--json", help="Print the streams and their JSON Schemas as JSON."),
     creds: str | None = typer.Option(None, "--creds", metavar="NAME", help=CREDS_HELP),
     vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
+    policy: list[str] | None = typer.Option(None, "--policy", metavar="FIELD=ACTION", help=POLICY_HELP),
 ) -> None:
-    """Show a connector's streams with their keys and JSON Schemas."""
+    """Show a connector's streams with their keys, JSON Schemas and personal-data marks."""
     from tapyard._plugins import get_plugin_manager
+    from tapyard._policies import Policies, parse_policies, personal_marks
 
     pm = get_plugin_manager()
+    # The policies are shown, not applied: no key is needed to see them.
+    rules = Policies(parse_policies(_policies(_connector_and_config(name, config)[3], policy)))
     with _open(name, config, creds, vault) as (connector, source):
+        rules.known_streams(s.name for s in source.streams())
         streams = []
         for stream in source.streams():
             model = pm.hook.tapyard_stream_schema(connector=connector, stream=stream)
             schema = pm.hook.tapyard_json_schema(connector=connector, stream=stream, model=model)
+            actions = getattr(rules.for_stream(stream.name, model), "actions", {})
             streams.append(
                 {
                     "name": stream.name,
@@ -90,18 +104,27 @@ def discover(
                     "deletes": stream.deletes,
                     "description": stream.description,
                     "json_schema": schema,
+                    "personal": personal_marks(model),
+                    "policies": actions,
                 }
             )
+        rules.check_used()
     if as_json:
         print_json({"connector": connector.name, "streams": streams})
         return
     from rich.table import Table
 
-    table = Table("stream", "primary key", "cursor", "deletes", "fields", box=None, pad_edge=False)
+    table = Table("stream", "primary key", "cursor", "deletes", "fields", "personal", box=None, pad_edge=False)
     for s in streams:
         fields = ", ".join(s["json_schema"].get("properties", {}))
+        marked = {**dict.fromkeys(s["policies"], "personal"), **s["personal"]}
+        personal = ", ".join(
+            f"{field} ({kind}{', ' + s['policies'][field] if field in s['policies'] else ''})"
+            for field, kind in marked.items()
+        )
         table.add_row(
-            s["name"], ", ".join(s["primary_key"]), s["cursor_field"] or "-", _DELETES[s["deletes"]], fields
+            s["name"], ", ".join(s["primary_key"]), s["cursor_field"] or "-", _DELETES[s["deletes"]], fields,
+            personal or "-",
         )
     console.print(table)
 
@@ -210,12 +233,14 @@ def sync(
     fail_on_dead_letters: bool = typer.Option(
         False, "--fail-on-dead-letters", help="Exit non-zero when any record went to the dead letters."
     ),
+    policy: list[str] | None = typer.Option(None, "--policy", metavar="FIELD=ACTION", help=POLICY_HELP),
+    policy_key: str | None = typer.Option(None, "--policy-key", metavar="NAME", help=POLICY_KEY_HELP),
 ) -> None:
     """Sync a connector's streams into a destination."""
     from tapyard._exceptions import ConfigError, TapyardError
     from tapyard._sync import sync as run_sync
 
-    connector, cfg, limits = _connector_and_config(name, config)
+    connector, cfg, limits, config_policies = _connector_and_config(name, config)
     if rate is not None:
         limits = {**(limits or {}), "rate": rate}
     names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
@@ -225,6 +250,8 @@ def sync(
         raise ConfigError("--json and --to jsonl:- both write to stdout; pick one")
     with contextlib.ExitStack() as stack:
         credentials = _credentials(stack, connector, creds, vault)
+        key = _policy_key(stack, connector, policy_key, vault)
+        policies = _policies(config_policies, policy)
         progress = _Progress(names)
         try:
             with progress:
@@ -241,6 +268,8 @@ def sync(
                     max_pages=max_pages,
                     hard_delete=hard_delete,
                     wait=wait,
+                    policies=policies,
+                    policy_key=key,
                 )
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or SIGHUP (see tapyard.cli.main): the engine has rolled
@@ -270,6 +299,36 @@ def sync(
             f"{dead:,} records went to the dead letters (--fail-on-dead-letters); "
             "the rest is committed: see the _tapyard_dead_letters table"
         )
+
+
+def _policies(from_config: Any, options: list[str] | None) -> dict[str, str]:
+    """The run's column policies: the config's ``policies``, then ``--policy`` options over them."""
+    from tapyard._policies import merge_policies
+
+    return merge_policies(from_config, options)
+
+
+def _policy_key(
+    stack: contextlib.ExitStack, connector: Connector, name: str | None, vault: str | None
+) -> bytes | None:
+    """The key of hash policies from the vault credential ``name`` (its ``key`` or
+    ``api_key`` field, or its only one), or None to use ``TAPYARD_POLICY_KEY``."""
+    if name is None:
+        return None
+    from tapyard._exceptions import ConfigError
+    from tapyard.cli._creds import opened_vault
+
+    opened = stack.enter_context(opened_vault(vault))
+    fields = opened.get(name, connector=connector.name, actor="cli").fields
+    chosen = fields.get("key") or fields.get("api_key")
+    if chosen is None and len(fields) == 1:
+        chosen = next(iter(fields.values()))
+    if chosen is None:
+        raise ConfigError(
+            f"credential {name!r} has fields {', '.join(sorted(fields))}: a policy key is its "
+            "field key or api_key, or its only field"
+        )
+    return chosen.get_secret_value().encode()
 
 
 def _redact(text: str) -> str:
