@@ -117,6 +117,11 @@ def test_keygen_never_replaces_a_key_in_the_keyring(
     assert VaultKey.from_keyring().derive(first.new_params()) == first.derive(first.new_params())
     code, out, _ = run(capsys, "creds", "list", "--json")
     assert code == 0 and json.loads(out)[0]["name"] == "sk"
+    code, out, err = run(capsys, "creds", "rotate-key")  # the keyring keeps the old key: say so
+    assert code == 0 and "the OS keyring still holds the old key" in err, err
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", out.strip())
+    code, out, _ = run(capsys, "creds", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["name"] == "sk"
 
 
 def test_add_from_the_environment_json_and_stdin(

@@ -517,6 +517,7 @@ def rotate_key(
         new_key = VaultKey.from_key(generated, source="the new key")
     handed_over = False
     with opened_vault(_vault_url(ctx), ready=True) as vault:
+        from_keyring = _opened_from_keyring(vault)
         bar: Any = None
 
         def hand_over() -> None:
@@ -563,6 +564,13 @@ def rotate_key(
         # A backend that reports no progress has rotated without handing the key
         # over yet: do it now (the local vault always reports).
         hand_over()
+    if from_keyring:
+        # the keyring keeps the old key: the next command would try it and fail
+        err_console.print(
+            "the OS keyring still holds the old key, which no longer opens the vault: "
+            "store the new one there (keyring set tapyard vault-key) or set TAPYARD_VAULT_KEY",
+            markup=False,
+        )
     if generated is None:
         _say(f"re-encrypted the vault under the new key (key id {key_id})")
     elif key_file is not None:
@@ -579,6 +587,21 @@ def rotate_key(
 
 
 # --- handing a new key over -------------------------------------------------------------
+
+
+def _opened_from_keyring(vault: Vault) -> bool:
+    """Whether the OS keyring's key is the one that opened ``vault``: a local vault
+    with no key in the environment, and a key in the keyring (see :func:`_key_for`)."""
+    from tapyard._secrets import _scheme
+    from tapyard_credentials import VaultError, VaultKey
+
+    if _scheme(vault.location) not in ("", "file") or VaultKey.from_env() is not None:
+        return False
+    try:
+        VaultKey.from_keyring()
+    except VaultError:
+        return False
+    return True
 
 
 def _redact_error(exc: BaseException) -> str:
