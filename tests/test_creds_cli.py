@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -400,9 +402,10 @@ def test_rotate_key_never_leaves_the_vault_under_a_key_nobody_has(
             [sys.executable, "-m", "tapyard", "creds", "rotate-key"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        time.sleep(2)  # it has written the key and waits for it to be read
-        assert proc.poll() is None
         assert proc.stdout is not None and proc.stderr is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)  # readable, and left unread
+        time.sleep(0.5)
+        assert ready and proc.poll() is None  # it has written the key and waits for it to be read
         proc.stdout.close()
         code, err = proc.wait(60), proc.stderr.read()
         proc.stderr.close()
@@ -454,6 +457,34 @@ def test_rotate_key_to_a_reader_that_reads_late_and_to_a_file(
     assert again.returncode == 1 and f"{key_file} exists; name a new file" in again.stderr
     assert key_file.read_text().strip() == third
     _intact(third)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_rotate_key_stopped_while_its_key_waits_to_be_read_changes_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, vault_env: str, sig: int, code: int
+) -> None:
+    _add_key(capsys, monkeypatch)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tapyard", "creds", "rotate-key"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)  # readable, and left unread
+    assert ready and proc.poll() is None  # the key is in the pipe; the transaction waits
+    proc.send_signal(sig)
+    assert proc.wait(30) == code
+    assert proc.stderr is not None and proc.stdout is not None
+    err = proc.stderr.read()
+    unused = proc.stdout.read().strip()
+    proc.stderr.close()
+    proc.stdout.close()
+    assert err.strip() == (
+        "interrupted; the vault was not changed and still opens with the current key "
+        "(a new key that reached standard output was never used)"
+    )
+    _intact(vault_env)
+    with pytest.raises(Exception, match="does not open"):
+        _intact(unused)
 
 
 def test_rotate_key_that_fails_after_showing_the_key_says_it_was_never_used(

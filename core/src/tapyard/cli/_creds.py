@@ -490,6 +490,7 @@ def rotate_key(
     changes and the vault still opens with the current key.
     """
     from tapyard._exceptions import ConfigError, TapyardError
+    from tapyard._signals import deferred_signals
     from tapyard_credentials import VaultKey, generate_key
 
     generated: str | None = None
@@ -515,75 +516,90 @@ def rotate_key(
             _check_stdout_for_key()
         generated = generate_key()
         new_key = VaultKey.from_key(generated, source="the new key")
-    handed_over = False
-    with opened_vault(_vault_url(ctx), ready=True) as vault:
-        from_keyring = _opened_from_keyring(vault)
-        bar: Any = None
+    # Signals are held (below) from the moment the key is handed over.
+    with contextlib.ExitStack() as held:
+        handed_over = False
+        with opened_vault(_vault_url(ctx), ready=True) as vault:
+            from_keyring = _opened_from_keyring(vault)
+            bar: Any = None
 
-        def hand_over() -> None:
-            nonlocal handed_over
-            if generated is None or handed_over:
-                return
-            if bar is not None:
-                bar.stop()
-            if key_file is not None:
-                _write_key_file(key_file, generated)
-            else:
-                _show_key(generated)
-            handed_over = True
+            def hand_over() -> None:
+                nonlocal handed_over
+                if generated is None or handed_over:
+                    return
+                if bar is not None:
+                    bar.stop()
+                if key_file is not None:
+                    _write_key_file(key_file, generated)
+                else:
+                    _show_key(generated)
+                handed_over = True
+                # From here on the user holds the key: a Ctrl-C or SIGTERM waits until
+                # the commit and the lines saying what happened are done, so the outcome
+                # is never in doubt.
+                held.enter_context(deferred_signals())
 
-        def progress(done: int, total: int) -> None:
-            # Called inside the transaction; the last call comes after every row is
-            # re-encrypted and before the commit. If handing the key over raises,
-            # the transaction rolls back and the current key stays the only one.
-            if bar is not None:
-                bar.update(task, completed=done, total=total)
-            if done >= total:
-                hand_over()
+            def progress(done: int, total: int) -> None:
+                # Called inside the transaction; the last call comes after every row is
+                # re-encrypted and before the commit. If handing the key over raises,
+                # the transaction rolls back and the current key stays the only one.
+                if bar is not None:
+                    bar.update(task, completed=done, total=total)
+                if done >= total:
+                    hand_over()
 
-        try:
-            if progress_enabled():
-                from rich.progress import Progress
+            try:
+                if progress_enabled():
+                    from rich.progress import Progress
 
-                bar = Progress(
-                    console=err_console.real, transient=True, redirect_stdout=False, redirect_stderr=False
-                )
-                with bar:
-                    task = bar.add_task("re-encrypting", total=None)
+                    bar = Progress(
+                        console=err_console.real, transient=True, redirect_stdout=False, redirect_stderr=False
+                    )
+                    with bar:
+                        task = bar.add_task("re-encrypting", total=None)
+                        key_id = vault.rotate_key(new_key, actor="cli", progress=progress)
+                else:
                     key_id = vault.rotate_key(new_key, actor="cli", progress=progress)
-            else:
-                key_id = vault.rotate_key(new_key, actor="cli", progress=progress)
-        except Exception as exc:
-            if not handed_over:
-                raise
-            where = f"written to {key_file}" if key_file is not None else "printed above"
-            raise TapyardError(
-                f"{_redact_error(exc)}; the vault was not re-keyed: it still opens with the current "
-                f"key, and the new key {where} was never used"
-            ) from exc
-        # A backend that reports no progress has rotated without handing the key
-        # over yet: do it now (the local vault always reports).
-        hand_over()
-    if from_keyring:
-        # the keyring keeps the old key: the next command would try it and fail
-        err_console.print(
-            "the OS keyring still holds the old key, which no longer opens the vault: "
-            "store the new one there (keyring set tapyard vault-key) or set TAPYARD_VAULT_KEY",
-            markup=False,
-        )
-    if generated is None:
-        _say(f"re-encrypted the vault under the new key (key id {key_id})")
-    elif key_file is not None:
-        _say(
-            f"re-encrypted the vault under the new key (key id {key_id}), written to {key_file} "
-            "(mode 0600); it replaces TAPYARD_VAULT_KEY from now on"
-        )
-    else:
-        err_console.print(
-            f"re-encrypted the vault under the new key (key id {key_id}), printed on standard "
-            "output; it replaces TAPYARD_VAULT_KEY from now on: keep it secret",
-            markup=False,
-        )
+            except KeyboardInterrupt:
+                # Before the key was in the user's hands (afterwards signals are held):
+                # the transaction rolled back.
+                from tapyard.cli import interrupted
+
+                raise interrupted(
+                    "interrupted; the vault was not changed and still opens with the current key"
+                    + ("" if generated is None or key_file is not None else " (a new key that reached standard output was never used)")
+                ) from None
+            except Exception as exc:
+                if not handed_over:
+                    raise
+                where = f"written to {key_file}" if key_file is not None else "printed above"
+                raise TapyardError(
+                    f"{_redact_error(exc)}; the vault was not re-keyed: it still opens with the current "
+                    f"key, and the new key {where} was never used"
+                ) from exc
+            # A backend that reports no progress has rotated without handing the key
+            # over yet: do it now (the local vault always reports).
+            hand_over()
+        if from_keyring:
+            # the keyring keeps the old key: the next command would try it and fail
+            err_console.print(
+                "the OS keyring still holds the old key, which no longer opens the vault: "
+                "store the new one there (keyring set tapyard vault-key) or set TAPYARD_VAULT_KEY",
+                markup=False,
+            )
+        if generated is None:
+            _say(f"re-encrypted the vault under the new key (key id {key_id})")
+        elif key_file is not None:
+            _say(
+                f"re-encrypted the vault under the new key (key id {key_id}), written to {key_file} "
+                "(mode 0600); it replaces TAPYARD_VAULT_KEY from now on"
+            )
+        else:
+            err_console.print(
+                f"re-encrypted the vault under the new key (key id {key_id}), printed on standard "
+                "output; it replaces TAPYARD_VAULT_KEY from now on: keep it secret",
+                markup=False,
+            )
 
 
 # --- handing a new key over -------------------------------------------------------------
