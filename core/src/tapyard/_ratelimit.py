@@ -58,8 +58,7 @@ early, and forgets one that arrives late):
   with a burst against a quota it knows nothing about.
 
 Coarse resets, and no headers at all. A reset in whole seconds less than
-``_COARSE_WINDOW`` away that implies a spacing of a second or less
-(``X-RateLimit-Reset: 1700000123`` or ``: 1`` with few requests remaining, the
+``_COARSE_WINDOW`` away (``X-RateLimit-Reset: 1700000123`` or ``: 1``, the
 IETF ``t=1``) cannot say that a token comes back every 10 ms: waiting for it
 would make one request per second against a quota of a hundred. Such a
 reset is read only as "``R`` requests may go now": the limiter spends them,
@@ -69,11 +68,15 @@ narrows in on the spacing from both sides: a request the server took, sent
 ``s`` after the last one it took, makes ``s`` a known-good spacing; a 429
 makes it a known-bad one; the next request goes out between the two (or,
 before the first 429, a quarter of the last good spacing apart), until they
-are ``_COARSE_CONVERGED`` apart; it then keeps the good one plus a margin
-that each 429 widens and each request taken narrows. A 429 also holds a
+are ``_COARSE_CONVERGED`` apart; it then keeps the good one plus a margin.
+A 429 at the good spacing raises it (by more while they keep coming), and
+each request taken at it lowers it a little: it settles where about one
+request in 250 is refused, tracking a server that slows down or speeds up. A 429 also holds a
 whole-second ``Retry-After`` of up to ``_COARSE_RETRY_AFTER`` seconds as
 coarse once the server is known to take requests far closer together: the
-retry goes out at the learned spacing, doubled for each 429 in a row, and
+retry goes out at twice the learned spacing, doubled again for each 429 in
+a row (the refused request had its slot: counting it, the server sees no
+more requests than it allows), and
 only the ``_COARSE_STRIKES``-th in a row makes the limiter wait the whole
 ``Retry-After``; longer values are always honoured. A server that sends no rate-limit headers at all and answers 429s
 is learned the same way, from its 429s.
@@ -167,10 +170,13 @@ _HEAD_DECREASE = _HEAD_STEP * _HEAD_EARLY_SHARE / (1.0 - _HEAD_EARLY_SHARE)
 _COARSE_WINDOW = 2.0
 #: a known-good and a known-bad spacing this close (as a ratio) are converged
 _COARSE_CONVERGED = 1.03
-#: the margin kept over the known-good spacing once converged (where it
-#: starts, and each 429 at a good spacing widens it), and its most
-_COARSE_MARGIN = 0.02
-_COARSE_MARGIN_MAX = 0.5
+#: the margin kept over the known-good spacing once converged
+_COARSE_MARGIN = 0.01
+#: how much a 429 at a good spacing raises it (doubling while such 429s come
+#: less than _HEAD_CALM requests apart), and how much each request taken at
+#: it lowers it: it settles where about one request in 250 is refused
+_COARSE_STEP = 0.02
+_COARSE_DECREASE = _COARSE_STEP * _HEAD_EARLY_SHARE / (1.0 - _HEAD_EARLY_SHARE)
 #: how far below the announced spacing the first probe goes, and each probe
 #: before the first 429
 _COARSE_START = 8.0
@@ -321,7 +327,11 @@ class RateLimiter:
         self._good = math.inf
         self._strikes = 0
         self._empty = True
-        self._margin_c = _COARSE_MARGIN
+        self._noise_streak = 0
+        self._since_noise = 0
+        self._last_probes = (math.inf, math.inf)
+        self._refusals = 0
+        self._most_remaining = 0
         self._precise_429 = False
         self._clock = clock
         # On the real clock, sleep precisely: an OS sleep overshoots by a tenth
@@ -499,8 +509,11 @@ class RateLimiter:
                 return
             pace = self._slacken(quota.interval) if quota.interval else 0.0
             if _is_coarse(quota):
+                # Only a policy paces here: a pace learned from a reset that
+                # looked precise (one second away) would take hundreds of
+                # responses to decay.
                 self._learn_coarse(quota)
-                self._pace = max(pace, self._pace * _PACE_DECAY)
+                self._pace = pace
                 return
             self._coarse = False
             if quota.remaining is not None and quota.reset is not None:
@@ -573,46 +586,46 @@ class RateLimiter:
         the retry itself, ``None`` when it leaves the wait to the caller's own
         backoff (no ``Retry-After`` and header learning off). A ``Retry-After``
         is honoured in full (as :meth:`penalize`) unless it is coarse: a whole
-        second or two from a server known to take requests far closer together,
-        or beside a precise reset; see the module docstring.
+        second or two from a server whose resets are coarse too (or that is
+        known to take requests far closer together), or beside a precise
+        reset; see the module docstring.
         Call it on the thread whose request got the 429.
         """
         seconds, whole = parse_retry_after(retry_after)
         with self._lock:
-            # A whole second or two is coarse when the server is known to take
-            # requests far closer together, or when the 429 also carried a
-            # precise reset (which learn() has already waited for).
+            # A whole second or two is coarse when the server's resets are (or
+            # it sends none), or it is known to take requests far closer
+            # together, or the 429 also carried a precise reset (which learn()
+            # has already waited for).
             coarse = seconds is None or (
                 whole
                 and seconds <= _COARSE_RETRY_AFTER
-                and (self._good * 4.0 <= seconds or self._precise_429)
+                and (self._coarse or self._good * 4.0 <= seconds or self._precise_429)
             )
             if coarse and seconds is not None and self._precise_429:
                 self._penalty()
                 return 0.0
-        if not coarse or not self.learning:
+        if not self.learning:
             if seconds is None:
                 return None
+            self.penalize(seconds)
+            return seconds
+        if not coarse:
+            # A wait the server means: honour it in full, and learn the
+            # spacing from then on all the same.
+            assert seconds is not None
+            with self._lock:
+                self._strikes += 1
+                if not self._precise_429:
+                    self._refused()
             self.penalize(seconds)
             return seconds
         with self._lock:
             now = self._clock()
             self._penalty()
             self._strikes += 1
-            sent: float | None = getattr(self._local, "granted", None)
-            gap = None if sent is None else sent - self._last_ok_send
-            if gap is not None and gap > 0 and not getattr(self._local, "spare", False):
-                if gap < self._good:
-                    self._bad = max(self._bad, gap)
-                else:
-                    # Refused at a spacing known to be good: jitter on the way (the
-                    # request before arrived late, this one early), or a server that
-                    # slowed down. Widen the margin (every request taken narrows it).
-                    self._margin_c = min(_COARSE_MARGIN_MAX, self._margin_c + _COARSE_MARGIN)
-            self._coarse = True
-            self._spare = 0
-            self._empty = True
-            self._next_gap()
+            if not self._precise_429:
+                self._refused()
             if self._strikes >= _COARSE_STRIKES:
                 # Refused again and again: the server means its wait (or, naming
                 # none, gets an exponential backoff).
@@ -634,6 +647,30 @@ class RateLimiter:
                     self._why = "the server's Retry-After"
                 self._not_before = max(self._not_before, self._clock() + seconds)
 
+    def _refused(self) -> None:
+        """This thread's request got a 429: a spacing known to be too short (the lock held)."""
+        sent: float | None = getattr(self._local, "granted", None)
+        gap = None if sent is None else sent - self._last_ok_send
+        self._last_probes = (math.inf, math.inf)
+        self._refusals += 1
+        if gap is not None and gap > 0 and not getattr(self._local, "spare", False):
+            if gap < self._good:
+                self._bad = max(self._bad, gap)
+            else:
+                # Refused at a spacing known to be good: jitter on the way (the
+                # request before arrived late, this one early), a good spacing
+                # that was luck (a fraction of a token left over), or a server
+                # that slowed down. Raise it, faster while this keeps happening;
+                # requests taken at it lower it again, slowly.
+                step = _COARSE_STEP * 2.0 ** min(self._noise_streak, 5)
+                self._noise_streak += 1
+                self._since_noise = 0
+                self._good *= 1.0 + step
+        self._coarse = True
+        self._spare = 0
+        self._empty = True
+        self._next_gap()
+
     def _taken(self, sent: float | None) -> None:
         """The server took this thread's request, sent at ``sent``: learn the spacing."""
         self._strikes = 0
@@ -642,11 +679,21 @@ class RateLimiter:
         gap = sent - self._last_ok_send
         if self._coarse and self._empty and gap > 0 and not getattr(self._local, "spare", False):
             # Sent this long after the last request taken, with no token to
-            # spare then: a spacing the server keeps.
-            if gap < self._good:
-                self._good = gap
-            self._margin_c = max(_COARSE_MARGIN / 4, self._margin_c - _COARSE_MARGIN * _HEAD_EARLY_SHARE)
+            # spare then, three times in a row: a spacing the server keeps.
+            # (Once or twice could be a fraction of a token left over from
+            # before: k in a row at s means s > (1 - 1/k) of the true spacing.)
+            good = max(gap, *self._last_probes)
+            self._last_probes = (gap, self._last_probes[0])
+            if good < self._good:
+                self._good = good
+            elif self._bad > 0.0:
+                self._good = max(self._bad, self._good * (1.0 - _COARSE_DECREASE))
+            self._since_noise += 1
+            if self._since_noise >= _HEAD_CALM:
+                self._noise_streak = 0
             self._next_gap()
+        else:
+            self._last_probes = (math.inf, math.inf)
         self._last_ok_send = max(self._last_ok_send, sent)
 
     def _learn_coarse(self, quota: _Quota) -> None:
@@ -658,7 +705,14 @@ class RateLimiter:
             if self._rate is not None:
                 self._gap = min(self._gap, 1.0 / self._rate)
         self._coarse = True
-        self._spare = int(min(remaining, 1e6))
+        # Leave a token unused for each 429 so far (up to all the burst): a
+        # bucket never drained below that many admits that many fewer in any
+        # window, so counting the refused requests the server sees no more
+        # than it allows.
+        self._most_remaining = max(self._most_remaining, remaining)
+        spare = max(0, remaining - min(self._refusals, self._most_remaining))
+        self._spare = int(min(spare, 1e6))
+        # Only a request sent into an empty bucket says what spacing it keeps.
         self._empty = remaining < 1
 
     def _next_gap(self) -> None:
@@ -672,7 +726,7 @@ class RateLimiter:
         elif good > bad * _COARSE_CONVERGED:
             self._gap = math.sqrt(good * bad)
         else:
-            self._gap = good * (1.0 + self._margin_c)
+            self._gap = good * (1.0 + _COARSE_MARGIN)
         self._gap = max(_COARSE_FLOOR, self._gap)
 
     def _penalty(self) -> None:
@@ -715,7 +769,10 @@ class RateLimiter:
         if self._coarse and self._spare < 1:
             # No token to spare: keep the learned spacing from the last request
             # the server took, aimed at the wire like the pace.
-            gap = self._gap * 2.0 ** max(0, self._strikes - 1)
+            # After a 429 the retry waits twice the spacing (four times after
+            # two, ...): the refused request had the slot, so that over any
+            # window the server sees no more requests than it allows.
+            gap = self._gap * 2.0 ** min(self._strikes, 16)
             ahead = min(self._lag, _LAG_MAX_SHARE * gap)
             wait = max(wait, self._last_ok_send + gap - ahead - now)
         if self._rate is not None and self._tokens < 1.0 - _EPSILON:
@@ -854,12 +911,9 @@ def _parse_quota(headers: Mapping[str, str], wall_now: float) -> _Quota | None:
 
 
 def _is_coarse(quota: _Quota) -> bool:
-    """Whether a reset is too coarse to pace by: in whole seconds, less than
-    ``_COARSE_WINDOW`` away, and implying a spacing of a second or less."""
-    if not quota.whole or quota.reset is None or quota.reset >= _COARSE_WINDOW:
-        return False
-    remaining = max(0.0, quota.remaining or 0.0)
-    return quota.reset / (math.floor(remaining) + 1.0) <= 1.0
+    """Whether a reset is too coarse to pace by: in whole seconds, and less than
+    ``_COARSE_WINDOW`` away."""
+    return quota.whole and quota.reset is not None and quota.reset < _COARSE_WINDOW
 
 
 def _is_whole(value: str | None) -> bool:
