@@ -50,3 +50,21 @@ def test_a_listing_to_a_closed_output_fails_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == "Error: cannot write the output: standard output is closed"
     ok = _cli("connectors", "list", "--json", shell_redirect="", cwd=tmp_path)
     assert ok.returncode == 0 and any(c["name"] == "sample" for c in json.loads(ok.stdout))
+
+
+def test_a_closed_standard_input_is_no_crash(tmp_path: Path) -> None:
+    import os
+
+    from tapyard_credentials import generate_key
+
+    env = {**os.environ, "TAPYARD_VAULT": str(tmp_path / "vault.db"), "TAPYARD_VAULT_KEY": generate_key()}
+    listing = subprocess.run(
+        ["sh", "-c", '"$0" -m tapyard creds list <&-', sys.executable], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listing.returncode == 0 and "No credentials stored" in listing.stdout, listing.stderr
+    adding = subprocess.run(
+        ["sh", "-c", '"$0" -m tapyard creds add x --connector sample --kind api_key --from-json - <&-', sys.executable],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert adding.returncode == 1
+    assert adding.stderr.strip() == "Error: standard input is closed: give --from-json a file, or pipe the JSON in"

@@ -55,8 +55,10 @@ def _vault_url(ctx: typer.Context) -> str | None:
 
 
 def interactive() -> bool:
-    """Whether a person is at the terminal (prompts are allowed)."""
-    return sys.stdin.isatty() and sys.stderr.isatty()
+    """Whether a person is at the terminal (prompts are allowed); never with a
+    standard input or error that is closed (``<&-``)."""
+    stdin, stderr = sys.stdin, sys.stderr
+    return stdin is not None and stderr is not None and stdin.isatty() and stderr.isatty()
 
 
 def _prompt_key(*, creating: bool, now: bool = False) -> VaultKey:
@@ -161,6 +163,8 @@ def _fields_from_json(path: str) -> dict[str, str]:
     from tapyard._exceptions import ConfigError
 
     source = "standard input" if path == "-" else repr(path)
+    if path == "-" and sys.stdin is None:
+        raise ConfigError("standard input is closed: give --from-json a file, or pipe the JSON in")
     try:
         text = sys.stdin.read() if path == "-" else Path(path).expanduser().read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
