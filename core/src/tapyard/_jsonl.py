@@ -8,8 +8,9 @@ write. On open, anything past that length (the tail of a write that was
 killed) is cut off, so a resumed run neither loses nor repeats a line.
 
 The file is a log: every run appends the records it read, so a record
-updated at the source appears once per version, oldest first; a reader keeps
-the last line of each primary key. tapyard appends only to a file it created
+updated at the source appears once per version, oldest first (twice where a
+stream's ``cursor_lookback`` reads its boundary again); a reader keeps the
+last line of each primary key. tapyard appends only to a file it created
 (the state file beside it says so) and refuses any other non-empty file
 rather than write into it. One run writes a file at a time (``path.lock``).
 Deletes found by a complete listing and ``--full-refresh``'s removal of

@@ -308,7 +308,6 @@ class _Run:
         refresh = state.refresh
         tracked = refresh or stream.deletes == "listing"
         hook = self.pm.hook.tapyard_map_records
-        guard = PageGuard(stream.name, self.max_pages)
         try:
             while True:
                 read_any = False
