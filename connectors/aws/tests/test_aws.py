@@ -92,15 +92,9 @@ def seed(endpoint: str) -> None:
             # (>=; stores stamp whole seconds): only the last two objects are in its second.
             time.sleep(2.05 - time.time() % 1)  # early in a second: both land in it
         s3.put_object(Bucket="data", Key=key, Body=body)
-    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-    ddb.create_table(
-        TableName="items",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    for i in range(7):
-        ddb.put_item(TableName="items", Item={"pk": {"S": f"k{i}"}, "n": {"N": str(i)}, "tags": {"SS": ["a", "b"]}})
+    from tapyard_aws.testing import dynamodb_table
+
+    dynamodb_table(endpoint, "items", [{"pk": {"S": f"k{i}"}, "n": {"N": str(i)}, "tags": {"SS": ["a", "b"]}} for i in range(7)])
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
     for name in ("alice", "bob", "carol"):
         iam.create_user(UserName=name)

@@ -53,7 +53,7 @@ from tapyard._model import (
     Stream,
     StreamState,
 )
-from tapyard._schema import model_from_json_schema
+from tapyard._schema import declares_decimals, model_from_json_schema
 
 if TYPE_CHECKING:
     import httpx
@@ -340,6 +340,7 @@ class RestSource(Source):
         from tapyard._paginators import dig
 
         paginator = self._paginator(stream)
+        exact = declares_decimals(stream.schema_model)
         resumed = state.resume is not None and paginator.resume_survives_changes()
         if resumed:
             request: PageRequest | None = state.resume
@@ -354,7 +355,7 @@ class RestSource(Source):
             request = paginator.first(stream.path, params)
         while request is not None:
             try:
-                body, response = self.engine.get_json(request.url, params=request.params)
+                body, response = self.engine.get_json(request.url, params=request.params, exact_numbers=exact)
             except HTTPStatusError as exc:
                 if resumed and exc.status_code in _REJECTED_RESUME:
                     raise ResumeRejectedError(

@@ -31,6 +31,7 @@ __all__ = [
     "Batch",
     "Destination",
     "FileLock",
+    "StoredDeadLetter",
     "cursor_sort_key",
     "default_destination_url",
     "open_destination",
@@ -91,6 +92,19 @@ class Batch:
         return self.rows
 
 
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A dead letter as a destination keeps it: ``raw`` is the record's JSON text."""
+
+    id: int
+    state_key: str
+    stream: str
+    raw: str
+    error: str
+    created_at: str
+    replayed_at: str | None = None
+
+
 class Destination(abc.ABC):
     """The contract between the sync engine and a place to put records."""
 
@@ -123,6 +137,18 @@ class Destination(abc.ABC):
 
     #: whether the destination can mark or remove rows a complete pass did not see
     supports_sweep: bool = False
+
+    def dead_letters(
+        self, state_key: str | None = None, streams: Sequence[str] | None = None, *, replayed: bool = False
+    ) -> list[StoredDeadLetter]:
+        """The dead letters kept under ``state_key`` (all when None) for ``streams``
+        (all when None), oldest first; those already replayed only with ``replayed``.
+        Raises :class:`DestinationError` where dead letters cannot be read back."""
+        raise DestinationError(f"{self.url} keeps no dead letters that tapyard can read back")
+
+    def mark_replayed(self, ids: Sequence[int]) -> None:
+        """Mark dead letters as replayed: their records were validated and written again."""
+        raise DestinationError(f"{self.url} keeps no dead letters that tapyard can read back")
 
     def close(self) -> None:  # noqa: B027 - most destinations have something to release
         """Release the destination; safe to call twice."""

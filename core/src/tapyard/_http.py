@@ -21,6 +21,7 @@ that is safe to show. Along the way it:
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import random
 import re
@@ -47,6 +48,7 @@ from tapyard._exceptions import (
 )
 from tapyard._model import AuthStrategy
 from tapyard._ratelimit import RateLimiter, RateLimitWaitTooLong, parse_retry_after
+from tapyard._values import decode_json
 
 __all__ = ["HttpEngine", "HttpPolicy", "HttpStats", "redact_url"]
 
@@ -216,6 +218,7 @@ class _Call:
     body: bytes
     shown: str  # the redacted URL, for messages
     auth_origin: tuple[str, str, int | None]
+    exact: bool = False  # parse numbers with a fraction as Decimal (the stream declares decimals)
 
     def error(
         self, kind: type[HTTPError], message: str, status: int = 0, attempts: int = 0
@@ -363,14 +366,20 @@ class HttpEngine:
         *,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        exact_numbers: bool = False,
     ) -> tuple[Any, httpx.Response]:
         """GET ``url`` and parse its JSON body; return ``(body, response)``.
 
         A 2xx that is malformed JSON or an HTML page counts as a failed attempt
         and is retried; after the last one it raises :class:`ResponseError`.
-        The body is ``None`` for 204, 205 and 304.
+        The body is ``None`` for 204, 205 and 304. Integers keep every digit;
+        with ``exact_numbers`` numbers with a fraction or an exponent are
+        :class:`decimal.Decimal` rather than float (see ``tapyard._values.decode_json``).
         """
-        return self._run(self._prepare("GET", url, params, headers, None, None), True)
+        call = self._prepare("GET", url, params, headers, None, None)
+        if exact_numbers:
+            call = dataclasses.replace(call, exact=True)
+        return self._run(call, True)
 
     def _prepare(
         self,
@@ -617,15 +626,11 @@ class HttpEngine:
         if page := _html_page(response):
             return _Failure(ResponseError, f"returned {_scrub(page, response.request)} instead of JSON")
         try:
-            if self.policy.exact_numbers:
-                import decimal
-                import json
-
-                return json.loads(response.content, parse_float=decimal.Decimal), response
-            return orjson.loads(response.content), response
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            # orjson's message says where (line, column), never what
-            return _Failure(ResponseError, f"returned malformed JSON ({size}; {exc})", cause=exc)
+            exact = self.policy.exact_numbers or call.exact
+            return decode_json(response.content, exact=exact), response
+        except ValueError as exc:
+            # the parser's message says where (line, column), never what
+            return _Failure(ResponseError, f"returned malformed JSON ({size}; {str(exc)[:200]})", cause=exc)
 
     def _retryable_status(self, call: _Call, response: httpx.Response) -> _Failure:
         status, wait = response.status_code, None

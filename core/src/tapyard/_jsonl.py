@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from pydantic import BaseModel
 
 from tapyard._destinations import Batch, Destination, FileLock, url_path
 from tapyard._exceptions import DestinationError, StateError
 from tapyard._model import Stream, StreamState
-from tapyard._schema import Column
+from tapyard._schema import Column, DeadLetter
+from tapyard._values import json_bytes
 
 __all__ = ["JSONLDestination", "atomic_write"]
 
@@ -55,6 +57,18 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _record_json(record: Any) -> bytes:
+    """One record as JSON: the model's fields as its serializer names them, numbers
+    exact, timestamps in tapyard's one UTC form (docs/types.md)."""
+    if isinstance(record, BaseModel):
+        return json_bytes(record.model_dump())
+    return json_bytes(record)
+
+
+def _raw(record: Any) -> Any:
+    return record.model_dump(by_alias=True) if isinstance(record, BaseModel) else record
 
 
 class JSONLDestination(Destination):
@@ -149,17 +163,27 @@ class JSONLDestination(Destination):
         lines: list[bytes] = []
         for batch in batches:
             prefix = b'{"stream":' + orjson.dumps(batch.stream)
-            if batch.items is not None:
-                lines.extend(
-                    prefix + b',"record":' + item.__pydantic_serializer__.to_json(item) + b"}\n"
-                    for item in batch.items
-                )
-            else:
-                lines.extend(prefix + b',"record":' + orjson.dumps(row) + b"}\n" for row in batch.rows)
-            lines.extend(
-                prefix + b',"dead_letter":' + orjson.dumps({"raw": d.raw, "error": d.error}) + b"}\n"
-                for d in batch.dead
-            )
+            records: list[Any] = batch.items if batch.items is not None else batch.rows
+            kept: list[Any] = []
+            for record in records:
+                try:
+                    line = prefix + b',"record":' + _record_json(record) + b"}\n"
+                except ValueError as exc:  # a value no JSON can hold (nested too deeply)
+                    batch.dead.append(DeadLetter(raw=_raw(record), error=f"cannot be written as JSON: {exc}"))
+                    continue
+                lines.append(line)
+                kept.append(record)
+            if len(kept) != len(records):
+                if batch.items is not None:
+                    batch.items = kept
+                else:
+                    batch.rows = kept
+            for d in batch.dead:
+                try:
+                    body = json_bytes({"raw": d.raw, "error": d.error})
+                except ValueError:
+                    body = json_bytes({"raw": repr(d.raw)[:10_000], "error": d.error})
+                lines.append(prefix + b',"dead_letter":' + body + b"}\n")
         try:
             self._fh.write(b"".join(lines))
             self._fh.flush()

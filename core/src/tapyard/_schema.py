@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -34,15 +35,16 @@ _SCALARS: dict[str, Any] = {
     "number": float,
     "boolean": bool,
 }
-_FORMATS: dict[str, Any] = {"date-time": dt.datetime, "date": dt.date}
+_FORMATS: dict[str, Any] = {"date-time": dt.datetime, "date": dt.date, "decimal": decimal.Decimal}
 
 
 def model_from_json_schema(name: str, schema: Mapping[str, Any]) -> type[BaseModel]:
     """Build a pydantic model from a JSON Schema object (the subset REST APIs use).
 
     Supports ``type`` (one, or a list with ``"null"``), ``properties``,
-    ``required``, ``format`` ``date-time``/``date``, nested objects (kept as
-    dicts) and arrays. Anything else raises :class:`SchemaError` naming the
+    ``required``, ``format`` ``date-time``/``date``, ``format: decimal`` on a
+    number, integer or string (exact digits, as :class:`decimal.Decimal`),
+    nested objects (kept as dicts) and arrays. Anything else raises :class:`SchemaError` naming the
     property, rather than being silently accepted.
     """
     if schema.get("type", "object") != "object" or not isinstance(schema.get("properties"), Mapping):
@@ -78,6 +80,8 @@ def _annotation(where: str, spec: Any) -> Any:
         annotation = dict[str, Any]
     elif kind == "array":
         annotation = list[Any]
+    elif kind in ("number", "integer", "string") and spec.get("format") == "decimal":
+        annotation = decimal.Decimal
     elif kind == "string" and spec.get("format") in _FORMATS:
         annotation = _FORMATS[spec["format"]]
     elif kind in _SCALARS:
@@ -108,9 +112,10 @@ class Column:
     """One destination column: its name, SQL affinity and whether values are stored as JSON."""
 
     name: str
-    type: str  # "TEXT" | "INTEGER" | "REAL" | "BOOLEAN" | "JSON"
+    type: str  # "TEXT" | "INTEGER" | "REAL" | "BOOLEAN" | "JSON" | "BLOB" (docs/types.md)
     nullable: bool = True
-    #: the JSON Schema ``format`` of a TEXT column (``date-time``, ``date``, ``uuid``, ...)
+    #: the JSON Schema ``format`` of a TEXT column (``date-time``, ``date``, ``uuid``,
+    #: ``decimal`` for exact decimals kept as their digits, ...)
     format: str | None = None
     #: False when the model field always holds ``str`` (or None), so a
     #: destination need not convert its values to text
@@ -152,7 +157,8 @@ def _column_type(spec: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[str,
 def columns_of(model: type[BaseModel]) -> list[Column]:
     """The destination columns of a record model, in field order.
 
-    Scalars map to SQL types; nested objects, arrays and unions are JSON.
+    Scalars map to SQL types; nested objects, arrays and unions are JSON;
+    decimals are TEXT with format ``decimal``; bytes are BLOB.
     """
     schema = model.model_json_schema(mode="serialization")
     defs = schema.get("$defs", {})
@@ -168,16 +174,49 @@ def columns_of(model: type[BaseModel]) -> list[Column]:
         kind, nullable = _column_type(spec, defs)
         attribute = attributes.get(name, name)
         field = model.model_fields.get(attribute)
+        fmt = _format(spec)
+        if field is not None and kind == "TEXT" and _holds(field.annotation, decimal.Decimal):
+            fmt = "decimal"
+        elif kind == "TEXT" and fmt == "binary":
+            kind = "BLOB"
         column = Column(
             name=name,
             type=kind,
             nullable=nullable or name not in required,
-            format=_format(spec),
+            format=fmt,
             convert=not (field is not None and _holds_only_str(field.annotation)),
             attribute=attribute if attribute != name else None,
         )
         columns.append(column)
     return columns
+
+
+def declares_decimals(model: type[BaseModel]) -> bool:
+    """Whether any field of ``model``, or of a model nested in it, may hold a
+    :class:`decimal.Decimal`: its source should then parse JSON numbers exactly."""
+    seen: set[Any] = set()
+
+    def walk(annotation: Any) -> bool:
+        if annotation is decimal.Decimal:
+            return True
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return False
+            seen.add(annotation)
+            return any(walk(f.annotation) for f in annotation.model_fields.values())
+        return any(walk(arg) for arg in typing.get_args(annotation))
+
+    return walk(model)
+
+
+def _holds(annotation: Any, kind: type) -> bool:
+    """True when ``annotation`` is ``kind``, or a union of it with None."""
+    if annotation is kind:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and _holds(args[0], kind)
+    return False
 
 
 def _holds_only_str(annotation: Any) -> bool:
@@ -199,12 +238,24 @@ def _format(spec: Mapping[str, Any]) -> str | None:
     return str(options[0]["format"]) if len(options) == 1 and "format" in options[0] else None
 
 
+#: The pydantic error type of a record that could not even be read (a malformed
+#: CSV line, say): no schema change can fix it, so its dead letter does not hold
+#: the stream's cursor. Raise ``PydanticCustomError(UNREADABLE, "...")`` for one.
+UNREADABLE = "tapyard_unreadable"
+
+
 @dataclass(slots=True)
 class DeadLetter:
-    """A record that failed validation: the raw payload and why."""
+    """A record that failed validation: the raw payload and why.
+
+    ``holds_cursor``: whether the stream's cursor should stay before it (see
+    ``tapyard.sync(skip_dead_letters=...)``): False for a record that could not
+    be read at all, which no schema change and no replay would ever write.
+    """
 
     raw: Any
     error: str
+    holds_cursor: bool = True
 
 
 def _error_text(exc: ValidationError, limit: int = 3) -> str:
@@ -251,7 +302,8 @@ class PageValidator:
             try:
                 item = self.model.model_validate(raw)
             except ValidationError as exc:
-                dead.append(DeadLetter(raw=raw, error=_error_text(exc)))
+                unreadable = all(e.get("type") == UNREADABLE for e in exc.errors(include_input=False))
+                dead.append(DeadLetter(raw=raw, error=_error_text(exc), holds_cursor=not unreadable))
                 continue
             missing = [k for k in self.primary_key if getattr(item, k) is None]
             if missing:

@@ -23,6 +23,7 @@ writer's automatic checkpoint stays on as a backstop, at a much larger size.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import operator
@@ -41,10 +42,18 @@ from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, create_engine
 
-from tapyard._destinations import Batch, Destination, FileLock, cursor_sort_key, url_path
+from tapyard._destinations import (
+    Batch,
+    Destination,
+    FileLock,
+    StoredDeadLetter,
+    cursor_sort_key,
+    url_path,
+)
 from tapyard._exceptions import DestinationError, StateError
 from tapyard._model import Stream, StreamState
-from tapyard._schema import Column
+from tapyard._schema import Column, DeadLetter
+from tapyard._values import json_default, json_text, value_text
 
 __all__ = ["SQLiteDestination"]
 
@@ -73,7 +82,10 @@ class DeadLetterRow(SQLModel, table=True):
     created_at: str
 
 
-_SQL_TYPES = {"TEXT": "TEXT", "INTEGER": "INTEGER", "REAL": "REAL", "BOOLEAN": "INTEGER", "JSON": "TEXT"}
+#: Column types (:class:`Column.type`) as SQLite declares them; docs/types.md has the whole table.
+_SQL_TYPES = {
+    "TEXT": "TEXT", "INTEGER": "INTEGER", "REAL": "REAL", "BOOLEAN": "INTEGER", "JSON": "TEXT", "BLOB": "BLOB",
+}
 
 
 def quote(name: str) -> str:
@@ -95,11 +107,13 @@ class _TableWriter:
         self._json = [i for i, c in enumerate(columns) if c.is_json]
         # validated records hold datetimes, dates, UUIDs, decimals...: SQLite stores their text
         self._text = [i for i, c in enumerate(columns) if c.type == "TEXT" and c.convert]
+        self._real = [i for i, c in enumerate(columns) if c.type == "REAL"]
         self._from_models = _row_builder(
             [c.attribute or c.name for c in columns],
             self._json,
             self._text,
             [i for i, c in enumerate(columns) if c.type == "BOOLEAN"],
+            self._real,
         )
 
     def params(self, batch: Batch) -> list[Sequence[Any]]:
@@ -123,9 +137,40 @@ class _TableWriter:
                 values = [getitems(row) for row in batch.rows]
         except KeyError:
             values = [tuple(row.get(n) for n in names) for row in batch.rows]
-        if not self._json and not self._text:
+        if not self._json and not self._text and not self._real:
             return values
-        return [_converted(list(value), self._json, self._text) for value in values]
+        return [_converted(list(value), self._json, self._text, self._real) for value in values]
+
+    def write_one_by_one(self, cursor: sqlite3.Cursor, batch: Batch) -> tuple[int, int]:
+        """Write ``batch`` one record at a time (those already written are written
+        again, harmlessly: an upsert of the same version changes nothing); a record
+        the table cannot hold moves to ``batch.dead`` with the reason. Returns what
+        :meth:`_Versions.write` does."""
+        records: list[Any] = list(batch.items) if batch.items is not None else list(batch.rows)
+        kept: list[Any] = []
+        changed = 0
+        for record in records:
+            one = dataclasses.replace(
+                batch, rows=[] if batch.items is not None else [record],
+                items=[record] if batch.items is not None else None, dead=[], seen=[], sweep=None, state=None,
+            )
+            try:
+                changed += self.versions.write(cursor, one, self.params)[0]
+            except _ROW_ERRORS as exc:
+                raw = record.model_dump(by_alias=True) if isinstance(record, BaseModel) else record
+                params = None
+                with contextlib.suppress(*_ROW_ERRORS):
+                    params = self.params(dataclasses.replace(one, dead=[]))[0]
+                batch.dead.append(DeadLetter(raw=raw, error=_row_error(exc, self._names, params)))
+            else:
+                kept.append(record)
+        if batch.items is not None:
+            batch.items = kept
+        else:
+            batch.rows = kept
+        # what the batch carries besides its records: rows seen unchanged, the sweep
+        rest = dataclasses.replace(batch, rows=[], items=None, dead=[], state=None)
+        return changed, self.versions.write(cursor, rest, self.params)[1]
 
 
 #: tapyard's own columns in a stream's table: a sort key of the record's cursor
@@ -261,6 +306,7 @@ def _row_builder(
     json_idx: Sequence[int],
     text_idx: Sequence[int],
     bool_idx: Sequence[int],
+    real_idx: Sequence[int] = (),
 ) -> Callable[[Sequence[BaseModel]], list[Sequence[Any]]]:
     """A function from validated models to parameter tuples, specialised to one table.
 
@@ -269,22 +315,30 @@ def _row_builder(
     ``__init__``: one tuple expression that reads each column straight from
     the model's ``__dict__`` and converts only the columns that need it, with
     no per-column loop or call left at run time. A model whose ``__dict__``
-    lacks a column (a computed field, a property) is read by ``getattr``.
+    lacks a column (a computed field, a property) is read by ``getattr``,
+    and so is one orjson refuses (an integer past 64 bits, a lone surrogate):
+    :func:`tapyard._values.json_text` then encodes it exactly. orjson writes a
+    NaN nested in a JSON value as null; tapyard's own readers never hand it one
+    (docs/types.md).
 
     Booleans are bound as 0 and 1, what SQLite stores for them anyway: the
     sqlite3 module binds only exact ints, floats and strings directly, and
     sends every other value through its adapter lookup, which for a ``bool``
     costs two failed attribute lookups, each raising and clearing an
     AttributeError (about a tenth of a record's whole cost in a sync).
+
+    NaN is bound as the text ``'NaN'``: SQLite would store a NaN REAL as NULL.
     """
     parts = []
     for i, name in enumerate(attributes):
         if i in json_idx:
-            parts.append(f"None if (v := d[{name!r}]) is None else _dumps(v, default=_default).decode()")
+            parts.append(f"None if (v := d[{name!r}]) is None else _dumps(v, default=_default, option=_OPT).decode()")
         elif i in text_idx:
             parts.append(f"v if (v := d[{name!r}]) is None or v.__class__ is str else _text(v)")
         elif i in bool_idx:
             parts.append(f"None if (v := d[{name!r}]) is None else (1 if v else 0)")
+        elif i in real_idx:
+            parts.append(f"v if (v := d[{name!r}]) == v else 'NaN'")
         else:
             parts.append(f"d[{name!r}]")
     source = "\n".join(
@@ -296,19 +350,20 @@ def _row_builder(
             "        d = item.__dict__",
             "        try:",
             "            append((" + ", ".join(parts) + ",))",
-            "        except KeyError:",
+            "        except (KeyError, TypeError):",
             "            append(_slow(item))",
             "    return out",
         ]
     )
 
     def slow(item: BaseModel) -> list[Any]:
-        return _converted([getattr(item, name) for name in attributes], json_idx, text_idx)
+        return _converted([getattr(item, name) for name in attributes], json_idx, text_idx, real_idx)
 
     namespace: dict[str, Any] = {
         "_dumps": orjson.dumps,
-        "_default": _json_default,
-        "_text": _text,
+        "_default": json_default,
+        "_OPT": orjson.OPT_PASSTHROUGH_DATETIME,
+        "_text": value_text,
         "_slow": slow,
     }
     # The source holds column names only as repr() literals: nothing from a record.
@@ -317,37 +372,49 @@ def _row_builder(
     return build
 
 
-def _converted(values: list[Any], json_idx: Sequence[int], text_idx: Sequence[int]) -> list[Any]:
-    """``values`` (one row, in column order) with nested values as JSON text and typed scalars as text."""
+#: What a record's own values can raise while being bound: the record goes to the
+#: dead letters. Anything else (a full disk, a locked file) fails the write.
+_ROW_ERRORS = (
+    TypeError, ValueError, OverflowError, RecursionError,
+    sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError, sqlite3.IntegrityError,
+)
+
+
+def _row_error(exc: BaseException, names: Sequence[str], params: Sequence[Any] | None) -> str:
+    """Why a record could not be written, naming the column but no value."""
+    for name, value in zip(names, params or (), strict=False):
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return (
+                f"column {name!r}: integer outside SQLite's 64-bit range; "
+                "declare the field as a decimal to keep it (docs/types.md)"
+            )
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return f"column {name!r}: text with a lone surrogate cannot be stored as UTF-8"
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, UnicodeError | OverflowError):
+        detail = ""  # their messages quote the value
+    detail = detail[:200]
+    return f"cannot be written to SQLite: {type(exc).__name__}" + (f": {detail}" if detail else "")
+
+
+def _converted(
+    values: list[Any], json_idx: Sequence[int], text_idx: Sequence[int], real_idx: Sequence[int] = ()
+) -> list[Any]:
+    """``values`` (one row, in column order) with nested values as JSON text, typed
+    scalars as text and NaN as ``'NaN'``."""
     for i in json_idx:
         if values[i] is not None:
-            values[i] = _json_text(values[i])
+            values[i] = json_text(values[i])
     for i in text_idx:
         if values[i] is not None and not isinstance(values[i], str):
-            values[i] = _text(values[i])
+            values[i] = value_text(values[i])
+    for i in real_idx:
+        if values[i] != values[i]:
+            values[i] = "NaN"
     return values
-
-
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value, default=_json_default).decode()
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    """What orjson cannot encode itself: pydantic models, decimals, sets."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=str)
-    return str(value)
 
 
 class SQLiteDestination(Destination):
@@ -384,6 +451,10 @@ class SQLiteDestination(Destination):
         try:
             tables = [StateRow.__table__, DeadLetterRow.__table__]  # type: ignore[attr-defined]
             SQLModel.metadata.create_all(self.engine, tables=tables)
+            with self.engine.begin() as conn:
+                known = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(_tapyard_dead_letters)")}
+                if "replayed_at" not in known:  # a database from before replay
+                    conn.exec_driver_sql("ALTER TABLE _tapyard_dead_letters ADD COLUMN replayed_at VARCHAR")
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise DestinationError(self._describe(exc)) from exc
@@ -433,6 +504,7 @@ class SQLiteDestination(Destination):
                     defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in stream.primary_key)})")
                     conn.exec_driver_sql(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
                 else:
+                    _retype(conn, table, columns)
                     for c in columns:
                         if c.name not in existing:
                             conn.exec_driver_sql(
@@ -474,7 +546,11 @@ class SQLiteDestination(Destination):
                 changes: list[tuple[Batch, int, int]] = []
                 for batch in batches:
                     writer = self._writers[batch.stream]
-                    changed, deleted = writer.versions.write(cursor, batch, writer.params)
+                    try:
+                        changed, deleted = writer.versions.write(cursor, batch, writer.params)
+                    except _ROW_ERRORS:
+                        # one record SQLite cannot hold: find it, and write the rest
+                        changed, deleted = writer.write_one_by_one(cursor, batch)
                     changes.append((batch, changed, deleted))
                     if batch.dead:
                         cursor.executemany(
@@ -509,6 +585,36 @@ class SQLiteDestination(Destination):
         digest = hashlib.sha256(stream.encode()).hexdigest()[:12]
         return FileLock(folder / f"{slug}-{digest}.lock", f"stream {stream!r} of {self.path}").held(timeout)
 
+    def dead_letters(
+        self, state_key: str | None = None, streams: Sequence[str] | None = None, *, replayed: bool = False
+    ) -> list[StoredDeadLetter]:
+        sql = "SELECT id, state_key, stream, raw, error, created_at, replayed_at FROM _tapyard_dead_letters WHERE 1=1"
+        args: list[Any] = []
+        if state_key is not None:
+            sql += " AND state_key = ?"
+            args.append(state_key)
+        if streams:
+            sql += f" AND stream IN ({', '.join('?' for _ in streams)})"
+            args.extend(streams)
+        if not replayed:
+            sql += " AND replayed_at IS NULL"
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql(sql + " ORDER BY id", tuple(args)).all()
+        except SQLAlchemyError as exc:
+            raise DestinationError(self._describe(exc)) from exc
+        return [StoredDeadLetter(*row) for row in rows]
+
+    def mark_replayed(self, ids: Sequence[int]) -> None:
+        now = _now()
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "UPDATE _tapyard_dead_letters SET replayed_at = ? WHERE id = ?", [(now, i) for i in ids]
+                )
+        except SQLAlchemyError as exc:
+            raise DestinationError(self._describe(exc)) from exc
+
     def count(self, stream: str) -> int | None:
         try:
             with self.engine.connect() as conn:
@@ -521,6 +627,52 @@ class SQLiteDestination(Destination):
         # one closed: SQLite then checkpoints the whole log and removes it.
         self._checkpointer.stop()
         self.engine.dispose()
+
+
+def _affinity(declared: str) -> str:
+    """The affinity SQLite gives a declared column type (its rules, in their order)."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if any(t in upper for t in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in upper or not upper:
+        return "BLOB"
+    if any(t in upper for t in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+def _retype(conn: sa.Connection, table: str, columns: Sequence[Column]) -> None:
+    """Rebuild ``table`` when a column that must now hold text (a field that became a
+    decimal, say) has a numeric affinity: SQLite would turn ``'12.50'`` into ``12.5``
+    there, and ALTER TABLE cannot change a column's type. Values already stored are
+    copied as they are; the rebuild is part of the caller's transaction."""
+    info = list(conn.exec_driver_sql(f"PRAGMA table_info({quote(table)})"))
+    wanted = {c.name: _SQL_TYPES[c.type] for c in columns}
+    changed = {
+        row[1]
+        for row in info
+        if row[1] in wanted
+        and _affinity(wanted[row[1]]) in ("TEXT", "BLOB")
+        and _affinity(str(row[2])) in ("INTEGER", "REAL", "NUMERIC")
+    }
+    if not changed:
+        return
+    keys = [row[1] for row in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+    defs = [
+        f"{quote(row[1])} {wanted[row[1]] if row[1] in changed else row[2]}" + (" NOT NULL" if row[3] else "")
+        for row in info
+    ]
+    if keys:
+        defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in keys)})")
+    names = ", ".join(quote(row[1]) for row in info)
+    temporary = quote(f"_tapyard_retype_{table}")
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {temporary}")
+    conn.exec_driver_sql(f"CREATE TABLE {temporary} ({', '.join(defs)})")
+    conn.exec_driver_sql(f"INSERT INTO {temporary} ({names}) SELECT {names} FROM {quote(table)}")
+    conn.exec_driver_sql(f"DROP TABLE {quote(table)}")
+    conn.exec_driver_sql(f"ALTER TABLE {temporary} RENAME TO {quote(table)}")
 
 
 #: SQLite's automatic checkpoint for the writer, in pages: only a backstop, for a
@@ -596,8 +748,8 @@ class _Checkpointer:
 
 def _dead_params(state_key: str, stream: str, raw: Any, error: str, now: str) -> tuple[Any, ...]:
     try:
-        text = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
+        text = json_text(raw, sort_keys=True)
+    except ValueError:
         text = repr(raw)
     digest = hashlib.sha256(text.encode()).hexdigest()
     return (state_key, stream, digest, text, error, now)

@@ -77,6 +77,8 @@ class StreamResult:
     deleted: int = 0
     #: what the run noticed and worked around (a refused resume point, ...)
     warnings: list[str] = field(default_factory=list)
+    #: the cursor stayed where it was because records were dead-lettered (see ``skip_dead_letters``)
+    cursor_held: bool = False
 
     @property
     def read(self) -> int:
@@ -164,6 +166,8 @@ def _max_cursor(current: Any, rows: Sequence[Mapping[str, Any]], field_name: str
     best = current
     best_key = _cursor_key(current) if current is not None else None
     for row in rows:
+        if not isinstance(row, Mapping):
+            continue  # not a record: it goes to the dead letters
         value = row.get(field_name)
         if value is None:
             continue
@@ -175,6 +179,10 @@ def _max_cursor(current: Any, rows: Sequence[Mapping[str, Any]], field_name: str
 
 class _Cancelled(Exception):
     pass
+
+
+class _StreamWriteFailed(Exception):
+    """The destination could not take this stream's records: stop reading it."""
 
 
 class _WriterFailed(Exception):
@@ -218,6 +226,7 @@ class _Run:
         pm: Any,
         hard_delete: bool = False,
         lock_timeout: float = 0.0,
+        skip_dead_letters: bool = False,
     ) -> None:
         self.hard_delete = hard_delete
         self.lock_timeout = lock_timeout
@@ -238,29 +247,56 @@ class _Run:
         self.progress = progress
         self.pm = pm
         self.results = {s.name: StreamResult(name=s.name) for s in streams}
+        self.skip_dead_letters = skip_dead_letters
+        #: the committed cursor each state (stream or partition) started from, and
+        #: the states that dead-lettered a record in this run: their cursor stays
+        self.start_cursor: dict[str, Any] = {}
+        self.dead_in: set[str] = set()
+        #: streams whose records the destination failed to take: their readers stop
+        self.write_failed: set[str] = set()
         self.validators: dict[str, PageValidator] = {}
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=2 * self.concurrency + 2)
         self.stop = threading.Event()
 
     def prepare(self) -> dict[str, StreamState]:
+        """Build each stream's validator and table. A stream whose schema or table
+        cannot be made fails alone; the others run."""
+        ready = []
         for stream in self.streams:
-            model = self.pm.hook.tapyard_stream_schema(connector=self.connector, stream=stream)
-            if not (isinstance(model, type) and issubclass(model, BaseModel)):
-                raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
-            # Column policies (tapyard._policies): validated pages come out policied.
-            self.validators[stream.name] = self.policies.validator(stream, model)
+            try:
+                model = self.pm.hook.tapyard_stream_schema(connector=self.connector, stream=stream)
+                if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                    raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
+                # Column policies (tapyard._policies): validated pages come out policied.
+                self.validators[stream.name] = self.policies.validator(stream, model)
+            except Exception as exc:
+                self._failed(stream.name, exc)
+                continue
+            ready.append(stream)
+        self.streams = ready
         self.policies.check_used()
         # One run per stream of a destination: taken before the table is touched
         # and the state read, in one order so that two runs never wait on each other.
         for stream in sorted(self.streams, key=lambda s: s.name):
             self.locks.enter_context(self.destination.lock(stream.name, self.lock_timeout))
+        ready = []
         for stream in self.streams:
-            self.destination.prepare(stream, self.policies.columns(stream, self.validators[stream.name].model))
+            try:
+                self.destination.prepare(stream, self.policies.columns(stream, self.validators[stream.name].model))
+            except Exception as exc:
+                self._failed(stream.name, exc)
+                continue
+            ready.append(stream)
             self.counts[stream.name] = self.destination.count(stream.name)
             self.changed[stream.name] = 0
+        self.streams = ready
         if self.full_refresh:
             return {}
         return self.destination.load_state(self.state_key)
+
+    def _failed(self, stream: str, exc: BaseException) -> None:
+        result = self.results[stream]
+        result.status, result.error = "failed", result.error or _describe(exc)
 
     def warn(self, stream: str, message: str) -> None:
         """Tell the user about something the run worked around: logged and kept in the result."""
@@ -308,6 +344,7 @@ class _Run:
         refresh = state.refresh
         tracked = refresh or stream.deletes == "listing"
         hook = self.pm.hook.tapyard_map_records
+        self.start_cursor[name] = state.cursor
         try:
             while True:
                 read_any = False
@@ -317,6 +354,8 @@ class _Run:
                         read_any = True
                         if self.stop.is_set():
                             raise _Cancelled
+                        if stream.name in self.write_failed:
+                            raise _StreamWriteFailed
                         if page.cursor_limit is not None:
                             limit = page.cursor_limit
                         guard.check(page)
@@ -352,7 +391,8 @@ class _Run:
             sink(final)
             sink((_DONE, stream.name, None))
         except _Cancelled:
-            result.status = "cancelled"
+            if result.status != "failed":
+                result.status = "cancelled"
         except (_WriterFailed, KeyboardInterrupt, SystemExit):
             # an interrupt (this is the main thread when the reader runs inline)
             # stops the whole run; it is not this stream's failure
@@ -429,27 +469,32 @@ class _Run:
 
     def _commit(self, items: list[Any], remaining: dict[str, int]) -> int:
         """Write the batches among ``items`` in one transaction, then account for
-        them; returns how many work items finished."""
-        batches = [i for i in items if isinstance(i, Batch)]
-        if batches:
-            # Ctrl-C or SIGTERM waits for the transaction and its count: what an
-            # interrupted run reports as committed is exactly what was.
-            with deferred_signals():
-                self.destination.write(self.state_key, batches)
-                for batch in batches:
-                    result = self.results[batch.stream]
-                    result.records += batch.count
-                    result.dead_letters += len(batch.dead)
-                    result.pages += batch.pages
-                    changed = self.changed.get(batch.stream)
-                    if changed is not None and batch.count:
-                        self.changed[batch.stream] = None if batch.changed is None else changed + batch.changed
-                    if batch.deleted:
-                        result.deleted += batch.deleted
-                        if batch.hard_delete or not self._marks(batch.stream):
-                            self.counts[batch.stream] = (self.counts.get(batch.stream) or 0) - batch.deleted
-                    if self.progress:
-                        self.progress("page", result)
+        them; returns how many work items finished.
+
+        A stream's last batch (its new cursor) is written after its pages, in a
+        transaction of its own, so that the cursor can stay where it was when any
+        of those pages dead-lettered a record, at validation or in the destination.
+        """
+        batches = [i for i in items if isinstance(i, Batch) and i.stream not in self.write_failed]
+        pages = [b for b in batches if not _is_last(b)]
+        last = [b for b in batches if _is_last(b)]
+        # Ctrl-C or SIGTERM waits for the transactions and their count: what an
+        # interrupted run reports as committed is exactly what was.
+        with deferred_signals():
+            for group in (pages, last):
+                if not group:
+                    continue
+                if group is last:
+                    for batch in last:
+                        if batch.state_name not in self.dead_in:
+                            continue
+                        # a dead-lettered record's row was not stamped by this pass:
+                        # it is not gone from the source, so no sweep
+                        batch.sweep = None
+                        if not self.skip_dead_letters:
+                            batch.state = StreamState(cursor=self.start_cursor.get(batch.state_name))
+                            self.results[batch.stream].cursor_held = True
+                self._write(group)
         finished = 0
         for item in items:
             if isinstance(item, tuple) and item and item[0] is _DONE:
@@ -480,6 +525,51 @@ class _Run:
             return
         result.inserted = max(0, min(changed, after - before))
         result.updated = changed - result.inserted
+
+    def _write(self, batches: list[Batch]) -> None:
+        """Write ``batches`` in one transaction and count what they held.
+
+        A :class:`TapyardError` from the destination (a full disk, a lost
+        connection) stops the run. Any other error is retried stream by stream,
+        and a stream whose batches still fail fails alone."""
+        try:
+            self.destination.write(self.state_key, batches)
+        except TapyardError:
+            raise
+        except Exception:
+            by_stream: dict[str, list[Batch]] = {}
+            for batch in batches:
+                by_stream.setdefault(batch.stream, []).append(batch)
+            for name, group in by_stream.items():
+                try:
+                    self.destination.write(self.state_key, group)
+                except TapyardError:
+                    raise
+                except Exception as exc:
+                    self.write_failed.add(name)
+                    self._failed(name, exc)
+                else:
+                    self._account(group)
+            return
+        self._account(batches)
+
+    def _account(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            result = self.results[batch.stream]
+            result.records += batch.count
+            result.dead_letters += len(batch.dead)
+            result.pages += batch.pages
+            changed = self.changed.get(batch.stream)
+            if changed is not None and batch.count:
+                self.changed[batch.stream] = None if batch.changed is None else changed + batch.changed
+            if batch.deleted:
+                result.deleted += batch.deleted
+                if batch.hard_delete or not self._marks(batch.stream):
+                    self.counts[batch.stream] = (self.counts.get(batch.stream) or 0) - batch.deleted
+            if any(d.holds_cursor for d in batch.dead):
+                self.dead_in.add(batch.state_name)
+            if self.progress:
+                self.progress("page", result)
 
     def run(self, states: Mapping[str, StreamState]) -> None:
         work = [
@@ -554,6 +644,12 @@ class _Run:
                 self.stop.set()
 
 
+def _is_last(batch: Batch) -> bool:
+    """Whether ``batch`` is the one a reader sends when its stream or partition ends:
+    no page, no record, only the new cursor."""
+    return batch.pages == 0 and batch.state is not None and batch.state.resume is None and not batch.count and not batch.dead
+
+
 def state_name(stream: str, partition: Mapping[str, Any]) -> str:
     """The name a partition's state is saved under: the stream's, plus the partition as JSON."""
     if not partition:
@@ -585,6 +681,7 @@ def sync(
     wait: float = 0.0,
     policies: Mapping[str, str] | str | Sequence[str] | None = None,
     policy_key: str | bytes | None = None,
+    skip_dead_letters: bool = False,
 ) -> SyncResult:
     """Sync ``connector`` into a destination and return what happened.
 
@@ -619,8 +716,16 @@ def sync(
         masked or dropped before they reach the destination (docs/policies.md).
         A ``policies`` key in a mapping ``config`` adds to them.
     :param policy_key: the key of ``hash`` policies (default: ``TAPYARD_POLICY_KEY``).
+    :param skip_dead_letters: let a stream's cursor move past records that went to
+        the dead letters. By default a stream (or partition) that dead-lettered a
+        record in this run keeps the cursor it started from, so the next run reads
+        those records again (``tapyard deadletters replay`` writes them once the
+        schema takes them); ``StreamResult.cursor_held`` says when that happened.
 
-    A stream that fails does not stop the others; check ``result.ok``. Errors
+    A stream that fails (its schema, its reads, or a record its destination
+    refuses in a way no dead letter can hold) does not stop the others; check
+    ``result.ok``. A record that cannot be validated or written goes to the dead
+    letters with its raw payload and the reason, and the rest go on. Errors
     that stop the whole run (bad config, unreachable destination, a circuit
     that opened) raise a :class:`TapyardError`.
     """
@@ -662,6 +767,7 @@ def sync(
                 pm,
                 hard_delete=hard_delete,
                 lock_timeout=wait,
+                skip_dead_letters=skip_dead_letters,
             )
             run.max_pages = max_pages
             run.policies = policy_set.known_streams(s.name for s in source.streams())

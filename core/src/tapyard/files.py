@@ -6,6 +6,11 @@ modification time, the stream's cursor) and the row itself, either whole in a
 ``data`` JSON column or, when the configuration gives a JSON Schema of one row,
 as typed columns.
 
+Values keep their exact form: JSON Lines numbers are parsed as integers of any
+size or as :class:`decimal.Decimal` (never through float), Parquet decimals stay
+decimals, and NaN and the infinities become the strings ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"`` (docs/types.md).
+
 A row that cannot be read (a CSV line with the wrong number of fields, a JSON
 line that is not an object) becomes a record that fails validation on purpose,
 so the sync engine puts it in the dead-letter table with the raw text and the
@@ -33,6 +38,7 @@ import email.utils
 import io
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,6 +46,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic_core import PydanticCustomError
+
+from tapyard._schema import UNREADABLE
+from tapyard._values import value_text
 
 __all__ = [
     "FORMATS",
@@ -96,7 +106,8 @@ class RecordBase(BaseModel):
     @classmethod
     def _unreadable(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get(ERROR_KEY):
-            raise ValueError(str(data[ERROR_KEY]))
+            # unreadable, not invalid: its dead letter does not hold the cursor
+            raise PydanticCustomError(UNREADABLE, "{reason}", {"reason": str(data[ERROR_KEY])})
         return data
 
 
@@ -132,9 +143,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return value  # exact: destinations keep its digits (docs/types.md)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
+    if isinstance(value, float) and not math.isfinite(value):
+        return value_text(value)  # "NaN", "Infinity", "-Infinity": JSON has no such numbers
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     return value
@@ -249,7 +262,12 @@ def _jsonl_rows(body: IO[bytes], key: str) -> Iterator[_Row]:
             continue
         number += 1
         try:
-            value = json.loads(line)
+            # numbers exact: integers of any size, decimals with their digits;
+            # NaN and the infinities (not JSON, but written) as their names
+            value = json.loads(line, parse_float=decimal.Decimal, parse_constant=str)
+        except RecursionError:
+            yield number, None, f"{key!r} line {number}: JSON nested too deeply", line[:1000]
+            continue
         except ValueError as exc:
             yield number, None, f"{key!r} line {number}: not JSON: {exc.args[0] if exc.args else exc}", line[:1000]
             continue

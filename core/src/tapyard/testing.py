@@ -82,9 +82,11 @@ __all__ = [
     "UNICODE",
     "CliResult",
     "Drift",
+    "assert_same_value",
     "awkward_jsonl",
     "cassette",
     "fake_credentials",
+    "landed_rows",
     "run_cli",
     "schema_drift",
     "scrub_text",
@@ -418,3 +420,138 @@ def register_plugin() -> Iterator[Any]:
     for name in registered:
         with contextlib.suppress(ValueError):
             unregister_plugin(name=name)
+
+
+# -- comparing what landed with what the source held ------------------------------
+
+
+def landed_rows(url: str, stream: str, key: str = "id") -> dict[Any, dict[str, Any]]:
+    """The rows of ``stream`` in the destination at ``url`` (``sqlite:///...`` or
+    ``jsonl:///...``), by their ``key`` column, as stored: compare them with the
+    source through :func:`assert_same_value`. JSON Lines numbers are read exactly
+    (integers of any size, decimals as :class:`decimal.Decimal`); of a record
+    written twice, the last line wins, as an upsert would."""
+    import decimal
+    import sqlite3
+
+    from tapyard._destinations import url_path
+
+    scheme = url.split(":", 1)[0]
+    path = url_path(url, scheme)
+    if scheme == "sqlite":
+        con = sqlite3.connect(path)
+        con.row_factory = sqlite3.Row
+        try:
+            return {row[key]: dict(row) for row in con.execute(f'SELECT * FROM "{stream.replace(chr(34), chr(34) * 2)}"')}
+        finally:
+            con.close()
+    if scheme == "jsonl":
+        out: dict[Any, dict[str, Any]] = {}
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            data = json.loads(line, parse_float=decimal.Decimal)
+            if data.get("stream") == stream and "record" in data:
+                out[data["record"][key]] = data["record"]
+        return out
+    raise ValueError(f"landed_rows reads sqlite:/// and jsonl:/// destinations, not {scheme!r}")
+
+
+def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:
+    """Assert that ``landed`` (read back from a destination) is ``source``, value for value.
+
+    What a destination may change is the representation, never the value
+    (docs/types.md): an integer past 64 bits or a decimal may land as its exact
+    text, a timestamp as ISO text in UTC, bytes as a BLOB or base64 text, NaN and
+    the infinities as ``"NaN"``/``"Infinity"``/``"-Infinity"``, a nested object or
+    array as JSON text (parsed here with exact numbers), a set as a list. Anything
+    else must be equal: ``10.10`` is not ``10.1``, ``""`` is not ``None``, a
+    combining mark or a NUL must survive. Raises :class:`AssertionError` naming
+    the path of the first difference (``where``).
+    """
+    import base64
+    import datetime as dt
+    import decimal
+    import math
+
+    def fail() -> None:
+        raise AssertionError(f"{where}: source {source!r} landed as {landed!r}")
+
+    if isinstance(source, dict | list | tuple | set | frozenset) and isinstance(landed, str | bytes):
+        try:
+            landed = json.loads(landed, parse_float=decimal.Decimal)
+        except ValueError:
+            fail()
+    if source is None or isinstance(source, bool):
+        if landed is not source and not (isinstance(source, bool) and landed in (0, 1) and bool(landed) is source):
+            fail()
+    elif isinstance(source, int):
+        text = str(int(source))
+        if not (
+            (isinstance(landed, int) and not isinstance(landed, bool) and landed == source)
+            or (isinstance(landed, str) and landed == text)
+            or (isinstance(landed, decimal.Decimal) and landed == source and landed.as_tuple().exponent == 0)
+        ):
+            fail()
+    elif isinstance(source, decimal.Decimal):
+        if source.is_finite():
+            if not (isinstance(landed, str | decimal.Decimal | int) and str(landed) == str(source)):
+                fail()
+        elif landed != ("NaN" if source.is_nan() else "-Infinity" if source.is_signed() else "Infinity"):
+            fail()
+    elif isinstance(source, float):
+        if math.isnan(source):
+            if not (landed == "NaN" or (isinstance(landed, float) and math.isnan(landed))):
+                fail()
+        elif math.isinf(source):
+            if landed not in (source, "Infinity" if source > 0 else "-Infinity"):
+                fail()
+        elif not (isinstance(landed, float | int | decimal.Decimal) and float(landed) == source):
+            fail()
+    elif isinstance(source, str):
+        if not (isinstance(landed, str) and landed == source):
+            fail()
+    elif isinstance(source, bytes):
+        if isinstance(landed, str):
+            try:
+                landed = base64.b64decode(landed, validate=True)
+            except ValueError:
+                fail()
+        if landed != source:
+            fail()
+    elif isinstance(source, dt.datetime):
+        when = landed
+        if isinstance(landed, str):
+            try:
+                when = dt.datetime.fromisoformat(landed)
+            except ValueError:
+                fail()
+        if not isinstance(when, dt.datetime) or (when.tzinfo is None) != (source.tzinfo is None) or when != source:
+            fail()
+    elif isinstance(source, dt.date | dt.time):
+        if landed != source and landed != source.isoformat():
+            fail()
+    elif isinstance(source, dict):
+        if not isinstance(landed, dict) or set(map(str, source)) != set(landed):
+            fail()
+        for key, value in source.items():
+            assert_same_value(value, landed[str(key)], f"{where}.{key}")
+    elif isinstance(source, list | tuple):
+        if not isinstance(landed, list) or len(landed) != len(source):
+            fail()
+        for i, (a, b) in enumerate(zip(source, landed, strict=True)):
+            assert_same_value(a, b, f"{where}[{i}]")
+    elif isinstance(source, set | frozenset):
+        if not isinstance(landed, list) or len(landed) != len(source):
+            fail()
+        left = list(landed)
+        for value in source:
+            for i, candidate in enumerate(left):
+                try:
+                    assert_same_value(value, candidate, where)
+                except AssertionError:
+                    continue
+                del left[i]
+                break
+            else:
+                fail()
+    elif landed != source:
+        fail()

@@ -73,16 +73,23 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.datetime | dt.date) else value
 
 
+def _set_order(value: Any) -> tuple[int, Any]:
+    # number sets in numeric order, string and binary sets in their own
+    return (0, value) if isinstance(value, int | Decimal) else (1, repr(value))
+
+
 def _plain(value: Any) -> Any:
-    """DynamoDB values as JSON: numbers as int or float, sets as sorted lists, binary as text."""
+    """DynamoDB values as JSON: numbers exact (an integer as int, of any size; any
+    other number as the Decimal boto3 gives, never float), sets as sorted lists,
+    binary as base64 text."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return int(value) if value.is_finite() and value.as_tuple().exponent == 0 else value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, set | frozenset):
-        return sorted((_plain(v) for v in value), key=repr)
+        return sorted((_plain(v) for v in value), key=_set_order)
     if hasattr(value, "value") and isinstance(value.value, bytes):  # boto3 Binary
         import base64
 
@@ -408,7 +415,7 @@ class AwsSource(tapyard.Source):
             records = []
             for raw in page.get("Items", []):
                 item = {name: _plain(deserialize(value)) for name, value in raw.items()}
-                key = json.dumps({k: item.get(k) for k in keys}, sort_keys=True, separators=(",", ":"))
+                key = json.dumps({k: item.get(k) for k in keys}, sort_keys=True, separators=(",", ":"), default=str)
                 records.append({"table": table, "key": key, "item": item})
             yield tapyard.Page(records, resume=following)
 

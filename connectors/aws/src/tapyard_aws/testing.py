@@ -25,8 +25,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["EmulatorNotInstalled", "free_port", "moto_server", "moto_server_binary", "wait_until_ready"]
+__all__ = [
+    "EmulatorNotInstalled", "dynamodb_table", "free_port", "moto_server", "moto_server_binary", "wait_until_ready",
+]
 
 
 class EmulatorNotInstalled(RuntimeError):
@@ -95,3 +98,19 @@ def moto_server(port: int | None = None) -> Iterator[str]:
         yield endpoint
     finally:
         stop(process)
+
+
+def dynamodb_table(endpoint: str, name: str, items: list[dict[str, Any]], key: str = "pk") -> None:
+    """Create table ``name`` (hash key ``key``, a string) at ``endpoint`` and put
+    ``items`` (in DynamoDB's wire format) into it, through boto3."""
+    import boto3
+
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for item in items:
+        ddb.put_item(TableName=name, Item=item)

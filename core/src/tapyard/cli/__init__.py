@@ -88,10 +88,11 @@ def _register() -> None:
     """
     if getattr(app, "_tapyard_registered", False):
         return
-    from tapyard.cli import _connectors, _creds, _run
+    from tapyard.cli import _connectors, _creds, _deadletters, _run
 
     app.add_typer(_connectors.group, name="connectors")
     app.add_typer(_creds.group, name="creds")
+    app.add_typer(_deadletters.group, name="deadletters")
     _run.register(app)
     complete(app)
     app._tapyard_registered = True  # type: ignore[attr-defined]

@@ -235,6 +235,12 @@ def sync(
     ),
     policy: list[str] | None = typer.Option(None, "--policy", metavar="FIELD=ACTION", help=POLICY_HELP),
     policy_key: str | None = typer.Option(None, "--policy-key", metavar="NAME", help=POLICY_KEY_HELP),
+    skip_dead_letters: bool = typer.Option(
+        False,
+        "--skip-dead-letters",
+        help="Let a stream's cursor move past records that went to the dead letters "
+        "(by default it stays, so the next run reads them again).",
+    ),
 ) -> None:
     """Sync a connector's streams into a destination."""
     from tapyard._exceptions import ConfigError, TapyardError
@@ -270,6 +276,7 @@ def sync(
                     wait=wait,
                     policies=policies,
                     policy_key=key,
+                    skip_dead_letters=skip_dead_letters,
                 )
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or SIGHUP (see tapyard.cli.main): the engine has rolled
@@ -364,6 +371,14 @@ def _summary(result: SyncResult) -> None:
         )
     out = err_console if result.destination == "jsonl:-" else console
     out.print(table)
+    held = [s.name for s in result.streams if s.cursor_held]
+    if held:
+        from rich.markup import escape
+
+        out.print(
+            f"cursor held for {escape(', '.join(held))}: records went to the dead letters; fix the schema and run "
+            "tapyard deadletters replay, or sync with --skip-dead-letters to move on"
+        )
     requests = http.get("requests", 0)
     reached = f" ({requests / result.seconds:,.1f}/s)" if result.seconds > 0 and requests else ""
     for s in result.streams:

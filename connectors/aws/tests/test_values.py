@@ -1,0 +1,166 @@
+"""Values that break naive syncs, seeded into moto through boto3 and read back
+from SQLite and JSON Lines value for value (docs/types.md): DynamoDB numbers
+past 2^63 and with 20+ significant digits (boto3's Decimal, never float),
+binary, sets, unicode, NUL, empty strings and NULLs, deep and mixed nesting;
+the same shapes in a JSON Lines object read by the file reader, untyped and
+with a typed row schema. Live against moto's server, as CI runs it.
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+import sqlite3
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tapyard
+from tapyard.testing import assert_same_value, landed_rows
+from tapyard_aws.testing import dynamodb_table
+
+D = decimal.Decimal
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": {"N": "0.10"}}
+    for i in range(levels):
+        value = {f"l{i}": {"M": value}}
+    return value
+
+
+#: DynamoDB items in the wire format, and the values boto3 hands back for them
+ITEMS: list[dict[str, Any]] = [
+    {
+        "pk": {"S": "numbers"},
+        "big": {"N": "100000000000000000000"},
+        "neg": {"N": "-100000000000000000000"},
+        "past64": {"N": "18446744073709551617"},
+        "dec": {"N": "12345678901234806.89"},
+        "money": {"N": "10.10"},
+        "long": {"N": "1234567890.1234567890123456789"},
+        "tiny": {"N": "-0.000000000000000000001"},
+        "set": {"NS": ["1", "10.10", "100000000000000000000"]},
+    },
+    {
+        "pk": {"S": "text"},
+        "combining": {"S": "e\u0301 n\u0303"},
+        "emoji": {"S": "👩\u200d👩\u200d👧 🏳️\u200d🌈"},
+        "rtl": {"S": "שלום مرحبا"},
+        "nul": {"S": "a\x00b"},
+        "empty": {"S": ""},
+        "nothing": {"NULL": True},
+        "yes": {"BOOL": True},
+        "bin": {"B": b"\x00\xff\x80binary"},
+        "bins": {"BS": [b"\x01", b"\x02\x03"]},
+        "strings": {"SS": ["b", "a"]},
+    },
+    {
+        "pk": {"S": "nested"},
+        "deep": {"M": _deep(30)},
+        "empty_map": {"M": {}},
+        "empty_list": {"L": []},
+        "mixed": {"L": [{"N": "1"}, {"S": "a"}, {"NULL": True}, {"N": "1.5"}, {"M": {"x": {"L": []}}},
+                        {"N": "100000000000000000000"}, {"BOOL": False}]},
+    },
+]
+
+#: a JSON Lines object: its lines as written (the source values are what they say, exactly)
+LINES = [
+    '{"id": 1, "big": 100000000000000000000, "neg": -100000000000000000000, "dec": 12345678901234806.89, '
+    '"money": 10.10, "e": 1E+3, "long": 1234567890.1234567890123456789}',
+    '{"id": 2, "s": "e\\u0301 \\ud83d\\udc69\\u200d\\ud83d\\udc67 \\u05e9\\u05dc\\u05d5\\u05dd", "nul": "a\\u0000b", '
+    '"empty": "", "none": null, "t": true, "nan": NaN, "inf": -Infinity}',
+    '{"id": 3, "mixed": [1, "a", null, 1.5, {"x": []}, [100000000000000000000]], "deep": '
+    + "".join('{"a": ' for _ in range(40)) + "0.10" + "}" * 40 + "}",
+]
+
+
+@pytest.fixture
+def seeded(moto_endpoint: str) -> str:
+    import boto3
+
+    urllib.request.urlopen(urllib.request.Request(moto_endpoint + "/moto-api/reset", method="POST"), timeout=10)
+    dynamodb_table(moto_endpoint, "vals", ITEMS)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="vals")
+    s3.put_object(Bucket="vals", Key="in/values.jsonl", Body=("\n".join(LINES) + "\n").encode())
+    return moto_endpoint
+
+
+def _source_items() -> dict[str, dict[str, Any]]:
+    """What boto3 itself gives for the items: the values the destination must hold."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserialize = TypeDeserializer().deserialize
+    out = {}
+    for item in ITEMS:
+        values = {k: deserialize(v) for k, v in item.items()}
+        out[values["pk"]] = {k: (v.value if hasattr(v, "value") and isinstance(v.value, bytes) else v)
+                             for k, v in values.items()}
+        for k, v in list(out[values["pk"]].items()):
+            if isinstance(v, set) and all(hasattr(b, "value") for b in v):
+                out[values["pk"]][k] = {b.value for b in v}
+    return out
+
+
+@pytest.mark.parametrize("target", ["sqlite", "jsonl"])
+def test_dynamodb_and_jsonl_values_land_exactly(seeded: str, tmp_path: Path, target: str) -> None:
+    url = f"{target}:///{tmp_path / ('v.db' if target == 'sqlite' else 'v.jsonl')}"
+    config = {"endpoint_url": seeded, "bucket": "vals", "prefix": "in/", "dynamodb_tables": ["vals"]}
+    result = tapyard.sync("aws", config, to=url, streams=["dynamodb_items", "s3_records"])
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert {s.name: s.dead_letters for s in result.streams} == {"dynamodb_items": 0, "s3_records": 0}
+
+    items = landed_rows(url, "dynamodb_items", key="key")
+    source = _source_items()
+    assert len(items) == len(source)
+    for row in items.values():
+        item = row["item"] if isinstance(row["item"], dict) else json.loads(row["item"], parse_float=D)
+        assert_same_value(source[item["pk"]], row["item"], f"dynamodb item {item['pk']}")
+
+    records = landed_rows(url, "s3_records", key="source_line")
+    assert sorted(records) == [1, 2, 3]
+    for number, line in enumerate(LINES, start=1):
+        assert_same_value(json.loads(line, parse_float=D), records[number]["data"], f"line {number}")
+
+
+def test_a_typed_row_schema_keeps_decimals_and_dead_letters_what_sqlite_cannot_hold(seeded: str, tmp_path: Path) -> None:
+    """With a row schema, ``format: decimal`` columns keep every digit; an integer
+    column that meets a value past 64 bits dead-letters that row and keeps the rest."""
+    db = tmp_path / "typed.db"
+    config = {
+        "endpoint_url": seeded, "bucket": "vals", "prefix": "in/",
+        "record_schema": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "big": {"type": ["integer", "null"]},
+                "dec": {"type": ["number", "null"], "format": "decimal"},
+                "money": {"type": ["number", "null"], "format": "decimal"},
+                "e": {"type": ["number", "null"], "format": "decimal"},
+                "s": {"type": ["string", "null"]},
+                "nul": {"type": ["string", "null"]},
+                "empty": {"type": ["string", "null"]},
+            },
+        },
+    }
+    result = tapyard.sync("aws", config, to=f"sqlite:///{db}", streams=["s3_records"])
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert (result.streams[0].records, result.streams[0].dead_letters) == (2, 1)
+    con = sqlite3.connect(db)
+    (raw, error), = con.execute("SELECT raw, error FROM _tapyard_dead_letters").fetchall()
+    assert '"big":100000000000000000000' in raw and '"dec":12345678901234806.89' in raw and "'big'" in error
+    rows = {r[0]: r[1:] for r in con.execute("SELECT id, s, nul, empty FROM s3_records")}
+    source = json.loads(LINES[1])
+    assert rows[2] == (source["s"], "a\x00b", "")
+    # the dead letter is replayed once the schema declares the big integer a decimal
+    config["record_schema"]["properties"]["big"] = {"type": ["integer", "null"], "format": "decimal"}
+    from tapyard._replay import replay_dead_letters
+
+    (outcome,) = replay_dead_letters("aws", config, to=f"sqlite:///{db}")
+    assert (outcome.replayed, outcome.still_dead) == (1, 0)
+    row = con.execute("SELECT big, dec, money, e FROM s3_records WHERE id = 1").fetchone()
+    assert row == ("100000000000000000000", "12345678901234806.89", "10.10", "1E+3")

@@ -1,0 +1,189 @@
+"""Values without loss: JSON text and column text that keep every digit.
+
+The rules (docs/types.md has the whole table):
+
+- integers of any size stay integers: JSON text holds all their digits (orjson
+  stops at 64 bits, so a value past that takes the exact encoder below);
+- :class:`decimal.Decimal` values keep their exact digits (``10.10``,
+  ``1E+3``): a JSON number with the same text, or that text in a column;
+- timestamps become one sortable text form: UTC, ``Z``, always six fractional
+  digits (``2024-01-02T03:04:05.000000Z``), so that text order is time order;
+  naive ones keep no zone;
+- NaN and the infinities, which JSON cannot hold, become the strings ``"NaN"``,
+  ``"Infinity"`` and ``"-Infinity"`` rather than ``null``;
+- bytes become base64 text in JSON.
+
+The fast path is orjson; the exact encoder runs only for a value orjson refuses
+or would change (an integer past 64 bits, a lone surrogate, a non-finite float),
+so records of ordinary values pay nothing for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+__all__ = ["decode_json", "json_bytes", "json_default", "json_text", "timestamp_text", "value_text"]
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def timestamp_text(value: dt.datetime) -> str:
+    """A timestamp as fixed-width ISO 8601 text: UTC with ``Z`` and six fractional digits
+    for an aware one, no zone for a naive one. Text order is then time order."""
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat(timespec="microseconds") + "Z"
+    return value.isoformat(timespec="microseconds")
+
+
+def value_text(value: Any) -> str:
+    """A scalar as column text: timestamps as :func:`timestamp_text`, decimals with
+    their exact digits, dates and times in ISO form, anything else as ``str``."""
+    if isinstance(value, dt.datetime):
+        return timestamp_text(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE[repr(value)]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+def json_default(value: Any) -> Any:
+    """What orjson cannot encode itself, as tapyard encodes it (pass as ``default=``
+    with ``option=orjson.OPT_PASSTHROUGH_DATETIME``)."""
+    if isinstance(value, dt.datetime):
+        return timestamp_text(value)
+    if isinstance(value, decimal.Decimal):
+        if value.is_finite():
+            return orjson.Fragment(str(value))
+        return "NaN" if value.is_nan() else ("-Infinity" if value.is_signed() else "Infinity")
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
+    """``value`` as compact UTF-8 JSON, every number exact (see the module's rules).
+
+    Raises :class:`ValueError` only for a value no JSON can hold (nesting deeper
+    than the interpreter's recursion limit).
+    """
+    try:
+        options = orjson.OPT_PASSTHROUGH_DATETIME | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+        out = orjson.dumps(value, default=json_default, option=options)
+    except TypeError:
+        # past 64 bits, a lone surrogate, or nesting past orjson's limit
+        return _exact(value, sort_keys).encode()
+    if b"null" in out and _has_non_finite(value):
+        return _exact(value, sort_keys).encode()
+    return out
+
+
+def json_text(value: Any, *, sort_keys: bool = False) -> str:
+    """:func:`json_bytes` as text."""
+    return json_bytes(value, sort_keys=sort_keys).decode()
+
+
+def _has_non_finite(value: Any) -> bool:
+    # orjson writes NaN and the infinities as null: look for them only when a
+    # null came out, and only in the containers and floats that can hold one.
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+def _exact(value: Any, sort_keys: bool = False) -> str:
+    parts: list[str] = []
+    try:
+        _encode(value, parts.append, sort_keys)
+    except RecursionError:
+        raise ValueError("a value nested too deeply to encode as JSON") from None
+    return "".join(parts)
+
+
+def _encode(value: Any, out: Any, sort_keys: bool = False) -> None:
+    if value is None or value is True or value is False or isinstance(value, str):
+        # json.dumps escapes a lone surrogate as \udXXX, which orjson refuses
+        out(json.dumps(value))
+    elif isinstance(value, int):
+        out(str(int(value)))
+    elif isinstance(value, float):
+        out(repr(value) if math.isfinite(value) else json.dumps(_NON_FINITE[repr(value)]))
+    elif isinstance(value, Mapping):
+        out("{")
+        items = [(k if isinstance(k, str) else str(k), v) for k, v in value.items()]
+        for i, (k, v) in enumerate(sorted(items, key=lambda kv: kv[0]) if sort_keys else items):
+            if i:
+                out(",")
+            out(json.dumps(k))
+            out(":")
+            _encode(v, out, sort_keys)
+        out("}")
+    elif isinstance(value, list | tuple):
+        out("[")
+        for i, v in enumerate(value):
+            if i:
+                out(",")
+            _encode(v, out, sort_keys)
+        out("]")
+    elif isinstance(value, dt.datetime):
+        out(json.dumps(timestamp_text(value)))
+    elif isinstance(value, dt.date | dt.time | uuid.UUID):
+        out(orjson.dumps(value).decode())
+    else:
+        converted = json_default(value)
+        if isinstance(converted, orjson.Fragment):
+            out(str(value))
+        else:
+            _encode(converted, out, sort_keys)
+
+
+def decode_json(content: bytes | str, *, exact: bool = False) -> Any:
+    """Parse a JSON document, keeping what orjson would lose when asked to.
+
+    orjson is the fast path. With ``exact`` (a stream whose schema declares
+    decimals) the standard library parses instead: integers keep every digit
+    (orjson reads one past 64 bits as a float) and numbers with a fraction or an
+    exponent become :class:`decimal.Decimal`. The standard library also takes a
+    document orjson refuses for a lone surrogate escape. Raises
+    :class:`ValueError` for a document that is not JSON.
+
+    Without ``exact`` nothing scans the body for long integers: looking for
+    them cost half as much again as parsing (docs/types.md says so).
+    """
+    if not exact:
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass  # the standard library accepts lone surrogates; it says what is wrong otherwise
+    try:
+        return json.loads(content, parse_float=decimal.Decimal if exact else float, parse_constant=_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: refuse them as orjson does
+    raise ValueError(f"{name} is not a JSON value")

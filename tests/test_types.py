@@ -1,0 +1,309 @@
+"""Values without loss, one bad value never taking a run down, and dead letters
+that hold the cursor until they are replayed (docs/types.md, docs/reliability.md).
+
+A full-code connector hands the engine the values that break naive syncs;
+what lands in SQLite and in JSON Lines is read back and compared with the
+source value for value (``tapyard.testing.assert_same_value``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import tapyard
+from tapyard.testing import assert_same_value, landed_rows
+
+D = decimal.Decimal
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+class Value(BaseModel):
+    id: int
+    amount: D | None = None
+    big: D | None = None
+    ratio: float | None = None
+    at: dt.datetime | None = None
+    day: dt.date | None = None
+    text: str | None = None
+    blob: bytes | None = None
+    doc: dict[str, Any] | None = None
+    mixed: list[Any] | None = None
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": D("0.10")}
+    for i in range(levels):
+        value = {f"l{i}": value}
+    return value
+
+
+#: one record per awkward value (and a few all at once)
+VALUES: list[dict[str, Any]] = [
+    {"id": 1, "amount": D("10.10"), "big": D("100000000000000000000"), "ratio": 0.1},
+    {"id": 2, "amount": D("12345678901234806.89"), "big": D("-99999999999999999999999"), "ratio": float("nan")},
+    {"id": 3, "amount": D("1E+3"), "big": D("1234567890.1234567890123"), "ratio": float("inf")},
+    {"id": 4, "amount": D("-0.000000000000000000001"), "ratio": float("-inf"), "text": ""},
+    {"id": 5, "at": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=IST), "day": dt.date(1900, 1, 1), "text": None},
+    {"id": 6, "at": dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC), "text": "e\u0301 👩\u200d👩\u200d👧 שלום"},
+    {"id": 7, "at": dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=dt.UTC), "text": "a\x00b", "blob": b"\x00\xff\x80"},
+    {"id": 8, "at": dt.datetime(1901, 1, 1), "blob": b""},
+    {
+        "id": 9,
+        "doc": {"big": 10**20, "neg": -(10**20), "dec": D("10.10"), "e": D("1E+3"), "empty": {},
+                "s": "x\x00y", "deep": _deep(300), "nothing": None},
+        "mixed": [1, "a", None, 1.5, D("2.50"), True, {"x": []}, [10**30]],
+    },
+]
+
+
+class ValuesConnector(tapyard.Connector):
+    """Streams of given records; a stream named in ``broken_read`` fails while reading,
+    one in ``broken_schema`` has a primary key its model lacks."""
+
+    name = "values"
+
+    def __init__(self, pages: dict[str, list[list[Any]]], model: type[BaseModel] = Value,
+                 cursor_field: str | None = None, broken_read: tuple[str, ...] = (),
+                 broken_schema: tuple[str, ...] = ()) -> None:
+        self.pages = pages
+        self.model = model
+        self.cursor_field = cursor_field
+        self.broken_read = broken_read
+        self.broken_schema = broken_schema
+
+    def streams(self, config: Any) -> list[tapyard.Stream]:
+        return [
+            tapyard.Stream(name=name, schema_model=self.model, cursor_field=self.cursor_field,
+                           primary_key=("nope",) if name in self.broken_schema else ("id",))
+            for name in self.pages
+        ]
+
+    def open(self, config: Any, context: Any) -> Any:
+        connector = self
+
+        class Source(tapyard.Source):
+            def streams(self) -> list[tapyard.Stream]:
+                return connector.streams(config)
+
+            def read(self, stream: tapyard.Stream, state: tapyard.StreamState, partition: Any) -> Iterator[tapyard.Page]:
+                for page in connector.pages[stream.name]:
+                    yield tapyard.Page(records=[dict(r) if isinstance(r, dict) else r for r in page])
+                if stream.name in connector.broken_read:
+                    raise KeyError("an unexpected bug in the source")
+
+        return contextlib.nullcontext(Source())
+
+
+@pytest.mark.parametrize("target", ["sqlite", "jsonl"])
+def test_awkward_values_land_exactly(tmp_path: Path, target: str) -> None:
+    """Integers past 2^63 (in JSON), decimals with their digits, timestamps with
+    offsets and before 1970, unicode, NUL, empty strings, bytes, NaN and the
+    infinities, deep nesting and mixed arrays round-trip into SQLite and JSON Lines."""
+    path = tmp_path / ("v.db" if target == "sqlite" else "v.jsonl")
+    connector = ValuesConnector({"values": [VALUES[:4], VALUES[4:]]})
+    result = tapyard.sync(connector, {}, to=f"{target}:///{path}")
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert result.records == len(VALUES) and result.streams[0].dead_letters == 0
+    landed = landed_rows(f"{target}:///{path}", "values")
+    assert sorted(landed) == [v["id"] for v in VALUES]
+    for source in VALUES:
+        row = landed[source["id"]]
+        for field in Value.model_fields:
+            assert_same_value(source.get(field), row[field], f"record {source['id']}.{field}")
+
+
+def test_timestamps_are_stored_in_one_sortable_form(tmp_path: Path) -> None:
+    """Text order is time order: whole seconds keep their six zeros, offsets become UTC."""
+    times = [
+        dt.datetime(2024, 1, 1, 0, 0, 0, tzinfo=dt.UTC),
+        dt.datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=dt.UTC),
+        dt.datetime(2024, 1, 1, 5, 0, 1, tzinfo=IST),  # 23:30:01 the day before, in UTC
+        dt.datetime(1960, 6, 1, tzinfo=dt.UTC),
+    ]
+    db = tmp_path / "t.db"
+    connector = ValuesConnector({"values": [[{"id": i, "at": t} for i, t in enumerate(times)]]})
+    assert tapyard.sync(connector, {}, to=f"sqlite:///{db}").ok
+    stored = [r[0] for r in sqlite3.connect(db).execute("SELECT at FROM \"values\" ORDER BY at")]
+    assert stored == sorted(stored, key=dt.datetime.fromisoformat)
+    assert [dt.datetime.fromisoformat(s) for s in stored] == sorted(times)
+    assert len({len(s) for s in stored}) == 1
+
+
+class Counted(BaseModel):
+    id: int
+    n: int
+    at: int = 0
+
+
+def test_a_value_sqlite_cannot_hold_is_dead_lettered_and_the_run_goes_on(tmp_path: Path) -> None:
+    """An integer past 2^63 in an INTEGER column used to end the whole run; now its
+    record goes to the dead letters (exact digits kept) and every other record and
+    stream commits."""
+    db = tmp_path / "big.db"
+    connector = ValuesConnector(
+        {"counts": [[{"id": 1, "n": 1}, {"id": 2, "n": 10**20}, {"id": 3, "n": -(2**63) - 1}, {"id": 4, "n": 4}]],
+         "other": [[{"id": 1, "n": 2**63 - 1}]]},
+        model=Counted,
+    )
+    result = tapyard.sync(connector, {}, to=f"sqlite:///{db}", concurrency=1)
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    counts = {s.name: (s.records, s.dead_letters) for s in result.streams}
+    assert counts == {"counts": (2, 2), "other": (1, 0)}
+    con = sqlite3.connect(db)
+    assert con.execute('SELECT id, n FROM counts ORDER BY id').fetchall() == [(1, 1), (4, 4)]
+    assert con.execute("SELECT n FROM other").fetchall() == [(2**63 - 1,)]
+    dead = sorted(con.execute("SELECT raw, error FROM _tapyard_dead_letters"))
+    assert sorted(json.loads(raw)["n"] for raw, _ in dead) == sorted([10**20, -(2**63) - 1])
+    assert all("'n'" in error and "64-bit" in error for _, error in dead)
+
+
+def test_records_that_are_not_objects_go_to_the_dead_letters(tmp_path: Path) -> None:
+    db = tmp_path / "odd.db"
+    connector = ValuesConnector({"counts": [[{"id": 1, "n": 1, "at": 5}, 7, "text", None, [1, 2], {"id": 2, "n": 2, "at": 6}]]},
+                                model=Counted, cursor_field="at")
+    result = tapyard.sync(connector, {}, to=f"sqlite:///{db}")
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert (result.streams[0].records, result.streams[0].dead_letters) == (2, 4)
+    raws = sorted(r for (r,) in sqlite3.connect(db).execute("SELECT raw FROM _tapyard_dead_letters"))
+    assert raws == sorted(['7', '"text"', "null", "[1,2]"])
+
+
+def test_one_failing_stream_does_not_fail_its_neighbours(tmp_path: Path, register_plugin: Any,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A stream whose schema cannot be built, and one whose source raises an
+    unexpected error, fail alone: the other streams commit; the summary and
+    the exit code say so."""
+    pages = {"good": [[{"id": 1, "n": 1}]], "bad_schema": [[{"id": 1, "n": 1}]], "bad_read": [[{"id": 1, "n": 1}]]}
+    connector = ValuesConnector(pages, model=Counted, broken_read=("bad_read",), broken_schema=("bad_schema",))
+    db = tmp_path / "iso.db"
+    result = tapyard.sync(connector, {}, to=f"sqlite:///{db}")
+    statuses = {s.name: s.status for s in result.streams}
+    assert statuses == {"good": "ok", "bad_schema": "failed", "bad_read": "failed"}
+    assert not result.ok
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM good").fetchone() == (1,)
+
+    class Plugin:
+        @tapyard.hookimpl
+        def tapyard_register_connectors(self, register: Any) -> None:
+            register(connector)
+
+    register_plugin(Plugin(), "values-plugin")
+    from tapyard.cli import main
+
+    code = main(["sync", "values", "--to", f"sqlite:///{tmp_path / 'cli.db'}", "--json"])
+    out, err = capsys.readouterr()
+    assert code != 0
+    summary = json.loads(out)
+    assert {s["name"]: s["status"] for s in summary["streams"]} == statuses
+    assert "bad_schema" in err or "bad_read" in err
+
+
+class Strict(BaseModel):
+    id: int
+    at: int
+    amount: int
+
+
+class Loose(BaseModel):
+    id: int
+    at: int
+    amount: D
+
+
+def _cursor(db: Path, stream: str) -> Any:
+    row = sqlite3.connect(db).execute("SELECT state FROM _tapyard_state WHERE stream = ?", (stream,)).fetchone()
+    return json.loads(row[0]).get("cursor") if row else None
+
+
+def test_dead_letters_hold_the_cursor_until_replayed(tmp_path: Path, register_plugin: Any,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A stream that dead-letters a record keeps its cursor (the next run reads the
+    record again) unless --skip-dead-letters; ``deadletters replay`` writes the
+    record once the schema takes it and marks its dead letter replayed."""
+    from tapyard.cli import main
+
+    first = [[{"id": 1, "at": 10, "amount": 1}, {"id": 2, "at": 20, "amount": "12.50"}, {"id": 3, "at": 30, "amount": 3}]]
+    connector = ValuesConnector({"pays": first}, model=Strict, cursor_field="at")
+
+    class Plugin:
+        @tapyard.hookimpl
+        def tapyard_register_connectors(self, register: Any) -> None:
+            register(connector)
+
+    register_plugin(Plugin(), "values-plugin")
+    db = tmp_path / "held.db"
+    to = f"sqlite:///{db}"
+    assert main(["sync", "values", "--to", to]) == 0
+    out = capsys.readouterr().out
+    assert "cursor held for pays" in out
+    assert _cursor(db, "pays") is None  # it started with none, and stays there
+
+    result = tapyard.sync(connector, {}, to=to)
+    assert result.streams[0].cursor_held and _cursor(db, "pays") is None
+    assert main(["deadletters", "list", "--to", to, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 1 and listed[0]["stream"] == "pays" and "amount" in listed[0]["error"]
+    assert json.loads(listed[0]["raw"])["amount"] == "12.50"
+
+    # the schema is still the same: nothing fits, the command says so
+    assert main(["deadletters", "replay", "values", "--to", to]) == 1
+    assert "still" in capsys.readouterr().err
+
+    # asked to, the cursor moves past the dead letter
+    assert main(["sync", "values", "--to", to, "--skip-dead-letters"]) == 0
+    assert _cursor(db, "pays") == 30
+
+    # the connector's schema is fixed: the replay writes the record, exactly
+    connector.model = Loose
+    capsys.readouterr()
+    assert main(["deadletters", "replay", "values", "--to", to, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"stream": "pays", "replayed": 1, "still_dead": 0, "reasons": []}]
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT amount FROM pays WHERE id = 2").fetchone() == ("12.50",)
+    assert main(["deadletters", "list", "--to", to, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["deadletters", "list", "--to", to, "--json", "--replayed"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["replayed_at"] is not None
+
+
+def test_a_vendor_body_keeps_big_integers_and_declared_decimals(tmp_path: Path) -> None:
+    """The HTTP engine parses numbers exactly for a stream that declares decimals,
+    and never turns an integer past 64 bits into a float."""
+    from tests.scripted_server import Reply, ScriptedServer
+
+    class Priced(BaseModel):
+        id: int
+        price: D
+        count: int
+        extra: dict[str, Any] = {}
+
+    body = (b'{"data": [{"id": 1, "price": 98765432109876.54, "count": 123456789012345678901, '
+            b'"extra": {"n": 123456789012345678901, "d": 0.10}}, '
+            b'{"id": 2, "price": 10.10, "count": 2, "extra": {"s": "\\ud800"}}]}')
+    with ScriptedServer() as server:
+        server.always("/v1/things", Reply(200, [("Content-Type", "application/json")], body))
+        connector = tapyard.RestConnector(
+            name="things", base_url=server.url,
+            streams=[tapyard.RestStream(name="things", path="/v1/things", record_path="data", schema_model=Priced)],
+        )
+        db = tmp_path / "h.db"
+        result = tapyard.sync(connector, {}, to=f"sqlite:///{db}")
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    con = sqlite3.connect(db)
+    # record 1: a count past 64 bits cannot be an INTEGER: dead-lettered with every digit
+    (raw,) = con.execute("SELECT raw FROM _tapyard_dead_letters").fetchone()
+    assert '"count":123456789012345678901' in raw and '"price":98765432109876.54' in raw
+    # record 2: the decimal keeps its digits; a lone surrogate inside JSON survives as its escape
+    ((ident, price, extra),) = con.execute("SELECT id, price, extra FROM things").fetchall()
+    assert (ident, price) == (2, "10.10")
+    assert json.loads(extra) == {"s": "\ud800"}
