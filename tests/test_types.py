@@ -307,3 +307,28 @@ def test_a_vendor_body_keeps_big_integers_and_declared_decimals(tmp_path: Path) 
     ((ident, price, extra),) = con.execute("SELECT id, price, extra FROM things").fetchall()
     assert (ident, price) == (2, "10.10")
     assert json.loads(extra) == {"s": "\ud800"}
+
+
+def test_a_vendor_page_with_records_that_are_not_objects_pages_on(tmp_path: Path) -> None:
+    """A number or a string in a vendor's record list is a dead letter; the page's
+    objects are written and the id cursor moves on from the last object."""
+    from tests.scripted_server import Reply, ScriptedServer
+
+    class Item(BaseModel):
+        id: str
+
+    def page(request: Any) -> Reply:
+        if request.query.get("starting_after") == ["b"]:
+            return Reply.json({"data": [{"id": "c"}], "has_more": False})
+        return Reply.json({"data": [{"id": "a"}, 7, {"id": "b"}, "text"], "has_more": True})
+
+    with ScriptedServer() as server:
+        server.always("/v1/items", page)
+        connector = tapyard.RestConnector(
+            name="items", base_url=server.url,
+            streams=[tapyard.RestStream(name="items", path="/v1/items", record_path="data", schema_model=Item,
+                                        paginator={"kind": "cursor"})],
+        )
+        result = tapyard.sync(connector, {}, to=f"sqlite:///{tmp_path / 'i.db'}")
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert (result.records, result.streams[0].dead_letters) == (3, 2)

@@ -300,7 +300,9 @@ class CursorPaginator(Paginator):
         if self.cursor_path is not None:
             cursor = _position(dig(body, self.cursor_path), self.kind, self.cursor_path)
         else:
-            cursor = _position(dig(records[-1], self.id_field), self.kind, self.id_field)
+            # the last record that is an object: one that is not goes to the dead letters
+            last = next((r for r in reversed(records) if isinstance(r, Mapping)), None)
+            cursor = _position(dig(last, self.id_field), self.kind, self.id_field)
         if cursor is None:
             return None
         return _with_params(request, {self.cursor_param: cursor}, self.kind, records)
