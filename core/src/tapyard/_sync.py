@@ -40,7 +40,13 @@ from tapyard._destinations import (
     default_destination_url,
     open_destination,
 )
-from tapyard._exceptions import PluginError, ResumeRejectedError, StreamNotFoundError, TapyardError
+from tapyard._exceptions import (
+    ConfigError,
+    PluginError,
+    ResumeRejectedError,
+    StreamNotFoundError,
+    TapyardError,
+)
 from tapyard._hints import missing_stream
 from tapyard._model import Connector, RunContext, Source, Stream, StreamState, shift_cursor
 from tapyard._paginators import DEFAULT_MAX_PAGES, PageGuard
@@ -260,7 +266,8 @@ class _Run:
 
     def prepare(self) -> dict[str, StreamState]:
         """Build each stream's validator and table. A stream whose schema or table
-        cannot be made fails alone; the others run."""
+        cannot be made fails alone; the others run. Configuration that does not
+        fit (a policy naming no field) stops the whole run before anything is written."""
         ready = []
         for stream in self.streams:
             try:
@@ -269,6 +276,8 @@ class _Run:
                     raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
                 # Column policies (tapyard._policies): validated pages come out policied.
                 self.validators[stream.name] = self.policies.validator(stream, model)
+            except ConfigError:
+                raise  # the user's configuration (a policy naming no field): the whole run
             except Exception as exc:
                 self._failed(stream.name, exc)
                 continue
@@ -283,6 +292,8 @@ class _Run:
         for stream in self.streams:
             try:
                 self.destination.prepare(stream, self.policies.columns(stream, self.validators[stream.name].model))
+            except ConfigError:
+                raise
             except Exception as exc:
                 self._failed(stream.name, exc)
                 continue
