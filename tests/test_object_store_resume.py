@@ -555,3 +555,26 @@ def test_an_object_changed_behind_the_position_during_a_pass_is_read_by_the_next
     with sqlite3.connect(db) as conn:
         rows = dict(conn.execute("SELECT key, last_modified FROM objects").fetchall())
     assert rows == {k: v.isoformat() for k, v in store.objects.items()}
+
+
+def test_the_server_clock_reads_the_stores_date_and_stays_behind_it() -> None:
+    """The time a pass began comes from the store's Date header (its objects are stamped
+    by its clock, not this machine's), moved back by the time the answer took and a
+    margin; without a readable Date, this machine's clock stands in."""
+    import datetime as dt
+
+    from tapyard.files import CLOCK_MARGIN_S, ServerClock
+
+    clock = ServerClock()
+    sent = time.monotonic()
+    clock.observe({"date": "Tue, 01 Dec 2026 10:00:00 GMT"})  # a store an hour behind this machine
+    began = clock.before(sent)
+    store_time = dt.datetime(2026, 12, 1, 10, 0, 0, tzinfo=dt.UTC)
+    assert store_time - dt.timedelta(seconds=CLOCK_MARGIN_S + 1) <= began <= store_time - dt.timedelta(seconds=CLOCK_MARGIN_S)
+    later = time.monotonic() + 10  # sent after the last answer: that Date does not bound it
+    assert clock.before(later) > dt.datetime.now(dt.UTC) - dt.timedelta(seconds=CLOCK_MARGIN_S + 2)
+    fresh = ServerClock()
+    for unreadable in ({"Date": "not a date"}, {"X-Other": "1"}, {"DATE": ""}):
+        fresh.observe(unreadable)
+    now = dt.datetime.now(dt.UTC)
+    assert now - dt.timedelta(seconds=CLOCK_MARGIN_S + 2) <= fresh.before(time.monotonic()) <= now

@@ -402,6 +402,12 @@ def _tapyard_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     reset_plugin_manager()
     yield
     reset_plugin_manager()
+    # Secrets a test's vault registered with the process-wide redactor would
+    # otherwise scrub later tests' cassette requests (scrub_text uses it) and
+    # make them match nothing.
+    from tapyard_credentials import redactor
+
+    redactor.clear()
 
 
 @pytest.fixture
