@@ -129,6 +129,7 @@ def _run(block: Block, cwd: Path, env: dict[str, str]) -> None:
     )
 
 
+@pytest.mark.timeout(1800)  # docs/authoring.md and the README make virtual environments and install into them
 @pytest.mark.parametrize("page", _shell_pages())
 def test_shell_examples_run_as_written(page: str, tmp_path: Path) -> None:
     work = tmp_path / "work"
@@ -148,6 +149,7 @@ def test_shell_examples_run_as_written(page: str, tmp_path: Path) -> None:
     assert ran or all(b.skipped() for b in blocks(ROOT / page) if b.lang in SHELLS)
 
 
+@pytest.mark.timeout(600)
 def test_readme_python_examples_run(tmp_path: Path) -> None:
     env = _environment(tmp_path / "home")
     python = [b for b in blocks(ROOT / "README.md") if b.lang == "python"]
