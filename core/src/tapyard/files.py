@@ -594,12 +594,14 @@ def object_record_pages(
     read and names how many of its rows are written, with the object's
     modification time: a resume skips those rows if the object is unchanged,
     and reads it whole otherwise (upserts on (source_key, source_line) absorb
-    what is read twice). After each listing page, a page without records saves
-    the position after it.
+    what is read twice). The rows of small objects share pages (about
+    ``page_size`` rows each), so a bucket of many small objects is not as many
+    pages; the last page of each listing page saves the position after it.
     """
     from tapyard import Page, PageRequest
 
     for part in parts:
+        held: list[dict[str, Any]] = []
         for obj, rewind in zip(part.objects, part.rewind, strict=True):
             fmt = format_of(obj.key, formats)
             if fmt is None:
@@ -616,6 +618,9 @@ def object_record_pages(
                         continue
                     if rows - len(records) < skip:
                         records = records[skip - (rows - len(records)):]
-                    here = PageRequest(url=rewind.url, params={**rewind.params, "key": obj.key, "stamp": stamp, "rows": rows})
-                    yield Page(records, resume=here, cursor_limit=part.cursor_limit)
-        yield Page([], resume=part.resume, cursor_limit=part.cursor_limit)
+                    held.extend(records)
+                    if len(held) >= page_size:
+                        here = PageRequest(url=rewind.url, params={**rewind.params, "key": obj.key, "stamp": stamp, "rows": rows})
+                        yield Page(held, resume=here, cursor_limit=part.cursor_limit)
+                        held = []
+        yield Page(held, resume=part.resume, cursor_limit=part.cursor_limit)
