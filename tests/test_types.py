@@ -332,3 +332,19 @@ def test_a_vendor_page_with_records_that_are_not_objects_pages_on(tmp_path: Path
         result = tapyard.sync(connector, {}, to=f"sqlite:///{tmp_path / 'i.db'}")
     assert result.ok, [(s.name, s.error) for s in result.streams]
     assert (result.records, result.streams[0].dead_letters) == (3, 2)
+
+
+@pytest.mark.parametrize("target", ["sqlite", "jsonl"])
+def test_a_value_nested_past_any_encoder_is_one_dead_letter(tmp_path: Path, target: str) -> None:
+    """Nesting deeper than the interpreter's recursion limit dead-letters its record
+    (with the reason; the payload cannot be kept); the record beside it is written."""
+    deep: dict[str, Any] = {}
+    cursor = deep
+    for _ in range(5000):
+        cursor["a"] = {}
+        cursor = cursor["a"]
+    connector = ValuesConnector({"values": [[{"id": 1, "doc": deep}, {"id": 2, "text": "ok"}]]})
+    result = tapyard.sync(connector, {}, to=f"{target}:///{tmp_path / ('d.' + target)}")
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert (result.records, result.streams[0].dead_letters) == (1, 1)
+    assert sorted(landed_rows(f"{target}:///{tmp_path / ('d.' + target)}", "values")) == [2]

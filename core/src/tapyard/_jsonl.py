@@ -181,8 +181,8 @@ class JSONLDestination(Destination):
             for d in batch.dead:
                 try:
                     body = json_bytes({"raw": d.raw, "error": d.error})
-                except ValueError:
-                    body = json_bytes({"raw": repr(d.raw)[:10_000], "error": d.error})
+                except ValueError:  # nested too deeply for any encoder: its reason only
+                    body = json_bytes({"raw": None, "error": d.error})
                 lines.append(prefix + b',"dead_letter":' + body + b"}\n")
         try:
             self._fh.write(b"".join(lines))

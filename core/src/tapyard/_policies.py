@@ -325,7 +325,7 @@ class StreamPolicy:
                 # Undeclared keys a model keeps (extra="allow") are policied by name too.
                 object.__setattr__(made, "__pydantic_extra__", self._by_key(extra))
             out.append(made)
-        return out, [DeadLetter(raw=self.raw(d.raw), error=d.error) for d in dead]
+        return out, [DeadLetter(raw=self.raw(d.raw), error=d.error, holds_cursor=d.holds_cursor) for d in dead]
 
     def raw(self, raw: Any) -> Any:
         """A raw record (a dead letter's payload) with the policies applied by key."""

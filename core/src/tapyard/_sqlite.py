@@ -749,7 +749,7 @@ class _Checkpointer:
 def _dead_params(state_key: str, stream: str, raw: Any, error: str, now: str) -> tuple[Any, ...]:
     try:
         text = json_text(raw, sort_keys=True)
-    except ValueError:
-        text = repr(raw)
+    except ValueError:  # nested too deeply for any encoder (and for repr): its reason only
+        text = "null"
     digest = hashlib.sha256(text.encode()).hexdigest()
     return (state_key, stream, digest, text, error, now)

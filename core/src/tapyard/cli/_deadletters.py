@@ -17,11 +17,13 @@ TO_HELP = "The destination the sync wrote to (default: tapyard.db in the data di
 
 @group.command("list")
 def list_dead_letters(
-    to: str | None = typer.Option(None, "--to", help=TO_HELP),
+    to: str | None = typer.Option(None, "--to", metavar="URL", help=TO_HELP),
     connector: str | None = typer.Option(
-        None, "--connector", help="Only this connector's dead letters (its state key)."
+        None, "--connector", metavar="NAME", help="Only this connector's dead letters (its state key)."
     ),
-    streams: str | None = typer.Option(None, "--streams", "-s", help="Comma-separated stream names."),
+    streams: str | None = typer.Option(
+        None, "--streams", "-s", metavar="NAMES", help="Comma-separated stream names."
+    ),
     replayed: bool = typer.Option(False, "--replayed", help="Include dead letters already replayed."),
     as_json: bool = typer.Option(False, "--json", help="Print them, raw payloads included, as JSON."),
 ) -> None:
@@ -69,8 +71,10 @@ def replay(
     config: str | None = typer.Option(
         None, "--config", "-c", help="Connector configuration: a JSON or YAML file, or inline JSON."
     ),
-    to: str | None = typer.Option(None, "--to", help=TO_HELP),
-    streams: str | None = typer.Option(None, "--streams", "-s", help="Comma-separated stream names (default: all)."),
+    to: str | None = typer.Option(None, "--to", metavar="URL", help=TO_HELP),
+    streams: str | None = typer.Option(
+        None, "--streams", "-s", metavar="NAMES", help="Comma-separated stream names (default: all)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
 ) -> None:
     """Validate dead letters against the streams' schemas as they are now, and write those that fit.
