@@ -14,9 +14,10 @@ Selectors: ``field`` (that field in every selected stream that has it),
 wins over a broader one. Actions:
 
 ``hash``  HMAC-SHA256 of the value, as 64 lowercase hex digits, keyed by
-          ``TAPYARD_POLICY_KEY`` (or a key from the vault): the same value
-          gives the same hash in every run and every stream, so joins still
-          work, and without the key nobody can test a guess.
+          ``TAPYARD_POLICY_KEY``, a key from the vault, or else this
+          installation's own (:func:`local_key`): the same value gives the
+          same hash in every run and every stream, so joins still work, and
+          without the key nobody can test a guess.
 ``mask``  ``a***@example.com`` for an email, ``****`` plus the last four
           characters for a value of eight characters or more, ``****`` else.
 ``drop``  the field is not written: no column, no key in a JSON line.
@@ -34,10 +35,12 @@ objects validation produced.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +59,7 @@ __all__ = [
     "Policies",
     "StreamPolicy",
     "hash_value",
+    "local_key",
     "mask_value",
     "merge_policies",
     "parse_policies",
@@ -224,6 +228,46 @@ def _names_of(name: str, info: Any) -> set[str]:
     return names
 
 
+LOCAL_KEY_FILE = "policy.key"
+
+
+def local_key() -> bytes:
+    """This installation's own policy key: ``policy.key`` in the data directory
+    (``$TAPYARD_HOME``), created on first use from 32 random bytes, mode 0600.
+
+    The same file gives the same hashes in every later run; losing it changes
+    them. Raises :class:`ConfigError` when the file can be neither read nor made.
+    """
+    from tapyard_credentials import data_dir
+
+    path = data_dir() / LOCAL_KEY_FILE
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written whole under another name, then linked into place: a run
+            # racing this one either links first or reads the finished file.
+            draft = path.with_name(f".{LOCAL_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_hex(32) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(draft, path)
+            finally:
+                draft.unlink(missing_ok=True)
+        key = path.read_text().strip().encode()
+    except OSError as exc:
+        raise ConfigError(
+            f"a hash policy needs a key and {path} cannot be made ({exc.strerror or exc}): "
+            f"set {ENV_POLICY_KEY}, or name a vault credential holding one with --policy-key"
+        ) from None
+    if len(key) < 32:
+        raise ConfigError(f"{path} holds no usable policy key: remove it, or set {ENV_POLICY_KEY}")
+    return key
+
+
 class StreamPolicy:
     """The actions for one stream's fields, and the model the destination receives.
 
@@ -370,18 +414,15 @@ class Policies:
     ) -> Policies:
         """Parse ``spec`` (see :func:`parse_policies`); the key defaults to ``TAPYARD_POLICY_KEY``.
 
-        Raises :class:`ConfigError` when a rule hashes and there is no key:
-        an unkeyed hash of an email can be reversed by hashing guesses.
+        When a rule hashes and no key is given, the key is :func:`local_key`:
+        never an unkeyed hash, which anyone could reverse by hashing guesses.
         """
         rules = parse_policies(spec)
         if key is None:
             key = os.environ.get(ENV_POLICY_KEY) or None
         raw_key = key.encode() if isinstance(key, str) else key
         if any(rule.action == "hash" for rule in rules) and not raw_key:
-            raise ConfigError(
-                f"a hash policy needs a key: set {ENV_POLICY_KEY} (for example to the output of "
-                "`tapyard creds keygen`), or name a vault credential holding it with --policy-key"
-            )
+            raw_key = local_key()
         return cls(rules=rules, key=raw_key)
 
     def __bool__(self) -> bool:

@@ -23,7 +23,10 @@ POLICY_HELP = (
     "Column policies for personal data, e.g. email=hash,phone=drop (FIELD, STREAM.FIELD, @KIND or @*; "
     "hash, mask, drop or keep); repeatable."
 )
-POLICY_KEY_HELP = "A vault credential holding the key of hash policies (default: $TAPYARD_POLICY_KEY)."
+POLICY_KEY_HELP = (
+    "A vault credential holding the key of hash policies "
+    "(default: $TAPYARD_POLICY_KEY, else policy.key in the data directory)."
+)
 
 
 def _connector_and_config(
@@ -319,7 +322,8 @@ def _policy_key(
     stack: contextlib.ExitStack, connector: Connector, name: str | None, vault: str | None
 ) -> bytes | None:
     """The key of hash policies from the vault credential ``name`` (its ``key`` or
-    ``api_key`` field, or its only one), or None to use ``TAPYARD_POLICY_KEY``."""
+    ``api_key`` field, or its only one), or None to use ``TAPYARD_POLICY_KEY`` or the
+    installation's own key."""
     if name is None:
         return None
     from tapyard._exceptions import ConfigError
