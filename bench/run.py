@@ -519,6 +519,34 @@ def scenario_g(runner: Runner) -> dict[str, Any]:
     return {"title": f"A rate set in config, no server limit: {pages:,} pages of {page_size}", "tables": tables}
 
 
+def scenario_h(runner: Runner) -> dict[str, Any]:
+    """Quotas counted per window: a fixed window (HubSpot's 100 per 10 s, Zendesk's per
+    minute) and a rolling daily quota reported as Salesforce does, scaled down in time."""
+    smoke = runner.args.smoke
+    page_size = 100
+    cap = 15.0 if smoke else 30.0
+    cases = [
+        ("fixed window: 100 requests per 10 s", {"window_limit": 100, "window": 10.0}, {}),
+        ("rolling daily quota: 600 per 60 s 'day', Sforce-Limit-Info", {"daily_limit": 600, "day": 60.0},
+         {"sforce_usage": True}),
+    ]
+    tables = []
+    for label, server_options, tapyard_options in cases[:1] if smoke else cases:
+        pages = 1000
+        log(f"h: {label}, {pages} pages, cap {cap:g}s")
+        rows = []
+        with serving({"charges": pages * page_size}, **server_options) as server:
+            for client in ("baseline_obey", "tapyard_sqlite"):
+                options = tapyard_options if client == "tapyard_sqlite" else {}
+                row = runner.run(server, client, [{"name": "charges", "expected": pages * page_size}],
+                                 page_size=page_size, cap=cap, options=options)
+                stats = row["server"]
+                row["quota_report"] = {k: stats.get(k) for k in ("window_limit", "daily_limit", "daily_used")}
+                rows.append(row)
+        tables.append({"case": label, "rows": rows})
+    return {"title": f"Quotas per window, each client stopped after {cap:g} s", "tables": tables}
+
+
 def scenario_c(runner: Runner) -> dict[str, Any]:
     smoke = runner.args.smoke
     total = 2_000 if smoke else 20_000
@@ -665,7 +693,7 @@ def scenario_m(runner: Runner) -> dict[str, Any]:
 
 
 SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e,
-             "f": scenario_f, "g": scenario_g, "m": scenario_m}
+             "f": scenario_f, "g": scenario_g, "h": scenario_h, "m": scenario_m}
 
 
 # --- output ---------------------------------------------------------------------
@@ -818,6 +846,12 @@ def markdown(results: dict[str, Any]) -> str:
                 import memory
 
                 lines += memory.markdown(scenario)
+            elif key == "h":
+                lines += [f"### {table['case']}", ""]
+                lines += table_lines(
+                    ["client", "finished", "window s", "requests", "refused (429/403)", "quota used", "notes"],
+                    [[r["label"], capped_cells(r)[0], fmt(r.get("window_s"), ".1f"), fmt(r.get("requests"), ","),
+                      fmt(r.get("throttled"), ","), capped_cells(r)[1], capped_cells(r)[2]] for r in table["rows"]])
             elif key == "e":
                 lines += [f"Connectors installed: {', '.join(scenario.get('connectors') or []) or 'none'}.", "",
                           "| command | median ms | min ms | over `python -c pass` ms | runs | timed with |",
@@ -860,7 +894,7 @@ def tapyard_fingerprint() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the tapyard benchmarks.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, no peers: checks the suite works")
-    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,m")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,m")
     parser.add_argument("--records", type=int, default=None, help="records for scenario a (default 100k and 1M)")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                         help="run airbyte-cdk, singer-sdk and dlt (default: yes, except with --smoke)")

@@ -235,8 +235,8 @@ class FixedWindow:
         admitted = self.used < self.limit
         if admitted:
             self.used += 1
-        wait = 0.0 if self.used < self.limit else self.start + self.window - now
-        return admitted, float(self.limit - self.used), wait
+        # A window's reset is its end, whatever is left in it.
+        return admitted, float(self.limit - self.used), self.start + self.window - now
 
 
 class RollingQuota:
@@ -384,7 +384,8 @@ class App:
             return 401, headers, b'{"error":{"type":"invalid_request_error","message":"Invalid API Key provided"}}'
         if self.daily is not None:
             admitted, used = self.daily.take()
-            headers = [b"Sforce-Limit-Info: api-usage=%d/%d\r\n" % (used, self.daily.limit)]
+            headers = [b"Sforce-Limit-Info: api-usage=%d/%d\r\n" % (used, self.daily.limit),
+                       b"X-Bench-Day: %g\r\n" % self.daily.day]
             if not admitted:
                 stats.throttled += 1
                 return 403, headers, (b'[{"message":"TotalRequests Limit exceeded.",'

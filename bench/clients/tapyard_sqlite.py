@@ -10,12 +10,14 @@ Partitions: with ``options.partitions == "native"`` and a core whose
 server stream become one RestStream with that many partitions; otherwise each
 partition is a RestStream of its own over ``?partition=i&partitions=n``.
 ``options.profile`` writes a cProfile of the sync, every thread merged, to that path;
-``options.rate_limit`` is passed to ``tapyard.sync(rate_limit=...)`` (a rate set in config).
+``options.rate_limit`` is passed to ``tapyard.sync(rate_limit=...)`` (a rate set in config);
+``options.sforce_usage`` registers a plugin that maps Salesforce's ``Sforce-Limit-Info`` to the limiter.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from typing import Any
 
@@ -53,6 +55,21 @@ class Record(BaseModel):
 class BearerCredentials(BaseModel):
     kind: str = "bearer"
     token: SecretStr
+
+
+class SforceUsage:
+    """Maps ``Sforce-Limit-Info: api-usage=USED/LIMIT`` (a rolling 24 hours) to the limiter,
+    as a Salesforce connector would: the requests left, spread over a day.
+    The bench scales the day down; its server says how long it is (``X-Bench-Day``)."""
+
+    @tapyard.hookimpl
+    def tapyard_rate_limit_learn(self, connector: Any, response: Any, limiter: Any) -> None:
+        found = re.search(r"api-usage=(\d+)/(\d+)", response.headers.get("sforce-limit-info", ""))
+        if not found:
+            return
+        used, limit = int(found.group(1)), int(found.group(2))
+        day = float(response.headers.get("x-bench-day", "86400"))
+        limiter.learn({"RateLimit-Policy": f"{limit};w={day:g}", "RateLimit": f"r={max(0, limit - used)};t={day:g}"})
 
 
 def paginator(variant: str, page_size: int) -> dict[str, Any]:
@@ -130,6 +147,8 @@ def main() -> None:
             thread_profile.enable()
 
         threading.setprofile(start_thread_profile)
+    if options.get("sforce_usage"):
+        tapyard.register_plugin(SforceUsage(), "bench-sforce-usage")
     with Timer() as timer:
         if profiler is not None:
             profiler.enable()

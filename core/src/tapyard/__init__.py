@@ -77,7 +77,7 @@ if TYPE_CHECKING:
         stream_paginator,
         unregister_plugin,
     )
-    from tapyard._ratelimit import RateLimiter
+    from tapyard._ratelimit import RateLimiter, RateLimitSettings
     from tapyard._schema import columns_of, model_from_json_schema
     from tapyard._secrets import collect_secret_backends, load_credentials, open_vault
     from tapyard._sync import StreamResult, SyncResult, sync
@@ -128,6 +128,7 @@ _LAZY: dict[str, str] = {
     "PageTokenPaginator": "tapyard._paginators",
     "Paginator": "tapyard._model",
     "PluginError": "tapyard._exceptions",
+    "RateLimitSettings": "tapyard._ratelimit",
     "RateLimiter": "tapyard._ratelimit",
     "ResponseError": "tapyard._exceptions",
     "RestConnector": "tapyard._declarative",
@@ -213,6 +214,7 @@ __all__ = [
     "PageTokenPaginator",
     "Paginator",
     "PluginError",
+    "RateLimitSettings",
     "RateLimiter",
     "ResponseError",
     "RestConnector",

@@ -64,22 +64,26 @@ would make one request per second against a quota of a hundred. Such a
 reset is read only as "``R`` requests may go now": the limiter spends them,
 and when none remain it learns the spacing the server really keeps from what
 the server accepts. It starts an eighth of the announced spacing apart and
-narrows in on the spacing from both sides: a request the server took, sent
-``s`` after the last one it took, makes ``s`` a known-good spacing; a 429
-makes it a known-bad one; the next request goes out between the two (or,
-before the first 429, a quarter of the last good spacing apart), until they
-are ``_COARSE_CONVERGED`` apart; it then keeps the good one plus a margin.
-A 429 at the good spacing raises it (by more while they keep coming), and
-each request taken at it lowers it a little: it settles where about one
-request in 250 is refused, tracking a server that slows down or speeds up. A 429 also holds a
-whole-second ``Retry-After`` of up to ``_COARSE_RETRY_AFTER`` seconds as
-coarse once the server is known to take requests far closer together: the
-retry goes out at twice the learned spacing, doubled again for each 429 in
-a row (the refused request had its slot: counting it, the server sees no
-more requests than it allows), and
-only the ``_COARSE_STRIKES``-th in a row makes the limiter wait the whole
-``Retry-After``; longer values are always honoured. A server that sends no rate-limit headers at all and answers 429s
-is learned the same way, from its 429s.
+narrows in from both sides: requests the server took, each sent ``s`` or
+more after the last one it took, three in a row, make ``s`` a known-good
+spacing (one or two could be a leftover fraction of a token); a 429 makes
+its spacing a known-bad one; the next request goes out between the two (or,
+before the first 429, a quarter of the good spacing apart), until they are
+``_COARSE_CONVERGED`` apart; it then keeps the good one plus a margin. A 429
+at the good spacing raises it (by more while they keep coming), and each
+request taken at it lowers it a little: it settles where about one request
+in 250 is refused, and follows a server that slows down or speeds up.
+
+A refused request had its slot: the retry waits twice the spacing (doubled
+again for each 429 in a row), and a bucket with a burst keeps a token unused
+for each 429 so far, so that counting the 429s the server sees no more
+requests than it allows. A whole-second ``Retry-After`` of up to
+``_COARSE_RETRY_AFTER`` seconds from a server whose resets are coarse (or
+that is known to take requests far closer together) is coarse too: only the
+``_COARSE_STRIKES``-th 429 in a row makes the limiter wait all of it. Longer
+values, and fractional ones, are always honoured. A server that sends no
+rate-limit headers at all, or only ``Retry-After``, is learned the same way
+from its 429s, its first ``Retry-After`` honoured.
 
 Bounds. A wait longer than ``max_wait`` seconds (a reset a day away on a 200,
 a long ``Retry-After``) is never slept: :meth:`RateLimiter.acquire` raises

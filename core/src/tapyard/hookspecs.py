@@ -147,10 +147,15 @@ def tapyard_stream_paginator(connector: Connector, stream: Stream) -> Paginator 
 def tapyard_rate_limit_policy(connector: Connector, config: BaseModel) -> Mapping[str, float] | None:
     """The static rate limit for a run of ``connector``.
 
-    :return: a mapping with ``rate`` (requests per second) and optionally
-        ``burst`` (bucket size), or None to leave it to the next plugin. Stops
-        at the first non-None result. The built-in implementation returns the
-        connector's declared ``rate_limit``, or no limit. Every worker of one
+    :return: a mapping with ``rate`` (requests per second, a ceiling the
+        limiter reaches) and optionally ``burst`` (bucket size), ``concurrency``
+        (requests in flight at once), ``learn`` (False: ignore rate-limit
+        headers) and ``max_wait`` (the longest wait slept rather than failing
+        the stream); see :class:`tapyard.RateLimitSettings`. None leaves it to
+        the next plugin. Stops at the first non-None result. The built-in
+        implementation returns the connector's declared ``rate_limit``, or no
+        limit. A ``rate_limit`` key in the user's config, ``sync(rate_limit=...)``
+        and ``tapyard sync --rate`` override it for a run. Every worker of one
         credential shares the resulting bucket.
     """
 
