@@ -99,7 +99,7 @@ def test_stripe_truncated_200_in_the_cli(
         server.always(
             "/v1/customers", Reply(status=200, headers=[("content-type", "application/json")], body=_truncated_page())
         )
-        config = json.dumps({"api_base": server.url, "max_network_retries": 0})
+        config = json.dumps({"api_base": server.url, "max_network_retries": 2})
         code = main(["sync", "stripe", "--creds", "st", "-c", config, "--streams", "customers", "--to", f"sqlite:///{tmp_path / 's.db'}"])
         out, err = capsys.readouterr()
         code_json = main(
