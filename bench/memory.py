@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,11 +43,19 @@ SIZES = (20_000, 100_000)
 SMOKE_SIZES = (2_000, 10_000)
 
 
+def _remove_database(workdir: Path, records: int) -> None:
+    """The run's SQLite file, its WAL and its ``-locks`` folder, if there."""
+    for leftover in workdir.glob(f"memory_{records}.db*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+
+
 def measure(records: int, workdir: Path, *, python: str = sys.executable, timeout: float = 1800) -> dict[str, Any]:
     """One sync of ``records`` per stream into a fresh SQLite file: exit, peak RSS, wall time."""
     database = workdir / f"memory_{records}.db"
-    for leftover in workdir.glob(f"memory_{records}.db*"):
-        leftover.unlink()
+    _remove_database(workdir, records)
     config = json.dumps({"records_per_stream": records})
     command = [python, "-m", "tapyard", "-q", "sync", "sample", "--config", config,
                "--to", f"sqlite:///{database}"]
@@ -76,8 +85,7 @@ def measure(records: int, workdir: Path, *, python: str = sys.executable, timeou
         row["error"] = " | ".join(tail) or f"exit {code}"
     if wall > timeout:
         row["error"] = f"took {wall:.0f}s, over {timeout:.0f}s"
-    for leftover in workdir.glob(f"memory_{records}.db*"):
-        leftover.unlink()
+    _remove_database(workdir, records)
     return row
 
 
