@@ -43,13 +43,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from tapyard._schema import UNREADABLE
 from tapyard._values import value_text
+
+if TYPE_CHECKING:
+    from tapyard._model import PageRequest, Paginator
 
 __all__ = [
     "FORMATS",
@@ -68,6 +71,7 @@ __all__ = [
     "refused_resume",
     "spooled",
     "token_pages",
+    "token_requests",
 ]
 
 FileFormat = Literal["csv", "jsonl", "parquet"]
@@ -460,6 +464,21 @@ def token_pages(name: str, saved: str | None, start: Callable[[str | None], Page
         if got is None:
             return
         yield got
+
+
+def token_requests(
+    name: str, request: PageRequest, paginator: Paginator, param: str, start: Callable[[str | None], PageFetch]
+) -> Iterator[tuple[list[Any], PageRequest | None]]:
+    """:func:`token_pages` from the token saved in ``request.params[param]``, each page
+    with the request that asks for the one after it (None after the last)."""
+    saved = request.params.get(param) or None
+    for items, token in token_pages(name, saved, start):
+        # an SDK listing has no HTTP response; a token paginator reads only the body
+        following = paginator.next(request, None, {param: token}, items)  # type: ignore[arg-type]
+        yield items, following
+        if following is None:
+            return
+        request = following
 
 
 def listing_pass(

@@ -26,7 +26,7 @@ from tapyard.files import (
     object_pages,
     object_record_pages,
     spooled,
-    token_pages,
+    token_requests,
 )
 
 from ._models import AzureConfig, AzureStream
@@ -226,13 +226,7 @@ class AzureSource(tapyard.Source):
 
             return fetch
 
-        saved = request.params.get("continuation_token") or None
-        for items, token in token_pages(stream.name, saved, start):
-            following = paginator.next(request, None, {"continuation_token": token}, items)
-            yield items, following
-            if following is None:
-                return
-            request = following
+        yield from token_requests(stream.name, request, paginator, "continuation_token", start)
 
     def _containers(self, stream: AzureStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         for items, following in self._pages(stream, state, "list containers", self.service.list_containers):

@@ -26,7 +26,7 @@ from tapyard.files import (
     object_pages,
     object_record_pages,
     spooled,
-    token_pages,
+    token_requests,
 )
 
 from ._models import GcpConfig, GcpStream
@@ -231,13 +231,7 @@ class GcpSource(tapyard.Source):
 
             return fetch
 
-        saved = request.params.get("page_token") or None
-        for items, token in token_pages(stream.name, saved, start):
-            following = paginator.next(request, None, {"page_token": token}, items)
-            yield items, following
-            if following is None:
-                return
-            request = following
+        yield from token_requests(stream.name, request, paginator, "page_token", start)
 
     def _buckets(self, stream: GcpStream, state: tapyard.StreamState) -> Iterator[tapyard.Page]:
         def list_items(page_size: int, page_token: str | None) -> Any:
