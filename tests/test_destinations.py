@@ -57,25 +57,27 @@ def test_sqlite_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_sqlite_a_value_it_cannot_hold_goes_to_the_dead_letters(tmp_path: Path) -> None:
-    """One unbindable value (an integer past 64 bits, a lone surrogate, an object
-    SQLite has no type for) dead-letters its record; the rest of the transaction commits."""
+    """One unbindable value (a lone surrogate, an object SQLite has no type for)
+    dead-letters its record; an integer past 64 bits, even before it in the batch,
+    is stored (its column becomes TEXT); the rest of the transaction commits."""
     db = tmp_path / "rows.db"
     dest = open_destination(f"sqlite:///{db}")
     dest.prepare(STREAM, columns_of(Row))
-    rows = [{"id": 1, "name": "a"}, {"id": 2**70, "name": "big"}, {"id": 3, "name": "x\ud800y"},
-            {"id": object(), "name": "obj"}, {"id": 5, "name": "e"}]
+    rows = [{"id": 1, "name": "a"}, {"id": 3, "name": "x\ud800y"}, {"id": 2**70, "name": "big"},
+            {"id": 4, "name": object()}, {"id": 5, "name": "e"}]
     batch = Batch("things", rows, state=StreamState(cursor="c9"))
     dest.write("k", [batch])
-    assert dest.count("things") == 2
+    assert dest.count("things") == 3
     assert dest.load_state("k")["things"].cursor == "c9"
-    assert batch.count == 2 and len(batch.dead) == 3
+    assert batch.count == 3 and len(batch.dead) == 2
     dest.close()
     con = sqlite3.connect(db)
+    assert con.execute("SELECT id, name FROM things ORDER BY name").fetchall() == [
+        ("1", "a"), ("1180591620717411303424", "big"), ("5", "e")]
     dead = con.execute("SELECT raw, error FROM _tapyard_dead_letters ORDER BY id").fetchall()
-    assert len(dead) == 3
-    assert '"id":1180591620717411303424' in dead[0][0] and "64-bit" in dead[0][1] and "'id'" in dead[0][1]
-    assert "\\ud800" in dead[1][0] and "lone surrogate" in dead[1][1] and "\ud800" not in dead[1][1]
-    assert "cannot be written" in dead[2][1]
+    assert len(dead) == 2
+    assert "\\ud800" in dead[0][0] and "lone surrogate" in dead[0][1] and "\ud800" not in dead[0][1]
+    assert "cannot be written" in dead[1][1]
 
 
 def test_sqlite_adds_new_columns(tmp_path: Path) -> None:

@@ -145,26 +145,35 @@ class Counted(BaseModel):
     at: int = 0
 
 
-def test_a_value_sqlite_cannot_hold_is_dead_lettered_and_the_run_goes_on(tmp_path: Path) -> None:
-    """An integer past 2^63 in an INTEGER column used to end the whole run; now its
-    record goes to the dead letters (exact digits kept) and every other record and
-    stream commits."""
+def test_integers_past_64_bits_in_an_integer_field_are_stored_with_every_digit(tmp_path: Path) -> None:
+    """An integer past 2^63 in a field the schema types as ``int`` used to end the
+    whole run, then went to the dead letters; now its column becomes TEXT (every
+    value as its digits, the rows already stored too), in the same transaction,
+    and a later run keeps it so. The schema still declares an integer."""
     db = tmp_path / "big.db"
-    connector = ValuesConnector(
-        {"counts": [[{"id": 1, "n": 1}, {"id": 2, "n": 10**20}, {"id": 3, "n": -(2**63) - 1}, {"id": 4, "n": 4}]],
-         "other": [[{"id": 1, "n": 2**63 - 1}]]},
-        model=Counted,
-    )
+    first = ValuesConnector({"counts": [[{"id": 1, "n": 1}, {"id": 4, "n": 4}]], "other": [[{"id": 1, "n": 2**63 - 1}]]},
+                            model=Counted)
+    assert tapyard.sync(first, {}, to=f"sqlite:///{db}").ok
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT typeof(n) FROM counts WHERE id = 1").fetchone() == ("integer",)
+    values = [{"id": 1, "n": 1}, {"id": 2, "n": 10**20}, {"id": 3, "n": -(2**63) - 1}, {"id": 4, "n": 4},
+              {"id": 5, "n": -(10**40)}]
+    connector = ValuesConnector({"counts": [values], "other": [[{"id": 1, "n": 2**63 - 1}]]}, model=Counted)
     result = tapyard.sync(connector, {}, to=f"sqlite:///{db}", concurrency=1)
     assert result.ok, [(s.name, s.error) for s in result.streams]
-    counts = {s.name: (s.records, s.dead_letters) for s in result.streams}
-    assert counts == {"counts": (2, 2), "other": (1, 0)}
-    con = sqlite3.connect(db)
-    assert con.execute('SELECT id, n FROM counts ORDER BY id').fetchall() == [(1, 1), (4, 4)]
-    assert con.execute("SELECT n FROM other").fetchall() == [(2**63 - 1,)]
-    dead = sorted(con.execute("SELECT raw, error FROM _tapyard_dead_letters"))
-    assert sorted(json.loads(raw)["n"] for raw, _ in dead) == sorted([10**20, -(2**63) - 1])
-    assert all("'n'" in error and "64-bit" in error for _, error in dead)
+    counts = {s.name: (s.records, s.dead_letters, s.inserted) for s in result.streams}
+    assert counts == {"counts": (5, 0, 3), "other": (1, 0, 0)}
+    assert con.execute("SELECT count(*) FROM _tapyard_dead_letters").fetchone() == (0,)
+    landed = landed_rows(f"sqlite:///{db}", "counts")
+    for source in values:
+        assert_same_value(source["n"], landed[source["id"]]["n"], f"counts {source['id']}.n")
+    assert {t for (t,) in con.execute("SELECT typeof(n) FROM counts")} == {"text"}
+    assert con.execute("SELECT n FROM other").fetchall() == [(2**63 - 1,)]  # the other stream's column stays INTEGER
+    # a later run with small values keeps the column as text, with the primary key still matching
+    again = ValuesConnector({"counts": [[{"id": 1, "n": 7}, {"id": 6, "n": 6}]]}, model=Counted)
+    assert tapyard.sync(again, {}, to=f"sqlite:///{db}").ok
+    assert con.execute("SELECT n FROM counts WHERE id IN (1, 6) ORDER BY id").fetchall() == [("7",), ("6",)]
+    assert con.execute("SELECT count(*) FROM counts").fetchone() == (6,)
 
 
 def test_records_that_are_not_objects_go_to_the_dead_letters(tmp_path: Path) -> None:
@@ -300,13 +309,47 @@ def test_a_vendor_body_keeps_big_integers_and_declared_decimals(tmp_path: Path) 
         result = tapyard.sync(connector, {}, to=f"sqlite:///{db}")
     assert result.ok, [(s.name, s.error) for s in result.streams]
     con = sqlite3.connect(db)
-    # record 1: a count past 64 bits cannot be an INTEGER: dead-lettered with every digit
-    (raw,) = con.execute("SELECT raw FROM _tapyard_dead_letters").fetchone()
-    assert '"count":123456789012345678901' in raw and '"price":98765432109876.54' in raw
-    # record 2: the decimal keeps its digits; a lone surrogate inside JSON survives as its escape
-    ((ident, price, extra),) = con.execute("SELECT id, price, extra FROM things").fetchall()
-    assert (ident, price) == (2, "10.10")
-    assert json.loads(extra) == {"s": "\ud800"}
+    assert con.execute("SELECT count(*) FROM _tapyard_dead_letters").fetchone() == (0,)
+    rows = {r[0]: r[1:] for r in con.execute("SELECT id, price, count, extra FROM things")}
+    # a count past 64 bits keeps every digit (its column is TEXT now), nested ones too
+    assert rows[1][:2] == ("98765432109876.54", "123456789012345678901")
+    assert json.loads(rows[1][2]) == {"n": 123456789012345678901, "d": 0.10}
+    assert '"n":123456789012345678901' in rows[1][2]
+    # the decimal keeps its digits; a lone surrogate inside JSON survives as its escape
+    assert rows[2][:2] == ("10.10", "2")
+    assert json.loads(rows[2][2]) == {"s": "\ud800"}
+
+
+@pytest.mark.parametrize("target", ["sqlite", "jsonl"])
+def test_a_vendor_body_without_decimals_keeps_integers_past_64_bits(tmp_path: Path, target: str) -> None:
+    """A stream that declares no decimal is parsed by the fast path, which used to
+    read ``123456789012345678901`` as a float: an ``int`` field then held
+    123456789012345683968, silently. Every digit lands now, in SQLite and JSON Lines."""
+    from tests.scripted_server import Reply, ScriptedServer
+
+    class Counter(BaseModel):
+        id: int
+        count: int
+        extra: dict[str, Any] = {}
+
+    body = (b'{"data": [{"id": 1, "count": 123456789012345678901, "extra": {"n": -9223372036854775809}}, '
+            b'{"id": 2, "count": 100000000000000000000}, {"id": 3, "count": 3}]}')
+    source = json.loads(body)["data"]
+    with ScriptedServer() as server:
+        server.always("/v1/counters", Reply(200, [("Content-Type", "application/json")], body))
+        connector = tapyard.RestConnector(
+            name="counters", base_url=server.url,
+            streams=[tapyard.RestStream(name="counters", path="/v1/counters", record_path="data",
+                                        schema_model=Counter)],
+        )
+        url = f"{target}:///{tmp_path / ('c.db' if target == 'sqlite' else 'c.jsonl')}"
+        result = tapyard.sync(connector, {}, to=url)
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert (result.records, result.streams[0].dead_letters) == (3, 0)
+    landed = landed_rows(url, "counters")
+    for record in source:
+        assert_same_value(record["count"], landed[record["id"]]["count"], f"record {record['id']}.count")
+        assert_same_value(record.get("extra", {}), landed[record["id"]]["extra"], f"record {record['id']}.extra")
 
 
 def test_a_vendor_page_with_records_that_are_not_objects_pages_on(tmp_path: Path) -> None:

@@ -127,9 +127,10 @@ def test_dynamodb_and_jsonl_values_land_exactly(seeded: str, tmp_path: Path, tar
         assert_same_value(json.loads(line, parse_float=D), records[number]["data"], f"line {number}")
 
 
-def test_a_typed_row_schema_keeps_decimals_and_dead_letters_what_sqlite_cannot_hold(seeded: str, tmp_path: Path) -> None:
-    """With a row schema, ``format: decimal`` columns keep every digit; an integer
-    column that meets a value past 64 bits dead-letters that row and keeps the rest."""
+def test_a_typed_row_schema_keeps_decimals_and_integers_past_64_bits(seeded: str, tmp_path: Path) -> None:
+    """With a row schema, ``format: decimal`` columns keep every digit, and an
+    ``integer`` column that meets 100000000000000000000 keeps it too (stored as
+    its digits: the column becomes TEXT); nothing is dead-lettered."""
     db = tmp_path / "typed.db"
     config = {
         "endpoint_url": seeded, "bucket": "vals", "prefix": "in/",
@@ -138,6 +139,7 @@ def test_a_typed_row_schema_keeps_decimals_and_dead_letters_what_sqlite_cannot_h
             "properties": {
                 "id": {"type": "integer"},
                 "big": {"type": ["integer", "null"]},
+                "neg": {"type": ["integer", "null"]},
                 "dec": {"type": ["number", "null"], "format": "decimal"},
                 "money": {"type": ["number", "null"], "format": "decimal"},
                 "e": {"type": ["number", "null"], "format": "decimal"},
@@ -149,18 +151,34 @@ def test_a_typed_row_schema_keeps_decimals_and_dead_letters_what_sqlite_cannot_h
     }
     result = tapyard.sync("aws", config, to=f"sqlite:///{db}", streams=["s3_records"])
     assert result.ok, [(s.name, s.error) for s in result.streams]
-    assert (result.streams[0].records, result.streams[0].dead_letters) == (2, 1)
+    assert (result.streams[0].records, result.streams[0].dead_letters) == (3, 0)
     con = sqlite3.connect(db)
-    (raw, error), = con.execute("SELECT raw, error FROM _tapyard_dead_letters").fetchall()
-    assert '"big":100000000000000000000' in raw and '"dec":12345678901234806.89' in raw and "'big'" in error
+    row = con.execute("SELECT big, neg, dec, money, e FROM s3_records WHERE id = 1").fetchone()
+    assert row == ("100000000000000000000", "-100000000000000000000", "12345678901234806.89", "10.10", "1E+3")
     rows = {r[0]: r[1:] for r in con.execute("SELECT id, s, nul, empty FROM s3_records")}
     source = json.loads(LINES[1])
     assert rows[2] == (source["s"], "a\x00b", "")
-    # the dead letter is replayed once the schema declares the big integer a decimal
-    config["record_schema"]["properties"]["big"] = {"type": ["integer", "null"], "format": "decimal"}
-    from tapyard._replay import replay_dead_letters
+    landed = landed_rows(f"sqlite:///{db}", "s3_records", key="id")
+    for number, line in enumerate(LINES, start=1):
+        values = json.loads(line, parse_float=D)
+        for name in ("big", "neg", "dec", "money", "e", "s", "nul", "empty"):
+            if name in values:
+                assert_same_value(values[name], landed[number][name], f"line {number}.{name}")
 
-    (outcome,) = replay_dead_letters("aws", config, to=f"sqlite:///{db}")
-    assert (outcome.replayed, outcome.still_dead) == (1, 0)
-    row = con.execute("SELECT big, dec, money, e FROM s3_records WHERE id = 1").fetchone()
-    assert row == ("100000000000000000000", "12345678901234806.89", "10.10", "1E+3")
+
+def test_a_dynamodb_number_key_past_64_bits_lands_exactly(seeded: str, tmp_path: Path) -> None:
+    """A DynamoDB number key of 10^20 (boto3's Decimal) keys its row with every
+    digit, and the item keeps it as a number, in SQLite and JSON Lines alike."""
+    items = [{"n": {"N": "100000000000000000000"}, "v": {"N": "-100000000000000000001"}},
+             {"n": {"N": "1"}, "v": {"N": "18446744073709551616"}}]
+    dynamodb_table(seeded, "numbers", items, key="n", key_type="N")
+    for target in ("sqlite", "jsonl"):
+        url = f"{target}:///{tmp_path / ('n.db' if target == 'sqlite' else 'n.jsonl')}"
+        config = {"endpoint_url": seeded, "dynamodb_tables": ["numbers"]}
+        result = tapyard.sync("aws", config, to=url, streams=["dynamodb_items"])
+        assert result.ok, [(s.name, s.error) for s in result.streams]
+        landed = landed_rows(url, "dynamodb_items", key="key")
+        assert set(landed) == {'{"n":1}', '{"n":100000000000000000000}'}
+        row = landed['{"n":100000000000000000000}']
+        assert_same_value({"n": 10**20, "v": -(10**20) - 1}, row["item"], target)
+        assert_same_value({"n": 1, "v": 2**64}, landed['{"n":1}']["item"], target)

@@ -31,7 +31,7 @@ import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,7 @@ class _TableWriter:
 
     def __init__(self, table: str, columns: Sequence[Column], stream: Stream) -> None:
         names = [c.name for c in columns]
+        self.table, self.columns, self.stream = table, list(columns), stream
         self.versions = _Versions(table, names, stream, columns)
         self._names = names
         self._json = [i for i, c in enumerate(columns) if c.is_json]
@@ -140,6 +141,21 @@ class _TableWriter:
         if not self._json and not self._text and not self._real:
             return values
         return [_converted(list(value), self._json, self._text, self._real) for value in values]
+
+    def wide_integers(self, batch: Batch) -> list[Column]:
+        """The INTEGER columns that ``batch`` gives an integer past SQLite's 64 bits."""
+        records: list[Any] = list(batch.items) if batch.items is not None else list(batch.rows)
+        found = []
+        for column in self.columns:
+            if column.type != "INTEGER":
+                continue
+            attribute = column.attribute or column.name
+            for record in records:
+                value = getattr(record, attribute, None) if batch.items is not None else record.get(column.name)
+                if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                    found.append(column)
+                    break
+        return found
 
     def write_one_by_one(self, cursor: sqlite3.Cursor, batch: Batch) -> tuple[int, int]:
         """Write ``batch`` one record at a time (those already written are written
@@ -504,7 +520,7 @@ class SQLiteDestination(Destination):
                     defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in stream.primary_key)})")
                     conn.exec_driver_sql(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
                 else:
-                    _retype(conn, table, columns)
+                    _retype(conn.exec_driver_sql, table, columns)
                     for c in columns:
                         if c.name not in existing:
                             conn.exec_driver_sql(
@@ -513,8 +529,11 @@ class SQLiteDestination(Destination):
                     for name, kind in _own_columns(stream):
                         if name not in existing:
                             conn.exec_driver_sql(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {kind}")
+                stored = {row[1]: str(row[2]) for row in conn.exec_driver_sql(f"PRAGMA table_info({quote(table)})")}
         except SQLAlchemyError as exc:
             raise DestinationError(self._describe(exc)) from exc
+        columns = [_as_text(c) if c.type == "INTEGER" and _affinity(stored.get(c.name, "")) == "TEXT" else c
+                   for c in columns]
         self._writers[table] = _TableWriter(table, columns, stream)
 
     def load_state(self, state_key: str) -> dict[str, StreamState]:
@@ -545,12 +564,7 @@ class SQLiteDestination(Destination):
                 cursor = raw.cursor()
                 changes: list[tuple[Batch, int, int]] = []
                 for batch in batches:
-                    writer = self._writers[batch.stream]
-                    try:
-                        changed, deleted = writer.versions.write(cursor, batch, writer.params)
-                    except _ROW_ERRORS:
-                        # one record SQLite cannot hold: find it, and write the rest
-                        changed, deleted = writer.write_one_by_one(cursor, batch)
+                    changed, deleted = self._write_batch(cursor, batch)
                     changes.append((batch, changed, deleted))
                     if batch.dead:
                         cursor.executemany(
@@ -570,6 +584,44 @@ class SQLiteDestination(Destination):
         for batch, changed, deleted in changes:
             batch.changed, batch.deleted = changed, deleted
         self._checkpointer.nudge()
+
+    def _write_batch(self, cursor: sqlite3.Cursor, batch: Batch) -> tuple[int, int]:
+        """Write one batch in a savepoint of the caller's transaction. An integer past
+        64 bits in an INTEGER column makes that column TEXT (every value as its
+        digits, docs/types.md) and the batch is written again; a record SQLite
+        cannot hold otherwise goes to the dead letters, and the rest is written."""
+        cursor.execute("SAVEPOINT tapyard_batch")
+        writer = self._writers[batch.stream]
+        try:
+            result = writer.versions.write(cursor, batch, writer.params)
+        except _ROW_ERRORS:
+            cursor.execute("ROLLBACK TO tapyard_batch")
+            wide = writer.wide_integers(batch)
+            if wide:
+                writer = self._widen(cursor, writer, wide)
+                # the rebuild stays whatever the second attempt does
+                cursor.execute("RELEASE tapyard_batch")
+                cursor.execute("SAVEPOINT tapyard_batch")
+                try:
+                    result = writer.versions.write(cursor, batch, writer.params)
+                except _ROW_ERRORS:
+                    cursor.execute("ROLLBACK TO tapyard_batch")
+                    result = writer.write_one_by_one(cursor, batch)
+            else:
+                # one record SQLite cannot hold: find it, and write the rest
+                result = writer.write_one_by_one(cursor, batch)
+        cursor.execute("RELEASE tapyard_batch")
+        return result
+
+    def _widen(self, cursor: sqlite3.Cursor, writer: _TableWriter, wide: Sequence[Column]) -> _TableWriter:
+        """Store ``wide`` columns of ``writer``'s table as TEXT from now on (the table
+        is rebuilt in the caller's transaction, stored integers becoming their digits)."""
+        names = {c.name for c in wide}
+        columns = [_as_text(c) if c.name in names else c for c in writer.columns]
+        _retype(cursor.execute, writer.table, columns)
+        widened = _TableWriter(writer.table, columns, writer.stream)
+        self._writers[writer.table] = widened
+        return widened
 
     supports_sweep = True
 
@@ -643,12 +695,18 @@ def _affinity(declared: str) -> str:
     return "NUMERIC"
 
 
-def _retype(conn: sa.Connection, table: str, columns: Sequence[Column]) -> None:
+def _as_text(column: Column) -> Column:
+    """An integer column stored as TEXT: every value as its decimal digits (the
+    schema still declares an integer; docs/types.md)."""
+    return dataclasses.replace(column, type="TEXT", format="integer", convert=True)
+
+
+def _retype(execute: Callable[[str], Iterable[Any]], table: str, columns: Sequence[Column]) -> None:
     """Rebuild ``table`` when a column that must now hold text (a field that became a
     decimal, say) has a numeric affinity: SQLite would turn ``'12.50'`` into ``12.5``
     there, and ALTER TABLE cannot change a column's type. Values already stored are
     copied as they are; the rebuild is part of the caller's transaction."""
-    info = list(conn.exec_driver_sql(f"PRAGMA table_info({quote(table)})"))
+    info = list(execute(f"PRAGMA table_info({quote(table)})"))
     wanted = {c.name: _SQL_TYPES[c.type] for c in columns}
     changed = {
         row[1]
@@ -668,11 +726,11 @@ def _retype(conn: sa.Connection, table: str, columns: Sequence[Column]) -> None:
         defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in keys)})")
     names = ", ".join(quote(row[1]) for row in info)
     temporary = quote(f"_tapyard_retype_{table}")
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {temporary}")
-    conn.exec_driver_sql(f"CREATE TABLE {temporary} ({', '.join(defs)})")
-    conn.exec_driver_sql(f"INSERT INTO {temporary} ({names}) SELECT {names} FROM {quote(table)}")
-    conn.exec_driver_sql(f"DROP TABLE {quote(table)}")
-    conn.exec_driver_sql(f"ALTER TABLE {temporary} RENAME TO {quote(table)}")
+    execute(f"DROP TABLE IF EXISTS {temporary}")
+    execute(f"CREATE TABLE {temporary} ({', '.join(defs)})")
+    execute(f"INSERT INTO {temporary} ({names}) SELECT {names} FROM {quote(table)}")
+    execute(f"DROP TABLE {quote(table)}")
+    execute(f"ALTER TABLE {temporary} RENAME TO {quote(table)}")
 
 
 #: SQLite's automatic checkpoint for the writer, in pages: only a backstop, for a

@@ -100,8 +100,10 @@ def moto_server(port: int | None = None) -> Iterator[str]:
         stop(process)
 
 
-def dynamodb_table(endpoint: str, name: str, items: list[dict[str, Any]], key: str = "pk") -> None:
-    """Create table ``name`` (hash key ``key``, a string) at ``endpoint`` and put
+def dynamodb_table(
+    endpoint: str, name: str, items: list[dict[str, Any]], key: str = "pk", key_type: str = "S"
+) -> None:
+    """Create table ``name`` (hash key ``key``, of DynamoDB type ``key_type``) at ``endpoint`` and put
     ``items`` (in DynamoDB's wire format) into it, through boto3."""
     import boto3
 
@@ -109,7 +111,7 @@ def dynamodb_table(endpoint: str, name: str, items: list[dict[str, Any]], key: s
     ddb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": key_type}],
         BillingMode="PAY_PER_REQUEST",
     )
     for item in items:
