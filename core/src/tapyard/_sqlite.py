@@ -564,7 +564,11 @@ class SQLiteDestination(Destination):
                 cursor = raw.cursor()
                 changes: list[tuple[Batch, int, int]] = []
                 for batch in batches:
-                    changed, deleted = self._write_batch(cursor, batch)
+                    if batch.stream not in self._writers and not batch.count and not batch.seen and batch.sweep is None:
+                        # a batch of state alone (tapyard state reset/set): no table needed
+                        changed, deleted = 0, 0
+                    else:
+                        changed, deleted = self._write_batch(cursor, batch)
                     changes.append((batch, changed, deleted))
                     if batch.dead:
                         cursor.executemany(

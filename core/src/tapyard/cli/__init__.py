@@ -88,11 +88,25 @@ def _register() -> None:
     """
     if getattr(app, "_tapyard_registered", False):
         return
-    from tapyard.cli import _connectors, _creds, _deadletters, _run
+    from tapyard.cli import (
+        _connectors,
+        _creds,
+        _deadletters,
+        _jobs,
+        _run,
+        _runs,
+        _scheduler,
+        _state,
+    )
 
     app.add_typer(_connectors.group, name="connectors")
     app.add_typer(_creds.group, name="creds")
     app.add_typer(_deadletters.group, name="deadletters")
+    app.add_typer(_jobs.group, name="jobs")
+    app.add_typer(_runs.group, name="runs")
+    app.add_typer(_scheduler.group, name="scheduler")
+    app.add_typer(_state.group, name="state")
+    app.command("status")(_scheduler.status)
     _run.register(app)
     complete(app)
     app._tapyard_registered = True  # type: ignore[attr-defined]

@@ -1,0 +1,128 @@
+"""``tapyard scheduler run`` and ``tapyard status``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from tapyard.cli._output import console, print_json
+
+group = typer.Typer(help="The scheduler: fires jobs on their schedules and runs them.", no_args_is_help=True, rich_markup_mode=None)
+
+
+@group.command("run")
+def run(
+    once: bool = typer.Option(False, "--once", help="One pass (create due ticks, start what is due, reap), wait for the runs it started, and exit."),
+    max_runs: int = typer.Option(8, "--max-runs", metavar="N", min=1, max=10_000, help="Runs this scheduler runs at once."),
+    per_credential: int = typer.Option(2, "--per-credential", metavar="N", min=0, help="Runs of one credential at once, over every scheduler (0: no limit)."),
+    heartbeat: float = typer.Option(15.0, "--heartbeat", metavar="SECONDS", min=0.2, help="Heartbeat interval of runs; a run silent for two is abandoned."),
+    poll: float = typer.Option(1.0, "--poll", metavar="SECONDS", min=0.01, max=60, help="How often the control plane is read."),
+    drain: float = typer.Option(60.0, "--drain", metavar="SECONDS", min=0, help="On SIGTERM, how long runs may finish before they are interrupted."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", metavar="PORT", min=0, max=65535, help="Serve Prometheus metrics on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", metavar="ADDR", help="Address the metrics server binds."),
+) -> None:
+    """Run the scheduler in the foreground until SIGTERM or Ctrl-C (then drain)."""
+    from tapyard.cli._jobs import _cp
+    from tapyard.jobs._scheduler import Scheduler
+
+    cp = _cp()
+    scheduler = Scheduler(cp, max_runs=max_runs, per_credential=per_credential, heartbeat=heartbeat, poll=poll, drain=drain)
+    if metrics_port is not None:
+        from tapyard.jobs._metrics import serve
+
+        port = serve(cp, scheduler, metrics_port, metrics_host)
+        console.print(f"metrics on http://{metrics_host}:{port}/metrics") if not once else None
+    if once:
+        done = scheduler.once()
+        try:
+            while scheduler.children:
+                scheduler._collect_children()
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            scheduler.drain()
+            from tapyard.cli import interrupted
+
+            raise interrupted("interrupted; the runs this pass started were stopped and will be retried") from None
+        scheduler._collect_children()
+        console.print(f"{done['ticks']} ticks, {done['started']} runs started")
+        return
+    import logging
+
+    logging.getLogger("tapyard.scheduler").info("scheduler %s started", scheduler.id)
+    scheduler.loop()
+    from tapyard.cli import _received, interrupted
+
+    if _received:
+        raise interrupted("scheduler stopped; its runs were drained")
+
+
+def _health(job: Any, last: Any, next_at: float | None, interval: float | None, now: float) -> str:
+    if job.paused:
+        return "paused"
+    if last is None:
+        return "never run"
+    if last.status != "ok":
+        return f"failing ({last.status})"
+    if interval and last.ended_at and now - last.ended_at > 2 * interval:
+        return "stale"
+    return "ok"
+
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="Print the status as JSON.")) -> None:
+    """Every job's last run, next fire time and health; live schedulers; stale jobs
+    (no good run for more than twice their interval)."""
+
+
+    from tapyard.cli._jobs import _cp
+    from tapyard.jobs._clock import clock
+    from tapyard.jobs._cron import Schedule
+    from tapyard.jobs._store import iso
+
+    cp = _cp()
+    now_clock = clock().now()
+    now = time.time()
+    last = cp.last_runs()
+    running = {r.job: r for r in cp.runs(statuses=("running", "starting", "cancelling"), limit=10_000)}
+    rows = []
+    for job in cp.jobs():
+        schedule = Schedule(job.spec.cron, job.spec.timezone)
+        first = schedule.next_after(now_clock)
+        second = schedule.next_after(first)
+        interval = (second - first).total_seconds()
+        next_at = None if job.paused else first.timestamp()
+        previous = last.get(job.name)
+        rows.append({
+            "job": job.name,
+            "schedule": f"{job.spec.cron} {job.spec.timezone}",
+            "paused": job.paused,
+            "last_run": None if previous is None else {
+                "id": previous.id, "status": previous.status, "ended_at": iso(previous.ended_at),
+                "error": previous.error,
+            },
+            "running": running[job.name].id if job.name in running else None,
+            "next_run_at": iso(next_at),
+            "health": _health(job, previous, next_at, interval, now),
+        })
+    schedulers = cp.live_schedulers()
+    if as_json:
+        print_json({"jobs": rows, "schedulers": schedulers, "control_plane": cp.url, "at": now_clock.isoformat(timespec="seconds")})
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("job", "schedule", "last run", "next run (UTC)", "health", box=None, pad_edge=False)
+    for r in rows:
+        lr = r["last_run"]
+        shown = "-" if lr is None else f"{lr['id']} {lr['status']} {(lr['ended_at'] or '')[:19].replace('T', ' ')}"
+        if r["running"]:
+            shown += f" (run {r['running']} running)"
+        table.add_row(escape(r["job"]), escape(r["schedule"]), shown, (r["next_run_at"] or "-")[:19].replace("T", " "), r["health"])
+    if rows:
+        console.print(table)
+    else:
+        console.print("no jobs")
+    console.print(f"{len(schedulers)} scheduler(s) running" + (": " + ", ".join(escape(s["id"]) for s in schedulers) if schedulers else ""))
+

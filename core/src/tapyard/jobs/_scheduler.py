@@ -1,0 +1,465 @@
+"""The scheduler: fires jobs on their cron schedules and runs them, alone or beside
+other schedulers sharing one control plane.
+
+Exactly one run per (job, scheduled time): every scheduler computes the same
+due ticks, and each tick is created by an insert that a unique key on (job,
+scheduled_at) lets only one of them win; the winner queues the run in the same
+transaction. A queued run is claimed by a compare-and-set that moves it to
+``starting`` and increments its fencing token; the worker process it starts
+must present that token to move it to ``running``, to renew its heartbeat and
+to record its outcome. A run whose heartbeat stops (its process was killed, its
+machine lost power) is marked ``abandoned`` by any scheduler once its heartbeat
+is 1.5 intervals old (it is looked at every loop, so within two intervals of
+the last beat), its token moves on (the lost process can no longer record
+anything), and a retry is queued when the job allows one; the retry resumes
+from the state the destination committed.
+
+Schedule times come from :mod:`tapyard.jobs._clock` (a test clock may replace
+the system's); leases, heartbeats, backoff and timeouts are real time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import heapq
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from tapyard.jobs import _db as db
+from tapyard.jobs._clock import Clock, clock
+from tapyard.jobs._cron import Schedule
+from tapyard.jobs._store import ControlPlane, Job, JobNotFound, Run
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("tapyard.scheduler")
+
+#: how long past its deadline a run may still be running before the scheduler ends it
+TIMEOUT_GRACE = 5.0
+#: seconds a claimed run's worker may take to start before it counts as lost
+STARTUP_ALLOWANCE = 30.0
+
+
+@dataclass
+class _Planned:
+    job: Job
+    schedule: Schedule
+    last: float  # clock epoch seconds of the last tick considered
+    due: float = 0.0
+
+
+@dataclass
+class _Child:
+    run: Run
+    process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.time)
+
+
+def _jitter(job: str, instant: int, spread: float) -> float:
+    """A delay in [0, spread) fixed by (job, instant): the same for every scheduler."""
+    if spread <= 0:
+        return 0.0
+    digest = hashlib.sha256(f"{job}\0{instant}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * spread
+
+
+def _insert_tick(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(db.ticks)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(db.ticks)
+
+
+class Scheduler:
+    """One scheduler. ``loop()`` runs until stopped; ``once()`` does one pass."""
+
+    def __init__(
+        self,
+        cp: ControlPlane,
+        *,
+        max_runs: int = 8,
+        per_credential: int = 2,
+        heartbeat: float = 15.0,
+        poll: float = 1.0,
+        grace: float = 60.0,
+        drain: float = 60.0,
+        the_clock: Clock | None = None,
+        echo: bool = True,
+    ) -> None:
+        self.cp = cp
+        self.engine = cp.engine
+        self.max_runs = max_runs
+        self.per_credential = per_credential
+        self.heartbeat = heartbeat
+        self.poll = poll
+        self.grace = grace
+        self.drain_seconds = drain
+        self.clock = the_clock or clock()
+        self.echo = echo
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.children: dict[int, _Child] = {}
+        self.plans: dict[str, _Planned] = {}
+        self.heap: list[tuple[float, str]] = []
+        self.jobs_version: tuple[Any, ...] | None = None
+        self.draining = False
+        self.lease_renewed = 0.0
+        self.lag: list[float] = []  # tick-to-start lag of runs this scheduler started, seconds
+        self.on_lag: Callable[[float], None] | None = None
+
+    # --- jobs and ticks -----------------------------------------------------------
+
+    def _refresh_jobs(self, conn: sa.Connection) -> None:
+        # (the schedule clock may stand still in tests: updated_at alone could miss a change)
+        version = tuple(
+            conn.execute(
+                sa.select(
+                    sa.func.count(), sa.func.max(db.jobs.c.updated_at), sa.func.sum(db.jobs.c.since),
+                    sa.func.sum(sa.func.length(db.jobs.c.spec)), sa.func.sum(sa.cast(db.jobs.c.paused, sa.Integer)),
+                ).select_from(db.jobs)
+            ).one()
+        )
+        if version == self.jobs_version:
+            return
+        self.jobs_version = version
+        last_ticks = dict(
+            conn.execute(sa.select(db.ticks.c.job, sa.func.max(db.ticks.c.scheduled_at)).group_by(db.ticks.c.job)).all()
+        )
+        rows = conn.execute(sa.select(db.jobs)).all()
+        from tapyard.jobs._store import _job
+
+        plans: dict[str, _Planned] = {}
+        for row in rows:
+            job = _job(row)
+            old = self.plans.get(job.name)
+            last = max(job.since, float(last_ticks.get(job.name) or 0), old.last if old else 0.0)
+            try:
+                schedule = Schedule(job.spec.cron, job.spec.timezone)
+            except ValueError:
+                continue  # refused at add/apply; a definition edited by hand is skipped
+            plan = _Planned(job, schedule, last)
+            plan.due = schedule.next_after(dt.datetime.fromtimestamp(last, dt.UTC)).timestamp()
+            plans[job.name] = plan
+        self.plans = plans
+        self.heap = [(p.due, name) for name, p in plans.items()]
+        heapq.heapify(self.heap)
+
+    def _due_ticks(self, now: float) -> list[tuple[_Planned, list[int]]]:
+        """Per job whose next tick has come, the ticks to create by its catch-up policy."""
+        out = []
+        while self.heap and self.heap[0][0] <= now:
+            _, name = heapq.heappop(self.heap)
+            plan = self.plans.get(name)
+            if plan is None:
+                continue
+            spec = plan.job.spec
+            window = max(spec.catchup_window, self.grace) if spec.catchup != "none" else self.grace
+            start = max(plan.last, now - window - 60.0)
+            due = [
+                int(t.timestamp())
+                for t in plan.schedule.between(dt.datetime.fromtimestamp(start, dt.UTC), dt.datetime.fromtimestamp(now, dt.UTC))
+            ]
+            fresh = [t for t in due if now - t <= window]
+            if spec.catchup == "latest":
+                fresh = fresh[-1:]
+            plan.last = max(plan.last, float(due[-1])) if due else max(plan.last, now)
+            plan.due = plan.schedule.next_after(dt.datetime.fromtimestamp(plan.last, dt.UTC)).timestamp()
+            heapq.heappush(self.heap, (plan.due, name))
+            if fresh and not plan.job.paused:
+                out.append((plan, fresh))
+        return out
+
+    def _create_ticks(self, conn: sa.Connection, due: list[tuple[_Planned, list[int]]], now: float) -> int:
+        created = 0
+        real = time.time()
+        insert = _insert_tick(self.engine.dialect.name)
+        for plan, instants in due:
+            spec = plan.job.spec
+            for instant in instants:
+                tick_id = conn.execute(
+                    insert.values(job=spec.name, scheduled_at=instant, created_at=real, status="pending", scheduler=self.id)
+                    .on_conflict_do_nothing(index_elements=["job", "scheduled_at"])
+                    .returning(db.ticks.c.id)
+                ).scalar()
+                if tick_id is None:
+                    continue  # another scheduler created it
+                created += 1
+                active = conn.execute(
+                    sa.select(db.runs.c.id, db.runs.c.status).where(
+                        db.runs.c.job == spec.name, db.runs.c.status.in_(("queued", "starting", "running", "cancelling"))
+                    )
+                ).all()
+                if (spec.overlap == "skip" and active) or (
+                    spec.overlap == "buffer-one" and any(r.status == "queued" for r in active)
+                ):
+                    conn.execute(db.ticks.update().where(db.ticks.c.id == tick_id).values(status="skipped"))
+                    continue
+                if spec.overlap == "cancel-other" and active:
+                    conn.execute(
+                        db.runs.update().where(db.runs.c.job == spec.name, db.runs.c.status == "queued")
+                        .values(status="cancelled", ended_at=real, error="cancelled by a newer tick (overlap cancel-other)")
+                    )
+                    conn.execute(
+                        db.runs.update().where(db.runs.c.job == spec.name, db.runs.c.status.in_(("starting", "running")))
+                        .values(status="cancelling")
+                    )
+                wait = max(0.0, instant + _jitter(spec.name, instant, spec.jitter) - now)
+                run_id = conn.execute(
+                    db.runs.insert().values(
+                        job=spec.name, tick_id=tick_id, scheduled_at=instant, attempt=1, trigger="schedule",
+                        status="queued", credential=spec.creds, created_at=real,
+                        not_before=real + self.clock.real_seconds(wait), token=0, records=0, dead_letters=0,
+                        requests=0, http_retries=0,
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+                conn.execute(db.ticks.update().where(db.ticks.c.id == tick_id).values(status="run", run_id=run_id))
+        return created
+
+    # --- claims and children ------------------------------------------------------
+
+    def _claim(self) -> list[Run]:
+        capacity = self.max_runs - len(self.children)
+        if capacity <= 0 or self.draining:
+            return []
+        now = time.time()
+        with self.engine.connect() as conn:
+            queued = conn.execute(
+                sa.select(db.runs).where(db.runs.c.status == "queued", db.runs.c.not_before <= now)
+                .order_by(db.runs.c.not_before, db.runs.c.id).limit(capacity * 4 + 16)
+            ).all()
+        claimed: list[Run] = []
+        for row in queued:
+            if len(claimed) >= capacity:
+                break
+            run = Run.from_row(row)
+            plan = self.plans.get(run.job)
+            if plan is None:
+                if run.job not in self._job_names():
+                    self._cancel_orphan(run)
+                continue
+            if plan.job.paused:
+                continue
+            got = self._try_claim(run, plan.job)
+            if got is not None:
+                claimed.append(got)
+        return claimed
+
+    def _job_names(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(db.jobs.c.name)).scalars().all())
+
+    def _cancel_orphan(self, run: Run) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                db.runs.update().where(db.runs.c.id == run.id, db.runs.c.status == "queued")
+                .values(status="cancelled", ended_at=time.time(), error="the job was removed")
+            )
+
+    def _try_claim(self, run: Run, job: Job) -> Run | None:
+        spec = job.spec
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # serialize claims of one job (overlap) and of one credential (limit)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"tapyard-job:{run.job}"})
+                if run.credential:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"tapyard-cred:{run.credential}"})
+            if spec.overlap != "allow":
+                busy = conn.execute(
+                    sa.select(sa.func.count()).select_from(db.runs).where(
+                        db.runs.c.job == run.job, db.runs.c.status.in_(("starting", "running", "cancelling"))
+                    )
+                ).scalar()
+                if busy:
+                    return None
+            if run.credential and self.per_credential > 0:
+                using = conn.execute(
+                    sa.select(sa.func.count()).select_from(db.runs).where(
+                        db.runs.c.credential == run.credential, db.runs.c.status.in_(("starting", "running", "cancelling"))
+                    )
+                ).scalar()
+                if (using or 0) >= self.per_credential:
+                    return None
+            now = time.time()
+            done = conn.execute(
+                db.runs.update()
+                .where(db.runs.c.id == run.id, db.runs.c.status == "queued", db.runs.c.token == run.token)
+                .values(status="starting", owner=self.id, token=run.token + 1, heartbeat_at=now)
+            ).rowcount
+            if not done:
+                return None
+        return self.cp.run(run.id)
+
+    def _launch(self, run: Run) -> None:
+        env = dict(os.environ)
+        env["TAPYARD_DATABASE_URL"] = self.engine.url.render_as_string(hide_password=False)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tapyard.jobs._worker", str(run.id), str(run.token), str(self.heartbeat)],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=None if self.echo else subprocess.DEVNULL, start_new_session=True,
+        )
+        self.children[run.id] = _Child(run, process)
+        lag = max(0.0, time.time() - run.not_before)
+        self.lag.append(lag)
+        if self.on_lag is not None:
+            self.on_lag(lag)
+
+    def _collect_children(self) -> None:
+        for run_id, child in list(self.children.items()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            del self.children[run_id]
+            current = self.cp.run(run_id)
+            if current.status in ("starting", "running", "cancelling") and current.token == child.run.token:
+                # the worker ended without recording an outcome (killed, crashed)
+                how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                self._abandon(current, f"its process ended ({how}) without recording an outcome")
+
+    # --- abandoned and timed-out runs ---------------------------------------------
+
+    def _abandon(self, run: Run, why: str, status: str = "abandoned") -> None:
+        if run.status == "cancelling":
+            status, why = "cancelled", "cancelled; " + why
+        job = self._job(run.job)
+        retry = self.cp.finish(run, status, error=why, spec=job.spec if job else None)
+        if retry is None:
+            return
+        log.warning("run %s of job %s %s: %s", run.id, run.job, status, why)
+        if job is not None:
+            from tapyard.jobs._alerts import alert_failure
+
+            alert_failure(self.cp, job, self.cp.run(run.id), retry_id=retry or None)
+
+    def _job(self, name: str) -> Job | None:
+        plan = self.plans.get(name)
+        if plan is not None:
+            return plan.job
+        with contextlib.suppress(JobNotFound):
+            return self.cp.job(name)
+        return None
+
+    def _reap(self) -> None:
+        now = time.time()
+        silent = now - 1.5 * self.heartbeat
+        # a worker has until its first beat to start Python and its connector
+        unstarted = silent - STARTUP_ALLOWANCE
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(db.runs).where(
+                    db.runs.c.status.in_(("starting", "running", "cancelling")),
+                    sa.or_(
+                        sa.and_(db.runs.c.status != "starting", db.runs.c.heartbeat_at < silent),
+                        sa.and_(db.runs.c.status == "starting", db.runs.c.heartbeat_at < unstarted),
+                        sa.and_(db.runs.c.deadline.is_not(None), db.runs.c.deadline < now - TIMEOUT_GRACE),
+                    ),
+                )
+            ).all()
+        for row in rows:
+            run = Run.from_row(row)
+            child = self.children.get(run.id)
+            if run.deadline is not None and run.deadline < now - TIMEOUT_GRACE and (run.heartbeat_at or 0) >= silent:
+                if child is not None:
+                    child.process.kill()
+                self._abandon(run, f"timed out; its process did not stop within {TIMEOUT_GRACE:.0f} s", "timed_out")
+                continue
+            if child is not None and child.process.poll() is None:
+                child.process.kill()
+            age = now - (run.heartbeat_at or run.created_at)
+            self._abandon(run, f"no heartbeat for {age:.0f} s (its process died or hangs)")
+
+    # --- the loop -----------------------------------------------------------------
+
+    def _renew_lease(self) -> None:
+        now = time.time()
+        if now - self.lease_renewed < self.heartbeat / 3:
+            return
+        self.lease_renewed = now
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "running": len(self.children)})
+        name = f"scheduler:{self.id}"
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                db.leases.update().where(db.leases.c.name == name)
+                .values(expires_at=now + 3 * self.heartbeat, token=db.leases.c.token + 1, info=info)
+            ).rowcount
+            if not done:
+                conn.execute(
+                    db.leases.insert().values(name=name, owner=self.id, token=1, acquired_at=now,
+                                              expires_at=now + 3 * self.heartbeat, info=info)
+                )
+            conn.execute(db.leases.delete().where(db.leases.c.expires_at < now - 86400))
+
+    def once(self) -> dict[str, int]:
+        """One pass: refresh jobs, create due ticks, reap, claim and start runs."""
+        now = self.clock.timestamp()
+        with self.engine.connect() as conn:
+            self._refresh_jobs(conn)
+        created = 0
+        if not self.draining:
+            due = self._due_ticks(now)
+            if due:
+                with self.engine.begin() as conn:
+                    created = self._create_ticks(conn, due, now)
+        self._collect_children()
+        self._reap()
+        started = self._claim()
+        for run in started:
+            self._launch(run)
+        self._renew_lease()
+        return {"ticks": created, "started": len(started), "running": len(self.children)}
+
+    def sleep_seconds(self) -> float:
+        """Real seconds until the next thing to do (at most ``poll``)."""
+        if not self.heap:
+            return self.poll
+        ahead = self.clock.real_seconds(self.heap[0][0] - self.clock.timestamp())
+        return max(0.01, min(self.poll, ahead))
+
+    def loop(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Run until ``stop()`` or an interrupt (SIGTERM, Ctrl-C), then drain."""
+        try:
+            while not stop():
+                self.once()
+                time.sleep(self.sleep_seconds())
+        except KeyboardInterrupt:
+            pass
+        self.drain()
+
+    def drain(self) -> None:
+        """Stop taking work; let this scheduler's runs finish for up to ``drain`` seconds,
+        then interrupt them (they checkpoint and are retried), then end them."""
+        self.draining = True
+        deadline = time.time() + self.drain_seconds
+        while self.children and time.time() < deadline:
+            self._collect_children()
+            self._renew_lease()
+            time.sleep(0.2)
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+        stop_by = time.time() + 4.0
+        while self.children and time.time() < stop_by:
+            self._collect_children()
+            time.sleep(0.1)
+        for child in self.children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+            child.process.wait()
+        self._collect_children()
+        with self.engine.begin() as conn:
+            conn.execute(db.leases.delete().where(db.leases.c.name == f"scheduler:{self.id}"))
