@@ -19,7 +19,7 @@ PUBLIC = {
     "CursorPaginator", "DeadlineExceededError", "Destination", "DestinationError", "HTTPError",
     "HTTPStatusError", "HttpEngine", "HttpPolicy", "LinkHeaderPaginator", "NextUrlPaginator",
     "NoConfig", "OffsetPaginator", "Page", "PageNumberPaginator", "PageRequest", "PageTokenPaginator",
-    "Paginator", "PluginError", "RateLimitSettings", "RateLimiter", "ResponseError", "RestConnector", "RestStream",
+    "Paginator", "PermissionDeniedError", "PluginError", "RateLimitSettings", "RateLimiter", "ResponseError", "RestConnector", "RestStream",
     "ResumeRejectedError", "RetryAfterTooLongError", "RunContext", "SchemaError", "SinglePage", "Source", "StateError",
     "Stream", "StreamNotFoundError", "StreamResult", "StreamState", "SyncResult", "TapyardError",
     "TransportError", "__version__", "collect_auth_strategies", "collect_connectors",

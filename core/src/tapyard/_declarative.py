@@ -271,6 +271,7 @@ class RestConnector(Connector):
                     limiter=limiter,
                     on_response=on_response,
                     headers=render(self.headers, config),
+                    hosts=context.hosts,
                 )
             )
             secret_params = getattr(auth, "query_params", None)

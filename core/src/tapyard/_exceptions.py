@@ -11,6 +11,7 @@ only as a short, redacted excerpt.
     ├── ConnectorNotFoundError      no installed connector has that name
     ├── StreamNotFoundError         the connector has no stream of that name
     ├── PluginError                 a plugin failed to load or broke a contract
+    │   └── PermissionDeniedError   a connector did what its manifest does not declare
     ├── SchemaError                 a stream schema cannot be built or exported
     ├── DestinationError            the destination cannot be opened or written
     ├── StateError                  the saved sync state cannot be read
@@ -38,6 +39,7 @@ __all__ = [
     "DestinationError",
     "HTTPError",
     "HTTPStatusError",
+    "PermissionDeniedError",
     "PluginError",
     "ResponseError",
     "ResumeRejectedError",
@@ -68,6 +70,12 @@ class StreamNotFoundError(TapyardError):
 
 class PluginError(TapyardError):
     """A plugin could not be loaded, or returned something that breaks a hook's contract. Safe."""
+
+
+class PermissionDeniedError(PluginError):
+    """A connector asked for what its manifest does not declare (a host, a credential
+    kind): refused before anything left the machine. Safe: names the host or kind
+    and the manifest, never a URL's path, query or any secret."""
 
 
 class SchemaError(TapyardError):

@@ -30,7 +30,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import orjson
@@ -49,6 +49,9 @@ from tapyard._exceptions import (
 from tapyard._model import AuthStrategy
 from tapyard._ratelimit import RateLimiter, RateLimitWaitTooLong, parse_retry_after
 from tapyard._values import decode_json
+
+if TYPE_CHECKING:
+    from tapyard.base.manifest import HostGuard
 
 __all__ = ["HttpEngine", "HttpPolicy", "HttpStats", "redact_url"]
 
@@ -288,7 +291,9 @@ class HttpEngine:
     or call :meth:`close`. ``sleep``, ``clock`` and ``rng`` are injectable for
     tests; ``transport`` replaces the network (e.g. ``httpx.MockTransport``).
     Credentials (``auth``) go only to the base URL's origin (without a base
-    URL, the origin of each call's first request).
+    URL, the origin of each call's first request). ``hosts`` (the run's
+    :class:`~tapyard.base.manifest.HostGuard`) refuses any host the connector's
+    manifest does not declare, before the request is sent.
     """
 
     def __init__(
@@ -304,8 +309,11 @@ class HttpEngine:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        hosts: HostGuard | None = None,
     ) -> None:
         self.policy = policy = policy or HttpPolicy()
+        #: the hosts the connector's manifest allows: checked on every hop, redirects too
+        self._hosts = hosts
         self.stats = HttpStats()
         self.breaker = CircuitBreaker(
             policy.circuit_threshold, policy.circuit_cooldown, clock=clock
@@ -470,6 +478,8 @@ class HttpEngine:
         deadline = self._clock() + self.policy.request_deadline
         method, url, body = call.method, call.url, call.body
         for _ in range(self.policy.max_redirects + 1):
+            if self._hosts is not None:
+                self._hosts.check(url)  # before anything leaves the machine
             response = self._send(call, self._build(call, method, url, body, deadline), deadline)
             location = response.headers.get("location")
             if response.status_code not in _REDIRECTS or not location:

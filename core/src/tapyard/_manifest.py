@@ -15,7 +15,9 @@ The version, the distribution name, the licence, the homepage and the core
 versions supported come from the package metadata, so they are written once.
 ``tapyard connectors list`` reads manifests and imports no connector;
 ``tapyard connectors list --check`` imports every connector and compares it
-with its manifest, as the conformance test does.
+with its manifest, as the conformance test does. The full contract (display
+name, vendor, stream modes, permissions, support level) is the pydantic model
+in :mod:`tapyard.base.manifest`, which this fast reader agrees with.
 
 This module imports neither pydantic nor any connector: it is on the path of the
 CLI's start-up.
@@ -47,6 +49,13 @@ __all__ = [
 PLUGIN_API_VERSION = 1
 
 MANIFEST_FILE = "tapyard-manifest.toml"
+
+#: The keys of a ``[[connector]]`` table (the model in ``tapyard.base.manifest``
+#: validates their values; the listing reads four of them).
+_CONNECTOR_KEYS = frozenset({
+    "name", "display_name", "description", "vendor", "categories", "streams", "auth_kinds",
+    "support_level", "license", "homepage", "core", "permissions",
+})
 
 
 class ManifestError(PluginError):
@@ -139,14 +148,18 @@ def parse_manifest(text: str, path: str, *, plugin: str, meta: dict[str, str | N
         description = table.get("description", "")
         if not isinstance(description, str):
             raise ManifestError(f"{where}: 'description' must be a string")
-        unknown = set(table) - {"name", "description", "streams", "auth_kinds"}
+        unknown = set(table) - _CONNECTOR_KEYS
         if unknown:
             raise ManifestError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        streams = table.get("streams", [])
+        if isinstance(streams, list):
+            # a stream is a name, or a table with its name and modes (validated by the model)
+            streams = [s.get("name") if isinstance(s, dict) else s for s in streams]
         found.append(
             ConnectorManifest(
                 name=name,
                 description=description,
-                streams=_strings(table.get("streams", []), where, "streams"),
+                streams=_strings(streams, where, "streams"),
                 auth_kinds=_strings(table.get("auth_kinds", ["none"]), where, "auth_kinds"),
                 plugin_api=plugin_api,
                 plugin=plugin,

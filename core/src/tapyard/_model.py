@@ -499,3 +499,7 @@ class RunContext:
     #: rate-limit overrides for this run (``rate``, ``burst``, ``concurrency``,
     #: ``learn``, ``max_wait``): they win over the connector's policy hook
     rate_limit: Mapping[str, Any] = field(default_factory=dict)
+    #: the hosts the connector's manifest lets it call (a
+    #: ``tapyard.base.manifest.HostGuard``), or None when it declares none: every
+    #: request is checked against it before it leaves the machine
+    hosts: Any = None

@@ -386,6 +386,36 @@ def connector_listing() -> list[dict[str, Any]]:
 REPOSITORY_CONNECTORS = frozenset({"aws", "azure", "erp", "gcp", "salesforce", "sample", "stripe"})
 
 
+def connector_manifest_path(connector: Connector) -> str | None:
+    """The installed manifest that describes ``connector`` (same name, same distribution), if any.
+
+    Read without importing anything: the run-time permission checks use it
+    (``tapyard.base.manifest.run_permissions``). A connector loaded from a
+    source tree (the conformance kit) carries its manifest's path itself.
+    """
+    explicit = getattr(connector, "manifest_path", None)
+    if isinstance(explicit, str):
+        return explicit
+    if connector.distribution is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifests, _ = installed_manifests()
+    manifest = manifests.get(connector.name)
+    if manifest is None or manifest.distribution != connector.distribution:
+        return None
+    return manifest.path
+
+
+def run_permissions(connector: Connector, config: Any, credentials: Any) -> Any:
+    """Check a run of ``connector`` against its installed manifest before it starts:
+    the host guard to hand the source (``RunContext.hosts``), or None when its
+    manifest declares no hosts. See ``tapyard.base.manifest.run_permissions``."""
+    from tapyard.base.manifest import run_permissions as check
+
+    return check(connector.name, connector_manifest_path(connector), config, credentials)
+
+
 def get_connector(name: str) -> Connector:
     """The connector called ``name``, or a :class:`ConnectorNotFoundError` listing the known ones."""
     connectors = collect_connectors()

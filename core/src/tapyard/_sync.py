@@ -758,12 +758,16 @@ def sync(
         # before anything is opened: a stream that needs configuration the run lacks
         if any(not getattr(cfg, f, None) for f in conn.stream_config.get(name, ())):
             raise StreamNotFoundError(missing_stream(name, [], conn.stream_config))
+    from tapyard._plugins import run_permissions
+
+    # before the destination is opened: a run its manifest forbids leaves no trace
+    hosts = run_permissions(conn, cfg, credentials)
     owns_destination = not isinstance(to, Destination)
     destination = to if isinstance(to, Destination) else open_destination(to or default_destination_url())
     result = SyncResult(connector=conn.name, destination=destination.url)
     try:
         limits = {**(raw_limits or {}), **(rate_limit or {})}
-        context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}), rate_limit=limits)
+        context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}), rate_limit=limits, hosts=hosts)
         with conn.open(cfg, context) as source, _collector_tuned():
             selected = select_streams(source.streams(), streams, conn.stream_config)
             run = _Run(

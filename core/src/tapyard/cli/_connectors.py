@@ -160,3 +160,63 @@ def _credential_fields(connector: Any) -> dict[str, list[dict[str, Any]]]:
             if name not in ("kind", "name") and not (name in TOKEN_FIELDS and not field.is_required())
         ]
     return kinds
+
+
+@group.command("manifest-schema")
+def manifest_schema() -> None:
+    """Print the JSON Schema of tapyard-manifest.toml (for editors and CI checks)."""
+    from tapyard.base.manifest import manifest_json_schema
+
+    print_json(manifest_json_schema())
+
+
+@group.command("new", cls=Command)
+def new(
+    name: str = typer.Argument(..., help="The connector's name: lowercase letters, digits and _ (the vendor)."),
+    directory: str | None = typer.Option(None, "--dir", metavar="D", help="Where to write it (default: ./NAME)."),
+    kind: str = typer.Option("rest", "--kind", help="rest (a declarative REST connector) or sdk (a Source you write)."),
+    auth: str = typer.Option("bearer", "--auth", help="The credential kind: bearer, api_key, basic or none."),
+    paginator: str = typer.Option("cursor", "--paginator", help="cursor, page_number, offset or next_url."),
+    publisher: str | None = typer.Option(None, "--publisher", help="Your registry namespace (default: NAME)."),
+) -> None:
+    """Write a complete connector package: installable, with a manifest, tests, a cassette and a README.
+
+    Its tests and the conformance kit pass straight away:
+    pip install ./NAME && tapyard connectors test ./NAME
+    """
+    from pathlib import Path
+
+    from tapyard.marketplace.scaffold import scaffold
+
+    target = Path(directory) if directory else Path(name)
+    written = scaffold(name, target, kind=kind, auth=auth, paginator=paginator, publisher=publisher)
+    console.print(f"wrote {len(written)} files to {target}/")
+    console.print(f"next: pip install -e {target} && tapyard connectors test {target}")
+
+
+@group.command("test", cls=Command)
+def test(
+    target: str = typer.Argument(..., help="A connector project directory, a wheel, an sdist, or an installed connector's name."),
+    connector: str | None = typer.Option(None, "--connector", help="Only this connector of a package that has several."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON (a list, one per connector)."),
+) -> None:
+    """Run the conformance kit: the checks the registry runs before it lists a connector.
+
+    Exits 0 when no check failed; the report says what to change for each failure.
+    """
+    from tapyard.marketplace.kit import run_kits
+
+    try:
+        import vcr  # noqa: F401
+    except ImportError:
+        from tapyard._exceptions import ConfigError
+
+        raise ConfigError("the conformance kit replays cassettes with vcrpy: pip install 'tapyard[testing]'") from None
+    reports = run_kits(target, connector)
+    if as_json:
+        print_json([r.to_json() for r in reports])
+    else:
+        for report in reports:
+            console.print(report.render(), markup=False, highlight=False)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)

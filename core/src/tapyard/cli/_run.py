@@ -67,12 +67,15 @@ def _open(
     name: str, config: str | None, creds: str | None = None, vault: str | None = None
 ) -> Iterator[tuple[Connector, Source]]:
     from tapyard._model import RunContext
-    from tapyard._plugins import get_plugin_manager
+    from tapyard._plugins import get_plugin_manager, run_permissions
 
     connector, cfg, limits, _ = _connector_and_config(name, config)
     with contextlib.ExitStack() as stack:
         credentials = _credentials(stack, connector, creds, vault)
-        context = RunContext(pm=get_plugin_manager(), credentials=credentials, rate_limit=limits or {})
+        hosts = run_permissions(connector, cfg, credentials)
+        context = RunContext(
+            pm=get_plugin_manager(), credentials=credentials, rate_limit=limits or {}, hosts=hosts
+        )
         with connector.open(cfg, context) as source:
             yield connector, source
 
