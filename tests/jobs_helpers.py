@@ -130,3 +130,27 @@ def fresh_database(server: str, name: str) -> str:
     finally:
         engine.dispose()
     return server.rsplit("/", 1)[0] + "/" + name
+
+
+def assert_destination_equals_source(url: str, config: dict[str, Any]) -> None:
+    """Every record the sample source holds under ``config`` landed in ``url`` as its
+    latest version, once, and nothing else is live there."""
+    from tapyard.testing import landed_rows
+    from tapyard_sample import SampleConfig, source_records
+
+    cfg = SampleConfig(**config)
+    for stream in ("customers", "orders", "events"):
+        source = {r["id"]: r for r in source_records(cfg, stream)}
+        landed = landed_rows(url, stream)
+        live = {k: v for k, v in landed.items() if not v.get("_tapyard_deleted_at")}
+        missing = set(source) - set(landed)
+        assert not missing, f"{stream}: {len(missing)} records lost"
+        cursor = "updated_at" if stream != "events" else "created_at"
+        stale = [k for k, r in source.items() if _moment(landed[k][cursor]) != _moment(r[cursor])]
+        assert not stale, f"{stream}: {len(stale)} records stale"
+        extra = set(live) - set(source)
+        assert not extra, f"{stream}: {len(extra)} records that the source does not hold"
+
+
+def _moment(value: Any) -> str:
+    return str(value).replace(" ", "T")[:19]
