@@ -30,6 +30,8 @@ PUBLIC = {
     "AwsAuth", "AzureAuth", "Credentials", "GcpAuth", "JwtBearerAuth", "MemoryTokenStore",
     "OAuth2AuthorizationCodeAuth", "OAuth2ClientCredentialsAuth", "OAuth2RefreshTokenAuth",
     "TokenStore", "collect_secret_backends", "load_credentials", "open_vault",
+    # values without loss (issue 12): timestamps with their offsets and nanoseconds
+    "Timestamp", "parse_timestamp",
 }
 
 

@@ -151,7 +151,7 @@ def test_sqlite_stores_validated_items_as_text_and_json(tmp_path: Path) -> None:
     dest.close()
     row = sqlite3.connect(tmp_path / "t.db").execute("SELECT id, at, day, inner, amount FROM typed").fetchone()
     # timestamps in one fixed-width UTC form (text order is time order), decimals with their digits
-    assert row == (str(uuid.UUID(int=1)), "2024-01-02T03:04:05.000000Z", "2024-01-02", '{"a":1}', "1.50")
+    assert row == (str(uuid.UUID(int=1)), "2024-01-02T03:04:05.000000000Z", "2024-01-02", '{"a":1}', "1.50")
 
 
 def test_sqlite_reads_computed_fields_and_odd_column_names(tmp_path: Path) -> None:

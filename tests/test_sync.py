@@ -44,7 +44,7 @@ def assert_matches_source(db: Path, config: SampleConfig) -> None:
 
 
 def _ts(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value)
+    return tapyard.parse_timestamp(value)
 
 
 def test_full_sync_writes_every_record(tmp_path: Path) -> None:

@@ -122,21 +122,62 @@ def test_awkward_values_land_exactly(tmp_path: Path, target: str) -> None:
             assert_same_value(source.get(field), row[field], f"record {source['id']}.{field}")
 
 
-def test_timestamps_are_stored_in_one_sortable_form(tmp_path: Path) -> None:
-    """Text order is time order: whole seconds keep their six zeros, offsets become UTC."""
-    times = [
-        dt.datetime(2024, 1, 1, 0, 0, 0, tzinfo=dt.UTC),
-        dt.datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=dt.UTC),
-        dt.datetime(2024, 1, 1, 5, 0, 1, tzinfo=IST),  # 23:30:01 the day before, in UTC
-        dt.datetime(1960, 6, 1, tzinfo=dt.UTC),
-    ]
-    db = tmp_path / "t.db"
-    connector = ValuesConnector({"values": [[{"id": i, "at": t} for i, t in enumerate(times)]]})
-    assert tapyard.sync(connector, {}, to=f"sqlite:///{db}").ok
-    stored = [r[0] for r in sqlite3.connect(db).execute("SELECT at FROM \"values\" ORDER BY at")]
-    assert stored == sorted(stored, key=dt.datetime.fromisoformat)
-    assert [dt.datetime.fromisoformat(s) for s in stored] == sorted(times)
-    assert len({len(s) for s in stored}) == 1
+#: vendor timestamps as text: offsets, 0 to 9 fractional digits, before 1970, one instant twice
+STAMPS = [
+    "2024-01-01T00:00:00Z",
+    "2024-01-01T00:00:00.000000001Z",
+    "2024-01-01T00:00:00.5Z",
+    "2024-01-01T05:00:01+05:30",  # 23:30:01 the day before, in UTC
+    "2024-01-01T00:00:00.123456789-08:00",
+    "2024-01-01T08:00:00.123456789+00:00",  # the same instant as the one before
+    "1960-06-01T00:00:00.1234567Z",
+    "2024-01-01T00:00:00.999999999+01:00",
+    "2024-01-01T00:00:00.25",  # naive
+]
+
+
+@pytest.mark.parametrize("target", ["sqlite", "jsonl"])
+def test_timestamps_keep_their_offset_and_nanoseconds_in_one_sortable_form(tmp_path: Path, target: str) -> None:
+    """A timestamp lands as its instant in UTC with nine fractional digits (whole
+    seconds too: the issue found ``...:00Z`` stored beside ``...:00.500000Z``, which
+    sorts after it), then its own offset as RFC 9557's ``[+05:30]`` suffix: text
+    order is time order, and the offset and digits 7-9 come back."""
+    from tapyard._values import nanoseconds_of, parse_timestamp
+
+    path = tmp_path / ("t.db" if target == "sqlite" else "t.jsonl")
+    connector = ValuesConnector({"values": [[{"id": i, "at": t} for i, t in enumerate(STAMPS)]]})
+    assert tapyard.sync(connector, {}, to=f"{target}:///{path}").ok
+    landed = landed_rows(f"{target}:///{path}", "values")
+    for i, text in enumerate(STAMPS):
+        source = parse_timestamp(text)
+        assert_same_value(source, landed[i]["at"], f"{text}")
+        back = parse_timestamp(landed[i]["at"])
+        assert (back.utcoffset(), nanoseconds_of(back)) == (source.utcoffset(), nanoseconds_of(source))
+    assert landed[3]["at"] == "2023-12-31T23:30:01.000000000Z[+05:30]"
+    assert landed[0]["at"] == "2024-01-01T00:00:00.000000000Z"
+    if target == "sqlite":
+        con = sqlite3.connect(path)
+        aware = [r[0] for r in con.execute('SELECT at FROM "values" WHERE id != 8 ORDER BY at, id')]
+        instants = [parse_timestamp(s) for s in aware]
+        keys = [(t.astimezone(dt.UTC).replace(microsecond=0), nanoseconds_of(t)) for t in instants]
+        assert keys == sorted(keys)
+        assert len({s.index("Z") for s in aware}) == 1  # one width for every instant
+
+
+def test_timestamps_stored_with_six_digits_are_widened_once(tmp_path: Path) -> None:
+    """A table written before nine digits (``...05.000000Z``) has its timestamps
+    widened when the stream is next prepared, so old and new rows sort together."""
+    db = tmp_path / "old.db"
+    first = ValuesConnector({"values": [[{"id": 1, "at": "2024-01-01T00:00:00Z"}, {"id": 2, "at": "2024-01-01T00:00:01"}]]})
+    assert tapyard.sync(first, {}, to=f"sqlite:///{db}").ok
+    con = sqlite3.connect(db)
+    with con:  # as the earlier form stored them
+        con.execute('UPDATE "values" SET at = \'2024-01-01T00:00:00.000000Z\' WHERE id = 1')
+        con.execute('UPDATE "values" SET at = \'2024-01-01T00:00:01.000000\' WHERE id = 2')
+    later = ValuesConnector({"values": [[{"id": 3, "at": "2024-01-01T00:00:00.000000001Z"}]]})
+    assert tapyard.sync(later, {}, to=f"sqlite:///{db}").ok
+    assert con.execute('SELECT id, at FROM "values" ORDER BY at').fetchall() == [
+        (1, "2024-01-01T00:00:00.000000000Z"), (3, "2024-01-01T00:00:00.000000001Z"), (2, "2024-01-01T00:00:01.000000000")]
 
 
 class Counted(BaseModel):

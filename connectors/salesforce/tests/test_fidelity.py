@@ -63,7 +63,7 @@ def _same(landed: Any, sent: Any) -> bool:
     if isinstance(sent, str) and "T" in sent and sent.endswith("+0000"):
         import datetime as dt
 
-        return dt.datetime.fromisoformat(landed) == dt.datetime.fromisoformat(sent)
+        return tapyard.parse_timestamp(landed) == dt.datetime.fromisoformat(sent)
     return bool(landed == sent)
 
 

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from tapyard._schema import columns_of, model_from_json_schema
     from tapyard._secrets import collect_secret_backends, load_credentials, open_vault
     from tapyard._sync import StreamResult, SyncResult, sync
+    from tapyard._values import Timestamp, parse_timestamp
 
 __version__ = "0.1.0"
 
@@ -149,6 +150,7 @@ _LAZY: dict[str, str] = {
     "SyncResult": "tapyard._sync",
     "TapyardError": "tapyard._exceptions",
     "TokenStore": "tapyard._oauth",
+    "Timestamp": "tapyard._values",
     "TransportError": "tapyard._exceptions",
     "collect_auth_strategies": "tapyard._plugins",
     "collect_connectors": "tapyard._plugins",
@@ -162,6 +164,7 @@ _LAZY: dict[str, str] = {
     "model_from_json_schema": "tapyard._schema",
     "open_destination": "tapyard._destinations",
     "open_vault": "tapyard._secrets",
+    "parse_timestamp": "tapyard._values",
     "register_plugin": "tapyard._plugins",
     "stream_paginator": "tapyard._plugins",
     "sync": "tapyard._sync",
@@ -235,6 +238,7 @@ __all__ = [
     "StreamState",
     "SyncResult",
     "TapyardError",
+    "Timestamp",
     "TokenStore",
     "TransportError",
     "__version__",
@@ -251,6 +255,7 @@ __all__ = [
     "model_from_json_schema",
     "open_destination",
     "open_vault",
+    "parse_timestamp",
     "register_plugin",
     "stream_paginator",
     "sync",

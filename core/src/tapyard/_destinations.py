@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from tapyard._exceptions import DestinationError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
+from tapyard._values import nanoseconds_of
 
 __all__ = [
     "Batch",
@@ -200,7 +201,8 @@ def cursor_sort_key(value: Any) -> int | float | str | None:
     """A value that orders cursor values as time (or number) orders them, for a
     destination to compare versions of one record: timestamps (datetimes, dates,
     ISO 8601 strings in any offset, with up to nine fractional digits) become
-    integer nanoseconds since 1970 UTC (naive ones taken as UTC), numbers stay
+    integer nanoseconds since 1970 UTC (naive ones taken as UTC; tapyard's stored
+    form with its offset suffix too), numbers stay
     numbers, any other string stays itself. ``None`` for ``None``."""
     if value.__class__ is dt.datetime:  # the usual case, once per record written: keep it short
         moment: dt.datetime = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
@@ -210,7 +212,7 @@ def cursor_sort_key(value: Any) -> int | float | str | None:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, dt.datetime):
-        return _ns(value, 0)
+        return _ns(value, nanoseconds_of(value))
     if isinstance(value, dt.date):
         return _ns(dt.datetime(value.year, value.month, value.day), 0)
     if isinstance(value, Decimal):
@@ -220,6 +222,8 @@ def cursor_sort_key(value: Any) -> int | float | str | None:
     if match is None:
         return text
     head, digits, tail = match.group(1), match.group(2) or "", match.group(3)
+    if tail.endswith("]"):  # tapyard's stored form: the offset shown is not part of the instant
+        tail = tail.partition("[")[0]
     try:
         parsed = dt.datetime.fromisoformat(head + tail)
     except ValueError:

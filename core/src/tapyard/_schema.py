@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from tapyard._exceptions import SchemaError
+from tapyard._values import Timestamp
 
 __all__ = [
     "Column",
@@ -278,6 +279,7 @@ class PageValidator:
     def __init__(self, model: type[BaseModel], primary_key: Sequence[str]) -> None:
         self.model = model
         self.primary_key = tuple(primary_key)
+        self._stamps = _timestamp_fields(model)
         self._page = TypeAdapter(list[model])  # type: ignore[valid-type]
         missing = [k for k in self.primary_key if k not in model.model_fields]
         if missing:
@@ -293,6 +295,8 @@ class PageValidator:
         for key in self.primary_key:
             if any(getattr(item, key) is None for item in items):
                 return self._one_by_one(records)
+        if self._stamps:
+            _keep_nanoseconds(records, items, self._stamps)
         return items, []
 
     def _one_by_one(self, records: Sequence[Any]) -> tuple[list[BaseModel], list[DeadLetter]]:
@@ -309,5 +313,46 @@ class PageValidator:
             if missing:
                 dead.append(DeadLetter(raw=raw, error=f"primary key {', '.join(missing)} is null"))
                 continue
+            if self._stamps:
+                _keep_nanoseconds((raw,), (item,), self._stamps)
             items.append(item)
         return items, dead
+
+
+def _timestamp_fields(model: type[BaseModel]) -> list[tuple[str, str]]:
+    """The (record key, attribute) of each of ``model``'s own datetime fields."""
+    fields = []
+    for attr, info in model.model_fields.items():
+        if _holds(info.annotation, dt.datetime):
+            alias = info.validation_alias
+            fields.append((alias if isinstance(alias, str) else (info.alias or attr), attr))
+    return fields
+
+
+def _keep_nanoseconds(records: Sequence[Any], items: Sequence[BaseModel], fields: Sequence[tuple[str, str]]) -> None:
+    """Give each of ``items`` back the digits 7-9 that pydantic cut from its
+    timestamps' text in ``records`` (as :class:`~tapyard._values.Timestamp`).
+    This runs for every record and timestamp field, so it looks at two
+    characters of ISO 8601 text only (``YYYY-MM-DDTHH:MM:SS.ffffff`` puts the
+    point at 19 and a seventh digit at 26) before anything else."""
+    digits_ = _DIGITS
+    for raw, item in zip(records, items, strict=True):
+        if raw.__class__ is not dict:
+            continue
+        for key, attr in fields:
+            text = raw.get(key)
+            if text.__class__ is str and len(text) > 26 and text[26] in digits_ and text[19] in ".,":
+                _stamp(text, item, attr)
+
+
+def _stamp(text: str, item: BaseModel, attr: str) -> None:
+    digits = text[26:29]
+    while not digits.isdigit():
+        digits = digits[:-1]
+    nanos = int(digits.ljust(3, "0"))
+    value = item.__dict__.get(attr)
+    if nanos and isinstance(value, dt.datetime) and text[20:26].isdigit():
+        item.__dict__[attr] = Timestamp.of(value, nanos)
+
+
+_DIGITS = frozenset("0123456789")

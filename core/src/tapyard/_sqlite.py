@@ -521,6 +521,7 @@ class SQLiteDestination(Destination):
                     conn.exec_driver_sql(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
                 else:
                     _retype(conn.exec_driver_sql, table, columns)
+                    _widen_timestamps(conn.exec_driver_sql, table, columns, existing)
                     for c in columns:
                         if c.name not in existing:
                             conn.exec_driver_sql(
@@ -735,6 +736,28 @@ def _retype(execute: Callable[[str], Iterable[Any]], table: str, columns: Sequen
     execute(f"INSERT INTO {temporary} ({names}) SELECT {names} FROM {quote(table)}")
     execute(f"DROP TABLE {quote(table)}")
     execute(f"ALTER TABLE {temporary} RENAME TO {quote(table)}")
+
+
+#: timestamps as tapyard stored them before nine fractional digits (aware, naive)
+_SIX_DIGITS = ("????-??-??T??:??:??.??????Z", "????-??-??T??:??:??.??????")
+
+
+def _widen_timestamps(
+    execute: Callable[[str], Iterable[Any]], table: str, columns: Sequence[Column], existing: Sequence[str]
+) -> None:
+    """Give timestamps stored with six fractional digits (``...05.000000Z``, before
+    tapyard kept nanoseconds) their nine, so that old and new rows sort together.
+    A column is either all old or all new (the widening is one transaction), so
+    one stored value says which; the old form then takes one UPDATE."""
+    for column in columns:
+        if column.format != "date-time" or column.name not in existing:
+            continue
+        name = quote(column.name)
+        first = list(execute(f"SELECT {name} FROM {quote(table)} WHERE {name} IS NOT NULL LIMIT 1"))
+        if not first or not isinstance(first[0][0], str) or len(first[0][0]) not in (26, 27):
+            continue
+        old = " OR ".join(f"{name} GLOB '{pattern}'" for pattern in _SIX_DIGITS)
+        execute(f"UPDATE {quote(table)} SET {name} = substr({name}, 1, 26) || '000' || substr({name}, 27) WHERE {old}")
 
 
 #: SQLite's automatic checkpoint for the writer, in pages: only a backstop, for a

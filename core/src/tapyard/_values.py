@@ -6,9 +6,11 @@ The rules (docs/types.md has the whole table):
   stops at 64 bits, so a value past that takes the exact encoder below);
 - :class:`decimal.Decimal` values keep their exact digits (``10.10``,
   ``1E+3``): a JSON number with the same text, or that text in a column;
-- timestamps become one sortable text form: UTC, ``Z``, always six fractional
-  digits (``2024-01-02T03:04:05.000000Z``), so that text order is time order;
-  naive ones keep no zone;
+- timestamps become one sortable text form: the instant in UTC, always nine
+  fractional digits, ``Z``, then the vendor's offset when it was not UTC
+  (``2024-01-02T01:04:05.123456789Z[+02:00]``, RFC 9557's suffix), so that
+  text order is time order and nothing of the value is lost; naive ones keep
+  no zone (:class:`Timestamp` carries digits 7-9 through validation);
 - NaN and the infinities, which JSON cannot hold, become the strings ``"NaN"``,
   ``"Infinity"`` and ``"-Infinity"`` rather than ``null``;
 - bytes become base64 text in JSON.
@@ -25,6 +27,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -33,18 +36,123 @@ import orjson
 from pydantic import BaseModel
 from pydantic_core import from_json
 
-__all__ = ["decode_json", "json_bytes", "json_default", "json_text", "timestamp_text", "value_text"]
+__all__ = [
+    "Timestamp", "decode_json", "json_bytes", "json_default", "json_text", "nanoseconds_of", "parse_timestamp",
+    "timestamp_text", "value_text",
+]
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
+class Timestamp(dt.datetime):
+    """A :class:`~datetime.datetime` that keeps a vendor's seventh to ninth
+    fractional digits (:attr:`nanosecond`, 0-999, below :attr:`microsecond`).
+
+    tapyard makes one where a record's text has them (validation, and
+    :func:`parse_timestamp`); destinations store them. It compares, hashes
+    and computes as the datetime it extends (to the microsecond); arithmetic
+    and :meth:`replace` give a value without the extra digits.
+    """
+
+    __slots__ = ("_nanosecond",)
+    _nanosecond: int
+
+    @property
+    def nanosecond(self) -> int:
+        """The nanoseconds past :attr:`microsecond` (0-999)."""
+        return getattr(self, "_nanosecond", 0)
+
+    @classmethod
+    def of(cls, value: dt.datetime, nanosecond: int) -> dt.datetime:
+        """``value`` with ``nanosecond`` more (``value`` itself when that is 0)."""
+        if not nanosecond:
+            return value
+        stamp = cls(
+            value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond,
+            value.tzinfo, fold=value.fold,
+        )
+        stamp._nanosecond = nanosecond
+        return stamp
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        fields = (self.year, self.month, self.day, self.hour, self.minute, self.second, self.microsecond, self.tzinfo)
+        return (_restore, (fields, self.fold, self.nanosecond))
+
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        text = super().isoformat(sep, "microseconds" if timespec == "auto" else timespec)
+        if timespec not in ("auto", "microseconds"):
+            return text
+        head = 26 if text[4] == "-" else len(text)
+        return text[:head] + f"{self.nanosecond:03d}" + text[head:]
+
+    def __str__(self) -> str:
+        return self.isoformat(" ")
+
+    def __repr__(self) -> str:
+        return f"tapyard.Timestamp({super().isoformat()!r}, nanosecond={self.nanosecond})"
+
+
+def _restore(fields: tuple[Any, ...], fold: int, nanosecond: int) -> dt.datetime:
+    return Timestamp.of(dt.datetime(*fields, fold=fold), nanosecond)
+
+
+def nanoseconds_of(value: dt.datetime) -> int:
+    """The fraction of ``value``'s second in nanoseconds (digits 7-9 of a :class:`Timestamp` included)."""
+    return value.microsecond * 1000 + getattr(value, "_nanosecond", 0)
+
+
 def timestamp_text(value: dt.datetime) -> str:
-    """A timestamp as fixed-width ISO 8601 text: UTC with ``Z`` and six fractional digits
-    for an aware one, no zone for a naive one. Text order is then time order."""
-    if value.tzinfo is not None and value.utcoffset() is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.isoformat(timespec="microseconds") + "Z"
-    return value.isoformat(timespec="microseconds")
+    """A timestamp as tapyard stores it: fixed-width ISO 8601 text with nine fractional
+    digits; an aware one as its instant in UTC with ``Z``, followed by its own
+    offset in brackets when that is not zero (``2024-01-02T01:04:05.123456789Z[+02:00]``);
+    a naive one with no zone. Text order is time order; :func:`parse_timestamp`
+    gives the value back, offset and digits included."""
+    nanos = nanoseconds_of(value)
+    offset = value.utcoffset() if value.tzinfo is not None else None
+    if offset is None:
+        return _fixed(value, nanos)
+    text = _fixed((value - offset).replace(tzinfo=None), nanos) + "Z"
+    return text + f"[{_offset_text(offset)}]" if offset else text
+
+
+def _fixed(v: dt.datetime, nanos: int) -> str:
+    # not strftime: %Y does not pad years before 1000 on every platform
+    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{nanos:09d}"
+
+
+def _offset_text(offset: dt.timedelta) -> str:
+    seconds = int(offset.total_seconds())
+    sign = "-" if seconds < 0 else "+"
+    hours, rest = divmod(abs(seconds), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
+
+
+#: an ISO 8601 / RFC 3339 timestamp with any number of fractional digits, an
+#: optional offset and an optional RFC 9557 offset suffix (tapyard's stored form)
+_STAMP = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?"
+    r"([Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)?(?:\[([+-]\d{2}:\d{2}(?::\d{2})?)\])?"
+)
+
+
+def parse_timestamp(text: str) -> dt.datetime:
+    """An ISO 8601 timestamp (RFC 3339 and tapyard's stored form alike) with its
+    offset and up to nine fractional digits kept (a :class:`Timestamp` when digits
+    7-9 are not zero; further digits are cut). Raises :class:`ValueError` for
+    text that is not one."""
+    match = _STAMP.fullmatch(text.strip())
+    if match is None:
+        raise ValueError("not an ISO 8601 timestamp")
+    head, digits, zone, shown = match.groups()
+    digits = ((digits or "") + "000000000")[:9]
+    value = dt.datetime.fromisoformat(head.replace("t", "T") + (zone.upper() if zone else ""))
+    value = value.replace(microsecond=int(digits[:6]))
+    if shown is not None:
+        if value.tzinfo is None:
+            raise ValueError("an offset suffix needs a zone before it")
+        value = value.astimezone(dt.datetime.fromisoformat("2000-01-01T00:00:00" + shown).tzinfo)
+    return Timestamp.of(value, int(digits[6:]))
 
 
 def value_text(value: Any) -> str:

@@ -466,7 +466,8 @@ def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:
 
     What a destination may change is the representation, never the value
     (docs/types.md): an integer past 64 bits or a decimal may land as its exact
-    text, a timestamp as ISO text in UTC, bytes as a BLOB or base64 text, NaN and
+    text, a timestamp as tapyard's ISO text (its instant in UTC, its nine
+    digits and its offset, all of which must match), bytes as a BLOB or base64 text, NaN and
     the infinities as ``"NaN"``/``"Infinity"``/``"-Infinity"``, a nested object or
     array as JSON text (parsed here with exact numbers), a set as a list. Anything
     else must be equal: ``10.10`` is not ``10.1``, ``""`` is not ``None``, a
@@ -477,6 +478,8 @@ def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:
     import datetime as dt
     import decimal
     import math
+
+    from tapyard._values import nanoseconds_of, parse_timestamp
 
     def fail() -> None:
         raise AssertionError(f"{where}: source {source!r} landed as {landed!r}")
@@ -527,10 +530,16 @@ def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:
         when = landed
         if isinstance(landed, str):
             try:
-                when = dt.datetime.fromisoformat(landed)
+                when = parse_timestamp(landed)
             except ValueError:
                 fail()
-        if not isinstance(when, dt.datetime) or (when.tzinfo is None) != (source.tzinfo is None) or when != source:
+        if (
+            not isinstance(when, dt.datetime)
+            or (when.tzinfo is None) != (source.tzinfo is None)
+            or when != source
+            or when.utcoffset() != source.utcoffset()
+            or nanoseconds_of(when) != nanoseconds_of(source)
+        ):
             fail()
     elif isinstance(source, dt.date | dt.time):
         if landed != source and landed != source.isoformat():
