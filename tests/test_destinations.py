@@ -113,7 +113,8 @@ def test_jsonl_cuts_an_uncommitted_tail(tmp_path: Path) -> None:
         ("sqlite://host/x.db", "not a host"),
         ("sqlite:///", "names no file"),
         ("ftp://x", "unsupported destination"),
-        ("postgresql://user:hunter2@localhost/db", "unsupported destination"),
+        ("postgresql://user:hunter2@127.0.0.1:1/db", "cannot connect to postgresql://user:\\*\\*\\*@127.0.0.1:1/db"),
+        ("duckdb://host/x.duckdb", "not a host"),
     ],
 )
 def test_bad_destination_urls(url: str, message: str) -> None:

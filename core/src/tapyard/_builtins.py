@@ -71,10 +71,24 @@ def _jsonl(url: str) -> Any:
     return JSONLDestination(url)
 
 
+def _postgresql(url: str) -> Any:
+    from tapyard.destinations._postgresql import PostgreSQLDestination
+
+    return PostgreSQLDestination(url)
+
+
+def _duckdb(url: str) -> Any:
+    from tapyard.destinations._duckdb import DuckDBDestination
+
+    return DuckDBDestination(url)
+
+
 @hookimpl(trylast=True)
 def tapyard_register_destinations(register: Callable[[str, Callable[[str], Any]], None]) -> None:
     register("sqlite", _sqlite)
     register("jsonl", _jsonl)
+    register("postgresql", _postgresql)
+    register("duckdb", _duckdb)
 
 
 @hookimpl(trylast=True)

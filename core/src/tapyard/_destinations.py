@@ -72,6 +72,14 @@ class Batch:
     #: write the records whatever version the destination holds (a full refresh):
     #: otherwise a row is never replaced by one whose cursor is older
     replace: bool = False
+    #: a full refresh's records: written to the stream's staging table, not its table
+    #: (a destination with ``supports_replace``; see :class:`~tapyard.destinations._tables.TableDestination`)
+    stage: bool = False
+    #: when set, the rows the pass ``swap`` staged replace the table's rows in this
+    #: batch's transaction: a reader sees the old rows or the new, never a mix
+    swap: int | None = None
+    #: with ``swap``: keep the table's rows the pass did not stage (it dead-lettered records)
+    keep_unseen: bool = False
     #: filled by the destination's ``write``: rows inserted or changed (``None``
     #: when it cannot tell, as for a log) and rows marked or removed by the sweep
     changed: int | None = None
@@ -138,6 +146,9 @@ class Destination(abc.ABC):
 
     #: whether the destination can mark or remove rows a complete pass did not see
     supports_sweep: bool = False
+    #: whether a full refresh can stage its rows and replace the stream's in one
+    #: transaction (``Batch.stage`` and ``Batch.swap``)
+    supports_replace: bool = False
 
     def dead_letters(
         self, state_key: str | None = None, streams: Sequence[str] | None = None, *, replayed: bool = False

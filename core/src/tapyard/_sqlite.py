@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import operator
-import re
 import sqlite3
 import threading
 import weakref
@@ -44,8 +42,6 @@ from sqlmodel import Field, SQLModel, create_engine
 
 from tapyard._destinations import (
     Batch,
-    Destination,
-    FileLock,
     StoredDeadLetter,
     cursor_sort_key,
     url_path,
@@ -54,6 +50,17 @@ from tapyard._exceptions import DestinationError, StateError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
 from tapyard._values import json_default, json_text, value_text
+from tapyard.destinations._tables import (
+    CURSOR_KEY,
+    DELETED_AT,
+    PASS,
+    TableDestination,
+    dead_letter_params,
+    quote,
+    stage_table,
+    stream_file_lock,
+    swap_statements,
+)
 
 __all__ = ["SQLiteDestination"]
 
@@ -88,11 +95,6 @@ _SQL_TYPES = {
 }
 
 
-def quote(name: str) -> str:
-    """An SQL identifier, double-quoted."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
@@ -104,6 +106,7 @@ class _TableWriter:
         names = [c.name for c in columns]
         self.table, self.columns, self.stream = table, list(columns), stream
         self.versions = _Versions(table, names, stream, columns)
+        self._stage: _Versions | None = None
         self._names = names
         self._json = [i for i, c in enumerate(columns) if c.is_json]
         # validated records hold datetimes, dates, UUIDs, decimals...: SQLite stores their text
@@ -157,6 +160,42 @@ class _TableWriter:
                     break
         return found
 
+    def versions_for(self, cursor: sqlite3.Cursor, batch: Batch) -> _Versions:
+        """The statements for ``batch``: its stream's table, or (for a full refresh's
+        pages) its staging table, made like the table when it is not there yet."""
+        if not batch.stage:
+            return self.versions
+        if self._stage is None:
+            stage = stage_table(self.table)
+            if not list(cursor.execute(f"PRAGMA table_info({quote(stage)})")):
+                cursor.execute(_create_sql(stage, self.stream, self.columns, pass_column=True))
+            self._stage = _Versions(stage, self._names, self.stream, self.columns)
+            self._stage.stage, self._stage.marks = True, False
+        return self._stage
+
+    def swap(self, cursor: sqlite3.Cursor, pass_id: int, keep: bool) -> tuple[int, int]:
+        """Replace the table's rows with those the pass ``pass_id`` staged (see
+        :func:`~tapyard.destinations._tables.swap_statements`); returns rows changed and removed."""
+        stage = stage_table(self.table)
+        self._stage = None
+        if not list(cursor.execute(f"PRAGMA table_info({quote(stage)})")):
+            return 0, 0
+        versions = self.versions
+        versions.ensure_pass(cursor)
+        statements = swap_statements(
+            table=versions.table, stage=quote(stage), names=self._names, primary_key=versions.primary_key,
+            has_key=versions.cursor_attr is not None, marks=versions.marks, keep=keep, param="?",
+        )
+        before = cursor.connection.total_changes
+        cursor.execute(statements[0], (pass_id,))
+        changed = cursor.connection.total_changes - before
+        deleted = 0
+        if not keep:
+            cursor.execute(statements[1], (pass_id,))
+            deleted = cursor.rowcount
+        cursor.execute(statements[-1])
+        return changed, deleted
+
     def write_one_by_one(self, cursor: sqlite3.Cursor, batch: Batch) -> tuple[int, int]:
         """Write ``batch`` one record at a time (those already written are written
         again, harmlessly: an upsert of the same version changes nothing); a record
@@ -171,7 +210,7 @@ class _TableWriter:
                 items=[record] if batch.items is not None else None, dead=[], seen=[], sweep=None, state=None,
             )
             try:
-                changed += self.versions.write(cursor, one, self.params)[0]
+                changed += self.versions_for(cursor, batch).write(cursor, one, self.params)[0]
             except _ROW_ERRORS as exc:
                 raw = record.model_dump(by_alias=True) if isinstance(record, BaseModel) else record
                 params = None
@@ -186,15 +225,21 @@ class _TableWriter:
             batch.rows = kept
         # what the batch carries besides its records: rows seen unchanged, the sweep
         rest = dataclasses.replace(batch, rows=[], items=None, dead=[], state=None)
-        return changed, self.versions.write(cursor, rest, self.params)[1]
+        return changed, self.versions_for(cursor, batch).write(cursor, rest, self.params)[1]
 
 
-#: tapyard's own columns in a stream's table: a sort key of the record's cursor
-#: (to never replace a newer version with an older one), the pass that last saw
-#: the row, and when a complete listing found it gone (``deletes="listing"``)
-CURSOR_KEY = "_tapyard_cursor"
-PASS = "_tapyard_pass"
-DELETED_AT = "_tapyard_deleted_at"
+def _create_sql(table: str, stream: Stream, columns: Sequence[Column], *, pass_column: bool = False) -> str:
+    """``CREATE TABLE`` for a stream's table (or its staging table, with the pass column)."""
+    defs = [
+        f"{quote(c.name)} {_SQL_TYPES[c.type]}" + (" NOT NULL" if c.name in stream.primary_key else "")
+        for c in columns
+    ]
+    own = _own_columns(stream)
+    if pass_column and PASS not in {name for name, _ in own}:
+        own.append((PASS, "INTEGER"))
+    defs.extend(f"{quote(name)} {kind}" for name, kind in own)
+    defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in stream.primary_key)})")
+    return f"CREATE TABLE {quote(table)} ({', '.join(defs)})"
 
 
 def _own_columns(stream: Stream) -> list[tuple[str, str]]:
@@ -235,6 +280,9 @@ class _Versions:
         self.marks = stream.deletes == "listing"
         self._has_pass = self.marks
         self._sql: dict[tuple[bool, bool], str] = {}
+        #: this is the stream's staging table (a full refresh's rows): the pass column
+        #: is always there, and a row another pass staged is replaced whatever its cursor
+        self.stage = False
 
     def statement(self, tracked: bool, replace: bool) -> str:
         """The upsert: with the pass column when ``tracked``, without the cursor
@@ -258,10 +306,14 @@ class _Versions:
             if self.marks:
                 sets.append(f"{quote(DELETED_AT)}=NULL")
                 differs.append(f"{self.table}.{quote(DELETED_AT)} IS NOT NULL")
+            other_pass = f"{self.table}.{quote(PASS)} IS NOT excluded.{quote(PASS)}"
+            if self.stage:
+                differs.append(other_pass)
             sql = f"{insert}{conflict} DO UPDATE SET {', '.join(sets)} WHERE ({' OR '.join(differs)})"
             if self.cursor_attr and not replace:
                 key, table = quote(CURSOR_KEY), self.table
-                sql += f" AND (excluded.{key} IS NULL OR {table}.{key} IS NULL OR excluded.{key} >= {table}.{key})"
+                guard = f"excluded.{key} IS NULL OR {table}.{key} IS NULL OR excluded.{key} >= {table}.{key}"
+                sql += f" AND ({guard}{' OR ' + other_pass if self.stage else ''})"
         self._sql[(tracked, replace)] = sql
         return sql
 
@@ -272,38 +324,14 @@ class _Versions:
         rows were inserted or changed and how many the sweep marked or removed."""
         changed = deleted = 0
         rows = params(batch) if batch.count else []
-        tracked = batch.tracked
-        if tracked:
-            if not self._has_pass:
-                existing = {row[1] for row in cursor.execute(f"PRAGMA table_info({self.table})")}
-                if PASS not in existing:
-                    cursor.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(PASS)} INTEGER")
-                self._has_pass = True
-            keys = [tuple(row.get(k) for k in self.primary_key) for row in batch.seen]
-            keys.extend(tuple(row[i] for i in self._key_index) for row in rows)
-            unmark = f", {quote(DELETED_AT)}=NULL" if self.marks else ""
-            where = " AND ".join(f"{quote(k)} = ?" for k in self.primary_key)
-            cursor.executemany(
-                f"UPDATE {self.table} SET {quote(PASS)}=?{unmark} WHERE {where}",
-                [(batch.pass_id, *key) for key in keys],
-            )
+        tracked = batch.tracked or self.stage
+        if tracked and not self.stage:
+            self._stamp(cursor, batch, rows)
         if rows:
-            if self.cursor_attr is not None:
-                attr = self.cursor_attr
-                if batch.items is not None:
-                    values = [getattr(item, attr, None) for item in batch.items]
-                else:
-                    values = [row.get(attr) for row in batch.rows]
-                key = cursor_sort_key
-                if tracked:
-                    rows = [(*r, key(v), batch.pass_id) for r, v in zip(rows, values, strict=True)]
-                else:
-                    rows = [(*r, key(v)) for r, v in zip(rows, values, strict=True)]
-            elif tracked:
-                rows = [(*r, batch.pass_id) for r in rows]
-            before = cursor.connection.total_changes
-            cursor.executemany(self.statement(tracked, batch.replace), rows)
-            changed = cursor.connection.total_changes - before
+            changed = self._upsert(cursor, batch, rows, tracked)
+        if self.stage:
+            # after the upsert: a row an abandoned refresh staged must meet it with its own pass
+            self._stamp(cursor, batch, rows)
         if batch.sweep is not None:
             if batch.hard_delete or not self.marks:
                 cursor.execute(f"DELETE FROM {self.table} WHERE {quote(PASS)} IS NOT ?", (batch.sweep,))
@@ -315,6 +343,45 @@ class _Versions:
                 )
             deleted = cursor.rowcount
         return changed, deleted
+
+    def _stamp(self, cursor: sqlite3.Cursor, batch: Batch, rows: list[Sequence[Any]]) -> None:
+        """Stamp every row the pass saw (sent or seen unchanged) with its id."""
+        self.ensure_pass(cursor)
+        keys = [tuple(row.get(k) for k in self.primary_key) for row in batch.seen]
+        keys.extend(tuple(row[i] for i in self._key_index) for row in rows)
+        unmark = f", {quote(DELETED_AT)}=NULL" if self.marks else ""
+        where = " AND ".join(f"{quote(k)} = ?" for k in self.primary_key)
+        cursor.executemany(
+            f"UPDATE {self.table} SET {quote(PASS)}=?{unmark} WHERE {where}",
+            [(batch.pass_id, *key) for key in keys],
+        )
+
+    def ensure_pass(self, cursor: sqlite3.Cursor) -> None:
+        """Add the pass column to the table when it has none yet."""
+        if not self._has_pass:
+            existing = {row[1] for row in cursor.execute(f"PRAGMA table_info({self.table})")}
+            if PASS not in existing:
+                cursor.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(PASS)} INTEGER")
+            self._has_pass = True
+
+    def _upsert(self, cursor: sqlite3.Cursor, batch: Batch, rows: list[Sequence[Any]], tracked: bool) -> int:
+        """Upsert ``rows`` (the batch's parameters) with their cursor key and pass; returns rows changed."""
+        if self.cursor_attr is not None:
+            attr = self.cursor_attr
+            if batch.items is not None:
+                values = [getattr(item, attr, None) for item in batch.items]
+            else:
+                values = [row.get(attr) for row in batch.rows]
+            key = cursor_sort_key
+            if tracked:
+                rows = [(*r, key(v), batch.pass_id) for r, v in zip(rows, values, strict=True)]
+            else:
+                rows = [(*r, key(v)) for r, v in zip(rows, values, strict=True)]
+        elif tracked:
+            rows = [(*r, batch.pass_id) for r in rows]
+        before = cursor.connection.total_changes
+        cursor.executemany(self.statement(tracked, batch.replace and not self.stage), rows)
+        return cursor.connection.total_changes - before
 
 
 def _row_builder(
@@ -433,7 +500,7 @@ def _converted(
     return values
 
 
-class SQLiteDestination(Destination):
+class SQLiteDestination(TableDestination):
     """Records in a local SQLite file (``sqlite:///path.db``)."""
 
     def __init__(self, url: str) -> None:
@@ -502,23 +569,13 @@ class SQLiteDestination(Destination):
         detail = getattr(exc, "orig", None) or exc
         return f"SQLite database {self.path} failed: {detail}"
 
-    def prepare(self, stream: Stream, columns: Sequence[Column]) -> None:
+    def create_table(self, stream: Stream, columns: Sequence[Column]) -> None:
         table = stream.name
-        missing_pk = [k for k in stream.primary_key if k not in {c.name for c in columns}]
-        if missing_pk:
-            raise DestinationError(f"stream {table!r}: primary key {missing_pk} is not a column")
         try:
             with self.engine.begin() as conn:
                 existing = [row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({quote(table)})")]
                 if not existing:
-                    defs = [
-                        f"{quote(c.name)} {_SQL_TYPES[c.type]}"
-                        + (" NOT NULL" if c.name in stream.primary_key else "")
-                        for c in columns
-                    ]
-                    defs.extend(f"{quote(name)} {kind}" for name, kind in _own_columns(stream))
-                    defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in stream.primary_key)})")
-                    conn.exec_driver_sql(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
+                    conn.exec_driver_sql(_create_sql(table, stream, columns))
                 else:
                     _retype(conn.exec_driver_sql, table, columns)
                     _widen_timestamps(conn.exec_driver_sql, table, columns, existing)
@@ -570,12 +627,14 @@ class SQLiteDestination(Destination):
                         changed, deleted = 0, 0
                     else:
                         changed, deleted = self._write_batch(cursor, batch)
+                        if batch.swap is not None:
+                            changed, deleted = self._writers[batch.stream].swap(cursor, batch.swap, batch.keep_unseen)
                     changes.append((batch, changed, deleted))
                     if batch.dead:
                         cursor.executemany(
                             "INSERT INTO _tapyard_dead_letters (state_key, stream, raw_sha256, raw, error, created_at) "
                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                            [_dead_params(state_key, batch.stream, d.raw, d.error, now) for d in batch.dead],
+                            [dead_letter_params(state_key, batch.stream, d.raw, d.error, now) for d in batch.dead],
                         )
                     if batch.state is not None:
                         cursor.execute(
@@ -598,7 +657,7 @@ class SQLiteDestination(Destination):
         cursor.execute("SAVEPOINT tapyard_batch")
         writer = self._writers[batch.stream]
         try:
-            result = writer.versions.write(cursor, batch, writer.params)
+            result = writer.versions_for(cursor, batch).write(cursor, batch, writer.params)
         except _ROW_ERRORS:
             cursor.execute("ROLLBACK TO tapyard_batch")
             wide = writer.wide_integers(batch)
@@ -608,7 +667,7 @@ class SQLiteDestination(Destination):
                 cursor.execute("RELEASE tapyard_batch")
                 cursor.execute("SAVEPOINT tapyard_batch")
                 try:
-                    result = writer.versions.write(cursor, batch, writer.params)
+                    result = writer.versions_for(cursor, batch).write(cursor, batch, writer.params)
                 except _ROW_ERRORS:
                     cursor.execute("ROLLBACK TO tapyard_batch")
                     result = writer.write_one_by_one(cursor, batch)
@@ -624,23 +683,16 @@ class SQLiteDestination(Destination):
         names = {c.name for c in wide}
         columns = [_as_text(c) if c.name in names else c for c in writer.columns]
         _retype(cursor.execute, writer.table, columns)
+        _retype(cursor.execute, stage_table(writer.table), columns)  # a full refresh's staged rows too
         widened = _TableWriter(writer.table, columns, writer.stream)
         self._writers[writer.table] = widened
         return widened
 
-    supports_sweep = True
 
     def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
         """One run per stream of this database at a time: a lock file per stream in
         ``<database>-locks/`` beside it, held with ``flock`` (see :class:`FileLock`)."""
-        folder = self.path.with_name(self.path.name + "-locks")
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise DestinationError(f"cannot create {folder}: {exc.strerror or exc}") from exc
-        slug = re.sub(r"[^A-Za-z0-9_.-]", "_", stream)[:60]
-        digest = hashlib.sha256(stream.encode()).hexdigest()[:12]
-        return FileLock(folder / f"{slug}-{digest}.lock", f"stream {stream!r} of {self.path}").held(timeout)
+        return stream_file_lock(self.path, stream, timeout)
 
     def dead_letters(
         self, state_key: str | None = None, streams: Sequence[str] | None = None, *, replayed: bool = False
@@ -829,12 +881,3 @@ class _Checkpointer:
             self.error = f"checkpoint of {self._path} failed: {exc}"
         finally:
             conn.close()
-
-
-def _dead_params(state_key: str, stream: str, raw: Any, error: str, now: str) -> tuple[Any, ...]:
-    try:
-        text = json_text(raw, sort_keys=True)
-    except ValueError:  # nested too deeply for any encoder (and for repr): its reason only
-        text = "null"
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return (state_key, stream, digest, text, error, now)

@@ -354,6 +354,10 @@ class _Run:
         limit = None
         refresh = state.refresh
         tracked = refresh or stream.deletes == "listing"
+        # A full refresh the destination can stage replaces the stream's rows in
+        # one transaction at its end (Batch.stage, Batch.swap): readers never see
+        # it half done, and a killed refresh leaves the table as it was.
+        staged = refresh and self._may_stage(stream)
         hook = self.pm.hook.tapyard_map_records
         self.start_cursor[name] = state.cursor
         try:
@@ -379,6 +383,7 @@ class _Run:
                         new_state = dataclasses.replace(state, resume=page.resume, pending=pending)
                         batch = Batch(stream.name, dead=dead, state=new_state, state_name=name, items=items)
                         batch.pass_id, batch.tracked, batch.replace = state.pass_id, tracked, refresh
+                        batch.stage = staged
                         batch.seen = list(page.seen)
                         sink(batch)
                 except ResumeRejectedError as exc:
@@ -397,7 +402,9 @@ class _Run:
                 state_name=name,
             )
             final.pass_id, final.tracked = state.pass_id, tracked
-            if tracked and self._may_sweep(stream):
+            if staged:
+                final.swap = state.pass_id
+            elif tracked and self._may_sweep(stream):
                 final.sweep, final.hard_delete = state.pass_id, self.hard_delete or refresh
             sink(final)
             sink((_DONE, stream.name, None))
@@ -441,6 +448,12 @@ class _Run:
         if isinstance(cursor, dt.datetime):
             ceiling = dt.datetime.fromisoformat(ceiling)
         return _max_cursor(state.cursor, [{"c": ceiling}], "c")
+
+    def _may_stage(self, stream: Stream) -> bool:
+        """Whether a full refresh of ``stream`` goes through the destination's staging
+        table: where the destination supports it and the stream is read in one
+        partition (the end of one partition's pass is then the end of the stream's)."""
+        return bool(getattr(self.destination, "supports_replace", False)) and self.parts.get(stream.name, 1) == 1
 
     def _may_sweep(self, stream: Stream) -> bool:
         """Whether the end of one partition's pass is the end of the whole stream's
@@ -500,8 +513,10 @@ class _Run:
                         if batch.state_name not in self.dead_in:
                             continue
                         # a dead-lettered record's row was not stamped by this pass:
-                        # it is not gone from the source, so no sweep
+                        # it is not gone from the source, so no sweep (and a swap keeps
+                        # the rows the pass did not stage)
                         batch.sweep = None
+                        batch.keep_unseen = True
                         if not self.skip_dead_letters:
                             batch.state = StreamState(cursor=self.start_cursor.get(batch.state_name))
                             self.results[batch.stream].cursor_held = True

@@ -82,14 +82,19 @@ __all__ = [
     "UNICODE",
     "CliResult",
     "Drift",
+    "PostgresServer",
+    "ServiceUnavailable",
     "assert_same_value",
     "awkward_jsonl",
     "cassette",
     "fake_credentials",
     "landed_rows",
+    "postgres_bin_dir",
+    "postgres_server",
     "run_cli",
     "schema_drift",
     "scrub_text",
+    "service_missing",
     "vcr_config",
 ]
 
@@ -432,23 +437,42 @@ def register_plugin() -> Iterator[Any]:
 
 
 def landed_rows(url: str, stream: str, key: str = "id") -> dict[Any, dict[str, Any]]:
-    """The rows of ``stream`` in the destination at ``url`` (``sqlite:///...`` or
-    ``jsonl:///...``), by their ``key`` column, as stored: compare them with the
-    source through :func:`assert_same_value`. JSON Lines numbers are read exactly
-    (integers of any size, decimals as :class:`decimal.Decimal`); of a record
-    written twice, the last line wins, as an upsert would."""
+    """The rows of ``stream`` in the destination at ``url`` (``sqlite:///...``,
+    ``postgresql://...``, ``duckdb:///...`` or ``jsonl:///...``), by their ``key``
+    column, as stored: compare them with the source through
+    :func:`assert_same_value`. JSON Lines numbers are read exactly (integers of
+    any size, decimals as :class:`decimal.Decimal`); of a record written twice,
+    the last line wins, as an upsert would. PostgreSQL's ``JSONB`` is read as its
+    text (so that its numbers are read exactly too)."""
     import decimal
     import sqlite3
 
     from tapyard._destinations import url_path
 
     scheme = url.split(":", 1)[0]
+    table = '"' + stream.replace('"', '""') + '"'
+    if scheme in ("postgresql", "postgres"):
+        import psycopg
+        from psycopg.types.string import TextLoader
+
+        with psycopg.connect(url) as pg:
+            pg.adapters.register_loader("jsonb", TextLoader)
+            cur = pg.execute(f"SELECT * FROM {table}")
+            names = [d.name for d in cur.description or ()]
+            return {row[names.index(key)]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
     path = url_path(url, scheme)
+    if scheme == "duckdb":
+        import duckdb
+
+        with duckdb.connect(path) as db:
+            result = db.execute(f"SELECT * FROM {table}")
+            names = [d[0] for d in result.description or ()]
+            return {row[names.index(key)]: dict(zip(names, row, strict=True)) for row in result.fetchall()}
     if scheme == "sqlite":
         con = sqlite3.connect(path)
         con.row_factory = sqlite3.Row
         try:
-            return {row[key]: dict(row) for row in con.execute(f'SELECT * FROM "{stream.replace(chr(34), chr(34) * 2)}"')}
+            return {row[key]: dict(row) for row in con.execute(f"SELECT * FROM {table}")}
         finally:
             con.close()
     if scheme == "jsonl":
@@ -458,7 +482,7 @@ def landed_rows(url: str, stream: str, key: str = "id") -> dict[Any, dict[str, A
             if data.get("stream") == stream and "record" in data:
                 out[data["record"][key]] = data["record"]
         return out
-    raise ValueError(f"landed_rows reads sqlite:/// and jsonl:/// destinations, not {scheme!r}")
+    raise ValueError(f"landed_rows reads sqlite, postgresql, duckdb and jsonl destinations, not {scheme!r}")
 
 
 def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:
@@ -570,3 +594,203 @@ def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:
                 fail()
     elif landed != source:
         fail()
+
+
+# -- a real PostgreSQL for tests ---------------------------------------------------
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service a test needs (its server binary) is not installed on this machine."""
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A PostgreSQL server started by :func:`postgres_server`: trust authentication
+    for ``user`` on ``host:port`` (loopback only), one database made for the caller."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+    data_dir: Path
+    bin_dir: Path
+
+    @property
+    def url(self) -> str:
+        """``postgresql://user@host:port/database``: what ``--to`` and psycopg take."""
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        """The URL of another database of this server."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create the database ``name`` (an identifier: letters, digits, underscores) and return its URL."""
+        self._admin(f'CREATE DATABASE "{_identifier(name)}"')
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop the database ``name``, closing any session still connected to it."""
+        self._admin(f'DROP DATABASE IF EXISTS "{_identifier(name)}" WITH (FORCE)')
+
+    def _admin(self, sql: str) -> None:
+        import subprocess
+
+        subprocess.run(
+            [str(self.bin_dir / "psql") if (self.bin_dir / "psql").exists() else "psql",
+             "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port),
+             "-U", self.user, "-d", "postgres", "-c", sql],
+            check=True, capture_output=True, timeout=60,
+        )
+
+
+def _identifier(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+        raise ValueError(f"{name!r} is not a plain SQL identifier")
+    return name
+
+
+def postgres_bin_dir() -> Path | None:
+    """The folder of the newest PostgreSQL server binaries on this machine
+    (``/usr/lib/postgresql/<version>/bin``, as Debian installs them, or
+    ``initdb`` and ``postgres`` on the PATH), or None when there are none."""
+    import shutil
+
+    found = []
+    for candidate in Path("/usr/lib/postgresql").glob("*/bin"):
+        if (candidate / "initdb").exists() and (candidate / "postgres").exists():
+            with contextlib.suppress(ValueError):
+                found.append((float(candidate.parent.name), candidate))
+    if found:
+        return max(found)[1]
+    initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
+    if initdb and postgres and Path(initdb).parent == Path(postgres).parent:
+        return Path(initdb).parent
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def postgres_server(
+    database: str = "tapyard", *, settings: dict[str, str] | None = None, timeout: float = 60.0
+) -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL server, yield it, and stop it (its files removed).
+
+    ``initdb`` makes a cluster in a new temporary folder; ``postgres`` serves it on
+    a free port of 127.0.0.1 only (and a Unix socket in that folder), with trust
+    authentication for the user ``postgres``, and ``database`` created. Run as root
+    (as CI is), the server runs as the ``postgres`` user (or ``nobody``), since
+    PostgreSQL refuses to run as root. ``settings`` are passed as ``-c name=value``;
+    by default the server does not fsync (a test's data need not survive a power cut;
+    a killed client still loses nothing committed). Raises :class:`ServiceUnavailable`
+    when no PostgreSQL binaries are installed (see :func:`postgres_bin_dir`).
+    """
+    import pwd
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        raise ServiceUnavailable(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres); "
+            "apt-get install postgresql, as .ci/emulators-postgresql.sh does"
+        )
+    user: str | None = None
+    if os.geteuid() == 0:
+        for name in ("postgres", "nobody"):
+            with contextlib.suppress(KeyError):
+                pwd.getpwnam(name)
+                user = name
+                break
+    root = Path(tempfile.mkdtemp(prefix="tapyard-pg-"))
+    data = root / "data"
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    as_user: dict[str, Any] = {"user": user} if user else {}
+    log = root / "server.log"
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run(
+            [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+             "-E", "UTF8", "--locale=C", "--no-sync"],
+            check=True, capture_output=True, timeout=timeout, cwd=root, **as_user,
+        )
+        options = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", **(settings or {})}
+        for attempt in range(5):
+            port = _free_port()
+            args = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
+                    "-c", "listen_addresses=127.0.0.1"]
+            for name, value in options.items():
+                args += ["-c", f"{name}={value}"]
+            with open(log, "ab") as out:
+                process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=root, **as_user)
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                ready = subprocess.run(
+                    [str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"],
+                    capture_output=True, check=False,
+                )
+                if ready.returncode == 0:
+                    break
+                time.sleep(0.1)
+            if process.poll() is None and time.monotonic() < deadline:
+                break
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if attempt == 4 or "could not bind" not in log.read_text(errors="replace"):
+                raise ServiceUnavailable(f"PostgreSQL did not start: {log.read_text(errors='replace')[-500:]}")
+        server = PostgresServer("127.0.0.1", port, "postgres", database, data, bin_dir)
+        if database != "postgres":
+            server.create_database(database)
+        yield server
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def service_missing(reason: str) -> None:
+    """Skip the calling test because a service it needs is missing, or fail it when
+    the machine is meant to have every service (``CI=true`` or
+    ``TAPYARD_REQUIRE_EMULATORS=1``)."""
+    if os.environ.get("CI", "").lower() == "true" or os.environ.get("TAPYARD_REQUIRE_EMULATORS") == "1":
+        pytest.fail(f"{reason} (and CI requires it)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole test session (see :func:`postgres_server`);
+    the test skips when PostgreSQL is not installed, or fails under CI."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except ServiceUnavailable as exc:
+        service_missing(str(exc))
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's server, dropped after the test."""
+    import uuid
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)

@@ -215,7 +215,7 @@ def sync(
     config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
     streams: str | None = typer.Option(None, "--streams", "-s", metavar="NAMES", help="Comma-separated stream names (default: all)."),
     to: str | None = typer.Option(
-        None, "--to", metavar="URL", help="Destination URL: sqlite:///file.db (default: tapyard.db in the data directory), jsonl:///file, jsonl:-"
+        None, "--to", metavar="URL", help="Destination URL: sqlite:///file.db (default: tapyard.db in the data directory), postgresql://user@host/db, duckdb:///file.duckdb, jsonl:///file, jsonl:-"
     ),
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Ignore saved state and read everything again; rows the pass did not see are removed when it ends."),
     concurrency: int = typer.Option(4, "--concurrency", metavar="N", min=1, max=64, help="Streams read at once."),

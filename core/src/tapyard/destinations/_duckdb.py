@@ -1,0 +1,229 @@
+"""The DuckDB destination (``--to duckdb:///path.duckdb``): the embedded choice for
+analytics.
+
+One table per stream, typed from the stream's schema (docs/types.md):
+``BIGINT``, ``DOUBLE``, ``BOOLEAN``, ``TIMESTAMPTZ``, ``DATE``, ``TIME``,
+``BLOB``, ``JSON`` for nested values, ``VARCHAR`` for text and for exact
+decimals (their digits as they came: DuckDB's ``DECIMAL`` holds at most 38
+digits at one fixed scale, so ``10.10`` and ``12345678901234806.89`` could not
+both keep theirs). Each batch becomes an Arrow table, a column at a time, which
+DuckDB reads directly; one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` merges
+it into the stream's table, never replacing a newer version with an older one.
+The dead letters and the stream state are written in the same transaction.
+
+A value Arrow cannot hold in its column's type (an integer past 64 bits, a lone
+surrogate) is found before anything is sent, and its record goes to the dead
+letters. DuckDB lets one process write a database file at a time; within it,
+one run per stream (a lock file per stream in ``<database>-locks/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tapyard._destinations import url_path
+from tapyard._exceptions import DestinationError
+from tapyard._schema import Column
+from tapyard.destinations._tables import (
+    MergeDestination,
+    TablePlan,
+    _json_value,
+    _text_value,
+    first_line,
+    quote,
+    stream_file_lock,
+)
+
+__all__ = ["DuckDBDestination"]
+
+_REPORTED = {"timestamptz": "timestamp with time zone", "json": "json"}
+
+
+class RecordValueError(ValueError):
+    """One record's value cannot be held by its column's type (its message names the column, not the value)."""
+
+
+class DuckDBDestination(MergeDestination):
+    """Records in a DuckDB file (``duckdb:///path.duckdb``)."""
+
+    product = "DuckDB"
+    param = "?"
+    key_types = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR"}
+    widenings = frozenset({("integer", "bigint")})
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        try:
+            import duckdb
+            import pyarrow
+        except ImportError as exc:
+            raise DestinationError("the DuckDB destination needs duckdb and pyarrow: pip install 'tapyard[duckdb]'") from exc
+        self._duckdb = duckdb
+        self._pa = pyarrow
+        self.path = Path(url_path(url, "duckdb")).expanduser()
+        self.url = f"duckdb:///{self.path}"
+        if self.path.is_dir():
+            raise DestinationError(f"cannot use {self.path} as a DuckDB database: it is a directory")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot create the folder for {self.path}: {exc.strerror or exc}") from exc
+        try:
+            self._conn = duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise DestinationError(
+                    f"{self.path} is open in another process (DuckDB lets one process write a database); "
+                    "run again when it ends"
+                ) from exc
+            raise DestinationError(f"cannot open {self.path} as a DuckDB database: {first_line(exc)}") from exc
+        self._loads = 0
+        try:
+            self._conn.execute("SET TimeZone = 'UTC'")
+            with self.transaction() as tx:
+                self.execute(tx, "CREATE SEQUENCE IF NOT EXISTS _tapyard_dead_letter_ids")
+                self.own_tables(tx, "BIGINT PRIMARY KEY DEFAULT nextval('_tapyard_dead_letter_ids')")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- the connection -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        conn = self._conn
+        conn.begin()
+        try:
+            yield conn
+        except BaseException as exc:
+            with contextlib.suppress(self._duckdb.Error):
+                conn.rollback()
+            if isinstance(exc, self._duckdb.Error):
+                raise DestinationError(f"{self.url} failed: {first_line(exc)}") from exc
+            raise
+        else:
+            try:
+                conn.commit()
+            except self._duckdb.Error as exc:
+                raise DestinationError(f"{self.url} failed: {first_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def savepoint(self, tx: Any) -> Iterator[None]:
+        # DuckDB has no savepoints. None is needed: a record's bad value is found while
+        # its Arrow column is built (row_error), before any statement of its batch runs;
+        # an error from DuckDB itself fails the whole transaction.
+        yield
+
+    def execute(self, tx: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        result = tx.execute(sql, list(params)) if params else tx.execute(sql)
+        if sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            row = result.fetchone()
+            return int(row[0]) if row else 0
+        return -1
+
+    def query(self, tx: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        result = tx.execute(sql, list(params)) if params else tx.execute(sql)
+        return [tuple(row) for row in result.fetchall()]
+
+    def table_columns(self, tx: Any, table: str) -> dict[str, str]:
+        rows = self.query(
+            tx,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
+            (table,),
+        )
+        return {name: kind for name, kind in rows}
+
+    # -- types ----------------------------------------------------------------------------
+
+    def sql_type(self, column: Column) -> str:
+        if column.type == "INTEGER":
+            return "BIGINT"
+        if column.type == "REAL":
+            return "DOUBLE"
+        if column.type == "BOOLEAN":
+            return "BOOLEAN"
+        if column.type == "JSON":
+            return "JSON"
+        if column.type == "BLOB":
+            return "BLOB"
+        if column.format != "decimal" and column.convert and column.format in ("date-time", "date", "time"):
+            return {"date-time": "TIMESTAMPTZ", "date": "DATE", "time": "TIME"}[column.format]
+        return "VARCHAR"
+
+    def normal_type(self, sql_type: str) -> str:
+        lowered = sql_type.lower()
+        return _REPORTED.get(lowered, lowered)
+
+    def converter(self, column: Column) -> Callable[[Any], Any] | None:
+        if column.type == "JSON":
+            return _json_value
+        if self.sql_type(column) == "VARCHAR" and column.convert:
+            return _text_value
+        return None
+
+    def _arrow_type(self, sql_type: str) -> Any:
+        pa = self._pa
+        return {
+            "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "JSON": pa.string(),
+            "BLOB": pa.binary(), "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"), "DATE": pa.date32(),
+            "TIME": pa.time64("us"), "VARCHAR": pa.string(),
+        }[sql_type]
+
+    def row_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, RecordValueError)
+
+    def describe_row_error(self, exc: BaseException, plan: TablePlan) -> str:
+        return str(exc)
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load(self, tx: Any, plan: TablePlan, columns: list[list[Any]]) -> str:
+        pa = self._pa
+        names = list(plan.names)
+        types = list(plan.types)
+        if plan.key_type is not None:
+            names.append("_tapyard_cursor")
+            types.append(plan.key_type)
+        arrays = []
+        for name, sql_type, values in zip(names, types, columns, strict=True):
+            if name in plan.stream.primary_key and any(v is None for v in values):
+                raise RecordValueError(f"primary key column {name!r} is null")
+            try:
+                arrays.append(pa.array(values, type=self._arrow_type(sql_type)))
+            except (OverflowError, UnicodeError, TypeError, ValueError, pa.ArrowException) as exc:
+                raise RecordValueError(_value_reason(name, sql_type, exc)) from None
+        rows = len(columns[0]) if columns else 0
+        arrays.append(pa.array(range(rows), type=pa.int64()))
+        table = pa.Table.from_arrays(arrays, names=[*names, "_tapyard_seq"])
+        self._loads += 1
+        view = f"_tapyard_load_{self._loads % 2}"
+        tx.register(view, table)
+        return quote(view)
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """One run per stream of this database at a time: a lock file per stream in
+        ``<database>-locks/`` beside it, held with ``flock``."""
+        return stream_file_lock(self.path, stream, timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+
+def _value_reason(column: str, sql_type: str, exc: BaseException) -> str:
+    if isinstance(exc, OverflowError) and sql_type == "BIGINT":
+        return (
+            f"column {column!r}: integer outside DuckDB's 64-bit BIGINT range; "
+            "declare the field as a decimal to keep it (docs/types.md)"
+        )
+    if isinstance(exc, UnicodeError):
+        return f"column {column!r}: text with a lone surrogate cannot be stored as UTF-8"
+    return f"column {column!r}: cannot be held as {sql_type} in DuckDB ({type(exc).__name__})"
+

@@ -1,0 +1,785 @@
+"""The contract of a destination that keeps each stream in a table, and the
+shared machinery of the destinations that load into a database through a
+staging table and merge from it (PostgreSQL, DuckDB).
+
+:class:`TableDestination` is what a new table destination implements, and what
+``tests/test_destination_contract.py`` checks for every one of them:
+
+- **tables from schemas**: :meth:`~TableDestination.create_table` makes (or
+  evolves) the stream's table from its columns, with the stream's primary key
+  as the table's; a new field adds a column; a field whose type changes in a
+  way the stored values cannot follow is refused with one line;
+- **a batch with its state in one transaction**: :meth:`Destination.write`
+  upserts the records, keeps the dead letters and saves the stream state in one
+  transaction, or does nothing;
+- **the upsert guard**: a stored row is never replaced by a version whose
+  cursor is older (``_tapyard_cursor``, :func:`cursor_sort_key` of the record's
+  cursor), except by a full refresh (``Batch.replace``);
+- **deletes**: a pass that may sweep stamps every row it saw with its id
+  (``_tapyard_pass``); its last batch marks the rows it did not see
+  (``_tapyard_deleted_at``), or removes them;
+- **replace in one transaction**: a full refresh writes its pages into the
+  stream's staging table (``Batch.stage``) and its last batch (``Batch.swap``)
+  replaces the table's rows with the staged ones in one transaction, so that a
+  reader sees the old rows until then and the new ones after, never a half-empty
+  table, and a killed refresh leaves the table as it was;
+- **per-stream locks**: :meth:`Destination.lock` holds one stream for one run.
+
+:class:`MergeDestination` implements all of it in SQL that PostgreSQL and
+DuckDB share (``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE``); a
+subclass says how rows reach the database in bulk (COPY, Arrow) and how its
+driver runs statements.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from tapyard._destinations import Batch, Destination, FileLock, cursor_sort_key
+from tapyard._exceptions import DestinationError
+from tapyard._model import Stream, StreamState
+from tapyard._schema import Column, DeadLetter
+from tapyard._values import json_text, value_text
+
+__all__ = [
+    "CURSOR_KEY",
+    "DELETED_AT",
+    "PASS",
+    "MergeDestination",
+    "TableDestination",
+    "TablePlan",
+    "dead_letter_params",
+    "first_line",
+    "merge_sql",
+    "quote",
+    "stage_table",
+    "stream_file_lock",
+    "swap_statements",
+]
+
+#: tapyard's own columns in a stream's table: a sort key of the record's cursor
+#: (to never replace a newer version with an older one), the pass that last saw
+#: the row, and when a complete listing found it gone (``deletes="listing"``)
+CURSOR_KEY = "_tapyard_cursor"
+PASS = "_tapyard_pass"
+DELETED_AT = "_tapyard_deleted_at"
+
+
+def quote(name: str) -> str:
+    """An SQL identifier, double-quoted (SQLite, PostgreSQL and DuckDB alike)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def stage_table(table: str) -> str:
+    """The name of ``table``'s staging table, where a full refresh collects its rows."""
+    return f"_tapyard_stage_{table}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, bounded: what a destination's one-line error quotes."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def stream_file_lock(database: Path, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+    """One run per stream of a database file at a time: a lock file per stream in
+    ``<database>-locks/`` beside it, held with ``flock`` (see :class:`FileLock`)."""
+    folder = database.with_name(database.name + "-locks")
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise DestinationError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+    slug = re.sub(r"[^A-Za-z0-9_.-]", "_", stream)[:60]
+    digest = hashlib.sha256(stream.encode()).hexdigest()[:12]
+    return FileLock(folder / f"{slug}-{digest}.lock", f"stream {stream!r} of {database}").held(timeout)
+
+
+def dead_letter_params(state_key: str, stream: str, raw: Any, error: str, now: str) -> tuple[Any, ...]:
+    """A dead letter's row: its state key, stream, the SHA-256 of its raw JSON (a
+    payload is kept once per stream), the JSON, the reason and when."""
+    try:
+        text = json_text(raw, sort_keys=True)
+    except ValueError:  # nested too deeply for any encoder (and for repr): its reason only
+        text = "null"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return (state_key, stream, digest, text, error, now)
+
+
+class TableDestination(Destination):
+    """A destination that keeps each stream in a table of its own (see the module's
+    docstring for the whole contract, which the shared conformance test checks).
+
+    A subclass implements :meth:`create_table`, :meth:`write`, :meth:`load_state`,
+    :meth:`lock` and :meth:`count`; :meth:`prepare` checks the primary key first.
+    """
+
+    supports_sweep = True
+    #: whether a full refresh may go through the staging table (``Batch.stage``/``swap``)
+    supports_replace = True
+
+    def prepare(self, stream: Stream, columns: Sequence[Column]) -> None:
+        missing = [k for k in stream.primary_key if k not in {c.name for c in columns}]
+        if missing:
+            raise DestinationError(f"stream {stream.name!r}: primary key {missing} is not a column")
+        self.create_table(stream, columns)
+
+    @abc.abstractmethod
+    def create_table(self, stream: Stream, columns: Sequence[Column]) -> None:
+        """Create ``stream``'s table from ``columns`` (with tapyard's own columns), or
+        evolve the table that is there: add the columns it lacks; refuse, with a
+        :class:`DestinationError` of one line, a column whose stored type cannot
+        hold what the schema now declares."""
+
+    @abc.abstractmethod
+    def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """Hold ``stream`` for one run (see :meth:`Destination.lock`); released however
+        the process ends."""
+
+
+def refused_change(stream: str, column: str, stored: str, wanted: str, where: str) -> DestinationError:
+    """The one line that refuses a column type change the stored values cannot follow."""
+    return DestinationError(
+        f"stream {stream!r}: column {column!r} is {stored} in {where} but the schema now makes it "
+        f"{wanted}; tapyard does not convert stored values: rename or drop the column (or the table) "
+        "and sync again with --full-refresh"
+    )
+
+
+# -- turning records into column values ---------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    return json_text(value)
+
+
+def _text_value(value: Any) -> Any:
+    return value if value.__class__ is str else value_text(value)
+
+
+@dataclass(slots=True)
+class TablePlan:
+    """One stream's table as a merge destination writes it: the columns, the
+    statements, and how to turn a batch's records into column values."""
+
+    stream: Stream
+    table: str
+    columns: list[Column]
+    #: the SQL type of each column, in order
+    types: list[str]
+    #: what each column's values go through before loading (``None``: as they are)
+    converters: list[Callable[[Any], Any] | None]
+    #: the SQL type of the cursor key column, or None for a stream without a cursor
+    key_type: str | None
+    #: how a cursor value becomes its key
+    key_of: Callable[[Any], Any]
+    #: the attribute of the cursor in validated records
+    cursor_attr: str | None
+    #: whether the table has the pass column yet
+    has_pass: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def marks(self) -> bool:
+        return self.stream.deletes == "listing"
+
+    def column_values(self, batch: Batch) -> list[list[Any]]:
+        """The batch's records as one list per column (then the cursor key's, when
+        the stream has a cursor), converted for loading. Validated records are
+        read from their ``__dict__``, a column at a time."""
+        out: list[list[Any]] = []
+        if batch.items is not None:
+            items = batch.items
+            dicts = [item.__dict__ for item in items]
+            for column, convert in zip(self.columns, self.converters, strict=True):
+                attr = column.attribute or column.name
+                try:
+                    values = [d[attr] for d in dicts]
+                except KeyError:  # a computed field or a property
+                    values = [getattr(item, attr) for item in items]
+                out.append(values if convert is None else [None if v is None else convert(v) for v in values])
+            if self.key_type is not None:
+                cursor = self.cursor_attr or ""
+                key = self.key_of
+                out.append([key(getattr(item, cursor, None)) for item in items])
+            return out
+        rows = batch.rows
+        for column, convert in zip(self.columns, self.converters, strict=True):
+            values = [row.get(column.name) for row in rows]
+            out.append(values if convert is None else [None if v is None else convert(v) for v in values])
+        if self.key_type is not None:
+            cursor = self.cursor_attr or ""
+            out.append([self.key_of(row.get(cursor)) for row in rows])
+        return out
+
+
+def _number_key(value: Any) -> Any:
+    return cursor_sort_key(value)
+
+
+def _text_key(value: Any) -> Any:
+    """A text cursor's key: timestamps as zero-padded nanoseconds (so that text order
+    is time order across offsets), any other text as it is."""
+    key = cursor_sort_key(value)
+    if key is None or isinstance(key, str):
+        return key
+    return f"{int(key):020d}" if key >= 0 else f"-{int(-key):019d}"
+
+
+def cursor_kind(stream: Stream, columns: Sequence[Column]) -> str | None:
+    """How the cursor's sort key is typed: ``"int"`` (timestamps as nanoseconds,
+    integers, booleans), ``"float"``, ``"text"``, or None without a cursor."""
+    if not stream.cursor_field:
+        return None
+    column = {c.name: c for c in columns}.get(stream.cursor_field)
+    if column is None:
+        return "text"
+    if column.type in ("INTEGER", "BOOLEAN") or (
+        column.type == "TEXT" and column.convert and column.format in ("date-time", "date")
+    ):
+        return "int"
+    if column.type == "REAL":
+        return "float"
+    return "text"
+
+
+def _runs(batches: Sequence[Batch]) -> list[list[Batch]]:
+    """``batches`` cut into runs of consecutive pages that can be merged together:
+    same stream, state, pass and flags; a batch that ends a pass (sweep, swap)
+    closes its run."""
+    runs: list[list[Batch]] = []
+    for batch in batches:
+        if runs:
+            last = runs[-1][-1]
+            if (
+                last.stream == batch.stream and last.state_name == batch.state_name
+                and last.pass_id == batch.pass_id and last.tracked == batch.tracked
+                and last.replace == batch.replace and last.stage == batch.stage
+                and last.sweep is None and last.swap is None
+                and (last.items is None) == (batch.items is None)
+            ):
+                runs[-1].append(batch)
+                continue
+        runs.append([batch])
+    return runs
+
+
+def _joined(group: list[Batch]) -> Batch:
+    """One batch holding the records and the seen keys of ``group`` (in order), and
+    the sweep and swap of its last batch."""
+    last = group[-1]
+    items = None if last.items is None else [i for b in group for i in (b.items or ())]
+    rows = [] if items is not None else [r for b in group for r in b.rows]
+    return dataclasses.replace(
+        last, items=items, rows=rows, dead=[], seen=[k for b in group for k in b.seen], state=None,
+    )
+
+
+def _split_back(group: list[Batch], whole: Batch) -> None:
+    """After ``whole`` moved records it could not write to its dead letters: drop
+    them from the batches of ``group`` too, and give the dead letters to the last."""
+    kept = {id(r) for r in (whole.items if whole.items is not None else whole.rows)}
+    for batch in group:
+        if batch.items is not None:
+            batch.items = [i for i in batch.items if id(i) in kept]
+        else:
+            batch.rows = [r for r in batch.rows if id(r) in kept]
+    group[-1].dead.extend(whole.dead)
+
+
+def merge_sql(
+    *, target: str, source: str, names: Sequence[str], primary_key: Sequence[str], has_key: bool,
+    tracked: bool, pass_value: str, replace: bool, marks: bool, stage: bool = False, dedupe: bool = True,
+) -> str:
+    """``INSERT INTO target SELECT ... FROM source ON CONFLICT DO UPDATE ... WHERE``, in
+    the SQL that SQLite, PostgreSQL and DuckDB share.
+
+    With ``dedupe``, one version per key is taken from ``source`` (the newest
+    cursor key, then the last loaded, by its ``_tapyard_seq``), as upserting the
+    rows one after the other would leave it. A stored row is changed only when
+    some column differs and, unless ``replace``, when the incoming cursor is not
+    older (the upsert guard). ``tracked`` sets the pass column from ``pass_value``;
+    ``stage`` lets a row of another pass be replaced whatever its cursor (what an
+    abandoned refresh staged is no version to keep); ``marks`` clears the deleted mark.
+    """
+    keys = [quote(k) for k in primary_key]
+    own = [CURSOR_KEY] if has_key else []
+    every = [*names, *own]
+    columns = [quote(n) for n in every] + ([quote(PASS)] if tracked else [])
+    selected = [quote(n) for n in every] + ([pass_value] if tracked else [])
+    if dedupe:
+        order = [*keys, *([f"{quote(CURSOR_KEY)} DESC NULLS LAST"] if has_key else []), f"{quote('_tapyard_seq')} DESC"]
+        select = f"SELECT DISTINCT ON ({', '.join(keys)}) {', '.join(selected)} FROM {source} ORDER BY {', '.join(order)}"
+    else:
+        # WHERE true: SQLite would read the ON of ON CONFLICT as a join's
+        select = f"SELECT {', '.join(selected)} FROM {source} WHERE true"
+    sql = f"INSERT INTO {target} ({', '.join(columns)}) {select} ON CONFLICT ({', '.join(keys)})"
+    data = [n for n in names if n not in primary_key]
+    if not data:
+        return sql + " DO NOTHING"
+    sets = [f"{quote(n)} = excluded.{quote(n)}" for n in [*data, *own]]
+    if tracked:
+        sets.append(f"{quote(PASS)} = excluded.{quote(PASS)}")
+    differs = [f"{target}.{quote(n)} IS DISTINCT FROM excluded.{quote(n)}" for n in data]
+    if marks:
+        sets.append(f"{quote(DELETED_AT)} = NULL")
+        differs.append(f"{target}.{quote(DELETED_AT)} IS NOT NULL")
+    if stage:
+        differs.append(f"{target}.{quote(PASS)} IS DISTINCT FROM excluded.{quote(PASS)}")
+    sql += f" DO UPDATE SET {', '.join(sets)} WHERE ({' OR '.join(differs)})"
+    if has_key and not replace:
+        key = quote(CURSOR_KEY)
+        guard = f"excluded.{key} IS NULL OR {target}.{key} IS NULL OR excluded.{key} >= {target}.{key}"
+        if stage:
+            guard += f" OR {target}.{quote(PASS)} IS DISTINCT FROM excluded.{quote(PASS)}"
+        sql += f" AND ({guard})"
+    return sql
+
+
+def swap_statements(
+    *, table: str, stage: str, names: Sequence[str], primary_key: Sequence[str], has_key: bool,
+    marks: bool, keep: bool, param: str,
+) -> list[str]:
+    """The statements that replace ``table``'s rows with those one pass staged in
+    ``stage`` (both qualified names), each taking the pass id as its one parameter
+    (the last takes none): the staged rows upserted whatever their cursor, the
+    rows the pass did not stage removed (unless ``keep``), the staging table dropped.
+    Run in one transaction, a reader sees the old rows or the new, never a mix."""
+    source = f"(SELECT * FROM {stage} WHERE {quote(PASS)} = {param}) AS staged"
+    statements = [
+        merge_sql(
+            target=table, source=source, names=names, primary_key=primary_key, has_key=has_key, tracked=True,
+            pass_value=quote(PASS), replace=True, marks=marks, dedupe=False,
+        )
+    ]
+    if not keep:
+        match = " AND ".join(f"s.{quote(k)} = {table}.{quote(k)}" for k in primary_key)
+        statements.append(
+            f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM {stage} AS s "
+            f"WHERE s.{quote(PASS)} = {param} AND {match})"
+        )
+    statements.append(f"DROP TABLE {stage}")
+    return statements
+
+
+# -- the merge destination -----------------------------------------------------------
+
+
+#: SQLSTATE classes of errors a record's own values cause (22: data exception,
+#: 23: integrity constraint violation): that record goes to the dead letters
+_ROW_ERROR_CLASSES = ("22", "23")
+
+
+class MergeDestination(TableDestination):
+    """A table destination that loads a batch in bulk into a load table and merges
+    it into the stream's table with one ``INSERT ... SELECT ... ON CONFLICT DO
+    UPDATE ... WHERE`` (PostgreSQL, DuckDB).
+
+    A subclass gives the SQL types (:meth:`sql_type`, :attr:`key_types`), a
+    transaction and savepoints, the bulk load (:meth:`load`), statement execution
+    (:meth:`execute`, returning the row count), and how to read a table's columns.
+    """
+
+    #: the SQL type of the cursor key column by :func:`cursor_kind`
+    key_types: dict[str, str] = {"int": "NUMERIC", "float": "DOUBLE PRECISION", "text": "TEXT"}
+    #: the name of the database for messages ("PostgreSQL")
+    product = ""
+    #: the placeholder of a statement parameter
+    param = "%s"
+
+    def __init__(self) -> None:
+        self._plans: dict[str, TablePlan] = {}
+
+    # -- what a subclass gives ------------------------------------------------------
+
+    @abc.abstractmethod
+    def sql_type(self, column: Column) -> str:
+        """The SQL type of ``column`` in this database (docs/types.md)."""
+
+    @abc.abstractmethod
+    def converter(self, column: Column) -> Callable[[Any], Any] | None:
+        """What a value of ``column`` goes through before the bulk load, if anything."""
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """One transaction; yields what :meth:`execute` and :meth:`load` take."""
+
+    @abc.abstractmethod
+    def savepoint(self, tx: Any) -> contextlib.AbstractContextManager[None]:
+        """A savepoint inside ``tx``: rolled back alone when its block raises."""
+
+    @abc.abstractmethod
+    def execute(self, tx: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return how many rows it changed (-1 if unknown)."""
+
+    @abc.abstractmethod
+    def query(self, tx: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one query and return its rows."""
+
+    @abc.abstractmethod
+    def load(self, tx: Any, plan: TablePlan, columns: list[list[Any]]) -> str:
+        """Load ``columns`` (one list per column of ``plan``, then the cursor key's)
+        in bulk where the merge can read them, with a ``_tapyard_seq`` column that
+        numbers them in order; return the SQL name to select from."""
+
+    @abc.abstractmethod
+    def table_columns(self, tx: Any, table: str) -> dict[str, str]:
+        """The columns of ``table`` and their declared types, lower case (empty when
+        there is no such table)."""
+
+    @abc.abstractmethod
+    def row_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` comes from one record's values (it then goes to the dead letters)."""
+
+    #: type changes the database makes without losing a stored value: (stored, wanted)
+    widenings: frozenset[tuple[str, str]] = frozenset()
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def _table_sql(self, name: str, plan: TablePlan, *, pass_column: bool) -> str:
+        defs = [
+            f"{quote(c.name)} {t}" + (" NOT NULL" if c.name in plan.stream.primary_key else "")
+            for c, t in zip(plan.columns, plan.types, strict=True)
+        ]
+        defs.extend(f"{quote(n)} {t}" for n, t in self._own_columns(plan, pass_column=pass_column))
+        defs.append(f"PRIMARY KEY ({', '.join(quote(k) for k in plan.stream.primary_key)})")
+        return f"CREATE TABLE {self.qualified(name)} ({', '.join(defs)})"
+
+    def _own_columns(self, plan: TablePlan, *, pass_column: bool) -> list[tuple[str, str]]:
+        own = []
+        if plan.key_type is not None:
+            own.append((CURSOR_KEY, plan.key_type))
+        if pass_column or plan.marks:
+            own.append((PASS, "BIGINT"))
+        if plan.marks:
+            own.append((DELETED_AT, "TEXT"))
+        return own
+
+    def qualified(self, table: str) -> str:
+        """``table`` as the statements name it (a subclass may add its schema)."""
+        return quote(table)
+
+    def create_table(self, stream: Stream, columns: Sequence[Column]) -> None:
+        kind = cursor_kind(stream, columns)
+        cursor_attr = None
+        if stream.cursor_field:
+            column = {c.name: c for c in columns}.get(stream.cursor_field)
+            cursor_attr = (column.attribute or column.name) if column else stream.cursor_field
+        plan = TablePlan(
+            stream=stream,
+            table=stream.name,
+            columns=list(columns),
+            types=[self.sql_type(c) for c in columns],
+            converters=[self.converter(c) for c in columns],
+            key_type=self.key_types[kind] if kind else None,
+            key_of=_text_key if kind == "text" else _number_key,
+            cursor_attr=cursor_attr,
+        )
+        with self.transaction() as tx:
+            existing = self.table_columns(tx, plan.table)
+            if not existing:
+                self.execute(tx, self._table_sql(plan.table, plan, pass_column=False))
+                plan.has_pass = plan.marks
+            else:
+                self._evolve(tx, plan, existing)
+        self._plans[stream.name] = plan
+
+    def _evolve(self, tx: Any, plan: TablePlan, existing: dict[str, str]) -> None:
+        wanted = list(zip(plan.names, plan.types, strict=True))
+        wanted.extend(self._own_columns(plan, pass_column=False))
+        for name, sql_type in wanted:
+            stored = existing.get(name)
+            if stored is None:
+                self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} ADD COLUMN {quote(name)} {sql_type}")
+            elif not self.same_type(stored, sql_type):
+                if (self.normal_type(stored), self.normal_type(sql_type)) in self.widenings:
+                    self.execute(
+                        tx,
+                        f"ALTER TABLE {self.qualified(plan.table)} ALTER COLUMN {quote(name)} TYPE {sql_type}",
+                    )
+                else:
+                    raise refused_change(
+                        plan.stream.name, name, stored, sql_type.lower(), f"the {self.product} table {plan.table!r}"
+                    )
+        plan.has_pass = PASS in existing or plan.marks
+
+    def normal_type(self, sql_type: str) -> str:
+        """A declared type in the form the database reports it (lower case)."""
+        return sql_type.lower()
+
+    def same_type(self, stored: str, wanted: str) -> bool:
+        return self.normal_type(stored) == self.normal_type(wanted)
+
+    def _ensure_pass(self, tx: Any, plan: TablePlan) -> None:
+        if not plan.has_pass:
+            if PASS not in self.table_columns(tx, plan.table):
+                self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} ADD COLUMN {quote(PASS)} BIGINT")
+            plan.has_pass = True
+
+    def _ensure_stage(self, tx: Any, plan: TablePlan) -> str:
+        """The stream's staging table (made like its table, with the pass column)."""
+        stage = stage_table(plan.table)
+        if not self.table_columns(tx, stage):
+            self.execute(tx, self._table_sql(stage, plan, pass_column=True))
+        return stage
+
+    # -- statements -----------------------------------------------------------------------
+
+    def _key_match(self, plan: TablePlan, left: str, right: str) -> str:
+        return " AND ".join(f"{left}.{quote(k)} = {right}.{quote(k)}" for k in plan.stream.primary_key)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write(self, state_key: str, batches: Sequence[Batch]) -> None:
+        """One transaction for all ``batches``. Consecutive pages of one stream (and
+        state) are loaded and merged together: one bulk load and one merge for the
+        2,000 rows or so that the engine commits at once, not one per page."""
+        now = _now()
+        with self.transaction() as tx:
+            for group in _runs(batches):
+                plan = self._plans[group[0].stream]
+                whole = group[0] if len(group) == 1 else _joined(group)
+                try:
+                    with self.savepoint(tx):
+                        changed, deleted = self._write_batch(tx, plan, whole)
+                except Exception as exc:
+                    if not self.row_error(exc) or whole.count == 0:
+                        raise
+                    changed, deleted = self._write_one_by_one(tx, plan, whole)
+                    if whole is not group[0]:
+                        _split_back(group, whole)
+                for batch in group:
+                    batch.changed, batch.deleted = 0, 0
+                counted = [b for b in group if b.count] or group
+                counted[-1].changed, group[-1].deleted = changed, deleted
+                for batch in group:
+                    if batch.dead:
+                        self._keep_dead(tx, state_key, batch.stream, batch.dead, now)
+                    if batch.state is not None:
+                        self._save_state(tx, state_key, batch.state_name, batch.state, now)
+
+    def _write_batch(self, tx: Any, plan: TablePlan, batch: Batch) -> tuple[int, int]:
+        """Rows, stamps, sweep and swap of one batch; returns rows changed and rows deleted."""
+        changed = deleted = 0
+        tracked = batch.tracked or batch.stage
+        target = self._ensure_stage(tx, plan) if batch.stage else plan.table
+        if tracked and not batch.stage:
+            self._ensure_pass(tx, plan)
+        if batch.count:
+            source = self.load(tx, plan, plan.column_values(batch))
+            sql = merge_sql(
+                target=self.qualified(target), source=source, names=plan.names,
+                primary_key=plan.stream.primary_key, has_key=plan.key_type is not None, tracked=tracked,
+                pass_value=self.param, replace=batch.replace and not batch.stage,
+                marks=plan.marks and not batch.stage, stage=batch.stage,
+            )
+            changed = self.execute(tx, sql, (batch.pass_id,) if tracked else ())
+            if tracked:
+                # the rows the merge left alone (unchanged) were seen by this pass too
+                unmark = f", {quote(DELETED_AT)} = NULL" if plan.marks and not batch.stage else ""
+                tbl = self.qualified(target)
+                self.execute(
+                    tx,
+                    f"UPDATE {tbl} SET {quote(PASS)} = {self.param}{unmark} FROM {source} AS s "
+                    f"WHERE {self._key_match(plan, tbl, 's')} AND {tbl}.{quote(PASS)} IS DISTINCT FROM {self.param}",
+                    (batch.pass_id, batch.pass_id),
+                )
+        if tracked and batch.seen:
+            tbl = self.qualified(target)
+            unmark = f", {quote(DELETED_AT)} = NULL" if plan.marks and not batch.stage else ""
+            where = " AND ".join(f"{quote(k)} = {self.param}" for k in plan.stream.primary_key)
+            for row in batch.seen:
+                self.execute(
+                    tx, f"UPDATE {tbl} SET {quote(PASS)} = {self.param}{unmark} WHERE {where}",
+                    (batch.pass_id, *(row.get(k) for k in plan.stream.primary_key)),
+                )
+        if batch.sweep is not None and not batch.stage:
+            self._ensure_pass(tx, plan)
+            tbl = self.qualified(plan.table)
+            if batch.hard_delete or not plan.marks:
+                deleted = self.execute(
+                    tx, f"DELETE FROM {tbl} WHERE {quote(PASS)} IS DISTINCT FROM {self.param}", (batch.sweep,)
+                )
+            else:
+                deleted = self.execute(
+                    tx,
+                    f"UPDATE {tbl} SET {quote(DELETED_AT)} = {self.param} WHERE {quote(PASS)} IS DISTINCT FROM "
+                    f"{self.param} AND {quote(DELETED_AT)} IS NULL",
+                    (_now(), batch.sweep),
+                )
+        if batch.swap is not None:
+            changed, deleted = self._swap(tx, plan, batch.swap, keep=batch.keep_unseen)
+        return changed, deleted
+
+    def _swap(self, tx: Any, plan: TablePlan, pass_id: int, *, keep: bool) -> tuple[int, int]:
+        """Replace the table's rows with those the pass ``pass_id`` staged, in the
+        caller's transaction: staged rows upserted (whatever their cursor), rows
+        the pass did not stage removed (kept when ``keep``), the staging table dropped."""
+        stage = stage_table(plan.table)
+        if not self.table_columns(tx, stage):
+            return 0, 0
+        self._ensure_pass(tx, plan)
+        statements = swap_statements(
+            table=self.qualified(plan.table), stage=self.qualified(stage), names=plan.names,
+            primary_key=plan.stream.primary_key, has_key=plan.key_type is not None, marks=plan.marks,
+            keep=keep, param=self.param,
+        )
+        changed = self.execute(tx, statements[0], (pass_id,))
+        deleted = self.execute(tx, statements[1], (pass_id,)) if not keep else 0
+        self.execute(tx, statements[-1])
+        return changed, deleted
+
+    def _write_one_by_one(self, tx: Any, plan: TablePlan, batch: Batch) -> tuple[int, int]:
+        """Write ``batch``'s records one at a time, each in a savepoint of its own; a
+        record the table cannot hold moves to ``batch.dead`` with the reason."""
+        records: list[Any] = list(batch.items) if batch.items is not None else list(batch.rows)
+        kept: list[Any] = []
+        changed = 0
+        for record in records:
+            one = dataclasses.replace(
+                batch, rows=[] if batch.items is not None else [record],
+                items=[record] if batch.items is not None else None, dead=[], seen=[], sweep=None, swap=None,
+                state=None,
+            )
+            try:
+                with self.savepoint(tx):
+                    changed += self._write_batch(tx, plan, one)[0]
+            except Exception as exc:
+                if not self.row_error(exc):
+                    raise
+                raw = record.model_dump(by_alias=True) if isinstance(record, BaseModel) else record
+                batch.dead.append(DeadLetter(raw=raw, error=self.describe_row_error(exc, plan)))
+            else:
+                kept.append(record)
+        if batch.items is not None:
+            batch.items = kept
+        else:
+            batch.rows = kept
+        rest = dataclasses.replace(batch, rows=[], items=None, dead=[], state=None)
+        with self.savepoint(tx):
+            deleted = self._write_batch(tx, plan, rest)[1]
+        return changed, deleted
+
+    def describe_row_error(self, exc: BaseException, plan: TablePlan) -> str:
+        """Why a record could not be written, in one line that quotes no value."""
+        name = type(exc).__name__
+        if isinstance(exc, UnicodeError):
+            return f"cannot be written to {self.product}: text that is not valid UTF-8 (a lone surrogate)"
+        detail = str(exc).splitlines()[0][:160] if str(exc) else ""
+        # server messages quote the offending value after a colon: keep what precedes it
+        detail = detail.split(":", 1)[0] if ":" in detail else detail
+        return f"cannot be written to {self.product}: {name}" + (f": {detail}" if detail else "")
+
+    def _keep_dead(self, tx: Any, state_key: str, stream: str, dead: Sequence[DeadLetter], now: str) -> None:
+        p = self.param
+        for letter in dead:
+            self.execute(
+                tx,
+                "INSERT INTO " + self.qualified("_tapyard_dead_letters")
+                + f" (state_key, stream, raw_sha256, raw, error, created_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
+                "ON CONFLICT DO NOTHING",
+                dead_letter_params(state_key, stream, letter.raw, letter.error, now),
+            )
+
+    def _save_state(self, tx: Any, state_key: str, name: str, state: StreamState, now: str) -> None:
+        p = self.param
+        self.execute(
+            tx,
+            "INSERT INTO " + self.qualified("_tapyard_state")
+            + f" (state_key, stream, state, updated_at) VALUES ({p}, {p}, {p}, {p}) "
+            "ON CONFLICT (state_key, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            (state_key, name, json_text(state.to_json()), now),
+        )
+
+    def own_tables(self, tx: Any, id_type: str) -> None:
+        """Create tapyard's own tables (state and dead letters) when they are missing."""
+        self.execute(
+            tx,
+            f"CREATE TABLE IF NOT EXISTS {self.qualified('_tapyard_state')} (state_key TEXT NOT NULL, "
+            "stream TEXT NOT NULL, state TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (state_key, stream))",
+        )
+        self.execute(
+            tx,
+            f"CREATE TABLE IF NOT EXISTS {self.qualified('_tapyard_dead_letters')} (id {id_type}, "
+            "state_key TEXT NOT NULL, stream TEXT NOT NULL, raw_sha256 TEXT NOT NULL, raw TEXT NOT NULL, "
+            "error TEXT NOT NULL, created_at TEXT NOT NULL, replayed_at TEXT, UNIQUE (state_key, stream, raw_sha256))",
+        )
+
+    # -- reading back ---------------------------------------------------------------------
+
+    def load_state(self, state_key: str) -> dict[str, StreamState]:
+        import orjson
+
+        from tapyard._exceptions import StateError
+
+        with self.transaction() as tx:
+            rows = self.query(
+                tx, f"SELECT stream, state FROM {self.qualified('_tapyard_state')} WHERE state_key = {self.param}",
+                (state_key,),
+            )
+        states = {}
+        for stream, text in rows:
+            try:
+                states[stream] = StreamState.from_json(orjson.loads(text))
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                raise StateError(
+                    f"saved state of stream {stream!r} in {self.url} is unreadable; rerun with --full-refresh to start over"
+                ) from exc
+        return states
+
+    def dead_letters(
+        self, state_key: str | None = None, streams: Sequence[str] | None = None, *, replayed: bool = False
+    ) -> list[Any]:
+        from tapyard._destinations import StoredDeadLetter
+
+        sql = (
+            "SELECT id, state_key, stream, raw, error, created_at, replayed_at FROM "
+            + self.qualified("_tapyard_dead_letters") + " WHERE 1=1"
+        )
+        args: list[Any] = []
+        if state_key is not None:
+            sql += f" AND state_key = {self.param}"
+            args.append(state_key)
+        if streams:
+            sql += f" AND stream IN ({', '.join(self.param for _ in streams)})"
+            args.extend(streams)
+        if not replayed:
+            sql += " AND replayed_at IS NULL"
+        with self.transaction() as tx:
+            rows = self.query(tx, sql + " ORDER BY id", args)
+        return [StoredDeadLetter(*row) for row in rows]
+
+    def mark_replayed(self, ids: Sequence[int]) -> None:
+        now = _now()
+        with self.transaction() as tx:
+            for i in ids:
+                self.execute(
+                    tx, f"UPDATE {self.qualified('_tapyard_dead_letters')} SET replayed_at = {self.param} "
+                    f"WHERE id = {self.param}", (now, i),
+                )
+
+    def count(self, stream: str) -> int | None:
+        try:
+            with self.transaction() as tx:
+                rows = self.query(tx, f"SELECT count(*) FROM {self.qualified(stream)}")
+        except Exception:
+            return None
+        return int(rows[0][0])
+
