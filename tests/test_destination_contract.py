@@ -308,7 +308,12 @@ def test_sigkill_mid_sync_then_resume_equals_the_source(url: str) -> None:
     args = [*TAPYARD, "sync", "sample", "-c", json.dumps(config), "--to", url, "-s", "customers,orders"]
     rng = random.Random(os.environ.get("PYTEST_XDIST_WORKER", "") + url.split(":", 1)[0])
     process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(rng.uniform(2.0, 3.0))
+    deadline = time.monotonic() + 120
+    while not _began_committing(url):
+        assert process.poll() is None, "the sync ended before it could be killed: make it longer"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 0.8))
     assert process.poll() is None, "the sync ended before it could be killed: make it longer"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
@@ -328,6 +333,20 @@ def test_sigkill_mid_sync_then_resume_equals_the_source(url: str) -> None:
             for name in ("updated_at", "email", "amount", "address", "items"):
                 if name in record:
                     assert_same_value(_parsed(record[name]), landed[key][name], f"{stream}.{key}.{name}")
+
+
+def _began_committing(url: str) -> bool:
+    """Whether a sync writing ``url`` from another process has committed records yet.
+    A DuckDB file cannot be opened while its writer holds it: its write-ahead log
+    growing past the tables' creation says so instead."""
+    if url.startswith("duckdb"):
+        wal = Path(url[len("duckdb:///"):] + ".wal")
+        return wal.exists() and wal.stat().st_size > 256 * 1024
+    try:
+        with open_destination(url) as destination:
+            return bool(destination.count("customers") or destination.count("orders"))
+    except DestinationError:
+        return False
 
 
 def _parsed(value: Any) -> Any:
