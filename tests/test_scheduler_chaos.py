@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import random
@@ -102,7 +103,7 @@ def test_chaos_three_schedulers_twenty_jobs_random_sigkills(tmp_path: Path) -> N
             attempts = sorted((r for r in runs if r.tick_id == tick.id), key=lambda r: r.attempt)
             assert [r.status for r in attempts].count("ok") == 1, (name, tick.scheduled_at, [(r.attempt, r.status) for r in attempts])
             assert [r.attempt for r in attempts] == list(range(1, len(attempts) + 1))
-            for earlier, later in zip(attempts, attempts[1:], strict=False):
+            for earlier, later in itertools.pairwise(attempts):
                 assert later.created_at >= earlier.ended_at, "a retry began before the attempt it follows ended"
         assert_destination_equals_source(definition["to"], configs[name])
     print(f"chaos: {kills}, {len(ticks)} ticks, {len(runs)} runs, "

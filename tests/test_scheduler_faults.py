@@ -42,7 +42,7 @@ def _setup(tmp_path: Path, name: str, config: dict[str, object], *options: str) 
 
 def test_a_run_past_its_timeout_is_stopped_within_5_s_and_marked_timed_out(tmp_path: Path) -> None:
     config = {"records_per_stream": 3000, "page_size": 10, "latency_ms": 100}
-    env, database, dest = _setup(tmp_path, "slow", config, "--timeout", "3s", "--retries", "0")
+    env, database, _ = _setup(tmp_path, "slow", config, "--timeout", "3s", "--retries", "0")
     done = tapyard(env, "scheduler", "run", "--once", "--heartbeat", "1", timeout=60)
     assert done.returncode == 0, done.stderr
     (run,) = rows(database, "SELECT * FROM runs")
