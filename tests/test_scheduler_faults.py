@@ -50,6 +50,8 @@ def test_a_run_past_its_timeout_is_stopped_within_5_s_and_marked_timed_out(tmp_p
     assert run.deadline - run.started_at == pytest.approx(3.0, abs=0.01)
     assert run.ended_at - run.deadline < 5.0, f"stopped {run.ended_at - run.deadline:.1f} s after its deadline"
     assert "timed out after 3s" in run.error
+    logs = tapyard(env, "runs", "logs", str(run.id)).stdout
+    assert "did not stop within 4 s" not in logs, "stopped by force, not by its interrupt"
     # what it committed before the deadline is kept, with the state to resume from
     states = json.loads(tapyard(env, "state", "show", "slow", "--json").stdout)
     assert any(s["resume"] or s["cursor"] for s in states.values())

@@ -162,6 +162,10 @@ class Destination(abc.ABC):
         """Mark dead letters as replayed: their records were validated and written again."""
         raise DestinationError(f"{self.url} keeps no dead letters that tapyard can read back")
 
+    def purge_dead_letters(self, ids: Sequence[int]) -> int:
+        """Delete the dead letters ``ids`` for good; how many were deleted."""
+        raise DestinationError(f"{self.url} cannot delete its dead letters one by one")
+
     def close(self) -> None:  # noqa: B027 - most destinations have something to release
         """Release the destination; safe to call twice."""
 

@@ -724,6 +724,15 @@ class SQLiteDestination(TableDestination):
         except SQLAlchemyError as exc:
             raise DestinationError(self._describe(exc)) from exc
 
+    def purge_dead_letters(self, ids: Sequence[int]) -> int:
+        try:
+            with self.engine.begin() as conn:
+                return sum(
+                    conn.exec_driver_sql("DELETE FROM _tapyard_dead_letters WHERE id = ?", (i,)).rowcount for i in ids
+                )
+        except SQLAlchemyError as exc:
+            raise DestinationError(self._describe(exc)) from exc
+
     def count(self, stream: str) -> int | None:
         try:
             with self.engine.connect() as conn:

@@ -136,7 +136,13 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
+        """The database URL, any password hidden (for display)."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def url_with_password(self) -> str:
+        """The database URL as given (for a child process)."""
+        return self.engine.url.render_as_string(hide_password=False)
 
     # --- jobs ---------------------------------------------------------------------
 

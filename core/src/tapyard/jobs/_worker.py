@@ -215,6 +215,23 @@ def _logging_to(handler: RunLog) -> Iterator[None]:
             other.setLevel(logging.NOTSET)
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT handled by Python while the run goes on: a timeout or a cancel stops the
+    run by raising it in the main thread (as Ctrl-C would; the sync engine holds it
+    while it commits), which does nothing when the process inherited SIGINT ignored
+    (started in the background by a shell, or by nohup)."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or callable(signal.getsignal(signal.SIGINT)):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def execute(
     cp: ControlPlane,
     run: Run,
@@ -254,7 +271,7 @@ def execute(
 
     status, error = "failed", None
     watch = _Watch(cp, run, runlog, heartbeat, lost)
-    with _logging_to(runlog), watch:
+    with _logging_to(runlog), _interruptible(), watch:
         runlog.line("info", f"run {run.id} of job {job.name} started (attempt {run.attempt}, {run.trigger})", event="start")
         try:
             with contextlib.ExitStack() as stack:
