@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import tapyard
 from tapyard._destinations import cursor_sort_key
@@ -299,3 +300,77 @@ def test_an_incremental_read_asks_again_from_the_boundary_less_its_lookback() ->
     numbered = stream.model_copy(update={"cursor_lookback": 10})
     assert numbered.since(tapyard.StreamState(cursor=1000)) == 990
     assert stream.model_copy(update={"cursor_lookback": 0}).since(resumed) == resumed.pending
+
+
+class Parted(tapyard.Connector):
+    """One stream (``deletes="listing"``) read in one partition per key of ``data``;
+    a partition named in ``broken`` fails after its first record."""
+
+    name = "parted"
+
+    class Thing(BaseModel):
+        id: int
+        label: str
+
+    def __init__(self, data: dict[str, dict[int, str]]) -> None:
+        self.data = data
+        self.broken: set[str] = set()
+
+    def streams(self, config: Any) -> list[tapyard.Stream]:
+        return [tapyard.Stream(name="things", schema_model=self.Thing, deletes="listing")]
+
+    def open(self, config: Any, context: Any) -> Any:
+        connector = self
+
+        class Source(tapyard.Source):
+            def streams(self) -> list[tapyard.Stream]:
+                return connector.streams(config)
+
+            def partitions(self, stream: tapyard.Stream) -> list[dict[str, Any]]:
+                return [{"part": p} for p in sorted(connector.data)]
+
+            def read(self, stream: tapyard.Stream, state: tapyard.StreamState, partition: Any) -> Iterator[tapyard.Page]:
+                part = partition["part"]
+                records = [{"id": k, "label": v} for k, v in sorted(connector.data[part].items())]
+                if part in connector.broken:
+                    yield tapyard.Page(records=records[:1])
+                    raise tapyard.ResponseError(f"partition {part} failed")
+                yield tapyard.Page(records=records)
+
+        return contextlib.nullcontext(Source())
+
+
+def test_a_complete_pass_of_one_partition_marks_that_partitions_absent_rows(tmp_path: Path) -> None:
+    """A stream read in partitions used to skip listing-detected deletes (rows did
+    not say which partition wrote them). Now each row carries its partition, and a
+    full pass of a partition marks that partition's absent rows only: a row that
+    moved to another partition is not marked, and a partition whose pass failed
+    marks nothing while the partition beside it does."""
+    db = tmp_path / "parted.db"
+    connector = Parted({"a": {1: "x", 2: "x", 3: "x"}, "b": {11: "y", 12: "y", 13: "y"}})
+    first = tapyard.sync(connector, {}, to=f"sqlite:///{db}")
+    assert first.ok and first.records == 6
+
+    def marked() -> set[int]:
+        return {k for k, r in table(db, "things").items() if r["_tapyard_deleted_at"]}
+
+    del connector.data["a"][2], connector.data["b"][12]
+    connector.data["b"][3] = connector.data["a"].pop(3)  # moved from partition a to b
+    second = tapyard.sync(connector, {}, to=f"sqlite:///{db}")
+    assert second.ok, [s.error for s in second.streams]
+    assert second.streams[0].deleted == 2
+    assert marked() == {2, 12}
+
+    # a's pass fails after its first record, while 13 goes from b
+    del connector.data["b"][13]
+    connector.data["a"][4] = "new"
+    connector.broken = {"a"}
+    third = tapyard.sync(connector, {}, to=f"sqlite:///{db}")
+    assert not third.ok and third.streams[0].deleted == 1
+    assert marked() == {2, 12, 13}  # 4 was never seen, nothing of a's was marked
+
+    connector.broken = set()
+    removed = tapyard.sync(connector, {}, to=f"sqlite:///{db}", hard_delete=True)
+    assert removed.ok and removed.streams[0].deleted == 3
+    assert set(table(db, "things")) == {1, 3, 4, 11}
+    assert {k: r["label"] for k, r in table(db, "things").items()} == {1: "x", 3: "x", 4: "new", 11: "y"}

@@ -214,6 +214,34 @@ def test_live_against_moto(fresh_moto: str, tmp_path: Path) -> None:
     run_scenario(fresh_moto, tmp_path / "live.db", record=False)
 
 
+def test_deleted_dynamodb_items_and_iam_users_are_marked(fresh_moto: str, tmp_path: Path) -> None:
+    """DynamoDB items (read in two Scan segments, each its own partition) and IAM
+    users deleted at the source are marked ``_tapyard_deleted_at`` by the next
+    complete listing, then removed with ``--hard-delete``."""
+    import boto3
+
+    seed(fresh_moto)
+    db = tmp_path / "deletes.db"
+    streams = ["dynamodb_items", "iam_users"]
+    assert tapyard.sync("aws", config(fresh_moto), to=f"sqlite:///{db}", streams=streams).ok
+    boto3.client("dynamodb", endpoint_url=fresh_moto, region_name="us-east-1").delete_item(
+        TableName="items", Key={"pk": {"S": "k3"}})
+    iam = boto3.client("iam", endpoint_url=fresh_moto, region_name="us-east-1")
+    iam.untag_user(UserName="bob", TagKeys=list(USER_TAGS.get("bob", {})))
+    iam.delete_user(UserName="bob")
+    result = tapyard.sync("aws", config(fresh_moto), to=f"sqlite:///{db}", streams=streams)
+    assert result.ok, [(s.name, s.error) for s in result.streams]
+    assert {s.name: s.deleted for s in result.streams} == {"dynamodb_items": 1, "iam_users": 1}
+    assert rows(db, "SELECT key FROM dynamodb_items WHERE _tapyard_deleted_at IS NOT NULL") == [('{"pk":"k3"}',)]
+    assert rows(db, "SELECT user_name FROM iam_users WHERE _tapyard_deleted_at IS NOT NULL") == [("bob",)]
+    assert len(rows(db, "SELECT 1 FROM dynamodb_items WHERE _tapyard_deleted_at IS NULL")) == 6
+    removed = tapyard.sync("aws", config(fresh_moto), to=f"sqlite:///{db}", streams=streams, hard_delete=True)
+    assert {s.name: s.deleted for s in removed.streams} == {"dynamodb_items": 1, "iam_users": 1}
+    assert sorted(k for (k,) in rows(db, "SELECT key FROM dynamodb_items")) == [
+        f'{{"pk":"k{i}"}}' for i in range(7) if i != 3]
+    assert sorted(n for (n,) in rows(db, "SELECT user_name FROM iam_users")) == ["alice", "carol"]
+
+
 def test_a_saved_token_the_service_refuses_restarts_the_stream(
     fresh_moto: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

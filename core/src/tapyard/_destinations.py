@@ -69,6 +69,9 @@ class Batch:
     #: are marked deleted (``_tapyard_deleted_at``), or removed when ``hard_delete``
     sweep: int | None = None
     hard_delete: bool = False
+    #: the partition of a stream read in several (its ``state_name``): a tracked
+    #: pass stamps its rows with it too, and its sweep reaches only rows so stamped
+    scope: str | None = None
     #: write the records whatever version the destination holds (a full refresh):
     #: otherwise a row is never replaced by one whose cursor is older
     replace: bool = False
@@ -146,6 +149,9 @@ class Destination(abc.ABC):
 
     #: whether the destination can mark or remove rows a complete pass did not see
     supports_sweep: bool = False
+    #: whether it can do so per partition of a stream read in several (``Batch.scope``):
+    #: without it, such a stream's deletes are not detected
+    sweeps_partitions: bool = False
     #: whether a full refresh can stage its rows and replace the stream's in one
     #: transaction (``Batch.stage`` and ``Batch.swap``)
     supports_replace: bool = False

@@ -53,6 +53,7 @@ from tapyard._values import json_default, json_text, value_text
 from tapyard.destinations._tables import (
     CURSOR_KEY,
     DELETED_AT,
+    PARTITION,
     PASS,
     TableDestination,
     dead_letter_params,
@@ -279,18 +280,20 @@ class _Versions:
         self._key_index = [self.names.index(k) for k in self.primary_key]
         self.marks = stream.deletes == "listing"
         self._has_pass = self.marks
-        self._sql: dict[tuple[bool, bool], str] = {}
+        self._has_partition = False
+        self._sql: dict[tuple[bool, bool, bool], str] = {}
         #: this is the stream's staging table (a full refresh's rows): the pass column
         #: is always there, and a row another pass staged is replaced whatever its cursor
         self.stage = False
 
-    def statement(self, tracked: bool, replace: bool) -> str:
-        """The upsert: with the pass column when ``tracked``, without the cursor
-        condition when ``replace``."""
-        found = self._sql.get((tracked, replace))
+    def statement(self, tracked: bool, replace: bool, scoped: bool = False) -> str:
+        """The upsert: with the pass column when ``tracked`` (and the partition column
+        when ``scoped``), without the cursor condition when ``replace``."""
+        found = self._sql.get((tracked, replace, scoped))
         if found is not None:
             return found
         own = ([CURSOR_KEY] if self.cursor_attr else []) + ([PASS] if tracked else [])
+        own += [PARTITION] if tracked and scoped else []
         every = [*self.names, *own]
         insert = (
             f"INSERT INTO {self.table} ({', '.join(quote(n) for n in every)}) "
@@ -314,7 +317,7 @@ class _Versions:
                 key, table = quote(CURSOR_KEY), self.table
                 guard = f"excluded.{key} IS NULL OR {table}.{key} IS NULL OR excluded.{key} >= {table}.{key}"
                 sql += f" AND ({guard}{' OR ' + other_pass if self.stage else ''})"
-        self._sql[(tracked, replace)] = sql
+        self._sql[(tracked, replace, scoped)] = sql
         return sql
 
     def write(
@@ -333,27 +336,46 @@ class _Versions:
             # after the upsert: a row an abandoned refresh staged must meet it with its own pass
             self._stamp(cursor, batch, rows)
         if batch.sweep is not None:
+            # the rows of this stream (or of this partition) that the pass did not see
+            scope = self._scope(batch)
+            unseen = f"{quote(PASS)} IS NOT ?" + (f" AND {quote(PARTITION)} = ?" if scope is not None else "")
+            args = (batch.sweep,) if scope is None else (batch.sweep, scope)
             if batch.hard_delete or not self.marks:
-                cursor.execute(f"DELETE FROM {self.table} WHERE {quote(PASS)} IS NOT ?", (batch.sweep,))
+                cursor.execute(f"DELETE FROM {self.table} WHERE {unseen}", args)
             else:
                 cursor.execute(
-                    f"UPDATE {self.table} SET {quote(DELETED_AT)}=? WHERE {quote(PASS)} IS NOT ? "
-                    f"AND {quote(DELETED_AT)} IS NULL",
-                    (_now(), batch.sweep),
+                    f"UPDATE {self.table} SET {quote(DELETED_AT)}=? WHERE {unseen} AND {quote(DELETED_AT)} IS NULL",
+                    (_now(), *args),
                 )
             deleted = cursor.rowcount
         return changed, deleted
 
+    def _scope(self, batch: Batch) -> str | None:
+        """The partition a tracked pass stamps on its rows (none outside a staging table's)."""
+        return batch.scope if batch.tracked and not self.stage else None
+
+    def _stamps(self, batch: Batch) -> tuple[Any, ...]:
+        scope = self._scope(batch)
+        return (batch.pass_id,) if scope is None else (batch.pass_id, scope)
+
     def _stamp(self, cursor: sqlite3.Cursor, batch: Batch, rows: list[Sequence[Any]]) -> None:
         """Stamp every row the pass saw (sent or seen unchanged) with its id."""
         self.ensure_pass(cursor)
+        scoped = self._scope(batch) is not None
+        if scoped and not self._has_partition:
+            existing = {row[1] for row in cursor.execute(f"PRAGMA table_info({self.table})")}
+            if PARTITION not in existing:
+                cursor.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(PARTITION)} TEXT")
+            self._has_partition = True
         keys = [tuple(row.get(k) for k in self.primary_key) for row in batch.seen]
         keys.extend(tuple(row[i] for i in self._key_index) for row in rows)
         unmark = f", {quote(DELETED_AT)}=NULL" if self.marks else ""
+        part = f", {quote(PARTITION)}=?" if scoped else ""
         where = " AND ".join(f"{quote(k)} = ?" for k in self.primary_key)
+        stamps = self._stamps(batch)
         cursor.executemany(
-            f"UPDATE {self.table} SET {quote(PASS)}=?{unmark} WHERE {where}",
-            [(batch.pass_id, *key) for key in keys],
+            f"UPDATE {self.table} SET {quote(PASS)}=?{part}{unmark} WHERE {where}",
+            [(*stamps, *key) for key in keys],
         )
 
     def ensure_pass(self, cursor: sqlite3.Cursor) -> None:
@@ -374,13 +396,16 @@ class _Versions:
                 values = [row.get(attr) for row in batch.rows]
             key = cursor_sort_key
             if tracked:
-                rows = [(*r, key(v), batch.pass_id) for r, v in zip(rows, values, strict=True)]
+                stamps = self._stamps(batch)
+                rows = [(*r, key(v), *stamps) for r, v in zip(rows, values, strict=True)]
             else:
                 rows = [(*r, key(v)) for r, v in zip(rows, values, strict=True)]
         elif tracked:
-            rows = [(*r, batch.pass_id) for r in rows]
+            stamps = self._stamps(batch)
+            rows = [(*r, *stamps) for r in rows]
         before = cursor.connection.total_changes
-        cursor.executemany(self.statement(tracked, batch.replace and not self.stage), rows)
+        scoped = tracked and self._scope(batch) is not None
+        cursor.executemany(self.statement(tracked, batch.replace and not self.stage, scoped), rows)
         return cursor.connection.total_changes - before
 
 
@@ -502,6 +527,8 @@ def _converted(
 
 class SQLiteDestination(TableDestination):
     """Records in a local SQLite file (``sqlite:///path.db``)."""
+
+    sweeps_partitions = True
 
     def __init__(self, url: str) -> None:
         raw_path, _, query = url_path(url, "sqlite").partition("?")

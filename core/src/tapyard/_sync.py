@@ -358,6 +358,9 @@ class _Run:
         # one transaction at its end (Batch.stage, Batch.swap): readers never see
         # it half done, and a killed refresh leaves the table as it was.
         staged = refresh and self._may_stage(stream)
+        # a stream read in several partitions sweeps each partition's rows at the end
+        # of that partition's pass, where its rows can say which partition wrote them
+        scope = name if tracked and self.parts.get(stream.name, 1) > 1 and self._sweeps_partitions() else None
         hook = self.pm.hook.tapyard_map_records
         self.start_cursor[name] = state.cursor
         try:
@@ -384,6 +387,7 @@ class _Run:
                         batch = Batch(stream.name, dead=dead, state=new_state, state_name=name, items=items)
                         batch.pass_id, batch.tracked, batch.replace = state.pass_id, tracked, refresh
                         batch.stage = staged
+                        batch.scope = scope
                         batch.seen = list(page.seen)
                         sink(batch)
                 except ResumeRejectedError as exc:
@@ -401,7 +405,7 @@ class _Run:
                 pages=0,
                 state_name=name,
             )
-            final.pass_id, final.tracked = state.pass_id, tracked
+            final.pass_id, final.tracked, final.scope = state.pass_id, tracked, scope
             if staged:
                 final.swap = state.pass_id
             elif tracked and self._may_sweep(stream):
@@ -455,16 +459,19 @@ class _Run:
         partition (the end of one partition's pass is then the end of the stream's)."""
         return bool(getattr(self.destination, "supports_replace", False)) and self.parts.get(stream.name, 1) == 1
 
+    def _sweeps_partitions(self) -> bool:
+        return bool(getattr(self.destination, "sweeps_partitions", False))
+
     def _may_sweep(self, stream: Stream) -> bool:
-        """Whether the end of one partition's pass is the end of the whole stream's
-        pass: only for a stream read in one partition (rows of a partitioned
-        stream do not say which partition they came from)."""
-        if self.parts.get(stream.name, 1) == 1:
+        """Whether the end of one partition's pass may sweep: for a stream read in one
+        partition, and per partition where the destination stamps rows with their
+        partition (``Destination.sweeps_partitions``)."""
+        if self.parts.get(stream.name, 1) == 1 or self._sweeps_partitions():
             return True
         self.warn(
             stream.name,
-            f"stream {stream.name!r} is read in {self.parts[stream.name]} partitions: "
-            "rows gone from the source are neither marked nor removed",
+            f"stream {stream.name!r} is read in {self.parts[stream.name]} partitions and {self.destination.url} "
+            "cannot tell them apart: rows gone from the source are neither marked nor removed",
         )
         return False
 

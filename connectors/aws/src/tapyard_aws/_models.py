@@ -130,14 +130,14 @@ def build_streams(config: AwsConfig, paginator: tapyard.Paginator) -> list[tapya
     if config.dynamodb_tables:
         streams.append(
             AwsStream(name="dynamodb_items", schema_model=DynamoItem, primary_key=("table", "key"),
-                      service="dynamodb", operation="scan", paginator=paginator,
+                      service="dynamodb", operation="scan", paginator=paginator, deletes="listing",
                       description="Items of the tables, by parallel Scan.")
         )
     streams += [
         AwsStream(name="iam_users", schema_model=IamUser, primary_key=("user_id",), service="iam",
-                  operation="list_users", paginator=paginator, description="IAM users."),
+                  operation="list_users", paginator=paginator, deletes="listing", description="IAM users."),
         AwsStream(name="ec2_instances", schema_model=Ec2Instance, primary_key=("instance_id",),
-                  service="ec2", operation="describe_instances", paginator=paginator,
+                  service="ec2", operation="describe_instances", paginator=paginator, deletes="listing",
                   description="EC2 instances of the region."),
     ]
     return streams

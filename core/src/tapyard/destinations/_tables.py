@@ -55,6 +55,7 @@ from tapyard._values import json_text, value_text
 __all__ = [
     "CURSOR_KEY",
     "DELETED_AT",
+    "PARTITION",
     "PASS",
     "MergeDestination",
     "TableDestination",
@@ -73,6 +74,9 @@ __all__ = [
 #: the row, and when a complete listing found it gone (``deletes="listing"``)
 CURSOR_KEY = "_tapyard_cursor"
 PASS = "_tapyard_pass"
+#: the partition whose pass last saw a row, in a stream read in several partitions
+#: (a destination that sweeps per partition: ``Destination.sweeps_partitions``)
+PARTITION = "_tapyard_partition"
 DELETED_AT = "_tapyard_deleted_at"
 
 
