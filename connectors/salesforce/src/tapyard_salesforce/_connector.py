@@ -24,7 +24,7 @@ tapyard paces, retries and re-authenticates.
   sObjects in ``bulk_sobjects`` and those whose ``SELECT COUNT()`` for the run
   reaches ``bulk_threshold``, one Bulk API 2.0 query job (``_bulk``).
 - Limits: every response goes to ``tapyard_rate_limit_learn`` (which reads
-  ``Sforce-Limit-Info``); ``REQUEST_LIMIT_EXCEEDED`` (403) and 5xx replies are
+  ``Sforce-Limit-Info``); ``REQUEST_LIMIT_EXCEEDED`` (403), 429 and 5xx replies are
   retried with exponential backoff.
 """
 
@@ -135,7 +135,7 @@ class SalesforceConfig(BaseModel):
     api_version: str = Field("59.0", pattern=r"^\d+\.\d$")
     batch_size: int = Field(2000, ge=200, le=2000, description="Records per query batch (Sforce-Query-Options).")
     include_deleted: bool = Field(True, description="Read through queryAll, so deleted records come back marked.")
-    max_retries: int = Field(5, ge=0, le=20, description="Retries of REQUEST_LIMIT_EXCEEDED, 5xx and connection errors.")
+    max_retries: int = Field(5, ge=0, le=20, description="Retries of REQUEST_LIMIT_EXCEEDED, 429, 5xx and connection errors.")
     retry_backoff_s: float = Field(1.0, ge=0, description="The first retry's wait; it doubles each time (at most 60 s).")
     rate_limit_per_s: float = Field(10, gt=0, description="Requests per second at most.")
     ca_bundle: str | None = Field(None, description="A CA certificate file to trust (a local fake's).")
@@ -260,7 +260,8 @@ def _session(source: SalesforceSource) -> Any:
                     source.stats.add("reauthenticated")
                     source.login()
                     continue
-                limited = response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED"
+                # Salesforce says REQUEST_LIMIT_EXCEEDED (403); a proxy or gateway in front of it says 429
+                limited = (response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED") or response.status_code == 429
                 if (limited or response.status_code >= 500) and attempt < config.max_retries:
                     source.stats.add("throttled" if limited else "server_errors")
                     source.stats.add("retries")
