@@ -80,58 +80,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str | None]:
-    """A throwaway PostgreSQL on 127.0.0.1 (a URL), or None when its binaries are missing.
-
-    Run as root (CI), the cluster belongs to the ``postgres`` user, as initdb
-    refuses root. The server is stopped and its files removed afterwards.
-    """
-    import shutil
-    import tempfile
-
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    bindir = found[-1].parent if found else None
-    if bindir is None and shutil.which("initdb"):
-        bindir = Path(shutil.which("initdb") or "").parent
-    if bindir is None:
-        yield None
-        return
-    base = Path(tempfile.mkdtemp(prefix="tapyard-pg-"))
-    data = base / "data"
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        import pwd
-
-        user = pwd.getpwnam("postgres")
-        os.chown(base, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run(
-        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-         f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", "start"],
-        check=True, capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def fresh_database(server: str, name: str) -> str:
-    """A new empty database on ``server``; its URL."""
-    engine = sa.create_engine(server.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return server.rsplit("/", 1)[0] + "/" + name
-
-
 def assert_destination_equals_source(url: str, config: dict[str, Any]) -> None:
     """Every record the sample source holds under ``config`` landed in ``url`` as its
     latest version, once, and nothing else is live there."""

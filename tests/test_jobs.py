@@ -169,3 +169,30 @@ def test_pause_resume_rm_and_unknown_names() -> None:
     for args in (("jobs", "show", "p"), ("jobs", "run", "p"), ("runs", "show", "99"), ("runs", "cancel", "99")):
         result = run_cli(*args)
         assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def test_a_control_plane_of_an_older_revision_is_migrated_on_open(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    import tapyard.jobs._db as db
+    from tapyard.jobs._store import ControlPlane
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(sa.text(
+            "INSERT INTO runs (job, attempt, trigger, status, created_at, not_before, token, records, dead_letters, "
+            "requests, http_retries) VALUES ('old', 1, 'manual', 'ok', 1.0, 1.0, 1, 5, 0, 0, 0)"
+        ))
+    engine.dispose()
+    cp = ControlPlane(url)
+    (run,) = cp.runs()
+    assert run.job == "old" and run.records == 5 and run.claimed_at is None
+    with cp.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == db.HEAD

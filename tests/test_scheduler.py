@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tapyard.jobs._clock import write_test_clock
 from tests.jobs_helpers import (
-    fresh_database,
-    postgres_server,
     rows,
     schedulers,
     tapyard,
@@ -24,29 +21,14 @@ from tests.jobs_helpers import (
 UTC = dt.UTC
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str | None]:
-    with postgres_server() as url:
-        yield url
-
-
-_databases = 0
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    global _databases
+    """The control plane's URL: SQLite in the test's folder, or a fresh database on
+    a real PostgreSQL (tapyard.testing's fixture: skipped when PostgreSQL is not
+    installed, failed under CI)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'control.db'}"
-    server = request.getfixturevalue("pg_server")
-    if server is None:
-        import os
-
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL binaries are missing (.ci/run installs postgresql)")
-        pytest.skip("PostgreSQL binaries are not installed (apt-get install postgresql)")
-    _databases += 1
-    return fresh_database(server, f"control{_databases}")
+    return str(request.getfixturevalue("postgres_url"))
 
 
 def _t(text: str) -> dt.datetime:
@@ -82,7 +64,7 @@ def test_dst_fires_at_the_right_instants_once_each_with_three_schedulers(case: s
     env = tapyard_env(tmp_path / "home", database, TAPYARD_TEST_CLOCK=str(clock))
     for name in expected:
         added = tapyard(env, "jobs", "add", name, "--connector", "sample", "--cron", CRONS[name], "--timezone",
-                        "America/New_York", "--overlap", "allow", "--config", '{"records_per_stream": 5}',
+                        "America/New_York", "--overlap", "allow", "--catchup", "all", "--config", '{"records_per_stream": 5}',
                         "--to", f"jsonl:///{tmp_path / (name + '.jsonl')}")
         assert added.returncode == 0, added.stderr
     with schedulers(env, 3, "--poll", "0.05", "--heartbeat", "5", "--max-runs", "4", logs=tmp_path) as procs:

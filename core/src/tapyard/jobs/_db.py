@@ -71,6 +71,8 @@ runs = sa.Table(
     sa.Column("not_before", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("ended_at", sa.Float, nullable=True),
+    # when a scheduler claimed it and started its process (revision 0002)
+    sa.Column("claimed_at", sa.Float, nullable=True),
     sa.Column("heartbeat_at", sa.Float, nullable=True),
     sa.Column("deadline", sa.Float, nullable=True),
     # the lease: who runs it, and the fencing token every write of theirs must carry
@@ -126,7 +128,7 @@ alerts = sa.Table(
 )
 
 #: the newest migration; a database at another revision is upgraded on open
-HEAD = "0001"
+HEAD = "0002"
 
 
 def database_url(url: str | None = None) -> str:

@@ -71,6 +71,7 @@ class Run:
     not_before: float
     started_at: float | None
     ended_at: float | None
+    claimed_at: float | None
     heartbeat_at: float | None
     deadline: float | None
     owner: str | None
@@ -105,7 +106,7 @@ class Run:
         data["http"] = json.loads(self.http) if self.http else {}
         data.pop("token")
         data["seconds"] = None if self.seconds is None else round(self.seconds, 3)
-        for key in ("created_at", "not_before", "started_at", "ended_at", "heartbeat_at", "deadline"):
+        for key in ("created_at", "not_before", "claimed_at", "started_at", "ended_at", "heartbeat_at", "deadline"):
             data[key] = iso(data[key])
         data["scheduled_at"] = iso(self.scheduled_at)
         return data
@@ -264,7 +265,7 @@ class ControlPlane:
             run_id = conn.execute(
                 db.runs.insert().values(
                     job=job.name, attempt=1, trigger=trigger, status="starting", credential=job.spec.creds,
-                    created_at=now, not_before=now, heartbeat_at=now, owner=owner, token=1,
+                    created_at=now, not_before=now, claimed_at=now, heartbeat_at=now, owner=owner, token=1,
                     records=0, dead_letters=0, requests=0, http_retries=0,
                     deadline=None if job.spec.timeout is None else now + job.spec.timeout,
                 )

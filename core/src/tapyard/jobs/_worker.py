@@ -270,6 +270,7 @@ def execute(
             progress(event, result)
 
     status, error = "failed", None
+    credential_failed = False
     watch = _Watch(cp, run, runlog, heartbeat, lost)
     with _logging_to(runlog), _interruptible(), watch:
         runlog.line("info", f"run {run.id} of job {job.name} started (attempt {run.attempt}, {run.trigger})", event="start")
@@ -300,11 +301,13 @@ def execute(
                 status, error = "cancelled", "cancelled by tapyard runs cancel"
             else:
                 status, error = "interrupted", "interrupted (SIGINT or SIGTERM); the next attempt resumes from what was committed"
+        except tapyard.AuthenticationError as exc:
+            error, credential_failed = str(exc), True
         except tapyard.TapyardError as exc:
             error = str(exc)
         except Exception as exc:
             if _vault_error(exc):
-                error = str(exc)
+                error, credential_failed = str(exc), True
             else:
                 error = f"unexpected {type(exc).__name__}: {exc}"
                 log.debug("run %s failed", run.id, exc_info=True)
@@ -319,7 +322,7 @@ def execute(
     if status != "ok":
         from tapyard.jobs._alerts import alert_failure
 
-        alert_failure(cp, job, final, retry_id=retry or None)
+        alert_failure(cp, job, final, retry_id=retry or None, credential=credential_failed)
     return final
 
 
@@ -332,12 +335,11 @@ def _on_term(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tapyard.jobs._worker RUN_ID TOKEN HEARTBEAT``: start and execute a claimed run."""
-    args = sys.argv[1:] if argv is None else argv
-    run_id, token, heartbeat = int(args[0]), int(args[1]), float(args[2])
+def run_claimed(run_id: int, token: int, heartbeat: float, url: str | None = None) -> int:
+    """Start and execute a claimed run in this process; the exit code (0 ok, 124 timed
+    out, 75 lease lost, 1 otherwise)."""
     signal.signal(signal.SIGTERM, _on_term)
-    cp = ControlPlane()
+    cp = ControlPlane(url)
     claimed = cp.run(run_id)
     if claimed.token != token:
         return EXIT_LOST
@@ -346,6 +348,30 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_LOST
     final = execute(cp, running, heartbeat=heartbeat, echo=True)
     return {"ok": 0, "timed_out": EXIT_TIMED_OUT}.get(final.status, 1)
+
+
+def forked(run_id: int, token: int, heartbeat: float, url: str, environ: dict[str, str], echo: bool) -> None:
+    """The entry point of a run forked from the scheduler's warm fork server: the
+    scheduler's environment as it is now, a session of its own, then :func:`run_claimed`."""
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(environ)
+    if not echo:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    from tapyard.jobs import _db
+
+    _db.dispose_engines()  # nothing pooled crosses a fork
+    code = run_claimed(run_id, token, heartbeat, url)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tapyard.jobs._worker RUN_ID TOKEN HEARTBEAT``: start and execute a claimed run."""
+    args = sys.argv[1:] if argv is None else argv
+    return run_claimed(int(args[0]), int(args[1]), float(args[2]))
 
 
 if __name__ == "__main__":
