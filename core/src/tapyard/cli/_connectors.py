@@ -93,6 +93,7 @@ def info(
     details = describe_connector(connector)
     details["stream_config"] = {s: list(f) for s, f in connector.stream_config.items()}
     details["credentials"] = _credential_fields(connector)
+    details["permissions"] = _permissions(connector)
     schema = connector.config_model.model_json_schema()
     required = set(schema.get("required", ()))
     details["config"] = [
@@ -117,6 +118,15 @@ def info(
     streams = [f"{s} (needs {' and '.join(needs[s])})" if s in needs else s for s in details["streams"]]
     console.print(f"streams: {', '.join(streams) or '(discovered from config)'}")
     console.print(f"auth: {', '.join(details['auth_kinds'])}")
+    allowed = details["permissions"]
+    if allowed is None:
+        console.print("permissions: not declared (no manifest with [connector.permissions]): nothing is enforced")
+    else:
+        console.print(
+            f"permissions: hosts {', '.join(allowed['hosts'])}; reads files: {'yes' if allowed['files'] else 'no'}; "
+            f"reads environment variables: {'yes' if allowed['environment'] else 'no'}; "
+            f"credential kinds: {', '.join(allowed['credentials']) or 'none'}"
+        )
     for kind, fields in details["credentials"].items():
         shown = ", ".join(
             f["name"] + ("" if f["required"] else "?") + (" (secret)" if f["secret"] else "") for f in fields
@@ -132,6 +142,24 @@ def info(
             default = "(required)" if f["required"] else repr(f["default"])
             table.add_row(f["name"], str(f["type"]), default, f["description"])
         console.print(table)
+
+
+def _permissions(connector: Any) -> dict[str, Any] | None:
+    """What the connector's installed manifest lets it do (None: it declares nothing)."""
+    from tapyard._manifest import ManifestError
+    from tapyard._plugins import connector_manifest_path
+    from tapyard.base.manifest import load_manifest
+
+    path = connector_manifest_path(connector)
+    if path is None:
+        return None
+    try:
+        spec = load_manifest(path).get(connector.name)
+    except ManifestError:
+        return None
+    if spec is None or spec.permissions is None:
+        return None
+    return {**spec.permissions.model_dump(), "credentials": spec.credential_kinds(), "manifest": path}
 
 
 def _credential_fields(connector: Any) -> dict[str, list[dict[str, Any]]]:
@@ -190,8 +218,9 @@ def new(
 
     target = Path(directory) if directory else Path(name)
     written = scaffold(name, target, kind=kind, auth=auth, paginator=paginator, publisher=publisher)
-    console.print(f"wrote {len(written)} files to {target}/")
-    console.print(f"next: pip install -e {target} && tapyard connectors test {target}")
+    shown = str(target) if target.is_absolute() or str(target).startswith(".") else f"./{target}"
+    console.print(f"wrote {len(written)} files to {shown}/")
+    console.print(f"next: pip install -e {shown} && tapyard connectors test {shown}")
 
 
 @group.command("test", cls=Command)
