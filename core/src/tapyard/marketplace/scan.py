@@ -39,9 +39,6 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     }.items()
 }
 
-_SUFFIXES = (".yaml", ".yml", ".json")
-
-
 @dataclass(frozen=True)
 class Finding:
     """One credential-shaped value: where, what kind, and its first characters only."""
@@ -65,13 +62,14 @@ def scan_text(text: str, path: str = "") -> list[Finding]:
 
 
 def cassette_files(roots: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """The cassette files under ``roots`` (files given directly are included as they are)."""
+    """Every file under ``roots`` (files given directly are included as they are)."""
     for root in roots:
         base = Path(root)
         if base.is_file():
             yield base
         elif base.is_dir():
-            yield from sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
+            # every file, as .ci/run always scanned: a README beside the cassettes can leak a key too
+            yield from sorted(p for p in base.rglob("*") if p.is_file())
 
 
 def scan_files(paths: Iterable[Path]) -> tuple[int, list[Finding]]:
