@@ -93,6 +93,7 @@ def _register() -> None:
         _creds,
         _deadletters,
         _jobs,
+        _market,
         _run,
         _runs,
         _scheduler,
@@ -108,6 +109,7 @@ def _register() -> None:
     app.add_typer(_state.group, name="state")
     app.command("status")(_scheduler.status)
     _run.register(app)
+    _market.register_commands(app)
     complete(app)
     app._tapyard_registered = True  # type: ignore[attr-defined]
 

@@ -249,3 +249,13 @@ def test(
             console.print(report.render(), markup=False, highlight=False)
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
+
+@group.command("outdated", cls=Command)
+def outdated(
+    registry: str | None = typer.Option(None, "--registry", metavar="URL", help="Registry URL or mirror folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List installed connector packages that have a newer release in the registry."""
+    from tapyard.cli._market import outdated as run
+
+    run(registry=registry, as_json=as_json)
