@@ -9,11 +9,9 @@ one ``Error: refused...`` line with no package installed.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,25 +27,12 @@ from tests.registry_helpers import (
     built_wheel,
     copy_tree,
     doctored_wheel,
+    environment,
     resign_mirror,
     running_registry,
 )
 
 PACKAGE = "tapyard-acme"
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @dataclass
@@ -72,13 +57,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     sample = built_wheel("sample", base)
     with running_registry(base / "server") as server:
         source = Source(server.url)
-        with _env(TAPYARD_HOME=str(base / "publisher"), TAPYARD_PUBLISHER_KEY=str(base / "publisher.pem")):
+        with environment(TAPYARD_HOME=str(base / "publisher"), TAPYARD_PUBLISHER_KEY=str(base / "publisher.pem")):
             token = register(source, "tapyard")["token"]
             publish(source, doctored_wheel(sample, base / "w1", name=PACKAGE, version="0.1.0"), token=token, run_kit=False)
             mirror(source, base / "before")
             publish(source, doctored_wheel(sample, base / "w2", name=PACKAGE, version="0.2.0"), token=token, run_kit=False)
             mirror(source, base / "after")
-        with _env(TAPYARD_HOME=str(base / "evil"), TAPYARD_PUBLISHER_KEY=str(base / "evil.pem")):
+        with environment(TAPYARD_HOME=str(base / "evil"), TAPYARD_PUBLISHER_KEY=str(base / "evil.pem")):
             evil_token = register(source, "evil")["token"]
             evil_wheel = doctored_wheel(sample, base / "we", name="tapyard-evilcorp", version="1.0.0", publisher="evil")
             publish(source, evil_wheel, token=evil_token, run_kit=False)

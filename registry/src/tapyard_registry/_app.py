@@ -109,15 +109,17 @@ def create_app(registry: Registry) -> Starlette:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > registry.max_upload + _JSON_LIMIT * 4:
             raise Refused(413, f"the upload is larger than the {registry.max_upload} bytes this registry accepts")
-        async with request.form(max_files=2, max_fields=4, max_part_size=registry.max_upload + 1) as form:
+        async with request.form(max_files=3, max_fields=4, max_part_size=registry.max_upload + 1) as form:
             wheel = form.get("wheel")
             signed = form.get("role")
+            source = form.get("source")
             if wheel is None or isinstance(wheel, str) or signed is None:
-                raise Refused(400, "an upload is a form with a 'wheel' file and its signed 'role' metadata")
+                raise Refused(400, "an upload is a form with a 'wheel' file, its signed 'role' metadata and its 'source'")
             data = await wheel.read(registry.max_upload + 1)
             role_bytes = (await signed.read()) if not isinstance(signed, str) else signed.encode()
+            source_bytes = await source.read(registry.max_upload + 1) if source is not None and not isinstance(source, str) else None
             filename = wheel.filename or ""
-        result = await run_in_threadpool(registry.publish, who, filename, data, role_bytes)
+        result = await run_in_threadpool(registry.publish, who, filename, data, role_bytes, source_bytes)
         return JSONResponse(result, status_code=201)
 
     async def yank(request: Request, who: Publisher) -> Response:

@@ -287,7 +287,7 @@ class Registry:
 
     # -- the publish gate --------------------------------------------------------------
 
-    def publish(self, who: Publisher, filename: str, data: bytes, role_bytes: bytes) -> dict[str, Any]:
+    def publish(self, who: Publisher, filename: str, data: bytes, role_bytes: bytes, source: bytes | None = None) -> dict[str, Any]:
         """Run the gate on an upload; list it, or raise :class:`Refused` having changed nothing."""
         if "publish" not in who.scopes:
             raise Refused(403, "the token may not publish; make a token with the 'publish' scope")
@@ -305,7 +305,7 @@ class Registry:
             self._check_name(connection, who, name)
             self._check_version(connection, name, wheel.version)
             self._check_role(connection, who, role, path, data)
-        kit = self._run_kit(wheel, data)
+        kit = self._run_kit(wheel, data, source)
         with self.repo.lock, self.engine.begin() as connection:
             # checked again under the lock: another publish may have won the race meanwhile
             self._check_name(connection, who, name)
@@ -426,14 +426,25 @@ class Registry:
         except Exception:
             raise Refused(400, "refused: the signed checksum does not match the uploaded wheel") from None
 
-    def _run_kit(self, wheel: WheelInfo, data: bytes) -> KitResult | None:
+    def _run_kit(self, wheel: WheelInfo, data: bytes, source: bytes | None) -> KitResult | None:
         if self.kit is None:
             return None
         import tempfile
 
+        from tapyard_registry._kit import check_source
+
+        if source is None:
+            raise Refused(422, "refused: the registry runs the conformance kit on the project's source (its cassettes); "
+                               "publish from the project folder, or pass --source with a .whl")
+        if len(source) > self.max_upload:
+            raise Refused(413, f"the source archive is larger than the {self.max_upload} bytes this registry accepts")
         with tempfile.TemporaryDirectory(prefix="tapyard-kit-") as scratch:
-            target = Path(scratch) / wheel.filename
-            target.write_bytes(data)
+            stem = f"{wheel.distribution.replace('-', '_')}-{wheel.version}"
+            target = Path(scratch) / f"{stem}.tar.gz"
+            target.write_bytes(source)
+            problem = check_source(target, data, wheel.package)
+            if problem:
+                raise Refused(422, f"refused: {problem}")
             result = self.kit(target)
         if not result.passed:
             raise Refused(422, f"refused: the conformance kit failed: {result.report.splitlines()[0] if result.report else 'no report'}", report=result.details or result.report)

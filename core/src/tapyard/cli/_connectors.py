@@ -250,6 +250,7 @@ def test(
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
 
+
 @group.command("outdated", cls=Command)
 def outdated(
     registry: str | None = typer.Option(None, "--registry", metavar="URL", help="Registry URL or mirror folder."),

@@ -137,16 +137,17 @@ def publish(
     registry: str | None = typer.Option(None, "--registry", metavar="URL", help=REGISTRY_HELP),
     token: str | None = typer.Option(None, "--token", help="Publisher token (default: $TAPYARD_REGISTRY_TOKEN or the saved one)."),
     skip_kit: bool = typer.Option(False, "--skip-kit", help="Do not run the conformance kit here (the registry still does)."),
+    source: Path | None = typer.Option(None, "--source", metavar="SDIST", help="The source archive to send with a .whl (made from a folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print the registry's answer as JSON."),
 ) -> None:
     """Build (given a folder), check, sign and upload a connector package."""
     from tapyard.marketplace._publish import publish as run
 
-    source = _source(registry)
+    registry_source = _source(registry)
     try:
-        result = run(source, dist, token=token, run_kit=not skip_kit, say=_say)
+        result = run(registry_source, dist, token=token, run_kit=not skip_kit, sdist=source, say=_say)
     finally:
-        source.close()
+        registry_source.close()
     if as_json:
         print_json(result)
     else:

@@ -67,7 +67,7 @@ def build_wheel(folder: Path, out: Path) -> Path:
     """Build the project in ``folder`` into a wheel in ``out`` (pip in a subprocess)."""
     if not (folder / "pyproject.toml").is_file():
         raise RegistryError(f"{folder} has no pyproject.toml; give a project folder or a .whl file")
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check", "-w", str(out), str(folder)]
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check", "-w", str(out), str(folder.resolve())]
     import importlib.util
 
     if importlib.util.find_spec("hatchling") is not None:
@@ -80,12 +80,37 @@ def build_wheel(folder: Path, out: Path) -> Path:
     return wheels[0]
 
 
+_SKIPPED_DIRS = {".git", ".hg", ".venv", "venv", "__pycache__", "build", "dist", ".pytest_cache", ".mypy_cache",
+                 ".ruff_cache", ".tox", ".nox", "node_modules"}
+
+
+def source_archive(folder: Path, out: Path, distribution: str, version: str) -> Path:
+    """The project folder as a source archive (``name-version.tar.gz``) for the registry's conformance run.
+
+    It holds what the kit reads beside the code (``pyproject.toml``, the
+    cassettes, the README); version-control folders, virtual environments and
+    build output are left out, and so is anything that is not a regular file.
+    """
+    import tarfile
+
+    stem = f"{distribution.replace('-', '_')}-{version}"
+    path = out / f"{stem}.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for item in sorted(folder.rglob("*")):
+            relative = item.relative_to(folder)
+            if any(part in _SKIPPED_DIRS or part.endswith(".egg-info") for part in relative.parts):
+                continue
+            if item.is_file() and not item.is_symlink():
+                archive.add(item, arcname=f"{stem}/{relative.as_posix()}", recursive=False)
+    return path
+
+
 def _run_kit(wheel: Path) -> dict[str, Any] | None:
     import importlib.util
 
     if importlib.util.find_spec("tapyard.marketplace.kit") is None:
         return None
-    from tapyard.marketplace.kit import run_kits  # type: ignore[import-not-found,unused-ignore]
+    from tapyard.marketplace.kit import run_kits
 
     reports = run_kits(wheel)
     failed = [r for r in reports if not r.ok]
@@ -127,9 +152,16 @@ def publish(
     *,
     token: str | None = None,
     run_kit: bool = True,
+    sdist: Path | None = None,
     say: Callable[[str], None] = lambda _line: None,
 ) -> dict[str, Any]:
-    """Publish the wheel at ``dist`` (or the project folder ``dist``, built first)."""
+    """Publish the wheel at ``dist`` (or the project folder ``dist``, built first).
+
+    The project's source archive (made from the folder, or ``sdist``) goes
+    with it: the registry runs the conformance kit on it, against the
+    cassettes, after checking that its package files are the wheel's. ``sdist``
+    gives the archive to send with a ``.whl``.
+    """
     import httpx
 
     secret = read_token(token)
@@ -152,18 +184,25 @@ def publish(
             info = inspect_wheel(wheel)
         except WheelRefused as exc:
             raise RegistryError(f"not published: {exc}") from None
+        if sdist is None and dist.is_dir():
+            source_file: Path | None = source_archive(dist, Path(scratch), info.distribution, info.version)
+        else:
+            source_file = sdist
         if run_kit:
             say("running the conformance kit")
-            _run_kit(wheel)
+            _run_kit(source_file or wheel)
         data = wheel.read_bytes()
         path = f"{info.distribution}/{info.filename}"
+        files: dict[str, Any] = {}
+        if source_file is not None:
+            files["source"] = (source_file.name, source_file.read_bytes(), "application/gzip")
         for attempt in range(3):
             role = _signed_role(source, namespace, path, data)
             try:
                 response = client.post(
                     source.url("api/v1/upload"), headers=headers, timeout=900,
                     files={"wheel": (info.filename, data, "application/octet-stream"),
-                           "role": ("role.json", role, "application/json")},
+                           "role": ("role.json", role, "application/json"), **files},
                 )
             except httpx.HTTPError as exc:
                 raise RegistryError(f"cannot reach the registry at {source.display}: {type(exc).__name__}") from None
