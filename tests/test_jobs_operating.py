@@ -28,7 +28,10 @@ from tests.test_types import Loose, Strict, ValuesConnector
 UTC = dt.UTC
 
 
-def test_the_dead_letters_of_a_job_listed_shown_replayed_and_purged(tmp_path: Path, register_plugin: Any) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_dead_letters_of_a_job_listed_shown_replayed_and_purged(
+    kind: str, tmp_path: Path, register_plugin: Any, request: pytest.FixtureRequest
+) -> None:
     pages = [[{"id": 1, "at": 10, "amount": 1}, {"id": 2, "at": 20, "amount": "12.50"}, {"id": 3, "at": 30, "amount": "x"}]]
     connector = ValuesConnector({"pays": pages}, model=Strict, cursor_field="at")
 
@@ -38,7 +41,7 @@ def test_the_dead_letters_of_a_job_listed_shown_replayed_and_purged(tmp_path: Pa
             register(connector)
 
     register_plugin(Plugin(), "values-plugin")
-    to = f"sqlite:///{tmp_path / 'pays.db'}"
+    to = f"sqlite:///{tmp_path / 'pays.db'}" if kind == "sqlite" else str(request.getfixturevalue("postgres_url"))
     assert run_cli("jobs", "add", "pays", "--connector", "values", "--cron", "0 * * * *", "--to", to).exit_code == 0
     ran = run_cli("jobs", "run", "pays", "--json")
     assert json.loads(ran.stdout)["dead_letters"] == 2
@@ -211,3 +214,26 @@ def test_per_credential_limit_holds_across_schedulers(tmp_path: Path, monkeypatc
             return len(rows(database, "SELECT id FROM runs WHERE status = 'ok'")) == 4
         wait_for(done, 120, "four runs", step=0.05)
     assert most == 1
+
+
+def test_runs_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(tmp_path: Path) -> None:
+    import subprocess
+
+    database = f"sqlite:///{tmp_path / 'control.db'}"
+    env = tapyard_env(tmp_path / "home", database)
+    config = {"records_per_stream": 600, "page_size": 10, "latency_ms": 10}
+    subprocess.run([sys.executable, "-m", "tapyard", "jobs", "add", "f", "--connector", "sample", "--cron", "0 0 1 1 *",
+                    "--config", json.dumps(config), "--to", f"sqlite:///{tmp_path / 'd.db'}"], env=env, check=True)
+    job = subprocess.Popen([sys.executable, "-m", "tapyard", "jobs", "run", "f", "--heartbeat", "0.3"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: rows(database, "SELECT id FROM runs WHERE status = 'running'"), 60, "the run")
+        follow = subprocess.run([sys.executable, "-m", "tapyard", "runs", "logs", "1", "--follow", "--interval", "0.1"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert job.wait(60) == 0
+    finally:
+        job.kill()
+    lines = [json.loads(line) for line in follow.stdout.splitlines()]
+    assert lines[0]["event"] == "start" and lines[-1]["event"] == "end" and lines[-1]["status"] == "ok"
+    assert all(line["run_id"] == 1 and line["job"] == "f" and line["connector"] == "sample" for line in lines)
+    assert {line["stream"] for line in lines if line.get("event") == "stream_done"} == {"customers", "orders", "events"}

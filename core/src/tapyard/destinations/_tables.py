@@ -779,6 +779,13 @@ class MergeDestination(TableDestination):
                     f"WHERE id = {self.param}", (now, i),
                 )
 
+    def purge_dead_letters(self, ids: Sequence[int]) -> int:
+        with self.transaction() as tx:
+            return sum(
+                max(0, self.execute(tx, f"DELETE FROM {self.qualified('_tapyard_dead_letters')} WHERE id = {self.param}", (i,)))
+                for i in ids
+            )
+
     def count(self, stream: str) -> int | None:
         try:
             with self.transaction() as tx:
