@@ -75,13 +75,19 @@ CLIENT_SPECS: dict[str, dict[str, Any]] = {
     "baseline_sqlite": {"script": "baseline_sqlite.py", "peer": None},
     "baseline_obey": {"script": "baseline_httpx.py", "peer": None, "options": {"obey": True}},
     "tapyard_sqlite": {"script": "tapyard_sqlite.py", "peer": None},
+    "baseline_postgresql": {"script": "baseline_postgresql.py", "peer": None},
+    "tapyard_postgresql": {"script": "tapyard_sqlite.py", "peer": None, "options": {"to": "postgresql"}},
+    "baseline_duckdb": {"script": "baseline_duckdb.py", "peer": None},
+    "tapyard_duckdb": {"script": "tapyard_sqlite.py", "peer": None, "options": {"to": "duckdb"}},
     "airbyte": {"script": "airbyte_client.py", "peer": "airbyte"},
     "singer": {"script": "singer_client.py", "peer": "singer"},
     "dlt_default": {"script": "dlt_client.py", "peer": "dlt", "options": {"loader": "default"}},
     "dlt_parquet": {"script": "dlt_client.py", "peer": "dlt", "options": {"loader": "parquet"}},
 }
 CORE_CLIENTS = ("baseline_httpx", "baseline_sqlite", "tapyard_sqlite")
-ALL_CLIENTS = tuple(CLIENT_SPECS)
+#: the clients of scenario p only
+DESTINATION_CLIENTS = ("baseline_postgresql", "tapyard_postgresql", "baseline_duckdb", "tapyard_duckdb")
+ALL_CLIENTS = tuple(c for c in CLIENT_SPECS if c not in DESTINATION_CLIENTS)
 
 
 def log(message: str) -> None:
@@ -692,8 +698,50 @@ def scenario_m(runner: Runner) -> dict[str, Any]:
     return out
 
 
+def scenario_p(runner: Runner) -> dict[str, Any]:
+    """PostgreSQL and DuckDB: tapyard's sync into each beside a hand-written loop into
+    the same database (COPY with psycopg; Arrow into DuckDB), one stream, pages of 100.
+    The PostgreSQL server is started here (tapyard.testing.postgres_server, fsync on);
+    each run gets a database of its own. bench/destinations.py measures the loading alone."""
+    from tapyard.testing import ServiceUnavailable, postgres_server
+
+    size = 2_000 if runner.args.smoke else (runner.args.records or 100_000)
+    out: dict[str, Any] = {"title": "PostgreSQL and DuckDB: tapyard's sync beside a hand-written loader",
+                           "tables": []}
+    streams = [{"name": "charges", "expected": size}]
+    with serving({"charges": size}) as server:
+        try:
+            with postgres_server(settings={"fsync": "on", "synchronous_commit": "on",
+                                           "full_page_writes": "on"}) as pg:
+                log(f"p: PostgreSQL, {size:,} records")
+                rows = []
+                for client in ("baseline_postgresql", "tapyard_postgresql"):
+                    runs = []
+                    for _ in range(max(1, runner.args.repeat)):
+                        url = pg.create_database(f"bench_{runner.serial + 1}")
+                        runs.append(runner.run(server, client, streams, options={"url": url}, timeout=1800))
+                    runs.sort(key=lambda r: r.get("records_per_s") or 0)
+                    row = runs[len(runs) // 2]
+                    row["repeats"] = [r.get("records_per_s") for r in runs]
+                    runner.note_failure("p", row)
+                    rows.append(row)
+                add_ratios(rows, "records_per_s", ("baseline_postgresql",))
+                out["tables"].append({"records": size, "destination": "postgresql", "rows": rows})
+        except ServiceUnavailable as exc:
+            out["tables"].append({"records": size, "destination": "postgresql", "skipped": str(exc), "rows": []})
+        log(f"p: DuckDB, {size:,} records")
+        rows = [runner.run(server, client, streams, timeout=1800, repeat=runner.args.repeat)
+                for client in ("baseline_duckdb", "tapyard_duckdb")]
+        for row in rows:
+            runner.note_failure("p", row)
+        add_ratios(rows, "records_per_s", ("baseline_duckdb",))
+        out["tables"].append({"records": size, "destination": "duckdb", "rows": rows})
+    return out
+
+
 SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e,
-             "f": scenario_f, "g": scenario_g, "h": scenario_h, "m": scenario_m}
+             "f": scenario_f, "g": scenario_g, "h": scenario_h, "m": scenario_m,
+             "p": scenario_p}
 
 
 # --- output ---------------------------------------------------------------------
@@ -842,6 +890,17 @@ def markdown(results: dict[str, Any]) -> str:
                       fmt(r.get("requests"), ","), fmt(r.get("rate_reached"), ".1f", "/s"),
                       fmt(r["ceiling_used"] * 100 if r.get("ceiling_used") is not None else None, ".1f", "%"),
                       row_notes(r)] for r in table["rows"]])
+            elif key == "p":
+                lines += [f"### {table['destination']}, {table['records']:,} records", ""]
+                if table.get("skipped"):
+                    lines += [f"skipped: {table['skipped']}", ""]
+                    continue
+                base = "baseline_" + table["destination"]
+                lines += table_lines(
+                    ["client", "rec/s", f"x {base}", "runs rec/s", "wall s", "notes"],
+                    [[r["label"], fmt(r.get("records_per_s"), ","), ratio(r.get(f"x_{base}")),
+                      ", ".join(fmt(x, ",") for x in r.get("repeats") or []), fmt(r.get("wall_s"), ".2f"),
+                      row_notes(r)] for r in table["rows"]])
             elif key == "m":
                 import memory
 
@@ -894,7 +953,7 @@ def tapyard_fingerprint() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the tapyard benchmarks.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, no peers: checks the suite works")
-    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,m")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,m,p")
     parser.add_argument("--records", type=int, default=None, help="records for scenario a (default 100k and 1M)")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                         help="run airbyte-cdk, singer-sdk and dlt (default: yes, except with --smoke)")

@@ -175,6 +175,19 @@ def test_a_complete_pass_marks_or_removes_what_it_did_not_see(url: str) -> None:
         assert rows(url, "listed")["t0003"]["_tapyard_deleted_at"] is None
 
 
+def test_a_partition_s_pass_marks_only_that_partition_s_rows(url: str) -> None:
+    with opened(url, LISTED) as destination:
+        for part, ids in (("p1", (0, 1)), ("p2", (2, 3))):
+            write(destination, Batch("listed", items=[thing(i) for i in ids], pass_id=1, tracked=True, scope=part),
+                  Batch("listed", pass_id=1, tracked=True, sweep=1, scope=part, pages=0))
+        # p1 is listed again without t0001; p2 is not read at all in this pass
+        end = Batch("listed", pass_id=2, tracked=True, sweep=2, scope="p1", pages=0)
+        write(destination, Batch("listed", items=[thing(0)], pass_id=2, tracked=True, scope="p1"), end)
+        assert end.deleted == 1
+    marked = {k for k, r in rows(url, "listed").items() if r["_tapyard_deleted_at"] is not None}
+    assert marked == {"t0001"}
+
+
 # -- full refresh: replaced in one transaction ---------------------------------------------
 
 
@@ -226,6 +239,31 @@ def test_a_full_refresh_sync_removes_stale_rows_and_readers_never_see_it_half_do
     assert result.ok
     assert seen and all(n == 300 for n in seen[:-1]), seen
     assert set(rows(url, "customers")) == {r["id"] for r in source_records(small, "customers")}
+
+
+def test_an_interrupted_full_refresh_leaves_the_table_and_its_resume_replaces_it(url: str) -> None:
+    before = SampleConfig(records_per_stream=200, page_size=20)
+    assert tapyard.sync("sample", before, to=url, streams=["customers"]).ok
+    old = rows(url, "customers")
+    pages = 0
+
+    def interrupt(kind: str, result: Any) -> None:
+        nonlocal pages
+        pages += kind == "page"
+        if pages == 3:
+            raise KeyboardInterrupt
+
+    after = SampleConfig(records_per_stream=90, page_size=20, as_of=T0 + dt.timedelta(days=40))
+    with pytest.raises(KeyboardInterrupt):
+        tapyard.sync("sample", after, to=url, streams=["customers"], full_refresh=True, progress=interrupt)
+    assert rows(url, "customers") == old  # three pages committed, all staged: the table as it was
+    # the next run (no --full-refresh) resumes the refresh pass and replaces the rows at its end
+    assert tapyard.sync("sample", after, to=url, streams=["customers"]).ok
+    expected = {r["id"]: r for r in source_records(after, "customers")}
+    landed = rows(url, "customers")
+    assert set(landed) == set(expected)
+    for key, record in expected.items():
+        assert_same_value(_parsed(record["updated_at"]), landed[key]["updated_at"], key)
 
 
 # -- locks ---------------------------------------------------------------------------------

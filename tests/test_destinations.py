@@ -268,3 +268,20 @@ def test_a_destination_dropped_without_close_stops_its_checkpointer(tmp_path: Pa
     gc.collect()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_each_sqlite_destination_has_its_own_metadata(tmp_path: Path) -> None:
+    """No process-wide registry of tables (issue 14 item 6): two SQLite destinations
+    in one process hold their tables on MetaData of their own, and nothing lands on
+    sqlmodel's global one (a worker running many syncs shares nothing through it)."""
+    import sqlmodel
+
+    first = open_destination(f"sqlite:///{tmp_path / 'a.db'}")
+    second = open_destination(f"sqlite:///{tmp_path / 'b.db'}")
+    try:
+        assert first.metadata is not second.metadata  # type: ignore[attr-defined]
+        assert "_tapyard_state" in first.metadata.tables  # type: ignore[attr-defined]
+        assert not any(name.startswith("_tapyard") for name in sqlmodel.SQLModel.metadata.tables)
+    finally:
+        first.close()
+        second.close()

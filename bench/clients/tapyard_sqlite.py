@@ -128,6 +128,10 @@ def main() -> None:
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
             os.remove(db + suffix)
+    # options.to: "postgresql" (options.url names the database) or "duckdb"; default SQLite
+    to = {"postgresql": options.get("url"), "duckdb": f"duckdb:///{job['workdir']}/tapyard.duckdb"}.get(
+        options.get("to", ""), f"sqlite:///{db}"
+    )
     credentials = BearerCredentials(token=SecretStr(job["token"]))
     profiler = None
     thread_profiles: list[Any] = []
@@ -155,7 +159,7 @@ def main() -> None:
         result = tapyard.sync(
             connector,
             {},
-            to=f"sqlite:///{db}",
+            to=to,
             credentials=credentials,
             concurrency=int(job.get("concurrency", 1)),
             full_refresh=True,
@@ -171,12 +175,18 @@ def main() -> None:
         for thread_profile in thread_profiles:
             stats.add(thread_profile)
         stats.dump_stats(options["profile"])
-    con = sqlite3.connect(db)
-    rows = {s.name: con.execute(f'SELECT count(*) FROM "{s.name}"').fetchone()[0] for s in result.streams}
-    con.close()
+    if to.startswith("sqlite"):
+        con = sqlite3.connect(db)
+        rows = {s.name: con.execute(f'SELECT count(*) FROM "{s.name}"').fetchone()[0] for s in result.streams}
+        con.close()
+    else:
+        from tapyard._destinations import open_destination
+
+        with open_destination(to) as destination:
+            rows = {s.name: destination.count(s.name) for s in result.streams}
     errors = {s.name: s.error for s in result.streams if s.status != "ok"}
     emit(
-        "tapyard_sqlite",
+        "tapyard_" + (to.split(":", 1)[0]),
         timer,
         result.records,
         ok=result.ok,

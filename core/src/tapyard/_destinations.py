@@ -156,6 +156,11 @@ class Destination(abc.ABC):
     #: transaction (``Batch.stage`` and ``Batch.swap``)
     supports_replace: bool = False
 
+    def staged(self, stream: str, pass_id: int) -> bool:
+        """Whether the full refresh ``pass_id`` of ``stream`` has staged rows (see
+        ``supports_replace``): a resumed refresh goes on staging only then."""
+        return False
+
     def dead_letters(
         self, state_key: str | None = None, streams: Sequence[str] | None = None, *, replayed: bool = False
     ) -> list[StoredDeadLetter]:

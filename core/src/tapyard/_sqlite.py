@@ -1,4 +1,4 @@
-"""The SQLite destination, through sqlmodel: the embedded default.
+"""The SQLite destination, on SQLAlchemy Core: the embedded default.
 
 One table per stream, created from the stream's schema (scalars typed, nested
 objects and arrays stored as JSON text), with the stream's primary key as the
@@ -38,7 +38,6 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Field, SQLModel, create_engine
 
 from tapyard._destinations import (
     Batch,
@@ -66,28 +65,34 @@ from tapyard.destinations._tables import (
 __all__ = ["SQLiteDestination"]
 
 
-class StateRow(SQLModel, table=True):
-    """The committed state of one stream under one state key."""
-
-    __tablename__ = "_tapyard_state"
-    state_key: str = Field(primary_key=True)
-    stream: str = Field(primary_key=True)
-    state: str
-    updated_at: str
-
-
-class DeadLetterRow(SQLModel, table=True):
-    """A record that failed validation. The same payload is kept once per stream."""
-
-    __tablename__ = "_tapyard_dead_letters"
-    __table_args__ = (sa.UniqueConstraint("state_key", "stream", "raw_sha256"),)
-    id: int | None = Field(default=None, primary_key=True)
-    state_key: str = Field(index=True)
-    stream: str
-    raw_sha256: str
-    raw: str
-    error: str
-    created_at: str
+def own_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """tapyard's own tables, on ``metadata`` (each destination has its own, so that no
+    process-wide registry of tables is shared between destinations or runs):
+    ``_tapyard_state``, the committed state of each stream under each state key, and
+    ``_tapyard_dead_letters``, records that failed validation (a payload kept once
+    per stream)."""
+    state = sa.Table(
+        "_tapyard_state",
+        metadata,
+        sa.Column("state_key", sa.String, primary_key=True),
+        sa.Column("stream", sa.String, primary_key=True),
+        sa.Column("state", sa.String, nullable=False),
+        sa.Column("updated_at", sa.String, nullable=False),
+    )
+    dead = sa.Table(
+        "_tapyard_dead_letters",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("state_key", sa.String, nullable=False, index=True),
+        sa.Column("stream", sa.String, nullable=False),
+        sa.Column("raw_sha256", sa.String, nullable=False),
+        sa.Column("raw", sa.String, nullable=False),
+        sa.Column("error", sa.String, nullable=False),
+        sa.Column("created_at", sa.String, nullable=False),
+        sa.Column("replayed_at", sa.String),
+        sa.UniqueConstraint("state_key", "stream", "raw_sha256"),
+    )
+    return state, dead
 
 
 #: Column types (:class:`Column.type`) as SQLite declares them; docs/types.md has the whole table.
@@ -540,7 +545,9 @@ class SQLiteDestination(TableDestination):
         self.url = f"sqlite:///{self.path}"
         self._writers: dict[str, _TableWriter] = {}
         self._open_file()
-        self.engine = create_engine(f"sqlite:///{self.path}")
+        self.engine = sa.create_engine(f"sqlite:///{self.path}")
+        self.metadata = sa.MetaData()
+        own_tables(self.metadata)
 
         @event.listens_for(self.engine, "connect")
         def _pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -559,8 +566,7 @@ class SQLiteDestination(TableDestination):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         try:
-            tables = [StateRow.__table__, DeadLetterRow.__table__]  # type: ignore[attr-defined]
-            SQLModel.metadata.create_all(self.engine, tables=tables)
+            self.metadata.create_all(self.engine)
             with self.engine.begin() as conn:
                 known = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(_tapyard_dead_letters)")}
                 if "replayed_at" not in known:  # a database from before replay
@@ -715,6 +721,17 @@ class SQLiteDestination(TableDestination):
         self._writers[writer.table] = widened
         return widened
 
+
+    def staged(self, stream: str, pass_id: int) -> bool:
+        stage = quote(stage_table(stream))
+        try:
+            with self.engine.connect() as conn:
+                if not list(conn.exec_driver_sql(f"PRAGMA table_info({stage})")):
+                    return False
+                found = conn.exec_driver_sql(f"SELECT 1 FROM {stage} WHERE {quote(PASS)} = ? LIMIT 1", (pass_id,))
+                return found.first() is not None
+        except SQLAlchemyError as exc:
+            raise DestinationError(self._describe(exc)) from exc
 
     def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
         """One run per stream of this database at a time: a lock file per stream in

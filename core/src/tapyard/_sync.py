@@ -344,6 +344,7 @@ class _Run:
         started = time.monotonic()
         validator = self.validators[stream.name]
         cursor_field = stream.cursor_field
+        new_pass = state.pass_id is None
         if state.pass_id is None:
             # A new pass: every row it writes carries its id, so that its end can
             # tell the rows it saw from the rows it did not.
@@ -357,7 +358,7 @@ class _Run:
         # A full refresh the destination can stage replaces the stream's rows in
         # one transaction at its end (Batch.stage, Batch.swap): readers never see
         # it half done, and a killed refresh leaves the table as it was.
-        staged = refresh and self._may_stage(stream)
+        staged = refresh and self._may_stage(stream, state, new_pass)
         # a stream read in several partitions sweeps each partition's rows at the end
         # of that partition's pass, where its rows can say which partition wrote them
         scope = name if tracked and self.parts.get(stream.name, 1) > 1 and self._sweeps_partitions() else None
@@ -453,11 +454,18 @@ class _Run:
             ceiling = dt.datetime.fromisoformat(ceiling)
         return _max_cursor(state.cursor, [{"c": ceiling}], "c")
 
-    def _may_stage(self, stream: Stream) -> bool:
+    def _may_stage(self, stream: Stream, state: StreamState, new_pass: bool) -> bool:
         """Whether a full refresh of ``stream`` goes through the destination's staging
-        table: where the destination supports it and the stream is read in one
-        partition (the end of one partition's pass is then the end of the stream's)."""
-        return bool(getattr(self.destination, "supports_replace", False)) and self.parts.get(stream.name, 1) == 1
+        table: where the destination supports it, the stream is read in one partition
+        (the end of one partition's pass is then the end of the stream's), and there
+        are rows to replace. A refresh of an empty table writes it directly, as a
+        first sync does (nothing to keep for readers; no copy at the end). A resumed
+        pass goes on as it began: staged if it staged rows before."""
+        if not getattr(self.destination, "supports_replace", False) or self.parts.get(stream.name, 1) != 1:
+            return False
+        if new_pass:
+            return bool(self.counts.get(stream.name))
+        return bool(state.pass_id is not None and self.destination.staged(stream.name, state.pass_id))
 
     def _sweeps_partitions(self) -> bool:
         return bool(getattr(self.destination, "sweeps_partitions", False))

@@ -28,13 +28,15 @@ from tapyard._destinations import url_path
 from tapyard._exceptions import DestinationError
 from tapyard._schema import Column
 from tapyard.destinations._tables import (
+    CURSOR_KEY,
+    PASS,
     MergeDestination,
     TablePlan,
-    _json_value,
-    _text_value,
     first_line,
+    json_column,
     quote,
     stream_file_lock,
+    text_column,
 )
 
 __all__ = ["DuckDBDestination"]
@@ -159,11 +161,11 @@ class DuckDBDestination(MergeDestination):
         lowered = sql_type.lower()
         return _REPORTED.get(lowered, lowered)
 
-    def converter(self, column: Column) -> Callable[[Any], Any] | None:
+    def converter(self, column: Column) -> Callable[[list[Any]], list[Any]] | None:
         if column.type == "JSON":
-            return _json_value
+            return json_column
         if self.sql_type(column) == "VARCHAR" and column.convert:
-            return _text_value
+            return text_column
         return None
 
     def _arrow_type(self, sql_type: str) -> Any:
@@ -204,6 +206,28 @@ class DuckDBDestination(MergeDestination):
         view = f"_tapyard_load_{self._loads % 2}"
         tx.register(view, table)
         return quote(view)
+
+    def load_into(self, tx: Any, plan: TablePlan, table: str, columns: list[list[Any]], *, tracked: bool) -> int:
+        pass_values = columns.pop() if tracked else None
+        source = self.load(tx, plan, columns)
+        names = [quote(n) for n in plan.names] + ([quote(CURSOR_KEY)] if plan.key_type is not None else [])
+        if pass_values is not None:
+            columns.append(pass_values)
+            return self.execute(
+                tx, f"INSERT INTO {self.qualified(table)} ({', '.join([*names, quote(PASS)])}) "
+                f"SELECT {', '.join(names)}, ? FROM {source}", (pass_values[0],),
+            )
+        return self.execute(tx, f"INSERT INTO {self.qualified(table)} ({', '.join(names)}) SELECT {', '.join(names)} FROM {source}")
+
+    def any_stored(self, tx: Any, plan: TablePlan, table: str, values: list[Any]) -> bool:
+        key = plan.stream.primary_key[0]
+        keys = self._pa.table({"k": values})
+        tx.register("_tapyard_keys", keys)
+        found = tx.execute(
+            f"SELECT 1 FROM {self.qualified(table)} WHERE {quote(key)} IN (SELECT k FROM _tapyard_keys) LIMIT 1"
+        ).fetchall()
+        tx.unregister("_tapyard_keys")
+        return bool(found)
 
     # -- locks ----------------------------------------------------------------------------
 

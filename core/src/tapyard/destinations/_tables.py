@@ -44,13 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 from tapyard._destinations import Batch, Destination, FileLock, cursor_sort_key
 from tapyard._exceptions import DestinationError
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
-from tapyard._values import json_text, value_text
+from tapyard._values import json_default, json_text, value_text
 
 __all__ = [
     "CURSOR_KEY",
@@ -62,11 +63,13 @@ __all__ = [
     "TablePlan",
     "dead_letter_params",
     "first_line",
+    "json_column",
     "merge_sql",
     "quote",
     "stage_table",
     "stream_file_lock",
     "swap_statements",
+    "text_column",
 ]
 
 #: tapyard's own columns in a stream's table: a sort key of the record's cursor
@@ -133,6 +136,7 @@ class TableDestination(Destination):
     """
 
     supports_sweep = True
+    sweeps_partitions = True
     #: whether a full refresh may go through the staging table (``Batch.stage``/``swap``)
     supports_replace = True
 
@@ -167,12 +171,30 @@ def refused_change(stream: str, column: str, stored: str, wanted: str, where: st
 # -- turning records into column values ---------------------------------------------------
 
 
-def _json_value(value: Any) -> Any:
-    return json_text(value)
+def json_column(values: list[Any]) -> list[Any]:
+    """A column of nested values as JSON text (``None`` stays NULL), every number
+    exact: orjson for each value, :func:`~tapyard._values.json_text` for what it
+    cannot encode exactly (past 64 bits, NaN). One loop for the whole column:
+    this runs for every nested value of every record."""
+    dumps, default, option = orjson.dumps, json_default, orjson.OPT_PASSTHROUGH_DATETIME
+    out: list[Any] = []
+    append = out.append
+    for value in values:
+        if value is None:
+            append(None)
+            continue
+        try:
+            encoded = dumps(value, default=default, option=option)
+        except TypeError:
+            append(json_text(value))
+            continue
+        append(encoded.decode() if b"null" not in encoded else json_text(value))
+    return out
 
 
-def _text_value(value: Any) -> Any:
-    return value if value.__class__ is str else value_text(value)
+def text_column(values: list[Any]) -> list[Any]:
+    """A column of scalars as their text (timestamps, UUIDs...; strings as they are)."""
+    return [v if v is None or v.__class__ is str else value_text(v) for v in values]
 
 
 @dataclass(slots=True)
@@ -185,8 +207,8 @@ class TablePlan:
     columns: list[Column]
     #: the SQL type of each column, in order
     types: list[str]
-    #: what each column's values go through before loading (``None``: as they are)
-    converters: list[Callable[[Any], Any] | None]
+    #: what each column's values go through before loading, a column at a time (``None``: nothing)
+    converters: list[Callable[[list[Any]], list[Any]] | None]
     #: the SQL type of the cursor key column, or None for a stream without a cursor
     key_type: str | None
     #: how a cursor value becomes its key
@@ -195,6 +217,11 @@ class TablePlan:
     cursor_attr: str | None
     #: whether the table has the pass column yet
     has_pass: bool = False
+    #: the table was empty when this run began and no load has met a stored key
+    #: since: rows are loaded straight in without asking whether their keys are stored
+    fresh: bool = False
+    #: tapyard's columns added to the table since (the partition column)
+    extra: set[str] = dataclasses.field(default_factory=set)
 
     @property
     def names(self) -> list[str]:
@@ -218,7 +245,7 @@ class TablePlan:
                     values = [d[attr] for d in dicts]
                 except KeyError:  # a computed field or a property
                     values = [getattr(item, attr) for item in items]
-                out.append(values if convert is None else [None if v is None else convert(v) for v in values])
+                out.append(values if convert is None else convert(values))
             if self.key_type is not None:
                 cursor = self.cursor_attr or ""
                 key = self.key_of
@@ -227,7 +254,7 @@ class TablePlan:
         rows = batch.rows
         for column, convert in zip(self.columns, self.converters, strict=True):
             values = [row.get(column.name) for row in rows]
-            out.append(values if convert is None else [None if v is None else convert(v) for v in values])
+            out.append(values if convert is None else convert(values))
         if self.key_type is not None:
             cursor = self.cursor_attr or ""
             out.append([self.key_of(row.get(cursor)) for row in rows])
@@ -311,6 +338,7 @@ def _split_back(group: list[Batch], whole: Batch) -> None:
 def merge_sql(
     *, target: str, source: str, names: Sequence[str], primary_key: Sequence[str], has_key: bool,
     tracked: bool, pass_value: str, replace: bool, marks: bool, stage: bool = False, dedupe: bool = True,
+    partition_value: str | None = None,
 ) -> str:
     """``INSERT INTO target SELECT ... FROM source ON CONFLICT DO UPDATE ... WHERE``, in
     the SQL that SQLite, PostgreSQL and DuckDB share.
@@ -326,8 +354,9 @@ def merge_sql(
     keys = [quote(k) for k in primary_key]
     own = [CURSOR_KEY] if has_key else []
     every = [*names, *own]
-    columns = [quote(n) for n in every] + ([quote(PASS)] if tracked else [])
-    selected = [quote(n) for n in every] + ([pass_value] if tracked else [])
+    scoped = tracked and partition_value is not None
+    columns = [quote(n) for n in every] + ([quote(PASS)] if tracked else []) + ([quote(PARTITION)] if scoped else [])
+    selected = [quote(n) for n in every] + ([pass_value] if tracked else []) + ([partition_value or ""] if scoped else [])
     if dedupe:
         order = [*keys, *([f"{quote(CURSOR_KEY)} DESC NULLS LAST"] if has_key else []), f"{quote('_tapyard_seq')} DESC"]
         select = f"SELECT DISTINCT ON ({', '.join(keys)}) {', '.join(selected)} FROM {source} ORDER BY {', '.join(order)}"
@@ -341,6 +370,8 @@ def merge_sql(
     sets = [f"{quote(n)} = excluded.{quote(n)}" for n in [*data, *own]]
     if tracked:
         sets.append(f"{quote(PASS)} = excluded.{quote(PASS)}")
+    if scoped:
+        sets.append(f"{quote(PARTITION)} = excluded.{quote(PARTITION)}")
     differs = [f"{target}.{quote(n)} IS DISTINCT FROM excluded.{quote(n)}" for n in data]
     if marks:
         sets.append(f"{quote(DELETED_AT)} = NULL")
@@ -407,6 +438,9 @@ class MergeDestination(TableDestination):
     product = ""
     #: the placeholder of a statement parameter
     param = "%s"
+    #: load new rows straight into a table that was empty without asking first:
+    #: only where a key met after all rolls back to a savepoint (then merges)
+    optimistic_loads = False
 
     def __init__(self) -> None:
         self._plans: dict[str, TablePlan] = {}
@@ -418,7 +452,7 @@ class MergeDestination(TableDestination):
         """The SQL type of ``column`` in this database (docs/types.md)."""
 
     @abc.abstractmethod
-    def converter(self, column: Column) -> Callable[[Any], Any] | None:
+    def converter(self, column: Column) -> Callable[[list[Any]], list[Any]] | None:
         """What a value of ``column`` goes through before the bulk load, if anything."""
 
     @abc.abstractmethod
@@ -442,6 +476,20 @@ class MergeDestination(TableDestination):
         """Load ``columns`` (one list per column of ``plan``, then the cursor key's)
         in bulk where the merge can read them, with a ``_tapyard_seq`` column that
         numbers them in order; return the SQL name to select from."""
+
+    @abc.abstractmethod
+    def load_into(self, tx: Any, plan: TablePlan, table: str, columns: list[list[Any]], *, tracked: bool) -> int:
+        """Load ``columns`` (then the pass column's, when ``tracked``) straight into
+        ``table``, none of whose keys is stored; return how many rows were added."""
+
+    @abc.abstractmethod
+    def any_stored(self, tx: Any, plan: TablePlan, table: str, values: list[Any]) -> bool:
+        """Whether ``table`` holds a row whose key (``plan``'s one primary key column)
+        is one of ``values``."""
+
+    def unique_violation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says a key was stored after all (the fast load then merges)."""
+        return False
 
     @abc.abstractmethod
     def table_columns(self, tx: Any, table: str) -> dict[str, str]:
@@ -503,6 +551,7 @@ class MergeDestination(TableDestination):
                 plan.has_pass = plan.marks
             else:
                 self._evolve(tx, plan, existing)
+            plan.fresh = not self.query(tx, f"SELECT 1 FROM {self.qualified(plan.table)} LIMIT 1")
         self._plans[stream.name] = plan
 
     def _evolve(self, tx: Any, plan: TablePlan, existing: dict[str, str]) -> None:
@@ -530,6 +579,21 @@ class MergeDestination(TableDestination):
 
     def same_type(self, stored: str, wanted: str) -> bool:
         return self.normal_type(stored) == self.normal_type(wanted)
+
+    def staged(self, stream: str, pass_id: int) -> bool:
+        stage = stage_table(stream)
+        with self.transaction() as tx:
+            if not self.table_columns(tx, stage):
+                return False
+            return bool(self.query(
+                tx, f"SELECT 1 FROM {self.qualified(stage)} WHERE {quote(PASS)} = {self.param} LIMIT 1", (pass_id,)
+            ))
+
+    def _ensure_column(self, tx: Any, plan: TablePlan, name: str, sql_type: str) -> None:
+        if name not in plan.extra:
+            if name not in self.table_columns(tx, plan.table):
+                self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} ADD COLUMN {quote(name)} {sql_type}")
+            plan.extra.add(name)
 
     def _ensure_pass(self, tx: Any, plan: TablePlan) -> None:
         if not plan.has_pass:
@@ -573,60 +637,93 @@ class MergeDestination(TableDestination):
                     batch.changed, batch.deleted = 0, 0
                 counted = [b for b in group if b.count] or group
                 counted[-1].changed, group[-1].deleted = changed, deleted
-                for batch in group:
-                    if batch.dead:
-                        self._keep_dead(tx, state_key, batch.stream, batch.dead, now)
-                    if batch.state is not None:
-                        self._save_state(tx, state_key, batch.state_name, batch.state, now)
+                dead = [d for batch in group for d in batch.dead]
+                if dead:
+                    self._keep_dead(tx, state_key, group[0].stream, dead, now)
+                # of the states of one run of pages, the last is the one this transaction commits
+                last = next((b for b in reversed(group) if b.state is not None), None)
+                if last is not None and last.state is not None:
+                    self._save_state(tx, state_key, last.state_name, last.state, now)
 
     def _write_batch(self, tx: Any, plan: TablePlan, batch: Batch) -> tuple[int, int]:
         """Rows, stamps, sweep and swap of one batch; returns rows changed and rows deleted."""
         changed = deleted = 0
         tracked = batch.tracked or batch.stage
         target = self._ensure_stage(tx, plan) if batch.stage else plan.table
+        tbl = self.qualified(target)
+        # a partition's pass stamps its rows with the partition too, and sweeps only them
+        scope = batch.scope if batch.tracked and not batch.stage else None
         if tracked and not batch.stage:
             self._ensure_pass(tx, plan)
+        if scope is not None:
+            self._ensure_column(tx, plan, PARTITION, "TEXT")
+        stamp = f"{quote(PASS)} = {self.param}" + (f", {quote(PARTITION)} = {self.param}" if scope is not None else "")
+        stamp += f", {quote(DELETED_AT)} = NULL" if plan.marks and not batch.stage else ""
+        stamped = (batch.pass_id,) if scope is None else (batch.pass_id, scope)
         if batch.count:
-            source = self.load(tx, plan, plan.column_values(batch))
-            sql = merge_sql(
-                target=self.qualified(target), source=source, names=plan.names,
-                primary_key=plan.stream.primary_key, has_key=plan.key_type is not None, tracked=tracked,
-                pass_value=self.param, replace=batch.replace and not batch.stage,
-                marks=plan.marks and not batch.stage, stage=batch.stage,
-            )
-            changed = self.execute(tx, sql, (batch.pass_id,) if tracked else ())
-            if tracked:
-                # the rows the merge left alone (unchanged) were seen by this pass too
-                unmark = f", {quote(DELETED_AT)} = NULL" if plan.marks and not batch.stage else ""
-                tbl = self.qualified(target)
-                self.execute(
-                    tx,
-                    f"UPDATE {tbl} SET {quote(PASS)} = {self.param}{unmark} FROM {source} AS s "
-                    f"WHERE {self._key_match(plan, tbl, 's')} AND {tbl}.{quote(PASS)} IS DISTINCT FROM {self.param}",
-                    (batch.pass_id, batch.pass_id),
+            columns = plan.column_values(batch)
+            keys = [columns[plan.names.index(k)] for k in plan.stream.primary_key]
+            # a key sent twice (a record that moved while the source was listed) needs
+            # its versions sorted out; most batches have none, and skip the sort
+            twice = len(set(keys[0] if len(keys) == 1 else zip(*keys, strict=True))) != batch.count
+            loaded = False
+            if not twice and scope is None and len(keys) == 1 and (
+                (plan.fresh and self.optimistic_loads and not batch.stage)
+                or not self.any_stored(tx, plan, target, keys[0])
+            ):
+                # none of these keys is stored yet (a first sync, new records): loaded
+                # straight into the table, as a hand-written loader would
+                if tracked:
+                    columns.append([batch.pass_id] * batch.count)
+                try:
+                    with self.savepoint(tx):
+                        changed, loaded = self.load_into(tx, plan, target, columns, tracked=tracked), True
+                except Exception as exc:
+                    if not self.unique_violation(exc):
+                        raise
+                    plan.fresh = False  # ask before loading from now on
+                if tracked and not loaded:  # the merge below adds the pass itself
+                    columns.pop()
+            if not loaded:
+                source = self.load(tx, plan, columns)
+                sql = merge_sql(
+                    target=tbl, source=source, names=plan.names,
+                    primary_key=plan.stream.primary_key, has_key=plan.key_type is not None, tracked=tracked,
+                    pass_value=self.param, replace=batch.replace and not batch.stage,
+                    marks=plan.marks and not batch.stage, stage=batch.stage, dedupe=twice,
+                    partition_value=self.param if scope is not None else None,
                 )
+                changed = self.execute(tx, sql, stamped if tracked else ())
+                if tracked:
+                    # the rows the merge left alone (unchanged) were seen by this pass too
+                    self.execute(
+                        tx,
+                        f"UPDATE {tbl} SET {stamp} FROM {source} AS s WHERE {self._key_match(plan, tbl, 's')} "
+                        f"AND {tbl}.{quote(PASS)} IS DISTINCT FROM {self.param}",
+                        (*stamped, batch.pass_id),
+                    )
         if tracked and batch.seen:
-            tbl = self.qualified(target)
-            unmark = f", {quote(DELETED_AT)} = NULL" if plan.marks and not batch.stage else ""
             where = " AND ".join(f"{quote(k)} = {self.param}" for k in plan.stream.primary_key)
             for row in batch.seen:
                 self.execute(
-                    tx, f"UPDATE {tbl} SET {quote(PASS)} = {self.param}{unmark} WHERE {where}",
-                    (batch.pass_id, *(row.get(k) for k in plan.stream.primary_key)),
+                    tx, f"UPDATE {tbl} SET {stamp} WHERE {where}",
+                    (*stamped, *(row.get(k) for k in plan.stream.primary_key)),
                 )
         if batch.sweep is not None and not batch.stage:
             self._ensure_pass(tx, plan)
             tbl = self.qualified(plan.table)
+            unseen = f"{quote(PASS)} IS DISTINCT FROM {self.param}"
+            args: tuple[Any, ...] = (batch.sweep,)
+            if scope is not None:
+                unseen += f" AND {quote(PARTITION)} = {self.param}"
+                args = (batch.sweep, scope)
             if batch.hard_delete or not plan.marks:
-                deleted = self.execute(
-                    tx, f"DELETE FROM {tbl} WHERE {quote(PASS)} IS DISTINCT FROM {self.param}", (batch.sweep,)
-                )
+                deleted = self.execute(tx, f"DELETE FROM {tbl} WHERE {unseen}", args)
             else:
                 deleted = self.execute(
                     tx,
-                    f"UPDATE {tbl} SET {quote(DELETED_AT)} = {self.param} WHERE {quote(PASS)} IS DISTINCT FROM "
-                    f"{self.param} AND {quote(DELETED_AT)} IS NULL",
-                    (_now(), batch.sweep),
+                    f"UPDATE {tbl} SET {quote(DELETED_AT)} = {self.param} WHERE {unseen} AND {quote(DELETED_AT)} IS NULL",
+                    (_now(), *args),
                 )
         if batch.swap is not None:
             changed, deleted = self._swap(tx, plan, batch.swap, keep=batch.keep_unseen)
