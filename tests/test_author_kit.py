@@ -4,6 +4,7 @@ at run time, the scaffold, and the conformance kit failing each defect it looks 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -206,13 +207,44 @@ def test_a_sync_to_an_undeclared_port_is_refused_before_the_request_leaves(
     declared, undeclared = Counting(), Counting()
     servers += [declared, undeclared]
     connector = _connector(_manifest(tmp_path, [f"127.0.0.1:{declared.port}"]))
-    result = tapyard.sync(connector, {"base_url": undeclared.url}, to=f"sqlite:///{tmp_path / 'x.db'}")
-    assert not result.ok and undeclared.requests == 0
-    error = result.streams[0].error or ""
+    with pytest.raises(tapyard.PermissionDeniedError) as caught:
+        tapyard.sync(connector, {"base_url": undeclared.url}, to=f"sqlite:///{tmp_path / 'x.db'}")
+    assert undeclared.requests == 0
+    error = str(caught.value)
     assert f"may not call 127.0.0.1:{undeclared.port}" in error and "tapyard-manifest.toml" in error
     assert "\n" not in error
     allowed = tapyard.sync(connector, {"base_url": declared.url}, to=f"sqlite:///{tmp_path / 'y.db'}")
     assert allowed.ok and declared.requests == 1
+
+
+@pytest.mark.slow
+def test_an_installed_package_calling_an_undeclared_port_is_refused_by_the_cli(
+    tmp_path: Path, servers: list[Counting]
+) -> None:
+    """As a user meets it: `pip install` a connector whose manifest declares one port, `tapyard sync`
+    it against another: one line naming the host and the manifest, and nothing reaches the server."""
+    pytest.importorskip("hatchling", reason="building the package needs hatchling")
+    from tests.test_plugins import install
+
+    declared, undeclared = Counting(), Counting()
+    servers += [declared, undeclared]
+    project = tmp_path / "acme"
+    assert run_cli("connectors", "new", "acme", "--dir", str(project), "--auth", "none").exit_code == 0
+    _edit(project / "src" / "tapyard_acme" / "tapyard-manifest.toml", 'hosts = ["{config.base_url}"]',
+          f'hosts = ["127.0.0.1:{declared.port}"]')
+    site = tmp_path / "site"
+    install(project, site)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tapyard", "sync", "acme", "-c", json.dumps({"base_url": undeclared.url}),
+         "--to", f"sqlite:///{tmp_path / 'x.db'}"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert undeclared.requests == 0
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"Error: connector 'acme' may not call 127.0.0.1:{undeclared.port}: its manifest (")
+    assert f"{site}/tapyard_acme/tapyard-manifest.toml) declares hosts 127.0.0.1:{declared.port}" in done.stderr
 
 
 def test_a_redirect_to_an_undeclared_host_is_refused(tmp_path: Path, servers: list[Counting]) -> None:
@@ -220,9 +252,9 @@ def test_a_redirect_to_an_undeclared_host_is_refused(tmp_path: Path, servers: li
     bouncing = Counting(redirect_to=elsewhere.url)
     servers += [elsewhere, bouncing]
     connector = _connector(_manifest(tmp_path, ["{config.base_url}"]))
-    result = tapyard.sync(connector, {"base_url": bouncing.url}, to=f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(tapyard.PermissionDeniedError, match=f"may not call 127.0.0.1:{elsewhere.port}"):
+        tapyard.sync(connector, {"base_url": bouncing.url}, to=f"sqlite:///{tmp_path / 'x.db'}")
     assert bouncing.requests == 1 and elsewhere.requests == 0
-    assert f"may not call 127.0.0.1:{elsewhere.port}" in (result.streams[0].error or "")
 
 
 def test_credentials_of_a_kind_the_manifest_does_not_ask_for_are_refused(tmp_path: Path, servers: list[Counting]) -> None:

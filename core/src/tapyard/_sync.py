@@ -42,6 +42,7 @@ from tapyard._destinations import (
 )
 from tapyard._exceptions import (
     ConfigError,
+    PermissionDeniedError,
     PluginError,
     ResumeRejectedError,
     StreamNotFoundError,
@@ -217,6 +218,8 @@ class _Run:
 
     #: the most pages each stream (or partition) may read (see PageGuard)
     max_pages: int | None = DEFAULT_MAX_PAGES
+    #: the first request a stream's connector made outside its manifest (raised when the run ends)
+    denied: PermissionDeniedError | None = None
     policies: Policies = Policies()
 
     def __init__(
@@ -545,6 +548,8 @@ class _Run:
                 if item[2] is not None:
                     result.status = "failed"
                     result.error = result.error or _describe(item[2])
+                    if isinstance(item[2], PermissionDeniedError) and self.denied is None:
+                        self.denied = item[2]  # the connector broke its manifest: the run fails as a whole
                 if remaining[item[1]] == 0:
                     if result.status != "failed":
                         result.status = "ok"
@@ -823,6 +828,8 @@ def sync(
                     run.run(states)
                 finally:
                     result.http = dict(source.http_stats)
+                if run.denied is not None:
+                    raise run.denied
     finally:
         if owns_destination:
             destination.close()

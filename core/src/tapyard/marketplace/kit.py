@@ -763,7 +763,9 @@ class _Kit:
             self.full = self._sync(self.scratch / "full.db")
         except PermissionDeniedError as exc:
             self._replace_hosts_failure(str(exc))
-            raise
+            for check_id in ("read.records_validate", "read.pagination_ends"):
+                self.skipped(check_id, "the read was refused: it called a host the manifest does not declare")
+            return
         failing = {s.name: s.error or "" for s in self.full.streams if s.status != "ok"}
         for s in self.full.streams:
             self.pages[s.name] = s.pages
