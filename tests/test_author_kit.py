@@ -492,6 +492,26 @@ def test_kit_fails_a_claimed_level_not_earned_and_reports_json(acme: Path, tmp_p
     assert report["score"] < 100 and set(report["score_parts"]) == {"checks", "coverage", "modes", "typed", "docs"}
 
 
+@pytest.mark.slow
+def test_kit_reads_an_sdist_fully_and_a_wheel_without_its_cassettes(acme: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    sdist = tmp_path / "tapyard_acme-0.1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        archive.add(acme, arcname="tapyard_acme-0.1.0")
+    report = run_kit(sdist)
+    assert report.ok and report.support_level == "certified", report.render()
+    pytest.importorskip("hatchling", reason="building the wheel needs hatchling")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                    str(acme)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("*.whl")
+    report = run_kit(wheel)
+    assert [c.id for c in report.failures] == ["cassettes.present", "support.claimed"], report.render()
+    assert report.check("manifest.matches_code").status == "passed"  # type: ignore[union-attr]
+    assert report.check("docs.readme").status == "passed"  # type: ignore[union-attr]
+    assert "the source tree or the sdist" in report.failures[0].fix
+
+
 def test_kit_refuses_a_target_it_cannot_read_in_one_line(tmp_path: Path) -> None:
     for target, message in ((str(tmp_path / "nope"), "no such file or directory"),
                             (str(tmp_path), "holds no pyproject.toml"),

@@ -46,6 +46,8 @@ class Target:
     scratch: Path | None = None
     #: what it was: "project", "sdist", "wheel" or "installed"
     origin: str = "project"
+    #: the README a wheel carries as its long description (a project's is a file in root)
+    readme: str | None = None
 
     def package_dirs(self) -> list[Path]:
         """The top-level package directory of each entry point."""
@@ -152,6 +154,7 @@ def _from_wheel(path: Path, given: str) -> Target:
         homepage=homepage,
         scratch=scratch,
         origin="wheel",
+        readme=str(meta.get_payload() or "") or None,
     )
 
 

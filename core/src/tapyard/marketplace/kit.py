@@ -982,12 +982,16 @@ class _Kit:
     def check_docs(self) -> None:
         root = self.target.root
         readme = next((root / n for n in ("README.md", "README.rst", "README.txt", "README") if root and (root / n).is_file()), None)
-        if readme is None:
-            self.failed("docs.readme", "no README in the package", "add a README.md: what it reads, its config, how to record cassettes")
-        elif len(readme.read_text(encoding="utf-8", errors="replace").strip()) < 200:
-            self.failed("docs.readme", f"{readme.name} is nearly empty", "say what the connector reads, its config and credentials")
+        if readme is not None:
+            name, text = readme.name, readme.read_text(encoding="utf-8", errors="replace")
         else:
-            self.passed("docs.readme", readme.name)
+            name, text = "the wheel's description", self.target.readme or ""
+        if not text.strip():
+            self.failed("docs.readme", "no README in the package", "add a README.md (and readme = \"README.md\" in pyproject.toml): what it reads, its config, how to record cassettes")
+        elif len(text.strip()) < 200:
+            self.failed("docs.readme", f"{name} is nearly empty", "say what the connector reads, its config and credentials")
+        else:
+            self.passed("docs.readme", name)
 
     # -- score --------------------------------------------------------------------------
 
