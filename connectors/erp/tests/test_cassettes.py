@@ -60,6 +60,38 @@ def test_record_against_the_cap_emulator(tmp_path: Path, start_cap: Any) -> None
         server.stop()
 
 
+@pytest.mark.record
+def test_record_the_conformance_cassette(tmp_path: Path, start_cap: Any) -> None:
+    """What the conformance kit replays (pyproject.toml, [tool.tapyard.conformance.erp]): a full
+    read, an incremental read right after it (nothing changed), and a read stopped after its
+    first page then resumed, against an unchanged CAP service."""
+    server = start_cap(4004)
+    path = CASSETTES / "conformance.yaml"
+    try:
+        assert server.url == SERVICE
+        path.unlink(missing_ok=True)  # vcr would append to an old one
+        with cassette(path, record_mode="all"):
+            db = f"sqlite:///{tmp_path}/full.db"
+            full = tapyard.sync("erp", CONFIG, credentials=creds(), to=db, concurrency=1)
+            again = tapyard.sync("erp", CONFIG, credentials=creds(), to=db, concurrency=1)
+            stopped = f"sqlite:///{tmp_path}/stopped.db"
+            tapyard.sync("erp", CONFIG, credentials=creds(), to=stopped, concurrency=1, max_pages=1)
+            resumed = tapyard.sync("erp", CONFIG, credentials=creds(), to=stopped, concurrency=1)
+        assert full.ok and again.ok and resumed.ok, (full, again, resumed)
+        assert not any(s.inserted or s.updated for s in again.streams)
+    finally:
+        server.stop()
+
+
+def test_the_conformance_cassette_replays_a_full_then_an_unchanged_incremental_read(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/erp.db"
+    with cassette(CASSETTES / "conformance.yaml"):
+        full = tapyard.sync("erp", CONFIG, credentials=creds(), to=db, concurrency=1)
+        again = tapyard.sync("erp", CONFIG, credentials=creds(), to=db, concurrency=1)
+    assert full.ok and _counts(full) == {"Customers": 250, "SalesOrders": 300, "Items": 40, "LedgerEntries": 3}
+    assert again.ok and not any(s.inserted or s.updated for s in again.streams)
+
+
 def _sync(tmp_path: Path, path: Path, config: dict[str, Any] | None = None, db: str = "erp.db") -> tapyard.SyncResult:
     with cassette(path):
         return tapyard.sync("erp", config or CONFIG, credentials=creds(), to=f"sqlite:///{tmp_path / db}", http=HTTP)
