@@ -91,18 +91,52 @@ def source_archive(folder: Path, out: Path, distribution: str, version: str) -> 
     cassettes, the README); version-control folders, virtual environments and
     build output are left out, and so is anything that is not a regular file.
     """
+    import io
     import tarfile
 
     stem = f"{distribution.replace('-', '_')}-{version}"
     path = out / f"{stem}.tar.gz"
+    pyproject, carried = _carried_cassettes(folder)
     with tarfile.open(path, "w:gz") as archive:
         for item in sorted(folder.rglob("*")):
             relative = item.relative_to(folder)
             if any(part in _SKIPPED_DIRS or part.endswith(".egg-info") for part in relative.parts):
                 continue
-            if item.is_file() and not item.is_symlink():
+            if relative.as_posix() == "pyproject.toml" and carried:
+                data = pyproject.encode()
+                info = tarfile.TarInfo(f"{stem}/pyproject.toml")
+                info.size, info.mtime, info.mode = len(data), int(item.stat().st_mtime), 0o644
+                archive.addfile(info, io.BytesIO(data))
+            elif item.is_file() and not item.is_symlink():
                 archive.add(item, arcname=f"{stem}/{relative.as_posix()}", recursive=False)
+        for inside, outside in carried.items():
+            archive.add(outside, arcname=f"{stem}/{inside}", recursive=False)
     return path
+
+
+def _carried_cassettes(folder: Path) -> tuple[str, dict[str, Path]]:
+    """The project's pyproject.toml with its conformance cassettes pointed inside the project,
+    and the files to carry in: a monorepo may keep cassettes in a shared folder outside the project
+    (``../../cassettes/NAME/full.yaml``), which an archive of the project alone would leave out."""
+    import tomllib
+
+    text = (folder / "pyproject.toml").read_text(encoding="utf-8")
+    try:
+        settings = tomllib.loads(text).get("tool", {}).get("tapyard", {}).get("conformance", {})
+    except tomllib.TOMLDecodeError:
+        return text, {}
+    carried: dict[str, Path] = {}
+    for table in settings.values() if isinstance(settings, dict) else []:
+        value = table.get("cassette") if isinstance(table, dict) else None
+        if not isinstance(value, str):
+            continue
+        resolved = (folder / value).resolve()
+        if resolved.is_relative_to(folder.resolve()) or not resolved.is_file():
+            continue
+        inside = f"cassettes/{resolved.parent.name}/{resolved.name}"
+        carried[inside] = resolved
+        text = text.replace(f'"{value}"', f'"{inside}"').replace(f"'{value}'", f"'{inside}'")
+    return text, carried
 
 
 def _run_kit(wheel: Path) -> dict[str, Any] | None:
