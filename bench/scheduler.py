@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def _scheduler(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[b
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(120)
+        proc.wait(400)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -104,10 +105,11 @@ def lag(jobs: int, minutes: float, workdir: Path) -> dict[str, Any]:
     env = _env(home)
     home.mkdir(parents=True)
     _define(env, jobs, lambda i: f"{i % 20}-59/20 * * * *")
-    # start just after a minute's tick, so that every measured minute is whole
-    time.sleep((60 - time.time() % 60 + 2) % 60)
+    # start 30 s before a minute's tick, and stop 30 s after the last one measured:
+    # every run that comes due has its tick, and time to end before the stop
+    time.sleep((30 - time.time() % 60) % 60)
     began = time.time()
-    proc = _scheduler(env, home / "scheduler.log", "--max-runs", "200", "--poll", "1")
+    proc = _scheduler(env, home / "scheduler.log", "--max-runs", "200", "--poll", "1", "--drain", "300")
     time.sleep(minutes * 60)
     _stop(proc)
     import sqlite3
@@ -151,10 +153,12 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--smoke", action="store_true", help="50 jobs, one minute, 10 s idle: checks the bench runs")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (control planes, scheduler logs)")
     args = parser.parse_args()
     if args.smoke:
         args.jobs, args.minutes, args.idle_seconds = 50, 1.0, 10.0
-    with tempfile.TemporaryDirectory(prefix="tapyard-sched-bench-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="tapyard-sched-bench-")
+    try:
         result = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "load_before": os.getloadavg(),
@@ -162,6 +166,11 @@ def main() -> int:
             "lag": lag(args.jobs, args.minutes, Path(tmp)),
             "load_after": os.getloadavg(),
         }
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "scheduler.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
