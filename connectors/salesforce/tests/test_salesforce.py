@@ -46,6 +46,33 @@ def test_record_against_the_fake(tmp_path: Path) -> None:
         (CASSETTES / "changed.json").write_text(json.dumps(changed, indent=1) + "\n")
 
 
+@pytest.mark.record
+def test_record_the_conformance_cassette(tmp_path: Path) -> None:
+    """What the conformance kit replays (pyproject.toml, [tool.tapyard.conformance.salesforce]): a
+    full read, an incremental read right after it (nothing changed), and a read stopped after its
+    first page then resumed, against the fake org."""
+    path = CASSETTES / "conformance.yaml"
+    with recording(CASSETTES, ("conformance.yaml",), RECORD_PORT, accounts=450, contacts=30) as org:
+        config = {**CONFIG, "ca_bundle": org.ca_bundle}
+        with cassette(path, record_mode="all"):
+            db = f"sqlite:///{tmp_path}/full.db"
+            full = tapyard.sync("salesforce", config, credentials=password(), to=db, concurrency=1)
+            again = tapyard.sync("salesforce", config, credentials=password(), to=db, concurrency=1)
+            stopped = f"sqlite:///{tmp_path}/stopped.db"
+            tapyard.sync("salesforce", config, credentials=password(), to=stopped, concurrency=1, max_pages=1)
+            resumed = tapyard.sync("salesforce", config, credentials=password(), to=stopped, concurrency=1)
+    assert full.ok and again.ok and resumed.ok, (full, again, resumed)
+    assert not any(s.inserted or s.updated for s in again.streams), [(s.name, s.inserted, s.updated) for s in again.streams]
+
+
+def test_the_conformance_cassette_replays_a_full_then_an_unchanged_incremental_read(tmp_path: Path) -> None:
+    first = _sync(tmp_path, CASSETTES / "conformance.yaml")
+    assert first.ok and _counts(first) == {"Account": 450, "Contact": 30}
+    with cassette(CASSETTES / "conformance.yaml"):
+        again = tapyard.sync("salesforce", CONFIG, credentials=password(), to=f"sqlite:///{tmp_path / 'sf.db'}", concurrency=1)
+    assert again.ok and not any(s.inserted or s.updated for s in again.streams)
+
+
 def _sync(tmp_path: Path, path: Path, credentials: Any = None, db: str = "sf.db") -> tapyard.SyncResult:
     with cassette(path):
         return tapyard.sync("salesforce", CONFIG, credentials=credentials or password(),
