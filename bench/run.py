@@ -488,6 +488,9 @@ def scenario_f(runner: Runner) -> dict[str, Any]:
     pages = 40 if smoke else 600
     cap = 15.0 if smoke else 30.0
     cases = CONVENTIONS[:2] if smoke else CONVENTIONS
+    if runner.args.conventions:
+        wanted = set(runner.args.conventions.split(","))
+        cases = [case for case in cases if case[1] in wanted]
     tables = []
     for label, headers, rate, burst in cases:
         rate = min(rate, 20.0) if smoke else rate
@@ -954,6 +957,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the tapyard benchmarks.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, no peers: checks the suite works")
     parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,m,p")
+    parser.add_argument("--conventions", default=None,
+                        help="scenario f only: the --headers values to run, e.g. epoch,epoch-frac (default all)")
     parser.add_argument("--records", type=int, default=None, help="records for scenario a (default 100k and 1M)")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                         help="run airbyte-cdk, singer-sdk and dlt (default: yes, except with --smoke)")

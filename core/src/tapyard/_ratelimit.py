@@ -72,7 +72,7 @@ before the first 429, a quarter of the good spacing apart), until they are
 ``_COARSE_CONVERGED`` apart; it then keeps the good one plus a margin. A 429
 at the good spacing raises it (by more while they keep coming), and each
 request taken at it lowers it a little: it settles where about one request
-in 250 is refused, and follows a server that slows down or speeds up.
+in 500 is refused, and follows a server that slows down or speeds up.
 
 A refused request had its slot: the retry waits twice the spacing (doubled
 again for each 429 in a row), and a bucket with a burst keeps a token unused
@@ -178,12 +178,15 @@ _COARSE_CONVERGED = 1.03
 _COARSE_MARGIN = 0.01
 #: how much a 429 at a good spacing raises it (doubling while such 429s come
 #: less than _HEAD_CALM requests apart), and how much each request taken at
-#: it lowers it: it settles where about one request in 250 is refused
+#: it lowers it: it settles where about one request in 500 is refused
 _COARSE_STEP = 0.02
-_COARSE_DECREASE = _COARSE_STEP * _HEAD_EARLY_SHARE / (1.0 - _HEAD_EARLY_SHARE)
+#: the share of requests a converged coarse spacing lets the server refuse: lower
+#: than a send-anchored slot's, since the probes that find the spacing cost 429s too
+_COARSE_EARLY_SHARE = 0.002
+_COARSE_DECREASE = _COARSE_STEP * _COARSE_EARLY_SHARE / (1.0 - _COARSE_EARLY_SHARE)
 #: how far below the announced spacing the first probe goes, and each probe
 #: before the first 429
-_COARSE_START = 8.0
+_COARSE_START = 32.0
 _COARSE_DESCENT = 4.0
 #: a whole-second Retry-After up to this many seconds is coarse (see above)
 _COARSE_RETRY_AFTER = 2.0
@@ -368,6 +371,8 @@ class RateLimiter:
         self._since_early = 0
         self._send_anchor = True
         self._excess: collections.deque[float] = collections.deque(maxlen=_EXCESS_WINDOW)
+        # how far after its send each request's slot came, for epoch resets
+        self._offsets: collections.deque[float] = collections.deque(maxlen=_EXCESS_WINDOW)
 
     @property
     def rate(self) -> float | None:
@@ -546,6 +551,25 @@ class RateLimiter:
                     slack = self._slacken(spread) - spread
                     slack += min(quota.rounding, _MAX_ROUNDING * spread)
                     not_before = slot - leg + slack
+                    if sent is not None and self._handoff and self._send_anchor and quota.absolute:
+                        # An epoch reset printed to the millisecond may be half
+                        # a millisecond early, a twentieth of a 10 ms slot, and
+                        # waiting out that doubt on every request costs as
+                        # much. Where a slot comes about as long after each
+                        # send (a server that counts a request as it reads
+                        # it), the usual distance, whose rounding averages
+                        # out, times the next one from this send; the margin
+                        # learned from 429s covers the rest, as below. The
+                        # slot read from the header stays the latest, and the
+                        # earliest the header's rounding allows the earliest.
+                        self._offsets.append(slot - sent)
+                        if len(self._offsets) >= _EXCESS_MIN_SAMPLES:
+                            usual = sorted(self._offsets)[len(self._offsets) // 2]
+                            # never earlier than the earliest the header allows
+                            earliest = not_before - 2.0 * min(quota.rounding, _MAX_ROUNDING * spread)
+                            not_before = min(not_before, max(earliest, sent + usual - leg + self._margin))
+                            spread = min(spread, max(0.0, usual - leg))
+                            slack = min(slack, self._margin)
                     if sent is not None and self._handoff and self._send_anchor and not quota.absolute:
                         # Anchored on the send: a server that counts a request as it
                         # reads it, and times the reset from that moment, counted
@@ -696,6 +720,11 @@ class RateLimiter:
             if self._since_noise >= _HEAD_CALM:
                 self._noise_streak = 0
             self._next_gap()
+            if self._bad <= 0.0:
+                # Before the first 429 every request taken halves the next
+                # probe's spacing (the known-good one still needs three in a
+                # row): a run should not spend its first second finding out.
+                self._gap = max(_COARSE_FLOOR, min(self._gap, gap / 2.0))
         else:
             self._last_probes = (math.inf, math.inf)
         self._last_ok_send = max(self._last_ok_send, sent)
