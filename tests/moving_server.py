@@ -19,6 +19,12 @@ removed outright.
                    :meth:`MovingServer.restart` old tokens get 400
 ``/objects``       an object store: every record, in id order (not cursor order),
                    ``pageSize``, ``pageToken``; records are removed for good
+``/links``         OData v4 as SAP CAP serves it: ``$top``, ``updated_after``; in
+                   ``updated_at`` order; ``value`` and an ``@odata.nextLink`` whose
+                   ``$skiptoken`` is an offset (it shifts when earlier records move)
+``/pages``         GitHub style: ``per_page``, ``page``, ``updated_after``; in
+                   ``updated_at`` order; a bare list and a ``Link: <...>; rel="next"``
+                   header naming the next page number (it shifts too)
 =================  =====================================================================
 
 :func:`connector` builds the declarative connector for it, and
@@ -37,14 +43,14 @@ import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 if __name__ == "__main__":  # run as a script: the repository root holds the tests package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.paginated_server import _Handler as JSONHandler
 
-COLLECTIONS = ("customers", "orders", "tokens", "objects")
+COLLECTIONS = ("customers", "orders", "tokens", "objects", "links", "pages")
 _T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
@@ -156,11 +162,26 @@ class MovingServer:
 
     # -- serving ------------------------------------------------------------
 
-    def page(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    def served_last(self, name: str, url: str) -> str | None:
+        """The id of the last record served before the page a saved next link of
+        ``links`` or ``pages`` asks for (the record that link's position is after)."""
+        query = dict(parse_qsl(urlsplit(url).query))
+        with self.lock:
+            listing = self.collections[name].by_cursor()
+            since = query.get("updated_after")
+            start = 0 if since is None else _after(listing, (since, "\uffff"))
+            if name == "links":
+                offset = int(query.get("$skiptoken", 0))
+            else:
+                offset = (int(query.get("page", 1)) - 1) * int(query.get("per_page", 100))
+            position = start + offset - 1
+            return listing[position]["id"] if 0 <= position < len(listing) else None
+
+    def page(self, path: str, query: dict[str, str]) -> tuple[int, Any, list[tuple[str, str]]]:
         with self.lock:
             name = path.strip("/")
             if name not in self.collections:
-                return 404, {"error": "no such collection"}
+                return 404, {"error": "no such collection"}, []
             collection = self.collections[name]
             limit = int(query.get("limit") or query.get("pageSize") or 100)
             if name == "objects":
@@ -170,41 +191,59 @@ class MovingServer:
                 if token:
                     epoch, _, after = base64.urlsafe_b64decode(token).decode().partition("|")
                     if int(epoch) != self.epoch:
-                        return 400, {"error": "invalid page token"}
+                        return 400, {"error": "invalid page token"}, []
                     start = next((i for i, r in enumerate(listing) if r["id"] > after), len(listing))
                 page = listing[start : start + limit]
                 body: dict[str, Any] = {"items": page}
                 if start + limit < len(listing):
                     body["next"] = _token(self.epoch, page[-1]["id"])
-                return 200, body
+                return 200, body, []
             listing = collection.by_cursor()
             since = query.get("updated_after")
             start = 0 if since is None else _after(listing, (since, "\uffff"))
+            if name == "links":
+                top = int(query.get("$top", 100))
+                offset = int(query.get("$skiptoken", 0))
+                page = listing[start + offset : start + offset + top]
+                body = {"value": page}
+                if start + offset + top < len(listing):
+                    following = {**query, "$skiptoken": str(offset + top)}
+                    body["@odata.nextLink"] = f"links?{urlencode(following)}"  # relative, as CAP sends it
+                return 200, body, []
+            if name == "pages":
+                size = int(query.get("per_page", 100))
+                number = int(query.get("page", 1))
+                first = start + (number - 1) * size
+                links = []
+                if first + size < len(listing):
+                    following = {**query, "page": str(number + 1)}
+                    links.append(("Link", f'<{self.url}/pages?{urlencode(following)}>; rel="next"'))
+                return 200, listing[first : first + size], links
             if name == "customers":
                 after = query.get("starting_after")
                 if after is not None:
                     position = next((i for i, r in enumerate(listing) if r["id"] == after), None)
                     if position is None:
-                        return 400, {"error": f"no such record: {after}"}
+                        return 400, {"error": f"no such record: {after}"}, []
                     start = max(start, position + 1)
                 page = listing[start : start + limit]
-                return 200, {"data": page, "has_more": start + limit < len(listing)}
+                return 200, {"data": page, "has_more": start + limit < len(listing)}, []
             if name == "orders":
                 offset = int(query.get("offset", 0))
                 page = listing[start + offset : start + offset + limit]
-                return 200, {"data": page, "total": len(listing) - start}
+                return 200, {"data": page, "total": len(listing) - start}, []
             token = query.get("pageToken")
             if token:
                 epoch, _, key = base64.urlsafe_b64decode(token).decode().partition("|")
                 if int(epoch) != self.epoch:
-                    return 400, {"error": "invalid page token"}
+                    return 400, {"error": "invalid page token"}, []
                 moment, _, record_id = key.partition(" ")
                 start = max(start, _after(listing, (moment, record_id)))
             page = listing[start : start + limit]
             body = {"items": page}
             if start + limit < len(listing):
                 body["nextPageToken"] = _token(self.epoch, f"{page[-1]['updated_at']} {page[-1]['id']}")
-            return 200, body
+            return 200, body, []
 
     @property
     def url(self) -> str:
@@ -244,8 +283,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(JSONHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
-        status, body = self.server.moving.page(parts.path, dict(parse_qsl(parts.query)))  # type: ignore[attr-defined]
-        self._send(status, body, [])
+        status, body, headers = self.server.moving.page(parts.path, dict(parse_qsl(parts.query)))  # type: ignore[attr-defined]
+        self._send(status, body, headers)
 
 
 def connector(base_url: str, page_size: int = 50) -> Any:
@@ -279,6 +318,14 @@ def connector(base_url: str, page_size: int = 50) -> Any:
                 name="tokens", path="/tokens", record_path="items", **sorted_stream,
                 paginator={"kind": "page_token", "token_path": "nextPageToken", "token_param": "pageToken",
                            "limit_param": "pageSize", "page_size": page_size},
+            ),
+            tapyard.RestStream(
+                name="links", path="/links", record_path="value", **sorted_stream,
+                params={"$top": page_size}, paginator={"kind": "next_url", "next_path": "@odata.nextLink"},
+            ),
+            tapyard.RestStream(
+                name="pages", path="/pages", record_path=None, **sorted_stream,
+                params={"per_page": page_size}, paginator={"kind": "link_header"},
             ),
             tapyard.RestStream(
                 name="objects", path="/objects", record_path="items", schema_model=Record,

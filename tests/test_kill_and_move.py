@@ -154,13 +154,19 @@ def saved_states(url: str, key: str) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def named_by_resume_points(states: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """The record each saved resume point names: a ``starting_after`` id, or the
-    record a page token was cut after."""
+def named_by_resume_points(states: dict[str, dict[str, Any]], server: MovingServer | None = None) -> dict[str, str]:
+    """The record each saved resume point names: a ``starting_after`` id, the
+    record a page token was cut after, or (asked of ``server``) the last record
+    served before the offset or page number in a saved next link."""
     named = {}
     for stream, state in states.items():
         params = (state.get("resume") or {}).get("params") or {}
-        if "starting_after" in params:
+        link = (state.get("resume") or {}).get("url") or ""
+        if server is not None and stream in ("links", "pages") and "?" in link:
+            last = server.served_last(stream, link)
+            if last is not None:
+                named[stream] = last
+        elif "starting_after" in params:
             named[stream] = str(params["starting_after"])
         elif params.get("pageToken"):
             key = base64.urlsafe_b64decode(params["pageToken"]).decode().partition("|")[2]
@@ -293,12 +299,13 @@ def rest_rounds(tmp_path: Path, kind: str, rounds: int, seed: int, records: int 
     rng = random.Random(seed)
     url = destination(tmp_path, kind)
     # a log has no rows to mark: the listing stream (deletes found by a full pass) is for tables
-    streams = ("customers", "orders", "tokens", "objects") if kind == "sqlite" else ("customers", "orders", "tokens")
+    streams = ("customers", "orders", "tokens", "links", "pages")
+    streams += ("objects",) if kind == "sqlite" else ()
     with MovingServer(records=records, seed=seed) as server:
         cmd = [sys.executable, str(HERE / "moving_server.py"), server.url, url, ",".join(streams)]
         for round_ in range(rounds):
             interrupt(cmd, rng, 1.0, url, "moving")
-            server.move(named_by_resume_points(saved_states(url, "moving")), changes=rng.randint(5, 80))
+            server.move(named_by_resume_points(saved_states(url, "moving"), server), changes=rng.randint(5, 80))
             if round_ % 3 == 2:
                 server.restart()  # every saved page token is refused from now on
         done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
@@ -310,6 +317,52 @@ def rest_rounds(tmp_path: Path, kind: str, rounds: int, seed: int, records: int 
         done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         return rest_tally(server, url, streams), rounds
+
+
+# A server's next link is a resume point too: SAP CAP's $skiptoken is an offset and
+# GitHub's Link names a page number. Trusted after the source moved, the resume
+# skipped as many records as had moved from before the link's position, and the
+# committed cursor passed them for good.
+
+_KILL_AFTER_LINKS = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import tapyard, tapyard._sync as engine
+from tests.moving_server import connector
+engine.COMMIT_ROWS = 50             # one page per transaction: the kill point is exact
+engine.INLINE_COMMIT_SECONDS = 1e9
+def progress(event, result):
+    if result.name == {stream!r} and result.records >= 200:
+        os.kill(os.getpid(), signal.SIGKILL)
+tapyard.sync(connector({server!r}, page_size=50), to={url!r}, streams=[{stream!r}], concurrency=1, progress=progress)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "jsonl"])
+@pytest.mark.parametrize("stream", ["links", "pages"])
+def test_a_next_link_saved_before_the_source_moved_is_not_trusted(tmp_path: Path, kind: str, stream: str) -> None:
+    """Kill after 200 records of a stream paged by next links (an OData
+    ``@odata.nextLink`` with an offset ``$skiptoken``, a ``Link`` header with a page
+    number), update the record the saved link's position is after and nine before
+    it, resume, sync twice more: nothing lost, nothing stale."""
+    url = destination(tmp_path, kind)
+    with MovingServer(records=600, seed=3) as server:
+        script = _KILL_AFTER_LINKS.format(root=str(HERE.parent), stream=stream, server=server.url, url=url)
+        killed = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        saved = saved_states(url, "moving")[stream]["resume"]["url"]
+        named = server.served_last(stream, saved)
+        assert named is not None
+        before = [r["id"] for r in server.collections[stream].by_cursor()[:150]]
+        for record_id in [named, *before[::15]]:
+            assert server.update(stream, record_id)
+        cmd = [sys.executable, str(HERE / "moving_server.py"), server.url, url, stream]
+        for _ in range(3):
+            done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-2000:]
+            result = rest_tally(server, url, (stream,))
+            assert result.clean, result
+            assert result.rows == 600
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "jsonl"])

@@ -4,6 +4,8 @@ pydantic model into one clear error line."""
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,8 +104,51 @@ def describe_validation_error(
 
 
 def validate_model(model: type[M], raw: Mapping[str, Any], *, what: str) -> M:
-    """Validate ``raw`` against ``model``; a failure is one :class:`ConfigError` line."""
+    """Validate ``raw`` against ``model``; a failure is one :class:`ConfigError` line.
+
+    Numbers are strict about booleans whatever the model says: pydantic reads
+    ``true`` as 1 for an ``int`` field, so ``"records_per_stream": true`` ran
+    one record and ``"scan_segments": true`` one segment; both are refused.
+    """
+    where = _boolean_for_number(model, raw, "")
+    if where is not None:
+        raise ConfigError(f"invalid {what}: {where}: a number is needed, not true or false")
     try:
         return model.model_validate(dict(raw))
     except ValidationError as exc:
         raise ConfigError(f"invalid {what}: {describe_validation_error(exc, model=model)}") from exc
+
+
+def _boolean_for_number(model: type[BaseModel], raw: Any, prefix: str) -> str | None:
+    """The dotted name of the first field of ``model`` typed as a number (``int`` or
+    ``float``, optional or not) that ``raw`` gives a boolean, or of a number in a
+    list of them; nested models are looked into."""
+    if not isinstance(raw, Mapping):
+        return None
+    for name, info in model.model_fields.items():
+        key = next((k for k in (info.alias, name) if k is not None and k in raw), None)
+        if key is None:
+            continue
+        value, kinds = raw[key], _kinds(info.annotation)
+        if isinstance(value, bool) and kinds & {int, float} and bool not in kinds:
+            return prefix + key
+        if isinstance(value, list):
+            items = {k for a in typing.get_args(info.annotation) for k in _kinds(a)}
+            if items & {int, float} and bool not in items and any(isinstance(v, bool) for v in value):
+                return prefix + key
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found = _boolean_for_number(kind, value, f"{prefix}{key}.")
+                if found is not None:
+                    return found
+    return None
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The types a field may hold: ``int | None`` gives {int, NoneType}; ``Annotated`` is looked through."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _kinds(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return {k for arg in typing.get_args(annotation) for k in _kinds(arg)}
+    return {annotation}

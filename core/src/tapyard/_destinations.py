@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tapyard._exceptions import DestinationError
+from tapyard._exceptions import DestinationError, quoted
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
 from tapyard._values import nanoseconds_of
@@ -36,6 +36,7 @@ __all__ = [
     "cursor_sort_key",
     "default_destination_url",
     "open_destination",
+    "refuse_odd_target",
     "url_path",
 ]
 
@@ -196,31 +197,61 @@ def default_destination_url() -> str:
 
 def url_path(url: str, scheme: str) -> str:
     """The file path of ``scheme:///path`` (SQLAlchemy's rule: three slashes before a
-    relative path, four before an absolute one) or of ``scheme:path``."""
+    relative path, four before an absolute one) or of ``scheme:path``.
+
+    ``scheme:///dev/full`` is ``dev/full`` in the current folder by that rule,
+    where the writer meant ``/dev/full`` (as in a ``file:`` URL): a relative path
+    whose first folder does not exist here but does at the root is refused,
+    naming both forms, rather than quietly creating ``./dev/``."""
     rest = url[len(scheme) + 1 :]
     forms = f"use {scheme}:///relative/path or {scheme}:////absolute/path"
     if rest.startswith("///"):
         path = rest[3:]
+        if not path.startswith("/"):
+            _refuse_a_folder_at_the_root(scheme, path)
     elif rest.startswith("//"):
         raise DestinationError(f"{scheme} URLs take a file path, not a host: {forms}")
     elif rest.startswith("/"):
         # SQLAlchemy reads no such form; taking it as absolute wrote files at the root
-        name = rest.lstrip("/")
+        name = quoted(rest.lstrip("/"))
         raise DestinationError(
-            f"{scheme}:/{_shown(name)} is ambiguous: {scheme}:///{_shown(name)} is {_shown(name)} "
-            f"in the current folder, {scheme}:////{_shown(name)} is /{_shown(name)}"
+            f"{scheme}:/{name} is ambiguous: {scheme}:///{name} is {name} "
+            f"in the current folder, {scheme}:////{name} is /{name}"
         )
     else:
         path = rest
     if not path:
-        raise DestinationError(f"{url!r} names no file; use {scheme}:///path")
+        raise DestinationError(f"{quoted(url)} names no file; use {scheme}:///path")
     return path
 
 
-def _shown(text: str, limit: int = 80) -> str:
-    """``text`` bounded and with control characters escaped, to quote in a message."""
-    shown = text if len(text) <= limit else text[: limit - 3] + "..."
-    return shown.encode("unicode_escape").decode("ascii") if not shown.isprintable() else shown
+def _refuse_a_folder_at_the_root(scheme: str, path: str) -> None:
+    first, slash, _ = path.partition("/")
+    if not slash or first in ("", ".", "..") or os.path.lexists(first):
+        return
+    if os.path.isdir(os.path.join(os.sep, first)):
+        name = quoted(path)
+        raise DestinationError(
+            f"{scheme}:///{name} is {name} in the current folder, which has no {quoted(first)} folder; "
+            f"for /{name} write {scheme}:////{name} (four slashes), or create ./{quoted(first)} first"
+        )
+
+
+def refuse_odd_target(path: Path, what: str) -> None:
+    """Raise :class:`DestinationError` in one line when ``path`` (a destination's file)
+    exists and is not a regular file: a directory, a device such as ``/dev/full``,
+    a FIFO or socket, or a symbolic link (written through, its journal and state
+    files would sit beside the link, not the file: two names for one file could
+    disagree)."""
+    if path.is_symlink():
+        target = quoted(os.readlink(path))
+        raise DestinationError(
+            f"cannot use {quoted(str(path))} as {what}: it is a symbolic link (to {target}); name the file itself"
+        )
+    if not path.exists() or path.is_file():
+        return
+    kind = "a directory" if path.is_dir() else "a device or another special file, not a regular file"
+    raise DestinationError(f"cannot use {quoted(str(path))} as {what}: it is {kind}; choose a file path")
 
 
 def cursor_sort_key(value: Any) -> int | float | str | None:

@@ -25,10 +25,14 @@ only as a short, redacted excerpt.
         ├── RetryAfterTooLongError  the server asked to wait longer than the cap
         └── CircuitOpenError        too many consecutive failures: the run stops
 
-All messages are safe to show users.
+All messages are safe to show users. Wherever one is shown, it goes through
+:func:`safe_line` first: bounded, and escaped so that nothing in it (a key of a
+hand-written config, a server's text) can move a terminal's cursor.
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "AuthenticationError",
@@ -54,6 +58,56 @@ __all__ = [
 
 class TapyardError(Exception):
     """Base of every error tapyard raises on purpose. Its message is safe to show."""
+
+
+#: the longest error line shown, and the longest run without a space kept whole in it
+LINE_LIMIT = 1000
+_RUN_LIMIT = 200
+_LONG_RUN = re.compile(r"\S{" + str(_RUN_LIMIT + 1) + ",}")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def safe_line(text: str, limit: int = LINE_LIMIT) -> str:
+    """``text`` as one line that is safe to print: a run of more than 200
+    characters without a space (a pasted key, a token, a URL) keeps its ends and
+    says how long it was, the whole keeps its head and tail within ``limit``
+    characters, and every character a terminal would not print as itself (ESC
+    and the other control characters, newlines, bidirectional overrides,
+    zero-width and other format characters, lone surrogates) is written as its
+    escape (``\\x1b``, ``\\n``, ``\\u202e``)."""
+    if len(text) > _RUN_LIMIT:
+        text = _LONG_RUN.sub(_shortened, text)
+    if len(text) > limit:
+        text = _cut(text, limit)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _escaped(c) for c in text)
+        if len(text) > limit:
+            text = _cut(text, limit)
+    return text
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """``text`` bounded to ``limit`` characters and escaped as :func:`safe_line`
+    does, to quote inside a message."""
+    return safe_line(text if len(text) <= limit else text[: limit - 3] + "...", limit)
+
+
+def _shortened(match: re.Match[str]) -> str:
+    run = match.group(0)
+    return f"{run[:120]}...[{len(run):,} characters]...{run[-40:]}"
+
+
+def _cut(text: str, limit: int) -> str:
+    tail = limit // 3
+    return f"{text[: limit - tail - 5]} ... {text[-tail:]}"
+
+
+def _escaped(char: str) -> str:
+    known = _ESCAPES.get(char)
+    if known is not None:
+        return known
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class ConfigError(TapyardError):

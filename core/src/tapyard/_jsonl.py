@@ -30,8 +30,8 @@ from typing import IO, Any
 import orjson
 from pydantic import BaseModel
 
-from tapyard._destinations import Batch, Destination, FileLock, url_path
-from tapyard._exceptions import DestinationError, StateError
+from tapyard._destinations import Batch, Destination, FileLock, refuse_odd_target, url_path
+from tapyard._exceptions import DestinationError, StateError, quoted
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
 from tapyard._values import json_bytes
@@ -90,8 +90,7 @@ class JSONLDestination(Destination):
         self.state_path = self.path.with_name(self.path.name + ".state.json")
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"), f"{self.path}")
         self._opened = False
-        if self.path.is_dir():
-            raise DestinationError(f"cannot use {self.path} as a JSON Lines file: it is a directory")
+        refuse_odd_target(self.path, "a JSON Lines file")
         if not self.state_path.exists() and self.path.is_file() and self.path.stat().st_size > 0:
             raise DestinationError(
                 f"{self.path} exists and tapyard did not write it (no {self.state_path.name} beside it); "
@@ -156,7 +155,16 @@ class JSONLDestination(Destination):
 
     def load_state(self, state_key: str) -> dict[str, StreamState]:
         self._open()
-        return {name: StreamState.from_json(data) for name, data in self._state.get(state_key, {}).items()}
+        states = {}
+        for name, data in self._state.get(state_key, {}).items():
+            try:
+                states[name] = StreamState.from_json(data)
+            except ValueError as exc:
+                raise StateError(
+                    f"saved state of stream {quoted(name)} in {self.state_path} is unreadable ({exc}); "
+                    "rerun with --full-refresh to start over"
+                ) from exc
+        return states
 
     def write(self, state_key: str, batches: Sequence[Batch]) -> None:
         self._open()

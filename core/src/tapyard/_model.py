@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -115,17 +116,43 @@ class StreamState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> StreamState:
+        """The state saved as :meth:`to_json` made it. Raises :class:`ValueError`
+        naming the field for a saved state of any other shape (a hand-edited row):
+        an object, a resume point with a URL and params, an integer pass id, a
+        timestamp text when it started. Whether the cursor fits its stream is the
+        sync engine's to check (:func:`tapyard._sync.state_problem`)."""
         if not data:
             return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError(f"it is a JSON {type(data).__name__}, not an object")
+        for name in ("cursor", "pending"):
+            if isinstance(data.get(name), Mapping | list):
+                raise ValueError(f"its {name} is a JSON {type(data[name]).__name__}, not a value")
         resume = data.get("resume")
+        if resume and not (
+            isinstance(resume, Mapping) and isinstance(resume.get("url"), str)
+            and isinstance(resume.get("params") or {}, Mapping)
+        ):
+            raise ValueError("its resume point is not a request (a url and params)")
         pass_id = data.get("pass_id")
+        if pass_id is not None and (not isinstance(pass_id, int) or isinstance(pass_id, bool)):
+            raise ValueError("its pass_id is not an integer")
+        started = data.get("started")
+        if started is not None:
+            try:
+                dt.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError("its started is not a timestamp") from None
+        refresh = data.get("refresh", False)
+        if not isinstance(refresh, bool):
+            raise ValueError("its refresh is not true or false")
         return cls(
             cursor=data.get("cursor"),
             resume=PageRequest.from_state(resume) if resume else None,
             pending=data.get("pending"),
-            pass_id=int(pass_id) if pass_id is not None else None,
-            started=data.get("started"),
-            refresh=bool(data.get("refresh", False)),
+            pass_id=pass_id,
+            started=started,
+            refresh=refresh,
         )
 
 
@@ -137,8 +164,9 @@ class Paginator(BaseModel, abc.ABC):
     Options are pydantic fields, validated with ``extra="forbid"``.
 
     ``stable`` says whether a saved request still points at the same place in a
-    later run (server-side cursors, page tokens, next links do; offsets and page
-    numbers over data that changes do not). For unstable paginators the sync
+    later run (server-side cursors and page tokens do; offsets and page numbers
+    over data that changes do not, nor do the stock next-link paginators unless
+    told ``survives_changes``). For unstable paginators the sync
     engine resumes an interrupted run from the committed cursor instead.
     """
 

@@ -33,9 +33,11 @@ What every stock paginator promises:
   and stopping there would end the stream silently, short of its records.
 - It says whether a saved position survives changes at the source
   (:meth:`~tapyard.Paginator.resume_survives_changes`): offsets and page
-  numbers do not, nor does a ``cursor`` that is a record's id; the sync engine
-  then resumes from the cursor it committed, never from a position that may
-  have moved.
+  numbers do not, nor does a ``cursor`` that is a record's id, nor (unless the
+  connector says so with ``survives_changes``) a next URL the server handed
+  out, which may hold an offset or a page number (SAP's ``$skiptoken``,
+  GitHub's ``page=``); the sync engine then resumes from the cursor it
+  committed, never from a position that may have moved.
 - A cursor, token or next URL of the wrong JSON type (an object where a
   string was expected) raises :class:`~tapyard.ResponseError`.
 """
@@ -339,6 +341,14 @@ class NextUrlPaginator(Paginator):
         services keep linking from empty pages. Set it to ``False`` for APIs
         that may answer empty pages before the end (some Azure list
         operations). Default ``True``.
+    ``survives_changes``
+        Whether a next URL still means the same position after the source
+        changed, so that an interrupted sync may resume from the one it saved:
+        true of a server-side snapshot (Salesforce's ``nextRecordsUrl``) or a
+        link that names the last key or cursor served. Default ``False``: a
+        link may hold an offset (SAP CAP's ``$skiptoken`` is one), which skips
+        records when earlier ones move; the sync then resumes from the cursor
+        it committed.
 
     The last page is the one whose next URL is missing, ``null`` or empty, or
     (see ``stop_on_empty``) that has no records.
@@ -348,6 +358,11 @@ class NextUrlPaginator(Paginator):
 
     next_path: _Name
     stop_on_empty: bool = True
+    survives_changes: bool = False
+
+    def resume_survives_changes(self) -> bool:
+        """``survives_changes``: a server's next URL is trusted only when the connector says so."""
+        return self.survives_changes
 
     def next(
         self,
@@ -605,12 +620,27 @@ class LinkHeaderPaginator(Paginator):
     in several. A relative URI is resolved against the response URL. The next
     request is that absolute URL with empty params: the URL carries them.
 
-    The last page is the one without a ``next`` link. There are no options;
-    the first request is the stream's own, so put a page size in the stream's
-    parameters (GitHub: ``per_page``).
+    The last page is the one without a ``next`` link. The first request is the
+    stream's own, so put a page size in the stream's parameters (GitHub:
+    ``per_page``).
+
+    Options:
+
+    ``survives_changes``
+        Whether a ``next`` link still means the same position after the source
+        changed, so that an interrupted sync may resume from the one it saved
+        (a link that names the last key or cursor served). Default ``False``:
+        GitHub's links hold page numbers, which skip records when earlier ones
+        move; the sync then resumes from the cursor it committed.
     """
 
     kind: ClassVar[str] = "link_header"
+
+    survives_changes: bool = False
+
+    def resume_survives_changes(self) -> bool:
+        """``survives_changes``: a server's link is trusted only when the connector says so."""
+        return self.survives_changes
 
     def next(
         self,

@@ -43,9 +43,10 @@ from tapyard._destinations import (
     Batch,
     StoredDeadLetter,
     cursor_sort_key,
+    refuse_odd_target,
     url_path,
 )
-from tapyard._exceptions import DestinationError, StateError
+from tapyard._exceptions import DestinationError, StateError, quoted
 from tapyard._model import Stream, StreamState
 from tapyard._schema import Column, DeadLetter
 from tapyard._values import json_default, json_text, value_text
@@ -579,8 +580,7 @@ class SQLiteDestination(TableDestination):
         weakref.finalize(self, self._checkpointer.stop)
 
     def _open_file(self) -> None:
-        if self.path.is_dir():
-            raise DestinationError(f"cannot use {self.path} as a SQLite database: it is a directory")
+        refuse_odd_target(self.path, "a SQLite database")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -639,9 +639,9 @@ class SQLiteDestination(TableDestination):
         for stream, text in rows:
             try:
                 states[stream] = StreamState.from_json(orjson.loads(text))
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise StateError(
-                    f"saved state of stream {stream!r} in {self.path} is unreadable; "
+                    f"saved state of stream {quoted(stream)} in {self.path} is unreadable ({exc}); "
                     f"rerun with --full-refresh to start over"
                 ) from exc
         return states

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tapyard._destinations import (
     Batch,
@@ -45,8 +45,10 @@ from tapyard._exceptions import (
     PermissionDeniedError,
     PluginError,
     ResumeRejectedError,
+    StateError,
     StreamNotFoundError,
     TapyardError,
+    quoted,
 )
 from tapyard._hints import missing_stream
 from tapyard._model import Connector, RunContext, Source, Stream, StreamState, shift_cursor
@@ -150,6 +152,34 @@ def select_streams(
     if missing:
         raise StreamNotFoundError(missing_stream(missing[0], list(by_name), needs or {}))
     return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def state_problem(stream: Stream, model: type[BaseModel], state: StreamState) -> str | None:
+    """What in a saved ``state`` does not fit ``stream`` (its cursor or pending
+    cursor is not a value of the cursor field's type, a timestamp cursor is not
+    a timestamp), or None. A state that does not fit would be sent to the vendor
+    as it is (``updated_after=garbage``) and fail every run after, or be
+    committed as the cursor."""
+    if not stream.cursor_field:
+        return None
+    fields = model.model_fields
+    info = fields.get(stream.cursor_field) or next(
+        (f for f in fields.values() if stream.cursor_field in (f.alias, f.serialization_alias)), None
+    )
+    if info is None or info.annotation is None:
+        return None
+    adapter: TypeAdapter[Any] = TypeAdapter(info.annotation)
+    for what, value in (("cursor", state.cursor), ("pending cursor", state.pending)):
+        if value is None:
+            continue
+        shown = quoted(json.dumps(value, default=str), 60)
+        if isinstance(value, bool | Mapping | list):
+            return f"its {what} {shown} is not a value of the cursor field {stream.cursor_field!r}"
+        try:
+            adapter.validate_python(value)
+        except ValidationError:
+            return f"its {what} {shown} is not a value of the cursor field {stream.cursor_field!r}"
+    return None
 
 
 def _cursor_key(value: Any) -> tuple[int, Any]:
@@ -306,7 +336,27 @@ class _Run:
         self.streams = ready
         if self.full_refresh:
             return {}
-        return self.destination.load_state(self.state_key)
+        states = self.destination.load_state(self.state_key)
+        ready = []
+        for stream in self.streams:
+            model = self.validators[stream.name].model
+            problems = [
+                (name, problem) for name, state in states.items()
+                if (name == stream.name or name.startswith(stream.name + "|"))
+                and (problem := state_problem(stream, model, state)) is not None
+            ]
+            if problems:
+                name, problem = problems[0]
+                self._failed(stream.name, StateError(
+                    f"saved state of stream {quoted(name)} in {self.destination.url} does not fit the stream: "
+                    f"{problem}; clear it with `tapyard state reset {quoted(self.destination.url, 400)} "
+                    f"{quoted(stream.name)} --connector {quoted(self.state_key)}` (the stream is read again "
+                    "from the start; its rows stay), or set a cursor with `tapyard state set`"
+                ))
+                continue
+            ready.append(stream)
+        self.streams = ready
+        return states
 
     def _failed(self, stream: str, exc: BaseException) -> None:
         result = self.results[stream]

@@ -275,7 +275,8 @@ connector = RestConnector(
             cursor_field="created_at",
             cursor_param="created_after",
             params={"limit": "{config.page_size}"},
-            paginator={"kind": "link_header"},
+            # the link's page_token is the last cursor served (events are append-only)
+            paginator={"kind": "link_header", "survives_changes": True},
         ),
     ],
 )

@@ -465,8 +465,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout = stdout
 
 
+def _error(text: str) -> None:
+    """Print one error line: the one place errors are shown. Secrets are scrubbed
+    first (while the text is whole), then the line is bounded and escaped
+    (``safe_line``): input a message quotes (a 10 MB config key, escape
+    sequences in a file name) can neither flood nor drive the terminal."""
+    from tapyard._exceptions import safe_line
+
+    print(f"Error: {safe_line(_redact(text))}", file=sys.stderr)
+
+
 def _main(args: list[str], debug: bool) -> int:
-    from tapyard._exceptions import TapyardError
+    from tapyard._exceptions import TapyardError, safe_line
 
     try:
         if not _builtin_command(args):
@@ -483,10 +493,11 @@ def _main(args: list[str], debug: bool) -> int:
     except typer.TyperException as exc:
         # usage errors (a missing argument, an unknown option): typer's own message, exit 2
         show = getattr(exc, "show", None)
-        if callable(show):
+        message = exc.format_message()
+        if callable(show) and safe_line(message) == message:
             show()
         else:
-            print(f"Error: {exc.format_message()}", file=sys.stderr)
+            _error(message)  # it quotes an argument too long or unprintable to show as it is
         return int(exc.exit_code)
     except typer.Abort:
         # a prompt answered with Ctrl-C (an interrupt) or Ctrl-D (end of input)
@@ -499,7 +510,7 @@ def _main(args: list[str], debug: bool) -> int:
     except TapyardError as exc:
         if debug:
             raise
-        print(f"Error: {_redact(str(exc))}", file=sys.stderr)
+        _error(str(exc))
         return 1
     except BrokenPipeError:
         # The reader of our output went away (``tapyard sync ... | head``).
@@ -512,19 +523,16 @@ def _main(args: list[str], debug: bool) -> int:
             # A full disk (``> /dev/full``), a closed or failing output: whatever the
             # command did is done; what it had to say was not written.
             _discard_stdout()
-            print(f"Error: cannot write the output: {exc.strerror or os.strerror(exc.errno or 0)}", file=sys.stderr)
+            _error(f"cannot write the output: {exc.strerror or os.strerror(exc.errno or 0)}")
             return 1
         if _vault_error(exc):
             # The vault's errors are safe to show (they never hold a value) and are
             # the user's to fix: a wrong key, a damaged file, a refused access.
-            print(f"Error: {_redact(str(exc))}", file=sys.stderr)
+            _error(str(exc))
             return 1
-        print(
-            _redact(
-                f"Error: unexpected {type(exc).__name__}: {exc} (a bug in tapyard or a plugin; "
-                f"rerun with --debug for the traceback)"
-            ),
-            file=sys.stderr,
+        _error(
+            f"unexpected {type(exc).__name__}: {exc} (a bug in tapyard or a plugin; "
+            f"rerun with --debug for the traceback)"
         )
         return 1
     return 0

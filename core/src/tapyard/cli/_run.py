@@ -249,7 +249,7 @@ def sync(
     ),
 ) -> None:
     """Sync a connector's streams into a destination."""
-    from tapyard._exceptions import ConfigError, TapyardError
+    from tapyard._exceptions import ConfigError, TapyardError, safe_line
     from tapyard._sync import sync as run_sync
 
     connector, cfg, limits, config_policies = _connector_and_config(name, config)
@@ -297,7 +297,8 @@ def sync(
         summary = result.to_json()
         for stream in summary["streams"]:
             if stream.get("error"):
-                stream["error"] = _redact(stream["error"])
+                stream["error"] = safe_line(_redact(stream["error"]))
+            stream["warnings"] = [safe_line(_redact(w)) for w in stream.get("warnings", ())]
         print_json(summary)
     else:
         _summary(result)
@@ -358,6 +359,8 @@ def _summary(result: SyncResult) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from tapyard._exceptions import safe_line
+
     http = result.http
     table = Table(
         "stream", "read", "inserted", "updated", "deleted", "dead letters", "seconds", "status",
@@ -390,7 +393,7 @@ def _summary(result: SyncResult) -> None:
     reached = f" ({requests / result.seconds:,.1f}/s)" if result.seconds > 0 and requests else ""
     for s in result.streams:
         for warning in s.warnings:
-            out.print(f"[yellow]warning:[/] {escape(warning)}")
+            out.print(f"[yellow]warning:[/] {escape(safe_line(_redact(warning)))}")
     out.print(
         f"{result.records:,} records in {result.seconds:.2f}s; "
         f"{requests:,} requests{reached}, {http.get('retries', 0):,} retries, "

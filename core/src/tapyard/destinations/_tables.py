@@ -828,7 +828,7 @@ class MergeDestination(TableDestination):
     def load_state(self, state_key: str) -> dict[str, StreamState]:
         import orjson
 
-        from tapyard._exceptions import StateError
+        from tapyard._exceptions import StateError, quoted
 
         with self.transaction() as tx:
             rows = self.query(
@@ -839,9 +839,10 @@ class MergeDestination(TableDestination):
         for stream, text in rows:
             try:
                 states[stream] = StreamState.from_json(orjson.loads(text))
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise StateError(
-                    f"saved state of stream {stream!r} in {self.url} is unreadable; rerun with --full-refresh to start over"
+                    f"saved state of stream {quoted(stream)} in {self.url} is unreadable ({exc}); "
+                    "rerun with --full-refresh to start over"
                 ) from exc
         return states
 
