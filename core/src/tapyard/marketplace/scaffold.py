@@ -136,11 +136,11 @@ def _record(directory: Path, name: str, package: str) -> Path:
     import importlib
     import sys
 
+    from tapyard.marketplace._replay import isolated
     from tapyard.marketplace._target import resolve_target
-    from tapyard.marketplace.kit import _isolated
 
     target = resolve_target(directory)
-    with _isolated(target):
+    with isolated(target):
         sys.path.insert(0, str(directory / "tests"))
         try:
             from tapyard._plugins import register_plugin
