@@ -70,10 +70,12 @@ ITEMS: list[dict[str, Any]] = [
 #: a JSON Lines object: its lines as written (the source values are what they say, exactly)
 LINES = [
     '{"id": 1, "big": 100000000000000000000, "neg": -100000000000000000000, "dec": 12345678901234806.89, '
-    '"money": 10.10, "e": 1E+3, "long": 1234567890.1234567890123456789}',
+    '"money": 10.10, "e": 1E+3, "long": 1234567890.1234567890123456789, '
+    '"ts": "2024-01-02T03:04:05.123456789+05:30"}',
+    # (the third line's ts: whole seconds before 1970, in UTC)
     '{"id": 2, "s": "e\\u0301 \\ud83d\\udc69\\u200d\\ud83d\\udc67 \\u05e9\\u05dc\\u05d5\\u05dd", "nul": "a\\u0000b", '
     '"empty": "", "none": null, "t": true, "nan": NaN, "inf": -Infinity}',
-    '{"id": 3, "mixed": [1, "a", null, 1.5, {"x": []}, [100000000000000000000]], "deep": '
+    '{"id": 3, "ts": "1969-12-31T23:59:59Z", "mixed": [1, "a", null, 1.5, {"x": []}, [100000000000000000000]], "deep": '
     + "".join('{"a": ' for _ in range(40)) + "0.10" + "}" * 40 + "}",
 ]
 
@@ -146,6 +148,7 @@ def test_a_typed_row_schema_keeps_decimals_and_integers_past_64_bits(seeded: str
                 "s": {"type": ["string", "null"]},
                 "nul": {"type": ["string", "null"]},
                 "empty": {"type": ["string", "null"]},
+                "ts": {"type": ["string", "null"], "format": "date-time"},
             },
         },
     }
@@ -164,6 +167,10 @@ def test_a_typed_row_schema_keeps_decimals_and_integers_past_64_bits(seeded: str
         for name in ("big", "neg", "dec", "money", "e", "s", "nul", "empty"):
             if name in values:
                 assert_same_value(values[name], landed[number][name], f"line {number}.{name}")
+        if "ts" in values:  # its offset and its nanoseconds land too
+            assert_same_value(tapyard.parse_timestamp(values["ts"]), landed[number]["ts"], f"line {number}.ts")
+    assert landed[1]["ts"] == "2024-01-01T21:34:05.123456789Z[+05:30]"
+    assert landed[3]["ts"] == "1969-12-31T23:59:59.000000000Z"
 
 
 def test_a_dynamodb_number_key_past_64_bits_lands_exactly(seeded: str, tmp_path: Path) -> None:
