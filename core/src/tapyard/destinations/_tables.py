@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -171,28 +172,21 @@ def refused_change(stream: str, column: str, stored: str, wanted: str, where: st
 # -- turning records into column values ---------------------------------------------------
 
 
-def json_column(values: list[Any]) -> list[Any]:
+def json_column(values: Sequence[Any]) -> list[Any]:
     """A column of nested values as JSON text (``None`` stays NULL), every number
-    exact: orjson for each value, :func:`~tapyard._values.json_text` for what it
-    cannot encode exactly (past 64 bits, NaN). One loop for the whole column:
-    this runs for every nested value of every record."""
+    exact: orjson for the whole column in one comprehension (this runs for every
+    nested value of every record), :func:`~tapyard._values.json_text` value by
+    value when orjson refuses one (an integer past 64 bits, a lone surrogate).
+    As in SQLite, a NaN a connector nests in a value lands as ``null``
+    (docs/types.md: tapyard's own readers never nest one)."""
     dumps, default, option = orjson.dumps, json_default, orjson.OPT_PASSTHROUGH_DATETIME
-    out: list[Any] = []
-    append = out.append
-    for value in values:
-        if value is None:
-            append(None)
-            continue
-        try:
-            encoded = dumps(value, default=default, option=option)
-        except TypeError:
-            append(json_text(value))
-            continue
-        append(encoded.decode() if b"null" not in encoded else json_text(value))
-    return out
+    try:
+        return [None if v is None else dumps(v, default=default, option=option).decode() for v in values]
+    except TypeError:
+        return [None if v is None else json_text(v) for v in values]
 
 
-def text_column(values: list[Any]) -> list[Any]:
+def text_column(values: Sequence[Any]) -> list[Any]:
     """A column of scalars as their text (timestamps, UUIDs...; strings as they are)."""
     return [v if v is None or v.__class__ is str else value_text(v) for v in values]
 
@@ -220,6 +214,8 @@ class TablePlan:
     #: the table was empty when this run began and no load has met a stored key
     #: since: rows are loaded straight in without asking whether their keys are stored
     fresh: bool = False
+    #: the index of the cursor's column when its values are their own keys (integers)
+    key_column: int | None = None
     #: tapyard's columns added to the table since (the partition column)
     extra: set[str] = dataclasses.field(default_factory=set)
 
@@ -238,18 +234,27 @@ class TablePlan:
         out: list[list[Any]] = []
         if batch.items is not None:
             items = batch.items
-            dicts = [item.__dict__ for item in items]
-            for column, convert in zip(self.columns, self.converters, strict=True):
-                attr = column.attribute or column.name
-                try:
-                    values = [d[attr] for d in dicts]
-                except KeyError:  # a computed field or a property
-                    values = [getattr(item, attr) for item in items]
-                out.append(values if convert is None else convert(values))
+            attrs = [c.attribute or c.name for c in self.columns]
+            try:
+                # each record's values in one C call, then the rows turned into columns
+                if len(attrs) == 1:
+                    columns: list[Any] = [[item.__dict__[attrs[0]] for item in items]]
+                else:
+                    get = operator.itemgetter(*attrs)
+                    columns = list(zip(*[get(item.__dict__) for item in items], strict=True)) or [
+                        () for _ in attrs
+                    ]
+            except KeyError:  # a computed field or a property
+                columns = [[getattr(item, attr) for item in items] for attr in attrs]
+            for values, convert in zip(columns, self.converters, strict=True):
+                out.append(list(values) if convert is None else convert(values))
             if self.key_type is not None:
-                cursor = self.cursor_attr or ""
-                key = self.key_of
-                out.append([key(getattr(item, cursor, None)) for item in items])
+                if self.key_column is not None:
+                    out.append(out[self.key_column])  # an integer cursor is its own key
+                else:
+                    cursor = self.cursor_attr or ""
+                    key = self.key_of
+                    out.append([key(getattr(item, cursor, None)) for item in items])
             return out
         rows = batch.rows
         for column, convert in zip(self.columns, self.converters, strict=True):
@@ -544,6 +549,10 @@ class MergeDestination(TableDestination):
             key_of=_text_key if kind == "text" else _number_key,
             cursor_attr=cursor_attr,
         )
+        if kind == "int" and stream.cursor_field:
+            column = {c.name: c for c in columns}.get(stream.cursor_field)
+            if column is not None and column.type == "INTEGER":
+                plan.key_column = plan.names.index(column.name)
         with self.transaction() as tx:
             existing = self.table_columns(tx, plan.table)
             if not existing:
