@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import tapyard
@@ -541,3 +543,44 @@ def test_pytest_conformance_option_runs_the_kit(acme: Path, tmp_path: Path) -> N
 # `pip install ./acme`, `connectors list`, `connectors test ./acme`, its own tests and
 # `pytest --tapyard-conformance`) is docs/authoring.md's first section, which
 # tests/test_docs_examples.py runs as written.
+
+
+# -- fuzzing -------------------------------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+_CONNECTOR_KEYS = st.sampled_from(["name", "streams", "auth_kinds", "permissions", "support_level", "core", "categories"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(
+    _JSON,
+    st.fixed_dictionaries({"plugin_api": _JSON, "connector": st.lists(st.dictionaries(_CONNECTOR_KEYS, _JSON), max_size=3)}),
+))
+def test_any_manifest_data_is_valid_or_one_bounded_line(data: object) -> None:
+    from tapyard.base.manifest import manifest_from_data
+
+    try:
+        manifest_from_data(data, "m.toml")
+    except ManifestError as exc:
+        shown = str(exc)
+        assert shown.startswith("m.toml: ") and "\n" not in shown and len(shown) <= 400
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.text(max_size=40), url=st.text(max_size=60))
+def test_any_host_pattern_is_refused_or_matches_without_raising(pattern: str, url: str) -> None:
+    try:
+        permissions = Permissions(hosts=[pattern])
+    except ValueError:
+        return
+    try:
+        guard = HostGuard.for_run("acme", "m.toml", permissions, _Config(base_url="http://127.0.0.1:1"))
+    except tapyard.ConfigError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert guard.allows(url) in (True, False)
+    assert guard.allows("http://not-declared.invalid:1/") is False or "*" in pattern or "invalid" in pattern.lower() or "{" in pattern

@@ -67,6 +67,7 @@ __all__ = [
     "Permissions",
     "StreamSpec",
     "load_manifest",
+    "manifest_from_data",
     "manifest_json_schema",
     "metadata_differences",
     "parse_manifest_text",
@@ -221,6 +222,11 @@ def parse_manifest_text(text: str, where: str) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{where}: not valid TOML ({exc})") from None
+    return manifest_from_data(data, where)
+
+
+def manifest_from_data(data: Any, where: str) -> Manifest:
+    """The manifest ``data`` (parsed TOML) describes, or a one-line :class:`ManifestError`."""
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
@@ -228,7 +234,8 @@ def parse_manifest_text(text: str, where: str) -> Manifest:
         place = ".".join(str(p) for p in first["loc"]) or "(top)"
         message = str(first["msg"]).removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ManifestError(f"{where}: {place}: {message}{more}"[:400]) from None
+        shown = " ".join(f"{where}: {place[:100]}: {message}{more}".split())
+        raise ManifestError(shown if len(shown) <= 400 else shown[:397] + "...") from None
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -290,7 +297,10 @@ class _Rule:
     def parse(cls, text: str) -> _Rule:
         text = text.strip()
         if "://" in text:
-            parts = urllib.parse.urlsplit(text)
+            try:
+                parts = urllib.parse.urlsplit(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a URL") from None
             host, port_text = parts.hostname or "", None
             try:
                 port = parts.port
@@ -303,6 +313,8 @@ class _Rule:
             return cls(host.lower(), port, False)
         if text.startswith("["):  # [::1]:8080
             end = text.find("]")
+            if end < 0:
+                raise ValueError(f"{text!r} opens an IPv6 address with [ and never closes it")
             host, rest = text[1:end], text[end + 1 :]
             port_text = rest[1:] if rest.startswith(":") else None
         elif text.count(":") == 1:
@@ -423,6 +435,7 @@ class HostGuard:
         shown = f"[{host}]" if ":" in host else host
         if port is not None and port != _DEFAULT_PORTS.get(scheme):
             shown = f"{shown}:{port}"
+        shown = shown or "a URL without a host"
         declared = ", ".join(rule.show() for rule in self.rules) or "none"
         raise PermissionDeniedError(
             f"connector {self.connector!r} may not call {shown[:200]}: its manifest "
@@ -435,7 +448,10 @@ def _split(url: Any) -> tuple[str, int | None, str]:
     text = str(url)
     if "://" not in text:
         text = "//" + text
-    parts = urllib.parse.urlsplit(text)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:  # "[" without "]": no host, so nothing declared matches it
+        return "", None, ""
     try:
         port = parts.port
     except ValueError:
