@@ -335,6 +335,20 @@ def test_a_value_the_database_cannot_hold_goes_to_the_dead_letters_and_the_page_
         assert destination.dead_letters("k") == []
 
 
+def test_an_integer_past_64_bits_keeps_every_digit_and_the_column_stays_wide(url: str) -> None:
+    big = 10**20 + 7
+    with opened(url) as destination:
+        write(destination, Batch("things", items=[thing(1)]))
+        batch = Batch("things", items=[thing(2, count=big), thing(3, count=-big)])
+        write(destination, batch)
+        assert batch.dead == []
+    with opened(url) as destination:  # the next run takes the widened column as it is
+        write(destination, Batch("things", items=[thing(4), thing(5, count=big + 1)]))
+    landed = rows(url)
+    for key, count in (("t0001", 1), ("t0002", big), ("t0003", -big), ("t0004", 4), ("t0005", big + 1)):
+        assert_same_value(count, landed[key]["count"], key)
+
+
 # -- kill and resume -----------------------------------------------------------------------
 
 

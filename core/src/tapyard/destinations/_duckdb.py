@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tapyard._destinations import url_path
+from tapyard._destinations import refuse_odd_target, url_path
 from tapyard._exceptions import DestinationError
 from tapyard._schema import Column
 from tapyard.destinations._tables import (
@@ -67,8 +67,7 @@ class DuckDBDestination(MergeDestination):
         self._pa = pyarrow
         self.path = Path(url_path(url, "duckdb")).expanduser()
         self.url = f"duckdb:///{self.path}"
-        if self.path.is_dir():
-            raise DestinationError(f"cannot use {self.path} as a DuckDB database: it is a directory")
+        refuse_odd_target(self.path, "a DuckDB database")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -167,6 +166,12 @@ class DuckDBDestination(MergeDestination):
         if self.sql_type(column) == "VARCHAR" and column.convert:
             return text_column
         return None
+
+    #: an integer column meeting a value past 64 bits keeps every digit as text, as SQLite does
+    wide_integer_type = "VARCHAR"
+
+    def converter_for(self, column: Column, sql_type: str) -> Callable[[list[Any]], list[Any]] | None:
+        return text_column if sql_type == "VARCHAR" else self.converter(column)
 
     def _arrow_type(self, sql_type: str) -> Any:
         pa = self._pa

@@ -248,6 +248,9 @@ class PostgreSQLDestination(MergeDestination):
     def unique_violation(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) == "23505"
 
+    def forget_load(self, tx: Any, plan: TablePlan) -> None:
+        tx.execute(f"DROP TABLE IF EXISTS pg_temp.{quote(f'_tapyard_load_{plan.table}'[:63])}")
+
     def create_table(self, stream: Any, columns: Sequence[Column]) -> None:
         # a table's load table follows its columns: made again after a change
         with contextlib.suppress(self._psycopg.Error), self._conn.cursor() as cur:

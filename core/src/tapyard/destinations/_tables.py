@@ -296,6 +296,23 @@ def cursor_kind(stream: Stream, columns: Sequence[Column]) -> str | None:
     return "text"
 
 
+def _wide_integers(plan: TablePlan, batch: Batch) -> list[int]:
+    """The integer columns of ``plan`` (not yet widened) to which ``batch`` gives a
+    value past 64 bits."""
+    found = []
+    records: list[Any] = list(batch.items) if batch.items is not None else list(batch.rows)
+    for i, column in enumerate(plan.columns):
+        if column.type != "INTEGER" or plan.types[i] not in ("BIGINT",):
+            continue
+        attr = column.attribute or column.name
+        for record in records:
+            value = getattr(record, attr, None) if batch.items is not None else record.get(column.name)
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                found.append(i)
+                break
+    return found
+
+
 def _runs(batches: Sequence[Batch]) -> list[list[Batch]]:
     """``batches`` cut into runs of consecutive pages that can be merged together:
     same stream, state, pass and flags; a batch that ends a pass (sweep, swap)
@@ -571,7 +588,13 @@ class MergeDestination(TableDestination):
             if stored is None:
                 self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} ADD COLUMN {quote(name)} {sql_type}")
             elif not self.same_type(stored, sql_type):
-                if (self.normal_type(stored), self.normal_type(sql_type)) in self.widenings:
+                index = plan.names.index(name) if name in plan.names else -1
+                if (
+                    index >= 0 and plan.columns[index].type == "INTEGER"
+                    and self.same_type(stored, self.wide_integer_type)
+                ):
+                    self._adopt_wide(plan, index)  # widened by an earlier run's integer past 64 bits
+                elif (self.normal_type(stored), self.normal_type(sql_type)) in self.widenings:
                     self.execute(
                         tx,
                         f"ALTER TABLE {self.qualified(plan.table)} ALTER COLUMN {quote(name)} TYPE {sql_type}",
@@ -639,7 +662,7 @@ class MergeDestination(TableDestination):
                 except Exception as exc:
                     if not self.row_error(exc) or whole.count == 0:
                         raise
-                    changed, deleted = self._write_one_by_one(tx, plan, whole)
+                    changed, deleted = self._write_again(tx, plan, whole)
                     if whole is not group[0]:
                         _split_back(group, whole)
                 for batch in group:
@@ -755,6 +778,49 @@ class MergeDestination(TableDestination):
         deleted = self.execute(tx, statements[1], (pass_id,)) if not keep else 0
         self.execute(tx, statements[-1])
         return changed, deleted
+
+    def _write_again(self, tx: Any, plan: TablePlan, batch: Batch) -> tuple[int, int]:
+        """After ``batch`` failed on a record's value: an integer past 64 bits widens
+        its column (every digit kept, as SQLite keeps them; docs/types.md) and the
+        batch is written again; what still fails is written record by record, the
+        records the table cannot hold going to the dead letters."""
+        wide = _wide_integers(plan, batch)
+        if wide:
+            self._widen(tx, plan, wide)
+            try:
+                with self.savepoint(tx):
+                    return self._write_batch(tx, plan, batch)
+            except Exception as exc:
+                if not self.row_error(exc):
+                    raise
+        return self._write_one_by_one(tx, plan, batch)
+
+    #: the type an integer column becomes when a value past 64 bits arrives
+    wide_integer_type = "NUMERIC"
+
+    def _widen(self, tx: Any, plan: TablePlan, columns: list[int]) -> None:
+        for i in columns:
+            for table in (plan.table, stage_table(plan.table)):
+                if self.table_columns(tx, table):
+                    self.execute(
+                        tx, f"ALTER TABLE {self.qualified(table)} ALTER COLUMN {quote(plan.names[i])} "
+                        f"TYPE {self.wide_integer_type}",
+                    )
+            self._adopt_wide(plan, i)
+        self.forget_load(tx, plan)
+
+    def _adopt_wide(self, plan: TablePlan, i: int) -> None:
+        plan.types[i] = self.wide_integer_type
+        plan.converters[i] = self.converter_for(plan.columns[i], self.wide_integer_type)
+        if plan.key_column == i:
+            plan.key_column = None
+
+    def converter_for(self, column: Column, sql_type: str) -> Callable[[list[Any]], list[Any]] | None:
+        """What values of ``column`` go through when it is stored as ``sql_type``."""
+        return self.converter(column)
+
+    def forget_load(self, tx: Any, plan: TablePlan) -> None:
+        """Drop whatever load table was made for ``plan``'s old column types."""
 
     def _write_one_by_one(self, tx: Any, plan: TablePlan, batch: Batch) -> tuple[int, int]:
         """Write ``batch``'s records one at a time, each in a savepoint of its own; a
