@@ -12,7 +12,7 @@ Two measurements, each with a fresh control plane (SQLite) and one
    spread over the minutes (job *i* fires at minutes ``i % 20`` + 20k, so a
    twentieth of them fire together at each minute's tick). For every run that
    came due in ``--minutes`` minutes: *dispatch lag* is from the instant it was
-   due (its tick, plus jitter, which is 0 here) to the moment the scheduler
+   due (its tick, plus its jitter: 0 unless ``--jitter``) to the moment the scheduler
    claimed it and started its process; *start lag* is to the moment that
    process began the sync (Python and the connector loaded: the machine's
    speed more than the scheduler's).
@@ -48,7 +48,7 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _define(env: dict[str, str], count: int, cron: Any) -> None:
+def _define(env: dict[str, str], count: int, cron: Any, jitter: float = 0.0) -> None:
     """``count`` jobs stored through the control plane's own apply (checked like the CLI's)."""
     code = (
         "import json, sys\n"
@@ -64,7 +64,7 @@ def _define(env: dict[str, str], count: int, cron: Any) -> None:
         {
             "name": f"job{i:04d}", "connector": "sample", "cron": cron(i), "config": {"records_per_stream": 0},
             "to": f"jsonl:///{home / 'out' / f'job{i:04d}.jsonl'}", "overlap": "allow", "catchup": "none",
-            "retries": 0, "timeout": "10m",
+            "retries": 0, "timeout": "10m", "jitter": jitter,
         }
         for i in range(count)
     ]
@@ -100,23 +100,26 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def lag(jobs: int, minutes: float, workdir: Path) -> dict[str, Any]:
+def lag(jobs: int, minutes: float, workdir: Path, jitter: float = 0.0) -> dict[str, Any]:
     home = workdir / "lag"
     env = _env(home)
     home.mkdir(parents=True)
-    _define(env, jobs, lambda i: f"{i % 20}-59/20 * * * *")
+    _define(env, jobs, lambda i: f"{i % 20}-59/20 * * * *", jitter)
     # start 30 s before a minute's tick, and stop 30 s after the last one measured:
     # every run that comes due has its tick, and time to end before the stop
     time.sleep((30 - time.time() % 60) % 60)
     began = time.time()
     proc = _scheduler(env, home / "scheduler.log", "--max-runs", "200", "--poll", "1", "--drain", "300")
     time.sleep(minutes * 60)
+    stopped = time.time()
     _stop(proc)
     import sqlite3
 
     con = sqlite3.connect(home / "control.db")
     rows = con.execute(
-        "SELECT scheduled_at, not_before, claimed_at, started_at, status FROM runs WHERE scheduled_at >= ?", (began,)
+        "SELECT scheduled_at, not_before, claimed_at, started_at, status FROM runs "
+        "WHERE scheduled_at >= ? AND not_before < ? - 5",
+        (began, stopped),
     ).fetchall()
     con.close()
     dispatch = [c - nb for _, nb, c, _, _ in rows if c is not None]
@@ -125,7 +128,7 @@ def lag(jobs: int, minutes: float, workdir: Path) -> dict[str, Any]:
     for *_, status in rows:
         statuses[status] = statuses.get(status, 0) + 1
     return {
-        "jobs": jobs, "minutes": minutes, "runs_due": len(rows), "statuses": statuses,
+        "jobs": jobs, "minutes": minutes, "jitter_s": jitter, "runs_due": len(rows), "statuses": statuses,
         "dispatch_lag_s": {"p50": _percentile(dispatch, 0.5), "p99": _percentile(dispatch, 0.99), "max": max(dispatch, default=float("nan"))},
         "start_lag_s": {"p50": _percentile(start, 0.5), "p99": _percentile(start, 0.99), "max": max(start, default=float("nan"))},
     }
@@ -150,9 +153,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="0: skip the idle measurement")
     parser.add_argument("--smoke", action="store_true", help="50 jobs, one minute, 10 s idle: checks the bench runs")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--jitter", type=float, default=0.0, help="each job's jitter, seconds (spreads a tick's runs)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (control planes, scheduler logs)")
     args = parser.parse_args()
     if args.smoke:
@@ -162,8 +166,8 @@ def main() -> int:
         result = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "load_before": os.getloadavg(),
-            "idle": idle(args.jobs, args.idle_seconds, Path(tmp)),
-            "lag": lag(args.jobs, args.minutes, Path(tmp)),
+            "idle": idle(args.jobs, args.idle_seconds, Path(tmp)) if args.idle_seconds > 0 else None,
+            "lag": lag(args.jobs, args.minutes, Path(tmp), args.jitter),
             "load_after": os.getloadavg(),
         }
     finally:

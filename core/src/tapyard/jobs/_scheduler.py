@@ -184,6 +184,7 @@ class Scheduler:
         self.jobs_version: tuple[Any, ...] | None = None
         self.draining = False
         self.lease_renewed = 0.0
+        self.next_queued: float | None = None
         self.lag: list[float] = []  # tick-to-start lag of runs this scheduler started, seconds
         self.on_lag: Callable[[float], None] | None = None
 
@@ -490,14 +491,23 @@ class Scheduler:
         for run in started:
             self._launch(run)
         self._renew_lease()
+        with self.engine.connect() as conn:
+            # the next queued run that comes due (jitter, backoff): woken for it, not a poll later
+            self.next_queued = conn.execute(
+                sa.select(sa.func.min(db.runs.c.not_before)).where(
+                    db.runs.c.status == "queued", db.runs.c.not_before > time.time()
+                )
+            ).scalar()
         return {"ticks": created, "started": len(started), "running": len(self.children)}
 
     def sleep_seconds(self) -> float:
         """Real seconds until the next thing to do (at most ``poll``)."""
-        if not self.heap:
-            return self.poll
-        ahead = self.clock.real_seconds(self.heap[0][0] - self.clock.timestamp())
-        return max(0.01, min(self.poll, ahead))
+        wait = self.poll
+        if self.heap:
+            wait = min(wait, self.clock.real_seconds(self.heap[0][0] - self.clock.timestamp()))
+        if self.next_queued is not None:
+            wait = min(wait, self.next_queued - time.time())
+        return max(0.01, wait)
 
     def loop(self, stop: Callable[[], bool] = lambda: False) -> None:
         """Run until ``stop()`` or an interrupt (SIGTERM, Ctrl-C), then drain."""
