@@ -63,6 +63,7 @@ from tapyard.destinations._tables import (
     stream_file_lock,
     swap_statements,
     text_column,
+    wide_integer_columns,
 )
 
 __all__ = ["SQLiteDestination"]
@@ -156,18 +157,7 @@ class _TableWriter:
 
     def wide_integers(self, batch: Batch) -> list[Column]:
         """The INTEGER columns that ``batch`` gives an integer past SQLite's 64 bits."""
-        records: list[Any] = list(batch.items) if batch.items is not None else list(batch.rows)
-        found = []
-        for column in self.columns:
-            if column.type != "INTEGER":
-                continue
-            attribute = column.attribute or column.name
-            for record in records:
-                value = getattr(record, attribute, None) if batch.items is not None else record.get(column.name)
-                if isinstance(value, int) and not -(2**63) <= value < 2**63:
-                    found.append(column)
-                    break
-        return found
+        return [self.columns[i] for i in wide_integer_columns(self.columns, batch)]
 
     def versions_for(self, cursor: sqlite3.Cursor, batch: Batch) -> _Versions:
         """The statements for ``batch``: its stream's table, or (for a full refresh's

@@ -71,6 +71,7 @@ __all__ = [
     "stream_file_lock",
     "swap_statements",
     "text_column",
+    "wide_integer_columns",
 ]
 
 #: tapyard's own columns in a stream's table: a sort key of the record's cursor
@@ -296,13 +297,13 @@ def cursor_kind(stream: Stream, columns: Sequence[Column]) -> str | None:
     return "text"
 
 
-def _wide_integers(plan: TablePlan, batch: Batch) -> list[int]:
-    """The integer columns of ``plan`` (not yet widened) to which ``batch`` gives a
-    value past 64 bits."""
+def wide_integer_columns(columns: Sequence[Column], batch: Batch, *, skip: Sequence[int] = ()) -> list[int]:
+    """The indexes of the integer columns to which ``batch`` gives a value past 64
+    bits (those in ``skip`` left out)."""
     found = []
     records: list[Any] = list(batch.items) if batch.items is not None else list(batch.rows)
-    for i, column in enumerate(plan.columns):
-        if column.type != "INTEGER" or plan.types[i] not in ("BIGINT",):
+    for i, column in enumerate(columns):
+        if column.type != "INTEGER" or i in skip:
             continue
         attr = column.attribute or column.name
         for record in records:
@@ -784,7 +785,8 @@ class MergeDestination(TableDestination):
         its column (every digit kept, as SQLite keeps them; docs/types.md) and the
         batch is written again; what still fails is written record by record, the
         records the table cannot hold going to the dead letters."""
-        wide = _wide_integers(plan, batch)
+        widened = [i for i, t in enumerate(plan.types) if t == self.wide_integer_type]
+        wide = wide_integer_columns(plan.columns, batch, skip=widened)
         if wide:
             self._widen(tx, plan, wide)
             try:
