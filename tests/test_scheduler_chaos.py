@@ -3,7 +3,9 @@ clock, with schedulers and runs killed with SIGKILL at random for a bounded time
 Afterwards: no tick ran twice, no tick is missing, no run is left running, and
 every destination holds exactly what its source holds.
 
-TAPYARD_CHAOS_SECONDS sets how long the killing lasts (default 40)."""
+TAPYARD_CHAOS_SECONDS sets how long the killing lasts (default 40);
+TAPYARD_CHAOS_DATABASE=postgresql runs it against a real PostgreSQL control
+plane instead of SQLite."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import random
 import signal
 import time
 from pathlib import Path
+
+import pytest
 
 from tapyard.jobs._clock import write_test_clock
 from tapyard.jobs._cron import Schedule
@@ -33,13 +37,16 @@ JOBS = 20
 RATE = 6.0  # clock seconds per real second: a "*/3" job ticks every 30 s
 
 
-def test_chaos_three_schedulers_twenty_jobs_random_sigkills(tmp_path: Path) -> None:
+def test_chaos_three_schedulers_twenty_jobs_random_sigkills(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     seconds = float(os.environ.get("TAPYARD_CHAOS_SECONDS", "40"))
     rng = random.Random(int(os.environ.get("TAPYARD_CHAOS_SEED", "17")))
     start = dt.datetime(2026, 7, 1, 9, 0, 30, tzinfo=UTC)
     clock = tmp_path / "clock.json"
     write_test_clock(clock, start, rate=0)
-    database = f"sqlite:///{tmp_path / 'control.db'}"
+    if os.environ.get("TAPYARD_CHAOS_DATABASE") == "postgresql":
+        database = str(request.getfixturevalue("postgres_url"))
+    else:
+        database = f"sqlite:///{tmp_path / 'control.db'}"
     env = tapyard_env(tmp_path / "home", database, TAPYARD_TEST_CLOCK=str(clock))
     configs = {}
     definitions = []
