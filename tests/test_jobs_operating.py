@@ -113,11 +113,18 @@ def test_a_failing_job_alerts_a_signed_webhook_and_a_command(
 
 def test_metrics_are_served_in_prometheus_format(tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'control.db'}"
-    env = tapyard_env(tmp_path / "home", database)
+    env = tapyard_env(tmp_path / "home", database, TAPYARD_VAULT_KEY="k" * 43 + "=")
     import subprocess
 
+    expires = time.time() + 3600
+    token = {"client_id": "c", "client_secret": "s3cret-value", "expires_at": f"{expires:.3f}"}
+    subprocess.run([sys.executable, "-m", "tapyard", "creds", "add", "oauth", "--connector", "sample", "--kind",
+                    "oauth2_client_credentials", "--from-json", "-"], input=json.dumps(token), text=True, env=env, check=True,
+                   capture_output=True)
     subprocess.run([sys.executable, "-m", "tapyard", "jobs", "add", "m", "--connector", "sample", "--cron", "0 0 1 1 *",
                     "--config", '{"records_per_stream": 20}', "--to", f"sqlite:///{tmp_path / 'd.db'}"], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "tapyard", "jobs", "add", "o", "--connector", "sample", "--cron", "0 0 1 1 *",
+                    "--creds", "oauth", "--config", '{"auth": "oauth2", "server_client_secret": "s3cret-value"}'], env=env, check=True)
     subprocess.run([sys.executable, "-m", "tapyard", "jobs", "run", "m"], env=env, check=True, capture_output=True)
     port = _free_port()
     with schedulers(env, 1, "--metrics-port", str(port), "--poll", "0.2"):
@@ -134,6 +141,9 @@ def test_metrics_are_served_in_prometheus_format(tmp_path: Path) -> None:
     assert 'tapyard_http_requests_24h{job="m",outcome="requests"} 3.0' in text
     assert "tapyard_oldest_running_run_age_seconds 0.0" in text
     assert "tapyard_schedule_lag_seconds_count" in text
+    (line,) = [x for x in text.splitlines() if x.startswith('tapyard_credential_expires_in_seconds{credential="oauth"}')]
+    assert 3500 < float(line.split()[-1]) <= 3600
+    assert "s3cret-value" not in text
 
 
 def _long(name: str, *extra: str, tmp_path: Path) -> None:

@@ -14,6 +14,10 @@ scheduler's own: from the instant a run was due to the moment it was started.
 - ``tapyard_oldest_running_run_age_seconds``
 - ``tapyard_schedule_lag_seconds``: a histogram of tick-to-start lag
 - ``tapyard_scheduler_running_runs``: runs this scheduler is running
+- ``tapyard_credential_expires_in_seconds{credential}``: for each vault credential a
+  job names whose OAuth token carries an expiry, the seconds until it expires
+  (negative: expired); read from the vault at most once a minute (each read is
+  audited), and absent when the vault cannot be opened here
 """
 
 from __future__ import annotations
@@ -36,6 +40,29 @@ _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 class _Collector:
     def __init__(self, cp: Any, scheduler: Any) -> None:
         self.cp, self.scheduler = cp, scheduler
+        self.expiries: dict[str, float] = {}
+        self.expiries_read = 0.0
+
+    def _expiries(self) -> dict[str, float]:
+        """Each job credential's token expiry (epoch seconds), cached for a minute."""
+        if time.time() - self.expiries_read < 60:
+            return self.expiries
+        self.expiries_read = time.time()
+        found: dict[str, float] = {}
+        wanted = {(j.spec.creds, j.spec.connector) for j in self.cp.jobs() if j.spec.creds}
+        if wanted:
+            import contextlib
+
+            import tapyard
+
+            with contextlib.suppress(Exception), tapyard.open_vault() as vault:
+                for name, connector in sorted(wanted):
+                    with contextlib.suppress(Exception):
+                        field = vault.get(name, connector=connector, actor="metrics").fields.get("expires_at")
+                        if field is not None and field.get_secret_value():
+                            found[name] = float(field.get_secret_value())
+        self.expiries = found
+        return found
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (
@@ -107,6 +134,12 @@ class _Collector:
             buckets=buckets, sum_value=sum(lags),
         )
         yield GaugeMetricFamily("tapyard_scheduler_running_runs", "Runs this scheduler is running", value=len(self.scheduler.children))
+        expiring = GaugeMetricFamily(
+            "tapyard_credential_expires_in_seconds", "Seconds until a job credential's OAuth token expires", labels=["credential"]
+        )
+        for name, at in self._expiries().items():
+            expiring.add_metric([name], at - now)
+        yield expiring
 
 
 def serve(cp: Any, scheduler: Any, port: int, host: str = "127.0.0.1") -> int:
