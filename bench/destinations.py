@@ -86,9 +86,9 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def run_tapyard(url: str, table: str, models: list[Charge], passes: int = 1) -> list[float]:
-    from tapyard._destinations import Batch, open_destination
-    from tapyard._model import Stream, StreamState
-    from tapyard._schema import columns_of
+    from tapyard.base._model import Stream, StreamState
+    from tapyard.base._schema import columns_of
+    from tapyard.destinations._base import Batch, open_destination
 
     stream = Stream(name=table, schema_model=Charge, primary_key=("id",), cursor_field="created")
     times = []

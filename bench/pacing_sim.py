@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tapyard._ratelimit import RateLimiter  # noqa: E402
+from tapyard.http._ratelimit import RateLimiter  # noqa: E402
 from tests.test_ratelimit import VirtualTime  # noqa: E402
 
 #: (--headers of server.py, rate, burst): scenario f's cases

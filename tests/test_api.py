@@ -42,7 +42,7 @@ def test_public_api_is_pinned() -> None:
 
 
 def test_every_error_derives_from_tapyard_error_and_is_documented() -> None:
-    from tapyard import _exceptions
+    from tapyard.base import _exceptions
 
     tree = _exceptions.__doc__ or ""
     for name in _exceptions.__all__:

@@ -12,8 +12,8 @@ from pydantic import SecretStr
 
 import tapyard
 from tapyard import ApiKeyAuth, BasicAuth, BearerAuth, ConfigError, Credentials
-from tapyard._declarative import _without_params
-from tapyard._model import PageRequest
+from tapyard.base._model import PageRequest
+from tapyard.sources._declarative import _without_params
 
 KEY = "k3y-0123456789abcdef"
 
@@ -69,7 +69,7 @@ def test_bad_fields_are_one_line_without_values() -> None:
 
 
 def test_the_builtin_hook_builds_the_strategy_of_the_credential_kind() -> None:
-    from tapyard._plugins import get_connector, get_plugin_manager
+    from tapyard.plugins._manager import get_connector, get_plugin_manager
 
     pm = get_plugin_manager()
     connector = get_connector("sample")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import tapyard
-from tapyard._manifest import ManifestError
+from tapyard.base._manifest import ManifestError
 from tapyard.base.manifest import (
     HostGuard,
     Permissions,
@@ -276,7 +276,7 @@ def test_credentials_of_a_kind_the_manifest_does_not_ask_for_are_refused(tmp_pat
 def test_an_installed_connector_is_fenced_by_its_installed_manifest(tmp_path: Path, servers: list[Counting]) -> None:
     # The repository's sample connector declares {config.base_url} (and its own loopback server):
     # an installed connector's manifest is found without the kit's help.
-    from tapyard._plugins import connector_manifest_path
+    from tapyard.plugins._manager import connector_manifest_path
 
     sample = tapyard.get_connector("sample")
     assert connector_manifest_path(sample) == str(

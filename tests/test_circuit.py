@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tapyard._circuit import CircuitBreaker
-from tapyard._exceptions import CircuitOpenError, HTTPError
+from tapyard.base._exceptions import CircuitOpenError, HTTPError
+from tapyard.http._circuit import CircuitBreaker
 
 
 class Clock:

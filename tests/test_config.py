@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tapyard import ConfigError
-from tapyard._config import load_config
+from tapyard.base._config import load_config
 
 
 def test_inline_json_and_files(tmp_path: Path) -> None:

@@ -35,10 +35,10 @@ import pytest
 from pydantic import BaseModel
 
 import tapyard
-from tapyard._destinations import Batch, Destination, open_destination
-from tapyard._exceptions import DestinationError
-from tapyard._model import Stream, StreamState
-from tapyard._schema import columns_of
+from tapyard.base._exceptions import DestinationError
+from tapyard.base._model import Stream, StreamState
+from tapyard.base._schema import columns_of
+from tapyard.destinations._base import Batch, Destination, open_destination
 from tapyard.testing import assert_same_value, landed_rows
 from tapyard_sample import SampleConfig, source_records
 from tapyard_sample._data import T0

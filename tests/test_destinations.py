@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from tapyard import DestinationError, Stream, StreamState, columns_of, open_destination
-from tapyard._destinations import Batch
-from tapyard._schema import DeadLetter
+from tapyard.base._schema import DeadLetter
+from tapyard.destinations._base import Batch
 
 
 class Row(BaseModel):
@@ -237,7 +237,7 @@ def test_sqlite_checkpointer_keeps_up_with_a_steady_writer(tmp_path: Path) -> No
 
 
 def test_a_failing_checkpointer_never_fails_a_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tapyard._sqlite
+    import tapyard.destinations._sqlite
 
     real_connect = sqlite3.connect
 
@@ -246,7 +246,7 @@ def test_a_failing_checkpointer_never_fails_a_write(tmp_path: Path, monkeypatch:
             raise sqlite3.OperationalError("unable to open database file")
         return real_connect(path, *args, **kwargs)
 
-    monkeypatch.setattr(tapyard._sqlite.sqlite3, "connect", refusing)
+    monkeypatch.setattr(tapyard.destinations._sqlite.sqlite3, "connect", refusing)
     db = tmp_path / "f.db"
     dest = open_destination(f"sqlite:///{db}")
     dest.prepare(STREAM, columns_of(Row))

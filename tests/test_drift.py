@@ -75,7 +75,7 @@ def test_ignore_leaves_out_named_fields_and_limit_bounds_the_read() -> None:
 def test_a_timestamp_cut_to_microseconds_is_a_change() -> None:
     import datetime as dt
 
-    from tapyard._drift import record_drift
+    from tapyard.engine._drift import record_drift
 
     class Row(BaseModel):
         at: dt.datetime
@@ -86,7 +86,7 @@ def test_a_timestamp_cut_to_microseconds_is_a_change() -> None:
 
 
 def test_keys_a_nested_model_would_drop_are_reported() -> None:
-    from tapyard._drift import record_drift
+    from tapyard.engine._drift import record_drift
 
     class Line(BaseModel):
         sku: str

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tapyard._exceptions import (
+from tapyard.base._exceptions import (
     AuthenticationError,
     CircuitOpenError,
     DeadlineExceededError,
@@ -22,9 +22,9 @@ from tapyard._exceptions import (
     RetryAfterTooLongError,
     TransportError,
 )
-from tapyard._http import HttpEngine, HttpPolicy, HttpStats, redact_url
-from tapyard._model import AuthStrategy
-from tapyard._ratelimit import RateLimiter
+from tapyard.base._model import AuthStrategy
+from tapyard.http._engine import HttpEngine, HttpPolicy, HttpStats, redact_url
+from tapyard.http._ratelimit import RateLimiter
 from tests.scripted_server import Received, Reply, ScriptedServer
 
 #: tiny backoff so that real sleeps (where a test does not record them) stay short

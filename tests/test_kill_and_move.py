@@ -236,7 +236,7 @@ def test_sample_kill_and_move(tmp_path: Path, kind: str) -> None:
 
 _KILL_AFTER = """
 import os, signal, sys
-import tapyard, tapyard._sync as engine
+import tapyard, tapyard.engine._sync as engine
 engine.COMMIT_ROWS = 100            # one page per transaction: the kill point is exact
 engine.INLINE_COMMIT_SECONDS = 1e9
 def progress(event, result):
@@ -327,7 +327,7 @@ def rest_rounds(tmp_path: Path, kind: str, rounds: int, seed: int, records: int 
 _KILL_AFTER_LINKS = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-import tapyard, tapyard._sync as engine
+import tapyard, tapyard.engine._sync as engine
 from tests.moving_server import connector
 engine.COMMIT_ROWS = 50             # one page per transaction: the kill point is exact
 engine.INLINE_COMMIT_SECONDS = 1e9

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import tapyard
-from tapyard._manifest import ManifestError, manifest_differences, parse_manifest
-from tapyard._plugins import ManifestWarning, describe_connector, installed_manifests
+from tapyard.base._manifest import ManifestError, manifest_differences, parse_manifest
+from tapyard.plugins._manager import ManifestWarning, describe_connector, installed_manifests
 from tests.test_plugins import ACME, ACME_MANIFEST, cli, install, make_package
 
 META = {"distribution": "tapyard-acme", "version": "2.3.4", "requires_core": None, "license": None, "homepage": None}
@@ -35,7 +35,7 @@ def test_listing_imports_no_connector_and_no_model() -> None:
     code = (
         "import sys; from tapyard.cli import main; code = main(['connectors', 'list', '--json']);"
         "loaded = sorted(m for m in sys.modules if m.startswith('tapyard_') or m in "
-        "('tapyard._model', 'tapyard._http', 'pydantic', 'boto3', 'stripe', 'simple_salesforce'));"
+        "('tapyard.base._model', 'tapyard.http._engine', 'pydantic', 'boto3', 'stripe', 'simple_salesforce'));"
         "print(json.dumps(loaded), file=sys.stderr); sys.exit(code)"
     )
     done = subprocess.run([sys.executable, "-c", "import json;" + code], capture_output=True, text=True, timeout=60)
@@ -163,7 +163,7 @@ def test_a_manifest_for_another_plugin_api_is_skipped(tmp_path: Path) -> None:
 
 
 def test_malformed_manifest_warning_class() -> None:
-    assert issubclass(ManifestWarning, tapyard._plugins.PluginWarning)
+    assert issubclass(ManifestWarning, tapyard.plugins._manager.PluginWarning)
 
 
 PLUGIN_COMMAND = ACME + '''

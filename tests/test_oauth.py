@@ -215,12 +215,12 @@ def test_no_refresh_token_yet_says_to_log_in(server: LocalAuthorizationServer) -
 
 def test_jwt_bearer_grant(server: LocalAuthorizationServer) -> None:
     private, public = rsa_key_pair()
-    server.add_client(OAuthClient("svc", None, grant_types=(tapyard._oauth.JWT_BEARER_GRANT,), jwt_issuer="svc@acme.test", public_key_pem=public))
+    server.add_client(OAuthClient("svc", None, grant_types=(tapyard.auth._oauth.JWT_BEARER_GRANT,), jwt_issuer="svc@acme.test", public_key_pem=public))
     strategy = JwtBearerAuth(
         JwtBearerAuth.Options(token_url=server.token_url, issuer="svc@acme.test", subject="user@acme.test", private_key=SecretStr(private), scope="read")
     )
     assert server.validate(_header(strategy))
-    assert server.stats[f"{tapyard._oauth.JWT_BEARER_GRANT}:ok"] == 1
+    assert server.stats[f"{tapyard.auth._oauth.JWT_BEARER_GRANT}:ok"] == 1
 
     other, _ = rsa_key_pair()
     forged = JwtBearerAuth(

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from tapyard._exceptions import ResponseError
-from tapyard._model import PageRequest, Paginator
-from tapyard._paginators import (
+from tapyard.base._exceptions import ResponseError
+from tapyard.base._model import PageRequest, Paginator
+from tapyard.sources._paginators import (
     STOCK_PAGINATORS,
     CursorPaginator,
     LinkHeaderPaginator,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import tapyard
-from tapyard._plugins import PluginWarning, get_plugin_manager
+from tapyard.plugins._manager import PluginWarning, get_plugin_manager
 
 ACME = '''
 from pydantic import BaseModel
@@ -157,7 +157,7 @@ def test_core_version_mismatch_warns(tmp_path: Path, manifest: str | None) -> No
 def test_allow_list_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAPYARD_LOAD_PLUGINS", "")
     assert "sample" not in tapyard.collect_connectors()
-    tapyard._plugins.reset_plugin_manager()
+    tapyard.plugins._manager.reset_plugin_manager()
     monkeypatch.setenv("TAPYARD_LOAD_PLUGINS", "sample")
     assert "sample" in tapyard.collect_connectors()
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 import tapyard
-from tapyard._policies import Policies, hash_value, mask_value, parse_policies
+from tapyard.base._policies import Policies, hash_value, mask_value, parse_policies
 from tapyard_sample import SampleConfig, source_records
 from tests.creds_helpers import run, vault_environment
 
@@ -275,7 +275,7 @@ def test_aliases_extras_nulls_and_non_object_dead_letters() -> None:
     policies.check_used()  # "note" is no declared field, but the model keeps extra keys
     items = [_Contact.model_validate({"id": 1, "Mail": "a@b.c", "phone": "+1 555", "score": 0.1, "note": "secret note"}),
              _Contact.model_validate({"id": 2, "Mail": None, "score": 1e300})]  # fmt: skip
-    from tapyard._schema import DeadLetter
+    from tapyard.base._schema import DeadLetter
 
     out, dead = policy.apply(items, [DeadLetter(raw={"id": "x", "Mail": "d@e.f", "phone": "9"}, error="bad"),
                                      DeadLetter(raw="d@e.f", error="not an object")])  # fmt: skip

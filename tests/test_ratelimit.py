@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tapyard._ratelimit import RateLimiter, shared_limiter
+from tapyard.http._ratelimit import RateLimiter, shared_limiter
 from tests.scripted_server import Received, Reply, ScriptedServer
 
 EPOCH = 1_700_000_000.0

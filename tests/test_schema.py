@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from tapyard import SchemaError, columns_of, model_from_json_schema
-from tapyard._schema import PageValidator, json_schema_of
+from tapyard.base._schema import PageValidator, json_schema_of
 
 
 def test_model_from_json_schema_types_and_nullability() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import tapyard
-from tapyard._signals import deferred_signals
+from tapyard.engine._signals import deferred_signals
 
 STREAMS = ("customers", "orders", "events")
 CONFIG = {"records_per_stream": 20000}

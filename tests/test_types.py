@@ -142,7 +142,7 @@ def test_timestamps_keep_their_offset_and_nanoseconds_in_one_sortable_form(tmp_p
     seconds too: the issue found ``...:00Z`` stored beside ``...:00.500000Z``, which
     sorts after it), then its own offset as RFC 9557's ``[+05:30]`` suffix: text
     order is time order, and the offset and digits 7-9 come back."""
-    from tapyard._values import nanoseconds_of, parse_timestamp
+    from tapyard.base._values import nanoseconds_of, parse_timestamp
 
     path = tmp_path / ("t.db" if target == "sqlite" else "t.jsonl")
     connector = ValuesConnector({"values": [[{"id": i, "at": t} for i, t in enumerate(STAMPS)]]})

@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 import tapyard
-from tapyard._destinations import cursor_sort_key
+from tapyard.destinations._base import cursor_sort_key
 from tapyard.testing import run_cli
 from tapyard_sample import SampleConfig, source_records
 from tapyard_sample._data import T0
@@ -177,7 +177,7 @@ def test_full_refresh_removes_stale_rows_and_never_shows_a_half_empty_table(tmp_
 def test_a_page_token_the_vendor_refuses_restarts_the_read_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tapyard._sync as engine
+    import tapyard.engine._sync as engine
 
     monkeypatch.setattr(engine, "COMMIT_ROWS", 25)  # one page per transaction: stopped mid-stream
     db = tmp_path / "token.db"

@@ -48,11 +48,10 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
-from tapyard._schema import UNREADABLE
-from tapyard._values import value_text
+from tapyard.base import UNREADABLE, value_text
 
 if TYPE_CHECKING:
-    from tapyard._model import PageRequest, Paginator
+    from tapyard.base import PageRequest, Paginator
 
 __all__ = [
     "FORMATS",

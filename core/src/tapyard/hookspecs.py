@@ -20,7 +20,7 @@ Rules every hook follows:
   returns ``None`` for the others.
 
 The built-in paginators, auth strategies and destinations are registered
-through these same hooks by ``tapyard._builtins``, exactly as a third-party
+through these same hooks by ``tapyard.plugins._builtins``, exactly as a third-party
 plugin would register its own.
 """
 
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import typer
     from pydantic import BaseModel
 
-    from tapyard._model import AuthStrategy, Connector, Paginator, Stream
-    from tapyard._ratelimit import RateLimiter
+    from tapyard.base import AuthStrategy, Connector, Paginator, Stream
+    from tapyard.http import RateLimiter
 
 hookspec = pluggy.HookspecMarker("tapyard")
 

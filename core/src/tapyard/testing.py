@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tapyard._drift import (
+from tapyard.engine import (
     AWKWARD_ROW_SCHEMA,
     AWKWARD_ROWS,
     UNICODE,
@@ -73,7 +73,7 @@ from tapyard._drift import (
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from tapyard._model import Connector
+    from tapyard.base import Connector
 
 __all__ = [
     "AWKWARD_ROWS",
@@ -275,8 +275,8 @@ def fake_credentials(connector: str | Connector, kind: str | None = None, **fiel
     """
     from pydantic import ValidationError
 
-    from tapyard._config import describe_validation_error
-    from tapyard._plugins import get_connector
+    from tapyard.base import describe_validation_error
+    from tapyard.plugins import get_connector
 
     conn = get_connector(connector) if isinstance(connector, str) else connector
     takes = [k for k in conn.auth_kinds if k != "none"]
@@ -394,7 +394,7 @@ def _tapyard_network_guard() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _tapyard_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from tapyard._plugins import reset_plugin_manager
+    from tapyard.plugins import reset_plugin_manager
 
     for name, value in FAKE_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
@@ -418,8 +418,8 @@ def _tapyard_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 @pytest.fixture
 def register_plugin() -> Iterator[Any]:
     """Register throwaway plugins for one test (datasette style); all are unregistered after."""
-    from tapyard._plugins import register_plugin as _register
-    from tapyard._plugins import unregister_plugin
+    from tapyard.plugins import register_plugin as _register
+    from tapyard.plugins import unregister_plugin
 
     registered: list[str] = []
 
@@ -447,7 +447,7 @@ def landed_rows(url: str, stream: str, key: str = "id") -> dict[Any, dict[str, A
     import decimal
     import sqlite3
 
-    from tapyard._destinations import url_path
+    from tapyard.destinations import url_path
 
     scheme = url.split(":", 1)[0]
     table = '"' + stream.replace('"', '""') + '"'
@@ -503,7 +503,7 @@ def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:
     import decimal
     import math
 
-    from tapyard._values import nanoseconds_of, parse_timestamp
+    from tapyard.base import nanoseconds_of, parse_timestamp
 
     def fail() -> None:
         raise AssertionError(f"{where}: source {source!r} landed as {landed!r}")

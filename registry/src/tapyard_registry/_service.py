@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from tuf.api.metadata import Metadata, Targets
 
-from tapyard._manifest import PLUGIN_API_VERSION
+from tapyard.base._manifest import PLUGIN_API_VERSION
 from tapyard.marketplace._listing import connector_summaries, search, search_text
 from tapyard.marketplace._wheel import WheelInfo, WheelRefused, inspect_wheel, normalize
 from tapyard_registry._db import packages, publisher_keys, publishers, releases, tokens
@@ -528,7 +528,7 @@ def _validate_manifest(wheel: WheelInfo) -> None:
     try:
         from tapyard.base.manifest import parse_manifest_text  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        from tapyard._manifest import parse_manifest
+        from tapyard.base._manifest import parse_manifest
 
         plugin = next(iter(wheel.entry_points))
         parse_manifest(wheel.manifest_text, f"{wheel.package}/tapyard-manifest.toml", plugin=plugin, meta={})

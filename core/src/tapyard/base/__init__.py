@@ -1,1 +1,184 @@
-"""The lowest layer of the core: the nouns, errors, config and the manifest model shared by every other part."""
+"""The shared nouns every layer speaks: the connector model (Connector, Stream,
+Source, Paginator, AuthStrategy, RunContext), the exception tree, config loading
+and validation, JSON Schema and column handling, value encoding, the plugin
+manifest model, and column policies. It imports no other tapyard part (only the
+standard library, third-party libraries and ``tapyard_credentials``); every other
+layer may import it, through this package's exports.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tapyard.base._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tapyard.base._config import (
+        describe_validation_error,
+        load_config,
+        validate_model,
+    )
+    from tapyard.base._exceptions import (
+        AuthenticationError,
+        CircuitOpenError,
+        ConfigError,
+        ConnectorNotFoundError,
+        DeadlineExceededError,
+        DestinationError,
+        HTTPError,
+        HTTPStatusError,
+        PermissionDeniedError,
+        PluginError,
+        ResponseError,
+        ResumeRejectedError,
+        RetryAfterTooLongError,
+        SchemaError,
+        StateError,
+        StreamNotFoundError,
+        TapyardError,
+        TransportError,
+        quoted,
+        safe_line,
+    )
+    from tapyard.base._hints import (
+        did_you_mean,
+        missing_stream,
+    )
+    from tapyard.base._manifest import (
+        MANIFEST_FILE,
+        PLUGIN_API_VERSION,
+        ConnectorManifest,
+        ManifestError,
+        manifest_differences,
+        read_manifest,
+    )
+    from tapyard.base._model import (
+        AuthStrategy,
+        Connector,
+        Credentials,
+        NoConfig,
+        Page,
+        PageRequest,
+        Paginator,
+        RunContext,
+        Source,
+        Stream,
+        StreamState,
+        secret_values,
+        shift_cursor,
+        stored_fields,
+    )
+    from tapyard.base._policies import (
+        Policies,
+        merge_policies,
+        parse_policies,
+        personal_marks,
+        split_policies,
+    )
+    from tapyard.base._schema import (
+        UNREADABLE,
+        Column,
+        DeadLetter,
+        PageValidator,
+        columns_of,
+        declares_decimals,
+        json_schema_of,
+        model_from_json_schema,
+    )
+    from tapyard.base._values import (
+        Timestamp,
+        decode_json,
+        json_bytes,
+        json_default,
+        json_text,
+        nanoseconds_of,
+        parse_timestamp,
+        value_text,
+    )
+
+__all__ = [
+    "MANIFEST_FILE",
+    "PLUGIN_API_VERSION",
+    "UNREADABLE",
+    "AuthStrategy",
+    "AuthenticationError",
+    "CircuitOpenError",
+    "Column",
+    "ConfigError",
+    "Connector",
+    "ConnectorManifest",
+    "ConnectorNotFoundError",
+    "Credentials",
+    "DeadLetter",
+    "DeadlineExceededError",
+    "DestinationError",
+    "HTTPError",
+    "HTTPStatusError",
+    "ManifestError",
+    "NoConfig",
+    "Page",
+    "PageRequest",
+    "PageValidator",
+    "Paginator",
+    "PermissionDeniedError",
+    "PluginError",
+    "Policies",
+    "ResponseError",
+    "ResumeRejectedError",
+    "RetryAfterTooLongError",
+    "RunContext",
+    "SchemaError",
+    "Source",
+    "StateError",
+    "Stream",
+    "StreamNotFoundError",
+    "StreamState",
+    "TapyardError",
+    "Timestamp",
+    "TransportError",
+    "columns_of",
+    "declares_decimals",
+    "decode_json",
+    "describe_validation_error",
+    "did_you_mean",
+    "json_bytes",
+    "json_default",
+    "json_schema_of",
+    "json_text",
+    "lazy_exports",
+    "load_config",
+    "manifest_differences",
+    "merge_policies",
+    "missing_stream",
+    "model_from_json_schema",
+    "nanoseconds_of",
+    "parse_policies",
+    "parse_timestamp",
+    "personal_marks",
+    "quoted",
+    "read_manifest",
+    "safe_line",
+    "secret_values",
+    "shift_cursor",
+    "split_policies",
+    "stored_fields",
+    "validate_model",
+    "value_text",
+]
+
+# Imported on first use, so that importing one module of this layer does not
+# load the rest of it (tapyard and its CLI start without httpx or SQLAlchemy).
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "_config": ("describe_validation_error", "load_config", "validate_model"),
+        "_lazy": ("lazy_exports",),
+        "_exceptions": ("AuthenticationError", "CircuitOpenError", "ConfigError", "ConnectorNotFoundError", "DeadlineExceededError", "DestinationError", "HTTPError", "HTTPStatusError", "PermissionDeniedError", "PluginError", "ResponseError", "ResumeRejectedError", "RetryAfterTooLongError", "SchemaError", "StateError", "StreamNotFoundError", "TapyardError", "TransportError", "quoted", "safe_line"),
+        "_hints": ("did_you_mean", "missing_stream"),
+        "_manifest": ("ConnectorManifest", "MANIFEST_FILE", "ManifestError", "PLUGIN_API_VERSION", "manifest_differences", "read_manifest"),
+        "_model": ("AuthStrategy", "Connector", "Credentials", "NoConfig", "Page", "PageRequest", "Paginator", "RunContext", "Source", "Stream", "StreamState", "secret_values", "shift_cursor", "stored_fields"),
+        "_policies": ("Policies", "merge_policies", "parse_policies", "personal_marks", "split_policies"),
+        "_schema": ("Column", "DeadLetter", "PageValidator", "UNREADABLE", "columns_of", "declares_decimals", "json_schema_of", "model_from_json_schema"),
+        "_values": ("Timestamp", "decode_json", "json_bytes", "json_default", "json_text", "nanoseconds_of", "parse_timestamp", "value_text"),
+    },
+)

@@ -37,7 +37,7 @@ value may be a URL or a host, or ``{config.account}.blob.core.windows.net``).
 A placeholder whose value is empty allows nothing. ``*`` alone is refused: a
 manifest that allows every host promises nothing.
 
-The CLI's listing reads manifests with :mod:`tapyard._manifest`, which imports
+The CLI's listing reads manifests with :mod:`tapyard.base._manifest`, which imports
 no pydantic; this module is for validation, the JSON Schema, the conformance
 kit and the run-time checks.
 """
@@ -55,8 +55,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tapyard._exceptions import ConfigError, PermissionDeniedError
-from tapyard._manifest import MANIFEST_FILE, PLUGIN_API_VERSION, ManifestError
+from tapyard.base._exceptions import ConfigError, PermissionDeniedError
+from tapyard.base._manifest import MANIFEST_FILE, PLUGIN_API_VERSION, ManifestError
 
 __all__ = [
     "MANIFEST_FILE",

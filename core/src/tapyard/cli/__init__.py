@@ -278,7 +278,7 @@ def _plugin_commands() -> None:
     them, ``tapyard.testing.run_cli`` runs many command lines): then the
     commands added for the previous set are taken out and asked for again.
     """
-    from tapyard._plugins import get_plugin_manager
+    from tapyard.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     key = (id(pm), frozenset(id(p) for p in pm.get_plugins()))
@@ -470,13 +470,13 @@ def _error(text: str) -> None:
     first (while the text is whole), then the line is bounded and escaped
     (``safe_line``): input a message quotes (a 10 MB config key, escape
     sequences in a file name) can neither flood nor drive the terminal."""
-    from tapyard._exceptions import safe_line
+    from tapyard.base import safe_line
 
     print(f"Error: {safe_line(_redact(text))}", file=sys.stderr)
 
 
 def _main(args: list[str], debug: bool) -> int:
-    from tapyard._exceptions import TapyardError, safe_line
+    from tapyard.base import TapyardError, safe_line
 
     try:
         if not _builtin_command(args):

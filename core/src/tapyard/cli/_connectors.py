@@ -25,7 +25,7 @@ def list_connectors(
     The list is read from the connectors' manifests, without importing them;
     --check imports each one and fails when it differs from its manifest.
     """
-    from tapyard._plugins import connector_listing
+    from tapyard.plugins import connector_listing
 
     connectors = _checked() if check else connector_listing()
     if as_json:
@@ -48,9 +48,8 @@ def list_connectors(
 
 def _checked() -> list[dict[str, Any]]:
     """Every connector loaded, after comparing each with its manifest."""
-    from tapyard._exceptions import PluginError
-    from tapyard._manifest import manifest_differences
-    from tapyard._plugins import (
+    from tapyard.base import PluginError, manifest_differences
+    from tapyard.plugins import (
         collect_connectors,
         describe_connector,
         installed_manifests,
@@ -87,7 +86,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a connector's version, streams, auth kinds with their credential fields, and configuration fields."""
-    from tapyard._plugins import describe_connector, get_connector
+    from tapyard.plugins import describe_connector, get_connector
 
     connector = get_connector(name)
     details = describe_connector(connector)
@@ -146,9 +145,9 @@ def info(
 
 def _permissions(connector: Any) -> dict[str, Any] | None:
     """What the connector's installed manifest lets it do (None: it declares nothing)."""
-    from tapyard._manifest import ManifestError
-    from tapyard._plugins import connector_manifest_path
+    from tapyard.base import ManifestError
     from tapyard.base.manifest import load_manifest
+    from tapyard.plugins import connector_manifest_path
 
     path = connector_manifest_path(connector)
     if path is None:
@@ -164,8 +163,8 @@ def _permissions(connector: Any) -> dict[str, Any] | None:
 
 def _credential_fields(connector: Any) -> dict[str, list[dict[str, Any]]]:
     """Each auth kind's credential fields: name, required, secret (``kind`` itself left out)."""
-    from tapyard._exceptions import TapyardError
-    from tapyard._oauth import TOKEN_FIELDS
+    from tapyard.auth import TOKEN_FIELDS
+    from tapyard.base import TapyardError
 
     kinds: dict[str, list[dict[str, Any]]] = {}
     for kind in connector.auth_kinds:
@@ -238,7 +237,7 @@ def test(
     try:
         import vcr  # noqa: F401
     except ImportError:
-        from tapyard._exceptions import ConfigError
+        from tapyard.base import ConfigError
 
         raise ConfigError("the conformance kit replays cassettes with vcrpy: pip install 'tapyard[testing]'") from None
     reports = run_kits(target, connector)

@@ -26,7 +26,7 @@ from tapyard.cli._output import console, err_console, print_json, progress_enabl
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from tapyard._model import Connector
+    from tapyard.base import Connector
     from tapyard_credentials import CredentialInfo, Vault, VaultKey
 
 group = typer.Typer(
@@ -83,8 +83,9 @@ def _key_for(location: str, *, ready: bool = False) -> VaultKey | None:
     passphrase is asked for at once, and having no key at all is an error here
     rather than when the vault is first written.
     """
-    from tapyard._exceptions import ConfigError
-    from tapyard._secrets import _scheme, local_path
+    from tapyard.auth import local_path
+    from tapyard.auth._secrets import _scheme
+    from tapyard.base import ConfigError
     from tapyard_credentials import KeyringUnavailableError, VaultKey
 
     if _scheme(location) not in ("", "file"):
@@ -120,7 +121,7 @@ def opened_vault(url: str | None, *, ready: bool = False) -> Iterator[Vault]:
     the process-wide one (as credentials are validated), so that a token URL or a
     client id never gets masked out of messages.
     """
-    from tapyard._secrets import open_vault, vault_location
+    from tapyard.auth import open_vault, vault_location
     from tapyard_credentials import Redactor
 
     location = vault_location(url)
@@ -154,13 +155,13 @@ def _scalar(key: str, value: Any, source: str) -> str | None:
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         return str(value)
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
 
     raise ConfigError(f"field {key!r} in {source} must be a string, not {type(value).__name__}")
 
 
 def _fields_from_json(path: str) -> dict[str, str]:
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
 
     source = "standard input" if path == "-" else repr(path)
     if path == "-" and sys.stdin is None:
@@ -198,7 +199,7 @@ def _fields_from_env(prefix: str, model: type[BaseModel], what: str) -> dict[str
     variables that are no credential field (``AWS_CA_BUNDLE``,
     ``AWS_DEFAULT_REGION``), and those must not make the credential invalid.
     """
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
 
     if not prefix:
         raise ConfigError("--from-env needs a prefix, such as STRIPE_ (for STRIPE_API_KEY)")
@@ -220,7 +221,7 @@ def _fields_from_env(prefix: str, model: type[BaseModel], what: str) -> dict[str
 
 
 def _fields_from_prompts(model: type[BaseModel]) -> dict[str, str]:
-    from tapyard._oauth import TOKEN_FIELDS
+    from tapyard.auth import TOKEN_FIELDS
 
     fields: dict[str, str] = {}
     for name, info in model.model_fields.items():
@@ -243,7 +244,7 @@ def _fields_from_prompts(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _pick_kind(connector: Connector, kind: str | None) -> str:
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
 
     takes = [k for k in connector.auth_kinds if k != "none"]
     if kind is not None:
@@ -308,7 +309,7 @@ def keygen(
     the OS keyring only where no vault key is stored yet: replacing one would
     leave every vault made with it unopenable.
     """
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
     from tapyard_credentials import (
         KeyringUnavailableError,
         VaultKey,
@@ -365,10 +366,9 @@ def add(
 
     Fields come from prompts (secrets hidden), --from-env PREFIX or --from-json FILE.
     """
-    from tapyard._exceptions import ConfigError
-    from tapyard._model import secret_values
-    from tapyard._plugins import get_connector
-    from tapyard._secrets import validate_credential_fields
+    from tapyard.auth import validate_credential_fields
+    from tapyard.base import ConfigError, secret_values
+    from tapyard.plugins import get_connector
     from tapyard_credentials import CredentialNotFoundError, redactor
 
     if from_env is not None and from_json is not None:
@@ -493,8 +493,8 @@ def rotate_key(
     transaction, which commits only once that succeeded. If it cannot be, nothing
     changes and the vault still opens with the current key.
     """
-    from tapyard._exceptions import ConfigError, TapyardError
-    from tapyard._signals import deferred_signals
+    from tapyard.base import ConfigError, TapyardError
+    from tapyard.engine import deferred_signals
     from tapyard_credentials import VaultKey, generate_key
 
     generated: str | None = None
@@ -612,7 +612,7 @@ def rotate_key(
 def _opened_from_keyring(vault: Vault) -> bool:
     """Whether the OS keyring's key is the one that opened ``vault``: a local vault
     with no key in the environment, and a key in the keyring (see :func:`_key_for`)."""
-    from tapyard._secrets import _scheme
+    from tapyard.auth._secrets import _scheme
     from tapyard_credentials import VaultError, VaultKey
 
     if _scheme(vault.location) not in ("", "file") or VaultKey.from_env() is not None:
@@ -637,7 +637,7 @@ _UNCHANGED = (
 
 
 def _key_not_handed_over(reason: str, nothing: str = _UNCHANGED) -> Exception:
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
 
     return ConfigError(f"cannot hand the new key over: {reason}; {nothing}")
 
@@ -819,9 +819,9 @@ def login(
     """
     import webbrowser
 
-    from tapyard._exceptions import ConfigError
-    from tapyard._plugins import collect_auth_strategies, get_connector
-    from tapyard._secrets import load_credentials
+    from tapyard.auth import load_credentials
+    from tapyard.base import ConfigError
+    from tapyard.plugins import collect_auth_strategies, get_connector
 
     with opened_vault(_vault_url(ctx)) as vault:
         info = vault.info(name)
@@ -858,8 +858,8 @@ def backends(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the secret backends (vault URL schemes) installed."""
-    from tapyard._plugins import _cache
-    from tapyard._secrets import collect_secret_backends
+    from tapyard.auth import collect_secret_backends
+    from tapyard.plugins._manager import _cache
 
     found = collect_secret_backends()
     owners: Mapping[str, str] = _cache.get("tapyard_register_secret_backends.owners", {})

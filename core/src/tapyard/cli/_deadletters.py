@@ -12,7 +12,7 @@ import typer
 from tapyard.cli._output import console, print_json
 
 if TYPE_CHECKING:
-    from tapyard._destinations import StoredDeadLetter
+    from tapyard.destinations import StoredDeadLetter
 
 group = typer.Typer(
     help="Records that did not fit their stream's schema or destination: list, show, replay, purge.",
@@ -26,7 +26,7 @@ JOB_HELP = "A job: its destination and connector (instead of --to and --connecto
 
 def _where(to: str | None, connector: str | None, job: str | None) -> tuple[str, str | None, dict[str, object] | None]:
     """(destination URL, connector name or None, job config or None) from the options."""
-    from tapyard._destinations import default_destination_url
+    from tapyard.destinations import default_destination_url
 
     if job is None:
         return to or default_destination_url(), connector, None
@@ -60,7 +60,7 @@ def list_dead_letters(
     as_json: bool = typer.Option(False, "--json", help="Print them, raw payloads included, as JSON."),
 ) -> None:
     """List dead letters: which stream, when, and why."""
-    from tapyard._destinations import open_destination
+    from tapyard.destinations import open_destination
 
     url, connector, _ = _where(to, connector, job)
     names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
@@ -95,8 +95,8 @@ def show(
     """Show one dead letter: its stream, its error and its raw payload."""
     import json
 
-    from tapyard._destinations import open_destination
-    from tapyard._exceptions import TapyardError
+    from tapyard.base import TapyardError
+    from tapyard.destinations import open_destination
 
     url, _, _ = _where(to, None, job)
     with open_destination(url) as destination:
@@ -131,8 +131,8 @@ def purge(
     """Delete dead letters for good (their raw payloads are lost): says how many, and asks unless --yes."""
     import sys
 
-    from tapyard._destinations import open_destination
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
+    from tapyard.destinations import open_destination
 
     url, connector, _ = _where(to, connector, job)
     names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
@@ -178,10 +178,9 @@ def replay(
 
     Exits non-zero when some records still do not fit; they stay dead letters.
     """
-    from tapyard._config import load_config
-    from tapyard._exceptions import ConfigError, TapyardError
-    from tapyard._plugins import get_connector
-    from tapyard._replay import replay_dead_letters
+    from tapyard.base import ConfigError, TapyardError, load_config
+    from tapyard.engine import replay_dead_letters
+    from tapyard.plugins import get_connector
 
     if job is not None:
         if name is not None or config is not None:

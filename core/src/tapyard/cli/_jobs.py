@@ -40,7 +40,7 @@ def _options(values: dict[str, Any]) -> dict[str, Any]:
 def _load_config(config: str | None) -> dict[str, Any] | None:
     if config is None:
         return None
-    from tapyard._config import load_config
+    from tapyard.base import load_config
 
     return dict(load_config(config))
 

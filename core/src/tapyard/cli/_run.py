@@ -13,8 +13,8 @@ from tapyard.cli._output import console, err_console, print_json, progress_enabl
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from tapyard._model import Connector, Source
-    from tapyard._sync import StreamResult, SyncResult
+    from tapyard.base import Connector, Source
+    from tapyard.engine import StreamResult, SyncResult
 
 CONFIG_HELP = "Connector configuration: a JSON or YAML file, or inline JSON."
 CREDS_HELP = "A credential stored in the vault (tapyard creds add) to run with."
@@ -34,10 +34,9 @@ def _connector_and_config(
 ) -> tuple[Connector, BaseModel, dict[str, Any] | None, Any]:
     """The connector, its validated config, the config's ``rate_limit`` settings
     (if any) and its column ``policies`` (if any)."""
-    from tapyard._config import load_config
-    from tapyard._plugins import get_connector
-    from tapyard._policies import split_policies
-    from tapyard._ratelimit import split_rate_limit
+    from tapyard.base import load_config, split_policies
+    from tapyard.http import split_rate_limit
+    from tapyard.plugins import get_connector
 
     connector = get_connector(name)
     raw, limits = split_rate_limit(connector, load_config(config))
@@ -55,7 +54,7 @@ def _credentials(
     """
     if creds is None:
         return None
-    from tapyard._secrets import load_credentials
+    from tapyard.auth import load_credentials
     from tapyard.cli._creds import opened_vault
 
     opened = stack.enter_context(opened_vault(vault))
@@ -66,8 +65,8 @@ def _credentials(
 def _open(
     name: str, config: str | None, creds: str | None = None, vault: str | None = None
 ) -> Iterator[tuple[Connector, Source]]:
-    from tapyard._model import RunContext
-    from tapyard._plugins import get_plugin_manager, run_permissions
+    from tapyard.base import RunContext
+    from tapyard.plugins import get_plugin_manager, run_permissions
 
     connector, cfg, limits, _ = _connector_and_config(name, config)
     with contextlib.ExitStack() as stack:
@@ -89,8 +88,8 @@ def discover(
     policy: list[str] | None = typer.Option(None, "--policy", metavar="FIELD=ACTION", help=POLICY_HELP),
 ) -> None:
     """Show a connector's streams with their keys, JSON Schemas and personal-data marks."""
-    from tapyard._plugins import get_plugin_manager
-    from tapyard._policies import Policies, parse_policies, personal_marks
+    from tapyard.base import Policies, parse_policies, personal_marks
+    from tapyard.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     # The policies are shown, not applied: no key is needed to see them.
@@ -249,8 +248,8 @@ def sync(
     ),
 ) -> None:
     """Sync a connector's streams into a destination."""
-    from tapyard._exceptions import ConfigError, TapyardError, safe_line
-    from tapyard._sync import sync as run_sync
+    from tapyard.base import ConfigError, TapyardError, safe_line
+    from tapyard.engine import sync as run_sync
 
     connector, cfg, limits, config_policies = _connector_and_config(name, config)
     if rate is not None:
@@ -317,7 +316,7 @@ def sync(
 
 def _policies(from_config: Any, options: list[str] | None) -> dict[str, str]:
     """The run's column policies: the config's ``policies``, then ``--policy`` options over them."""
-    from tapyard._policies import merge_policies
+    from tapyard.base import merge_policies
 
     return merge_policies(from_config, options)
 
@@ -330,7 +329,7 @@ def _policy_key(
     installation's own key."""
     if name is None:
         return None
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError
     from tapyard.cli._creds import opened_vault
 
     opened = stack.enter_context(opened_vault(vault))
@@ -359,7 +358,7 @@ def _summary(result: SyncResult) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from tapyard._exceptions import safe_line
+    from tapyard.base import safe_line
 
     http = result.http
     table = Table(

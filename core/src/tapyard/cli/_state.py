@@ -34,7 +34,7 @@ def _target(target: str, connector: str | None) -> tuple[str, str, str | None]:
     job = _cp().job(target)
     url = job.spec.to
     if url is None:
-        from tapyard._destinations import default_destination_url
+        from tapyard.destinations import default_destination_url
 
         url = default_destination_url()
     return url, connector or job.spec.connector, job.name

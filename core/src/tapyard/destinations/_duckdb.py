@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tapyard._destinations import refuse_odd_target, url_path
-from tapyard._exceptions import DestinationError
-from tapyard._schema import Column
+from tapyard.base import Column, DestinationError
+from tapyard.destinations._base import refuse_odd_target, url_path
 from tapyard.destinations._tables import (
     CURSOR_KEY,
     PASS,

@@ -30,9 +30,8 @@ from typing import Any
 
 import orjson
 
-from tapyard._destinations import redact_password
-from tapyard._exceptions import DestinationError
-from tapyard._schema import Column
+from tapyard.base import Column, DestinationError
+from tapyard.destinations._base import redact_password
 from tapyard.destinations._tables import (
     CURSOR_KEY,
     PASS,

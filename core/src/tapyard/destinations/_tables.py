@@ -48,11 +48,17 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from tapyard._destinations import Batch, Destination, FileLock, cursor_sort_key
-from tapyard._exceptions import DestinationError
-from tapyard._model import Stream, StreamState
-from tapyard._schema import Column, DeadLetter
-from tapyard._values import json_default, json_text, value_text
+from tapyard.base import (
+    Column,
+    DeadLetter,
+    DestinationError,
+    Stream,
+    StreamState,
+    json_default,
+    json_text,
+    value_text,
+)
+from tapyard.destinations._base import Batch, Destination, FileLock, cursor_sort_key
 
 __all__ = [
     "CURSOR_KEY",
@@ -176,7 +182,7 @@ def refused_change(stream: str, column: str, stored: str, wanted: str, where: st
 def json_column(values: Sequence[Any]) -> list[Any]:
     """A column of nested values as JSON text (``None`` stays NULL), every number
     exact: orjson for the whole column in one comprehension (this runs for every
-    nested value of every record), :func:`~tapyard._values.json_text` value by
+    nested value of every record), :func:`~tapyard.base._values.json_text` value by
     value when orjson refuses one (an integer past 64 bits, a lone surrogate).
     As in SQLite, a NaN a connector nests in a value lands as ``null``
     (docs/types.md: tapyard's own readers never nest one)."""
@@ -905,7 +911,7 @@ class MergeDestination(TableDestination):
     def load_state(self, state_key: str) -> dict[str, StreamState]:
         import orjson
 
-        from tapyard._exceptions import StateError, quoted
+        from tapyard.base import StateError, quoted
 
         with self.transaction() as tx:
             rows = self.query(
@@ -926,7 +932,7 @@ class MergeDestination(TableDestination):
     def dead_letters(
         self, state_key: str | None = None, streams: Sequence[str] | None = None, *, replayed: bool = False
     ) -> list[Any]:
-        from tapyard._destinations import StoredDeadLetter
+        from tapyard.destinations._base import StoredDeadLetter
 
         sql = (
             "SELECT id, state_key, stream, raw, error, created_at, replayed_at FROM "

@@ -11,4 +11,7 @@
 This is the top layer: it uses the sync engine through the public facade
 (``tapyard.sync``, ``tapyard.open_destination``, ``tapyard.load_credentials``).
 The operator's guide is docs/jobs.md.
+
+It may import every layer below it (base, http, auth, destinations, sources,
+plugins, engine) and the facade; nothing below imports it.
 """

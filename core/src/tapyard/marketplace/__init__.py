@@ -9,4 +9,7 @@ is the separate ``tapyard-registry`` distribution; this package never imports
 it. Everything a registry sends is verified with python-tuf before it is used
 (:mod:`tapyard.marketplace._trust`), and wheels are checked for their contents
 on both sides (:mod:`tapyard.marketplace._wheel`).
+
+It may import every layer below it (base, http, auth, destinations, sources,
+plugins, engine), the facade and ``tapyard.testing``; nothing below imports it.
 """

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tapyard._exceptions import ConfigError, TapyardError
-from tapyard._manifest import ManifestError
+from tapyard.base import ConfigError, ManifestError, TapyardError
 from tapyard.marketplace._replay import (
     RATE_LIMITED,
     UNAVAILABLE,
@@ -164,7 +163,7 @@ class Kit:
             self.passed("manifest.permissions", f"{len(self.spec.permissions.hosts)} host pattern(s) declared")
 
     def _load_connector(self) -> Any:
-        from tapyard._plugins import collect_connectors, register_plugin
+        from tapyard.plugins import collect_connectors, register_plugin
 
         if self.connector is not None:
             return self.connector
@@ -173,7 +172,7 @@ class Kit:
         for ep_name, value in self.target.entry_points.items():
             module = importlib.import_module(value.split(":")[0])
             plugin = getattr(module, value.split(":")[1]) if ":" in value else module
-            from tapyard._plugins import get_plugin_manager
+            from tapyard.plugins import get_plugin_manager
 
             if not get_plugin_manager().is_registered(plugin):
                 register_plugin(plugin, name=ep_name)
@@ -360,8 +359,8 @@ class Kit:
     # -- streams and reads -----------------------------------------------------------------
 
     def check_schemas(self) -> None:
-        from tapyard._model import RunContext
-        from tapyard._plugins import get_plugin_manager
+        from tapyard.base import RunContext
+        from tapyard.plugins import get_plugin_manager
 
         if self.cassette is None:
             self.skipped("streams.schemas", "no cassette to discover the streams with")
@@ -452,7 +451,7 @@ class Kit:
         return {s.name: table_rows(db, s.name) for s in self.streams}
 
     def check_full_read(self) -> None:
-        from tapyard._exceptions import PermissionDeniedError
+        from tapyard.base import PermissionDeniedError
 
         if self.cassette is None or not self.streams:
             for check_id in ("read.records_validate", "read.pagination_ends"):
@@ -744,7 +743,7 @@ _AUTH_WORDS = ("credential", "401", "403", "unauthori", "forbidden", "authentica
 
 
 def _secret_values(credentials: Any) -> list[str]:
-    from tapyard._model import secret_values
+    from tapyard.base import secret_values
 
     try:
         return list(secret_values(credentials))

@@ -10,7 +10,7 @@ the registry's address (without credentials), never a token.
 
 from __future__ import annotations
 
-from tapyard._exceptions import TapyardError
+from tapyard.base import TapyardError
 
 __all__ = ["RegistryError", "VerificationError"]
 

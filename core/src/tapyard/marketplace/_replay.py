@@ -36,7 +36,7 @@ def isolated(target: Target) -> Iterator[Path]:
     plugin loaded, and the target's code first on the path; everything restored after."""
     import socket
 
-    from tapyard._plugins import reset_plugin_manager
+    from tapyard.plugins import reset_plugin_manager
     from tapyard.testing import CLEARED_ENVIRONMENT, FAKE_ENVIRONMENT, _loopback_only
 
     saved_env = dict(os.environ)

@@ -17,8 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tapyard._exceptions import ConfigError
-from tapyard._manifest import MANIFEST_FILE
+from tapyard.base import MANIFEST_FILE, ConfigError
 
 __all__ = ["Target", "resolve_target"]
 
@@ -77,7 +76,7 @@ class Target:
 
 
 def _core_range(requirements: list[str]) -> str | None:
-    from tapyard._plugins import _core_requirement
+    from tapyard.plugins._manager import _core_requirement
 
     return _core_requirement(requirements)
 
@@ -196,7 +195,7 @@ def _from_installed(name: str) -> Target:
         if not files:
             break
         located = Path(str(dist.locate_file(files[0]))).parents[len(files[0].parts) - 1]
-        from tapyard._plugins import _distribution_meta
+        from tapyard.plugins._manager import _distribution_meta
 
         meta = _distribution_meta(ep)
         return Target(

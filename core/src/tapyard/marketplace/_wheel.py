@@ -22,7 +22,7 @@ from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tapyard._exceptions import TapyardError
+from tapyard.base import TapyardError
 
 __all__ = ["MAX_WHEEL_BYTES", "WheelInfo", "WheelRefused", "inspect_wheel", "normalize"]
 

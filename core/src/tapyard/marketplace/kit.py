@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tapyard._exceptions import ConfigError
+from tapyard.base import ConfigError
 from tapyard.marketplace._target import Target, resolve_target
 
 __all__ = ["CheckResult", "KitReport", "run_kit", "run_kits"]

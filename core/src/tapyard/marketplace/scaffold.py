@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from string import Template
 
-from tapyard._exceptions import ConfigError
+from tapyard.base import ConfigError
 
 __all__ = ["AUTH_KINDS", "KINDS", "PAGINATORS", "scaffold"]
 
@@ -143,7 +143,7 @@ def _record(directory: Path, name: str, package: str) -> Path:
     with isolated(target):
         sys.path.insert(0, str(directory / "tests"))
         try:
-            from tapyard._plugins import register_plugin
+            from tapyard.plugins import register_plugin
 
             register_plugin(importlib.import_module(package), name=name)
             stand_in = importlib.import_module("stand_in")

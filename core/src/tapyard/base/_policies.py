@@ -49,9 +49,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from tapyard._exceptions import ConfigError
-from tapyard._hints import did_you_mean
-from tapyard._schema import Column, DeadLetter, PageValidator, columns_of
+from tapyard.base._exceptions import ConfigError
+from tapyard.base._hints import did_you_mean
+from tapyard.base._schema import Column, DeadLetter, PageValidator, columns_of
 
 __all__ = [
     "ACTIONS",

@@ -15,15 +15,14 @@ import pluggy
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from tapyard._model import AuthStrategy, Connector, Paginator, Stream
+    from tapyard.base import AuthStrategy, Connector, Paginator, Stream
 
 hookimpl = pluggy.HookimplMarker("tapyard")
 
 
 @hookimpl(trylast=True)
 def tapyard_register_paginators(register: Callable[[str, type[Paginator]], None]) -> None:
-    from tapyard._declarative import SinglePage
-    from tapyard._paginators import STOCK_PAGINATORS
+    from tapyard.sources import STOCK_PAGINATORS, SinglePage
 
     register(SinglePage.kind, SinglePage)
     for kind, cls in STOCK_PAGINATORS.items():
@@ -32,23 +31,21 @@ def tapyard_register_paginators(register: Callable[[str, type[Paginator]], None]
 
 @hookimpl(trylast=True)
 def tapyard_register_auth_strategies(register: Callable[[str, type[AuthStrategy]], None]) -> None:
-    from tapyard._auth import STOCK_AUTH_STRATEGIES
-    from tapyard._cloud_auth import CLOUD_STRATEGIES
-    from tapyard._oauth import OAUTH_STRATEGIES
+    from tapyard.auth import CLOUD_STRATEGIES, OAUTH_STRATEGIES, STOCK_AUTH_STRATEGIES
 
     for kind, cls in {**STOCK_AUTH_STRATEGIES, **OAUTH_STRATEGIES, **CLOUD_STRATEGIES}.items():
         register(kind, cls)
 
 
 def _local_backend(url: str, key: Any) -> Any:
-    from tapyard._secrets import local_path
+    from tapyard.auth import local_path
     from tapyard_credentials import LocalBackend
 
     return LocalBackend(local_path(url), key)
 
 
 def _aws_backend(url: str, key: Any) -> Any:
-    from tapyard._secrets import aws_backend
+    from tapyard.auth import aws_backend
 
     return aws_backend(url)
 
@@ -60,13 +57,13 @@ def tapyard_register_secret_backends(register: Callable[[str, Callable[..., Any]
 
 
 def _sqlite(url: str) -> Any:
-    from tapyard._sqlite import SQLiteDestination
+    from tapyard.destinations import SQLiteDestination
 
     return SQLiteDestination(url)
 
 
 def _jsonl(url: str) -> Any:
-    from tapyard._jsonl import JSONLDestination
+    from tapyard.destinations import JSONLDestination
 
     return JSONLDestination(url)
 
@@ -97,9 +94,8 @@ def tapyard_auth_strategy(
 ) -> AuthStrategy | None:
     if credentials is None:
         return None
-    from tapyard._exceptions import ConfigError
-    from tapyard._model import secret_values
-    from tapyard._plugins import collect_auth_strategies
+    from tapyard.base import ConfigError, secret_values
+    from tapyard.plugins._manager import collect_auth_strategies
     from tapyard_credentials import redactor
 
     redactor.register(*secret_values(credentials))
@@ -114,8 +110,8 @@ def tapyard_auth_strategy(
 
 @hookimpl(trylast=True)
 def tapyard_stream_paginator(connector: Connector, stream: Stream) -> Paginator | None:
-    from tapyard._declarative import SinglePage
-    from tapyard._model import Paginator
+    from tapyard.base import Paginator
+    from tapyard.sources import SinglePage
 
     paginator = getattr(stream, "paginator", None)
     return paginator if isinstance(paginator, Paginator) else SinglePage()
@@ -143,6 +139,6 @@ def tapyard_map_records(
 def tapyard_json_schema(
     connector: Connector, stream: Stream, model: type[BaseModel]
 ) -> dict[str, Any] | None:
-    from tapyard._schema import json_schema_of
+    from tapyard.base import json_schema_of
 
     return json_schema_of(model, stream.primary_key, stream.cursor_field)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tapyard._exceptions import PluginError
+from tapyard.base._exceptions import PluginError
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint

@@ -1,6 +1,6 @@
 """The stock paginators: the pagination styles most vendor APIs use.
 
-Each one is a :class:`~tapyard._model.Paginator` with a ``kind`` name, listed in
+Each one is a :class:`~tapyard.base._model.Paginator` with a ``kind`` name, listed in
 :data:`STOCK_PAGINATORS`. A declarative connector picks one by kind and passes
 its options; the options are validated with ``extra="forbid"``, so a misspelt
 option fails when the connector is loaded, not halfway through a sync.
@@ -19,7 +19,7 @@ kind                    where the next page comes from
 What every stock paginator promises:
 
 - It holds configuration only. The position (cursor, token, offset, page, next
-  URL) lives in the :class:`~tapyard._model.PageRequest` it returns, whose
+  URL) lives in the :class:`~tapyard.base._model.PageRequest` it returns, whose
   params are JSON values taken from the response, so a saved request resumes
   an interrupted sync.
 - A next URL, from the body or from a ``Link`` header, is resolved against the
@@ -53,8 +53,7 @@ from urllib.parse import urljoin
 
 from pydantic import Field, model_validator
 
-from tapyard._exceptions import ResponseError
-from tapyard._model import Page, PageRequest, Paginator
+from tapyard.base import Page, PageRequest, Paginator, ResponseError
 
 if TYPE_CHECKING:
     import httpx

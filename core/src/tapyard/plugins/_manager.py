@@ -1,6 +1,6 @@
 """The plugin manager: one ``pluggy.PluginManager("tapyard")`` per process.
 
-Built-in capabilities are registered as plugins first (``tapyard._builtins``,
+Built-in capabilities are registered as plugins first (``tapyard.plugins._builtins``,
 whose implementations are ``trylast``), then every entry point of the group
 ``tapyard``. Loading is lazy: nothing is imported until the first call to
 :func:`get_plugin_manager`.
@@ -24,14 +24,20 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from tapyard import hookspecs
-from tapyard._exceptions import ConnectorNotFoundError, PluginError
-from tapyard._hints import did_you_mean
-from tapyard._manifest import PLUGIN_API_VERSION, ConnectorManifest, ManifestError, read_manifest
+from tapyard.base import (
+    PLUGIN_API_VERSION,
+    ConnectorManifest,
+    ConnectorNotFoundError,
+    ManifestError,
+    PluginError,
+    did_you_mean,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
-    from tapyard._model import AuthStrategy, Connector, Paginator, Stream
+    from tapyard.base import AuthStrategy, Connector, Paginator, Stream
 
 __all__ = [
     "PluginInfo",
@@ -198,7 +204,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _pm is None:
             pm = pluggy.PluginManager("tapyard")
             pm.add_hookspecs(hookspecs)
-            from tapyard import _builtins
+            from tapyard.plugins import _builtins
 
             pm.register(_builtins, name="tapyard.builtins")
             _load_entry_points(pm)
@@ -433,7 +439,7 @@ def get_connector(name: str) -> Connector:
 def stream_paginator(connector: Connector, stream: Stream) -> Paginator:
     """The paginator the hooks choose for ``stream`` (``tapyard_stream_paginator``),
     or a :class:`PluginError` when a plugin answered something that is not one."""
-    from tapyard._model import Paginator
+    from tapyard.base import Paginator
 
     paginator = get_plugin_manager().hook.tapyard_stream_paginator(connector=connector, stream=stream)
     if not isinstance(paginator, Paginator):

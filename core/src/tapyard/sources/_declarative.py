@@ -35,30 +35,29 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from tapyard._exceptions import (
+from tapyard.base import (
     ConfigError,
-    HTTPStatusError,
-    PluginError,
-    ResponseError,
-    ResumeRejectedError,
-)
-from tapyard._model import (
     Connector,
+    HTTPStatusError,
     NoConfig,
     Page,
     PageRequest,
     Paginator,
+    PluginError,
+    ResponseError,
+    ResumeRejectedError,
     RunContext,
     Source,
     Stream,
     StreamState,
+    declares_decimals,
+    model_from_json_schema,
 )
-from tapyard._schema import declares_decimals, model_from_json_schema
 
 if TYPE_CHECKING:
     import httpx
 
-    from tapyard._http import HttpEngine
+    from tapyard.http import HttpEngine
 
 __all__ = ["RestConnector", "RestSource", "RestStream", "SinglePage", "render"]
 
@@ -140,8 +139,8 @@ def build_paginator(spec: Paginator | Mapping[str, Any] | None, config: BaseMode
         return SinglePage()
     if isinstance(spec, Paginator):
         return spec
-    from tapyard._config import validate_model
-    from tapyard._plugins import collect_paginators
+    from tapyard.base import validate_model
+    from tapyard.plugins import collect_paginators
 
     options = dict(render(spec, config))
     kind = options.pop("kind", None)
@@ -221,8 +220,7 @@ class RestConnector(Connector):
     def open(self, config: BaseModel, context: RunContext) -> Iterator[Source]:
         # The HTTP engine is imported here, not at module level, so that listing
         # connectors does not pay for httpx.
-        from tapyard._http import HttpEngine, HttpPolicy
-        from tapyard._ratelimit import rate_limit_settings, shared_limiter
+        from tapyard.http import HttpEngine, HttpPolicy, rate_limit_settings, shared_limiter
 
         pm = context.pm
         with contextlib.ExitStack() as stack:
@@ -326,7 +324,7 @@ class RestSource(Source):
                 return
 
     def _paginator(self, stream: Stream) -> Paginator:
-        from tapyard._plugins import stream_paginator
+        from tapyard.plugins import stream_paginator
 
         return stream_paginator(self.connector, stream)
 
@@ -337,8 +335,8 @@ class RestSource(Source):
     def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
         if not isinstance(stream, RestStream):
             raise PluginError(f"stream {stream.name!r} is not a RestStream")
-        from tapyard._http import redact_url
-        from tapyard._paginators import dig
+        from tapyard.http import redact_url
+        from tapyard.sources._paginators import dig
 
         paginator = self._paginator(stream)
         exact = declares_decimals(stream.schema_model)

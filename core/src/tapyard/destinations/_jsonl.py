@@ -30,11 +30,17 @@ from typing import IO, Any
 import orjson
 from pydantic import BaseModel
 
-from tapyard._destinations import Batch, Destination, FileLock, refuse_odd_target, url_path
-from tapyard._exceptions import DestinationError, StateError, quoted
-from tapyard._model import Stream, StreamState
-from tapyard._schema import Column, DeadLetter
-from tapyard._values import json_bytes
+from tapyard.base import (
+    Column,
+    DeadLetter,
+    DestinationError,
+    StateError,
+    Stream,
+    StreamState,
+    json_bytes,
+    quoted,
+)
+from tapyard.destinations._base import Batch, Destination, FileLock, refuse_odd_target, url_path
 
 __all__ = ["JSONLDestination", "atomic_write"]
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from tapyard._exceptions import ConfigError
+from tapyard.base import ConfigError
 
 if TYPE_CHECKING:
-    from tapyard._model import Connector
+    from tapyard.base import Connector
     from tapyard_credentials import Redactor, SecretBackend, Vault, VaultKey
 
 __all__ = [
@@ -39,7 +39,7 @@ BackendFactory = Callable[[str, "VaultKey | None"], "SecretBackend"]
 
 def collect_secret_backends() -> dict[str, BackendFactory]:
     """Every registered secret backend factory by URL scheme."""
-    from tapyard._plugins import _collect
+    from tapyard.plugins._manager import _collect
 
     return _collect("tapyard_register_secret_backends", lambda scheme, factory: scheme)
 
@@ -136,7 +136,7 @@ def validate_credential_fields(
     Unknown and missing fields are refused in one line that names fields and
     the rules they break, never a value.
     """
-    from tapyard._config import describe_validation_error
+    from tapyard.base import describe_validation_error
 
     known = set(model.model_fields) - {"kind", "name"}
     unknown = sorted(set(fields) - known)
@@ -175,7 +175,7 @@ def load_credentials(
     process-wide redactor; and the result saves the tokens its strategy obtains
     back into the vault (its ``token_store``).
     """
-    from tapyard._model import Credentials, secret_values
+    from tapyard.base import Credentials, secret_values
     from tapyard_credentials import VaultTokenStore, redactor
 
     credential = vault.get(name, connector=connector.name, actor=actor)

@@ -23,10 +23,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tapyard._exceptions import DestinationError, quoted
-from tapyard._model import Stream, StreamState
-from tapyard._schema import Column, DeadLetter
-from tapyard._values import nanoseconds_of
+from tapyard.base import (
+    Column,
+    DeadLetter,
+    DestinationError,
+    Stream,
+    StreamState,
+    nanoseconds_of,
+    quoted,
+)
 
 __all__ = [
     "Batch",
@@ -362,7 +367,7 @@ class FileLock:
 
 def open_destination(url: str) -> Destination:
     """Open the destination for ``url`` through the factory registered for its scheme."""
-    from tapyard._plugins import collect_destinations
+    from tapyard.plugins import collect_destinations
 
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme.startswith("postgres"):

@@ -24,9 +24,8 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, Field, SecretStr
 
-from tapyard._auth import options_from
-from tapyard._exceptions import ConfigError
-from tapyard._model import AuthStrategy, Credentials, secret_values
+from tapyard.auth._strategies import options_from
+from tapyard.base import AuthStrategy, ConfigError, Credentials, secret_values
 
 __all__ = ["CLOUD_STRATEGIES", "AwsAuth", "AzureAuth", "GcpAuth"]
 
@@ -212,7 +211,7 @@ class AzureAuth(_BearerFromSdk):
             return self._credential
 
     def _fetch(self) -> tuple[str, float | None]:
-        from tapyard._exceptions import AuthenticationError
+        from tapyard.base import AuthenticationError
 
         try:
             answer = self.credential().get_token(self.options.scope)

@@ -100,9 +100,9 @@ def schema_drift(
     a timestamp whose fractional digits past microseconds it would cut.
     An empty list means the schema carries what the vendor sent.
     """
-    from tapyard._model import RunContext, StreamState
-    from tapyard._plugins import get_connector, get_plugin_manager
-    from tapyard._sync import select_streams
+    from tapyard.base import RunContext, StreamState
+    from tapyard.engine._sync import select_streams
+    from tapyard.plugins import get_connector, get_plugin_manager
 
     pm = get_plugin_manager()
     conn = get_connector(connector) if isinstance(connector, str) else connector

@@ -113,7 +113,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from tapyard._model import Connector
+    from tapyard.base import Connector
 
 __all__ = [
     "RateLimitSettings",
@@ -252,7 +252,7 @@ def rate_limit_settings(
     Raises :class:`~tapyard.ConfigError` when they are not valid (a plugin's
     policy naming an unknown setting, a negative rate).
     """
-    from tapyard._config import validate_model
+    from tapyard.base import validate_model
 
     merged = {**(policy or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     return validate_model(RateLimitSettings, merged, what="rate-limit settings")
@@ -275,8 +275,7 @@ def split_rate_limit(
     value = rest.pop("rate_limit")
     if value is None:
         return rest, None
-    from tapyard._config import validate_model
-    from tapyard._exceptions import ConfigError
+    from tapyard.base import ConfigError, validate_model
 
     if not isinstance(value, Mapping):
         raise ConfigError(

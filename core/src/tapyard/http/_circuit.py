@@ -1,7 +1,7 @@
 """A circuit breaker: stop calling a vendor API that keeps failing.
 
 After ``threshold`` consecutive failures the circuit *opens* and every call is
-refused with :class:`~tapyard._exceptions.CircuitOpenError` for ``cooldown``
+refused with :class:`~tapyard.base._exceptions.CircuitOpenError` for ``cooldown``
 seconds. Then it is *half-open*: exactly one trial call goes through while the
 others are still refused. The trial's success closes the circuit; its failure
 opens it again for another cooldown.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from tapyard._exceptions import CircuitOpenError
+from tapyard.base import CircuitOpenError
 
 __all__ = ["CircuitBreaker"]
 

@@ -33,29 +33,36 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from tapyard._destinations import (
+from tapyard.base import (
+    ConfigError,
+    Connector,
+    PageValidator,
+    PermissionDeniedError,
+    PluginError,
+    Policies,
+    ResumeRejectedError,
+    RunContext,
+    Source,
+    StateError,
+    Stream,
+    StreamNotFoundError,
+    StreamState,
+    TapyardError,
+    merge_policies,
+    missing_stream,
+    quoted,
+    shift_cursor,
+    split_policies,
+)
+from tapyard.destinations import (
     Batch,
     Destination,
     cursor_sort_key,
     default_destination_url,
     open_destination,
 )
-from tapyard._exceptions import (
-    ConfigError,
-    PermissionDeniedError,
-    PluginError,
-    ResumeRejectedError,
-    StateError,
-    StreamNotFoundError,
-    TapyardError,
-    quoted,
-)
-from tapyard._hints import missing_stream
-from tapyard._model import Connector, RunContext, Source, Stream, StreamState, shift_cursor
-from tapyard._paginators import DEFAULT_MAX_PAGES, PageGuard
-from tapyard._policies import Policies, merge_policies, split_policies
-from tapyard._schema import PageValidator
-from tapyard._signals import deferred_signals
+from tapyard.engine._signals import deferred_signals
+from tapyard.sources import DEFAULT_MAX_PAGES, PageGuard
 
 __all__ = ["StreamResult", "SyncResult", "select_streams", "sync"]
 
@@ -307,7 +314,7 @@ class _Run:
                 model = self.pm.hook.tapyard_stream_schema(connector=self.connector, stream=stream)
                 if not (isinstance(model, type) and issubclass(model, BaseModel)):
                     raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
-                # Column policies (tapyard._policies): validated pages come out policied.
+                # Column policies (tapyard.base._policies): validated pages come out policied.
                 self.validators[stream.name] = self.policies.validator(stream, model)
             except ConfigError:
                 raise  # the user's configuration (a policy naming no field): the whole run
@@ -825,12 +832,12 @@ def sync(
     that stop the whole run (bad config, unreachable destination, a circuit
     that opened) raise a :class:`TapyardError`.
     """
-    from tapyard._plugins import get_connector, get_plugin_manager
+    from tapyard.plugins import get_connector, get_plugin_manager
 
     started = time.monotonic()
     pm = get_plugin_manager()
     conn = get_connector(connector) if isinstance(connector, str) else connector
-    from tapyard._ratelimit import split_rate_limit
+    from tapyard.http import split_rate_limit
 
     raw_limits: Mapping[str, Any] | None = None
     if not isinstance(config, BaseModel):
@@ -843,7 +850,7 @@ def sync(
         # before anything is opened: a stream that needs configuration the run lacks
         if any(not getattr(cfg, f, None) for f in conn.stream_config.get(name, ())):
             raise StreamNotFoundError(missing_stream(name, [], conn.stream_config))
-    from tapyard._plugins import run_permissions
+    from tapyard.plugins import run_permissions
 
     # before the destination is opened: a run its manifest forbids leaves no trace
     hosts = run_permissions(conn, cfg, credentials)

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from tapyard._exceptions import ConfigError
-from tapyard._hints import did_you_mean
+from tapyard.base._exceptions import ConfigError
+from tapyard.base._hints import did_you_mean
 
 __all__ = ["describe_validation_error", "load_config", "validate_model"]
 

@@ -34,15 +34,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 
 from pydantic import BaseModel, Field, SecretStr
 
-from tapyard._auth import options_from
-from tapyard._exceptions import (
+from tapyard.auth._strategies import options_from
+from tapyard.base import (
     AuthenticationError,
+    AuthStrategy,
     ConfigError,
+    Credentials,
     HTTPStatusError,
     ResponseError,
     TransportError,
+    secret_values,
+    stored_fields,
 )
-from tapyard._model import AuthStrategy, Credentials, secret_values, stored_fields
 
 if TYPE_CHECKING:
     import httpx
@@ -269,7 +272,7 @@ def _client(session: _Session, **options: Any) -> Any:
 
 
 def _shown(url: str) -> str:
-    from tapyard._http import redact_url
+    from tapyard.http import redact_url
 
     return redact_url(url)
 

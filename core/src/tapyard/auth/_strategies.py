@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr
 
-from tapyard._model import AuthStrategy, Credentials
+from tapyard.base import AuthStrategy, Credentials
 
 if TYPE_CHECKING:
     import httpx
@@ -27,7 +27,7 @@ def options_from(model: type[M], credentials: BaseModel | dict[str, Any], *, wha
     """``credentials`` validated as ``model``, keeping only the fields ``model`` knows
     (a connector's credential model may carry more). One-line :class:`ConfigError`
     naming fields, never values, when they do not fit."""
-    from tapyard._config import validate_model
+    from tapyard.base import validate_model
 
     items = credentials.items() if isinstance(credentials, dict) else iter(credentials)
     data = {key: value for key, value in items if key in model.model_fields}

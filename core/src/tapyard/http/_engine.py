@@ -36,19 +36,19 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from tapyard._circuit import CircuitBreaker
-from tapyard._exceptions import (
+from tapyard.base import (
     AuthenticationError,
+    AuthStrategy,
     DeadlineExceededError,
     HTTPError,
     HTTPStatusError,
     ResponseError,
     RetryAfterTooLongError,
     TransportError,
+    decode_json,
 )
-from tapyard._model import AuthStrategy
-from tapyard._ratelimit import RateLimiter, RateLimitWaitTooLong, parse_retry_after
-from tapyard._values import decode_json
+from tapyard.http._circuit import CircuitBreaker
+from tapyard.http._ratelimit import RateLimiter, RateLimitWaitTooLong, parse_retry_after
 
 if TYPE_CHECKING:
     from tapyard.base.manifest import HostGuard
@@ -382,7 +382,7 @@ class HttpEngine:
         and is retried; after the last one it raises :class:`ResponseError`.
         The body is ``None`` for 204, 205 and 304. Integers keep every digit;
         with ``exact_numbers`` numbers with a fraction or an exponent are
-        :class:`decimal.Decimal` rather than float (see ``tapyard._values.decode_json``).
+        :class:`decimal.Decimal` rather than float (see ``tapyard.base._values.decode_json``).
         """
         call = self._prepare("GET", url, params, headers, None, None)
         if exact_numbers:

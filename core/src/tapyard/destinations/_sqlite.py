@@ -39,17 +39,24 @@ from pydantic import BaseModel
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
-from tapyard._destinations import (
+from tapyard.base import (
+    Column,
+    DeadLetter,
+    DestinationError,
+    StateError,
+    Stream,
+    StreamState,
+    json_text,
+    quoted,
+    value_text,
+)
+from tapyard.destinations._base import (
     Batch,
     StoredDeadLetter,
     cursor_sort_key,
     refuse_odd_target,
     url_path,
 )
-from tapyard._exceptions import DestinationError, StateError, quoted
-from tapyard._model import Stream, StreamState
-from tapyard._schema import Column, DeadLetter
-from tapyard._values import json_text, value_text
 from tapyard.destinations._tables import (
     CURSOR_KEY,
     DELETED_AT,
@@ -259,7 +266,7 @@ class _Versions:
     The upsert updates a row only when the incoming version's cursor is not
     older than the stored one (``_tapyard_cursor``, a sort key that orders
     timestamps in any offset and precision as time does; see
-    :func:`~tapyard._destinations.cursor_sort_key`) and when some column
+    :func:`~tapyard.destinations._base.cursor_sort_key`) and when some column
     differs, so its row count is what was inserted or changed. A full refresh
     (``Batch.replace``) drops the cursor condition. A pass that may sweep
     (``Batch.tracked``) stamps every row it saw with its id (``_tapyard_pass``,
@@ -424,7 +431,7 @@ def _row_builder(
     its speed (0.3 us a record; docs/performance.md). A model whose ``__dict__``
     lacks a column (a computed field, a property) is read by ``getattr``; a
     JSON column orjson refuses (an integer past 64 bits, a lone surrogate) is
-    encoded exactly by :func:`tapyard._values.json_text`. orjson writes a NaN
+    encoded exactly by :func:`tapyard.base._values.json_text`. orjson writes a NaN
     nested in a JSON value as null; tapyard's own readers never hand it one
     (docs/types.md).
 

@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr
 #: The plugin API this core implements. A connector built for another version is
 #: refused at load time with a clear message. (Defined beside the manifests, which
 #: are read without importing this module.)
-from tapyard._manifest import PLUGIN_API_VERSION
+from tapyard.base._manifest import PLUGIN_API_VERSION
 
 if TYPE_CHECKING:
     import httpx
 
-    from tapyard._oauth import TokenStore
+    from tapyard.auth import TokenStore
 
 __all__ = [
     "AuthStrategy",
@@ -120,7 +120,7 @@ class StreamState:
         naming the field for a saved state of any other shape (a hand-edited row):
         an object, a resume point with a URL and params, an integer pass id, a
         timestamp text when it started. Whether the cursor fits its stream is the
-        sync engine's to check (:func:`tapyard._sync.state_problem`)."""
+        sync engine's to check (:func:`tapyard.engine._sync.state_problem`)."""
         if not data:
             return cls()
         if not isinstance(data, Mapping):
@@ -480,11 +480,11 @@ class Connector(abc.ABC):
         of the registered auth strategy of that kind. Raises
         :class:`~tapyard.ConfigError` when the connector takes no such credential.
         """
-        from tapyard._exceptions import ConfigError
+        from tapyard.base._exceptions import ConfigError
 
         takes = [k for k in self.auth_kinds if k != "none"]
         if kind not in takes:
-            from tapyard._hints import did_you_mean
+            from tapyard.base._hints import did_you_mean
 
             listed = ", ".join(takes) if takes else "none: it needs no credentials"
             hint = did_you_mean(kind, takes)
@@ -494,7 +494,7 @@ class Connector(abc.ABC):
             )
         model = self.credential_models.get(kind)
         if model is None:
-            from tapyard._plugins import collect_auth_strategies
+            from tapyard.plugins import collect_auth_strategies
 
             strategy = collect_auth_strategies().get(kind)
             model = strategy.credentials_model() if strategy is not None else None
@@ -507,7 +507,7 @@ class Connector(abc.ABC):
 
     def parse_config(self, raw: Mapping[str, Any]) -> BaseModel:
         """Validate raw configuration against :attr:`config_model`."""
-        from tapyard._config import validate_model
+        from tapyard.base._config import validate_model
 
         return validate_model(self.config_model, raw, what=f"config for {self.name!r}")
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
-from tapyard._exceptions import SchemaError
-from tapyard._values import Timestamp
+from tapyard.base._exceptions import SchemaError
+from tapyard.base._values import Timestamp
 
 __all__ = [
     "Column",
@@ -331,7 +331,7 @@ def _timestamp_fields(model: type[BaseModel]) -> list[tuple[str, str]]:
 
 def _keep_nanoseconds(records: Sequence[Any], items: Sequence[BaseModel], fields: Sequence[tuple[str, str]]) -> None:
     """Give each of ``items`` back the digits 7-9 that pydantic cut from its
-    timestamps' text in ``records`` (as :class:`~tapyard._values.Timestamp`).
+    timestamps' text in ``records`` (as :class:`~tapyard.base._values.Timestamp`).
     This runs for every record and timestamp field, so it looks at two
     characters of ISO 8601 text only (``YYYY-MM-DDTHH:MM:SS.ffffff`` puts the
     point at 19 and a seventh digit at 26) before anything else."""

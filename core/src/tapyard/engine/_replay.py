@@ -20,17 +20,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tapyard._destinations import (
+from tapyard.base import Connector, PageValidator, PluginError, columns_of, decode_json
+from tapyard.destinations import (
     Batch,
     Destination,
     StoredDeadLetter,
     default_destination_url,
     open_destination,
 )
-from tapyard._exceptions import PluginError
-from tapyard._model import Connector
-from tapyard._schema import PageValidator, columns_of
-from tapyard._values import decode_json
 
 __all__ = ["ReplayResult", "replay_dead_letters"]
 
@@ -68,7 +65,7 @@ def replay_dead_letters(
     :param streams: only these streams' dead letters (default: all).
     :param state_key: the key the sync saved its state under (default: the connector name).
     """
-    from tapyard._plugins import get_connector, get_plugin_manager
+    from tapyard.plugins import get_connector, get_plugin_manager
 
     pm = get_plugin_manager()
     conn = get_connector(connector) if isinstance(connector, str) else connector
