@@ -56,6 +56,7 @@ CASES = {
 CRONS = {"every-minute": "* * * * *", "at-0230": "30 2 * * *", "at-0130": "30 1 * * *"}
 
 
+@pytest.mark.timeout(600)  # three schedulers, each loading the connectors into its fork server
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_dst_fires_at_the_right_instants_once_each_with_three_schedulers(case: str, database: str, tmp_path: Path) -> None:
     start, end, rate, expected = CASES[case]

@@ -37,6 +37,7 @@ JOBS = 20
 RATE = 6.0  # clock seconds per real second: a "*/3" job ticks every 30 s
 
 
+@pytest.mark.timeout(int(os.environ.get("TAPYARD_CHAOS_SECONDS", "40")) + 600)
 def test_chaos_three_schedulers_twenty_jobs_random_sigkills(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     seconds = float(os.environ.get("TAPYARD_CHAOS_SECONDS", "40"))
     rng = random.Random(int(os.environ.get("TAPYARD_CHAOS_SEED", "17")))

@@ -59,6 +59,7 @@ def test_a_run_past_its_timeout_is_stopped_within_5_s_and_marked_timed_out(tmp_p
     assert [r["id"] for r in status] == [run.id]
 
 
+@pytest.mark.timeout(600)
 def test_a_sigkilled_run_is_abandoned_within_two_heartbeats_and_its_retry_lands_everything(tmp_path: Path) -> None:
     heartbeat = 1.5
     config = {"records_per_stream": 1500, "page_size": 10, "latency_ms": 20}
