@@ -30,22 +30,27 @@ def run(
     cp = _cp()
     scheduler = Scheduler(cp, max_runs=max_runs, per_credential=per_credential, heartbeat=heartbeat, poll=poll, drain=drain)
     if metrics_port is not None:
+        from tapyard import ConfigError
         from tapyard.jobs._metrics import serve
 
-        port = serve(cp, scheduler, metrics_port, metrics_host)
-        console.print(f"metrics on http://{metrics_host}:{port}/metrics") if not once else None
+        try:
+            port = serve(cp, scheduler, metrics_port, metrics_host)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {metrics_host[:60]}:{metrics_port}: {exc.strerror or exc}; "
+                "pick another --metrics-port"
+            ) from None
+        if not once:
+            console.print(f"metrics on http://{metrics_host}:{port}/metrics")
     if once:
         done = scheduler.once()
         try:
-            while scheduler.children:
-                scheduler._collect_children()
-                time.sleep(0.1)
+            scheduler.wait()
         except KeyboardInterrupt:
             scheduler.drain()
             from tapyard.cli import interrupted
 
             raise interrupted("interrupted; the runs this pass started were stopped and will be retried") from None
-        scheduler._collect_children()
         console.print(f"{done['ticks']} ticks, {done['started']} runs started")
         return
     import logging

@@ -525,6 +525,12 @@ class Scheduler:
             pass
         self.drain()
 
+    def wait(self) -> None:
+        """Wait for the runs this scheduler started to end, recording any that died."""
+        while self.children:
+            self._collect_children()
+            time.sleep(0.1)
+
     def drain(self) -> None:
         """Stop taking work; let this scheduler's runs finish for up to ``drain`` seconds,
         then interrupt them (they checkpoint and are retried), then end them."""
