@@ -35,6 +35,10 @@ from tests.registry_helpers import (
 PACKAGE = "tapyard-acme"
 
 
+# a module's registry is seeded once, by kit runs and builds that take minutes on a loaded machine
+pytestmark = pytest.mark.timeout(1200)
+
+
 @dataclass
 class World:
     url: str

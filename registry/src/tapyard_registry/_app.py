@@ -137,11 +137,13 @@ def create_app(registry: Registry) -> Starlette:
         except ValueError:
             raise Refused(400, "limit must be a whole number") from None
         filters = {k: params[k] for k in ("vendor", "category", "auth", "level", "publisher") if params.get(k)}
-        result = await run_in_threadpool(registry.search, params.get("q", "")[:200], filters, limit)
-        return JSONResponse(result)
+        if registry._listing is None:
+            await run_in_threadpool(registry.listing)  # the first search after a write builds the index
+        # answered on the event loop: an index lookup costs less than a hop to the thread pool
+        return Response(registry.search_json(params.get("q", "")[:200], filters, limit), media_type="application/json")
 
     async def index(request: Request, _who: None) -> Response:
-        summaries, _texts = await run_in_threadpool(registry.listing)
+        summaries, _index, _encoded = await run_in_threadpool(registry.listing)
         return JSONResponse({"packages": summaries})
 
     async def package(request: Request, _who: None) -> Response:

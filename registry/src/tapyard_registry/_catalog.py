@@ -31,7 +31,7 @@ class Catalog:
         )
 
     def _facets(self) -> dict[str, list[str]]:
-        summaries, _ = self.registry.listing()
+        summaries, _index, _encoded = self.registry.listing()
         facets: dict[str, set[str]] = {"vendor": set(), "category": set(), "auth": set(), "level": set()}
         for summary in summaries:
             for facet, values in facets.items():

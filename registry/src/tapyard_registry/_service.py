@@ -18,19 +18,20 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from securesystemslib.signer import SSlibKey
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from tuf.api.metadata import Metadata, Targets
 
-from tapyard.base._manifest import PLUGIN_API_VERSION
-from tapyard.marketplace._listing import connector_summaries, search, search_text
+from tapyard.base import PLUGIN_API_VERSION
+from tapyard.marketplace._listing import SearchIndex, connector_summaries
 from tapyard.marketplace._wheel import WheelInfo, WheelRefused, inspect_wheel, normalize
 from tapyard_registry._db import packages, publisher_keys, publishers, releases, tokens
 from tapyard_registry._names import confusable_with
@@ -156,7 +157,7 @@ class Registry:
         self.kit = kit
         self.max_upload = max_upload or MAX_WHEEL_BYTES
         self.writes = _Bucket(writes_per_minute)
-        self._listing: tuple[list[dict[str, Any]], dict[str, str]] | None = None
+        self._listing: tuple[list[Mapping[str, Any]], SearchIndex, list[bytes]] | None = None
         self._listing_lock = threading.Lock()
 
     # -- rate limits and auth --------------------------------------------------------
@@ -486,8 +487,8 @@ class Registry:
             rels = connection.execute(select(releases).where(releases.c.package == name)).all()
         return _package_document(row, rels)
 
-    def listing(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
-        """Every package's summary and search text, cached until the next write."""
+    def listing(self) -> tuple[list[Mapping[str, Any]], SearchIndex, list[bytes]]:
+        """Every package's summary, their search index and each one as JSON, cached until the next write."""
         cached = self._listing
         if cached is not None:
             return cached
@@ -507,14 +508,28 @@ class Registry:
                 document = _package_document(row, by_package.get(row.name, []))
                 if document["summary_release"] is not None:
                     summaries.append(document["summary_release"])
-            texts = {s["name"]: search_text(s) for s in summaries}
-            self._listing = (summaries, texts)
+            index = SearchIndex(summaries)
+            encoded = [orjson.dumps(s) for s in index.summaries]
+            self._listing = (index.summaries, index, encoded)
+            # The index is hundreds of thousands of long-lived objects: left to the collector,
+            # every full collection walks them all (tens of ms, a search's whole budget).
+            import gc
+
+            gc.collect()
+            gc.freeze()
             return self._listing
 
     def search(self, query: str, filters: dict[str, str], limit: int = 50) -> dict[str, Any]:
-        summaries, texts = self.listing()
-        hits, total = search(summaries, query, filters, texts=texts, limit=limit)
-        return {"query": query, "filters": filters, "total": total, "results": list(hits)}
+        _summaries, index, _encoded = self.listing()
+        positions, total = index.search(query, filters, limit)
+        return {"query": query, "filters": filters, "total": total, "results": [index.summaries[i] for i in positions]}
+
+    def search_json(self, query: str, filters: dict[str, str], limit: int = 50) -> bytes:
+        """:meth:`search` as the JSON the API sends, from documents serialised once per listing."""
+        _summaries, index, encoded = self.listing()
+        positions, total = index.search(query, filters, limit)
+        head = orjson.dumps({"query": query, "filters": filters, "total": total})[:-1]
+        return head + b',"results":[' + b",".join(encoded[i] for i in positions) + b"]}"
 
 
 def _spec(text: str) -> str:

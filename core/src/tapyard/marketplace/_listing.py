@@ -14,10 +14,11 @@ newest release not yanked), ``summary``, ``requires_core``, ``score``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["FACETS", "connector_summaries", "facet_values", "search", "search_text"]
+__all__ = ["FACETS", "SearchIndex", "connector_summaries", "facet_values", "search", "search_text"]
 
 #: The filters search takes, and where in a summary each one looks.
 FACETS = ("vendor", "category", "auth", "level", "publisher")
@@ -80,12 +81,119 @@ def facet_values(summary: Mapping[str, Any], facet: str) -> set[str]:
     return set()
 
 
-def _rank(summary: Mapping[str, Any], words: Sequence[str]) -> tuple[int, str]:
-    name = str(summary.get("name", ""))
-    names = {name, *(str(c.get("name", "")) for c in summary.get("connectors", []))}
-    exact = any(w in names or f"tapyard-{w}" in names for w in words)
-    prefix = any(n.startswith(w) or n.removeprefix("tapyard-").startswith(w) for w in words for n in names)
-    return (0 if exact else 1 if prefix else 2, name)
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+class SearchIndex:
+    """Search over a fixed set of summaries, answered from an index rather than a scan.
+
+    A query word matches a summary when each of its alphanumeric runs is
+    part of a word of the summary's :func:`search_text` (``strip`` matches
+    ``stripe``, ``sales force`` needs both). Words of three characters or more
+    are looked up through a trigram index of the vocabulary; shorter ones scan
+    it (and are remembered). Each word's and each filter value's summaries are
+    a bit set (a Python int, bit *i* for the *i*-th summary by name), so a
+    query is a few ANDs whatever the registry's size. Results are ranked: a
+    package or connector named exactly as a query word first, then names
+    starting with one (when fewer than 256 do), then the rest, each group by
+    name. The registry builds one per change of its listing; a static
+    mirror's client builds one per search.
+    """
+
+    _PREFIX_CAP = 256
+
+    def __init__(self, summaries: Iterable[Mapping[str, Any]]) -> None:
+        self.summaries = sorted(summaries, key=lambda s: str(s.get("name", "")))
+        postings: dict[str, int] = {}
+        self.facets: dict[str, dict[str, int]] = {facet: {} for facet in FACETS}
+        self.names: dict[str, int] = {}
+        for i, summary in enumerate(self.summaries):
+            bit = 1 << i
+            for word in set(_words(search_text(summary))):
+                postings[word] = postings.get(word, 0) | bit
+            for facet in FACETS:
+                values = self.facets[facet]
+                for value in facet_values(summary, facet):
+                    values[value] = values.get(value, 0) | bit
+            for name in _names(summary):
+                self.names[name] = self.names.get(name, 0) | bit
+        self.postings = postings
+        self.trigrams: dict[str, set[str]] = {}
+        for word in postings:
+            for k in range(len(word) - 2):
+                self.trigrams.setdefault(word[k : k + 3], set()).add(word)
+        self.sorted_names = sorted(self.names)
+        self.everything = (1 << len(self.summaries)) - 1
+        self._parts: dict[str, int] = {}
+
+    def _part(self, part: str) -> int:
+        known = self._parts.get(part)
+        if known is not None:
+            return known
+        if len(part) >= 3:
+            grams = [self.trigrams.get(part[k : k + 3], set()) for k in range(len(part) - 2)]
+            candidates: Iterable[str] = set.intersection(*sorted(grams, key=len))
+        else:
+            candidates = self.postings
+        found = 0
+        for word in candidates:
+            if part in word:
+                found |= self.postings[word]
+        if len(self._parts) < 65536:
+            self._parts[part] = found
+        return found
+
+    def _starting(self, word: str) -> int:
+        import bisect
+
+        found = 0
+        for prefix in (word, f"tapyard-{word}"):
+            at = bisect.bisect_left(self.sorted_names, prefix)
+            end = bisect.bisect_left(self.sorted_names, prefix + "\uffff", at, min(len(self.sorted_names), at + self._PREFIX_CAP + 1))
+            if end - at > self._PREFIX_CAP:
+                continue  # a prefix this common says nothing about relevance
+            for name in self.sorted_names[at:end]:
+                found |= self.names[name]
+        return found
+
+    def search(self, query: str = "", filters: Mapping[str, str] | None = None, limit: int = 50) -> tuple[list[int], int]:
+        """The positions (in :attr:`summaries`) of the best ``limit`` matches, and how many matched."""
+        hits = self.everything
+        words = [w for w in query.lower().split() if w]
+        for word in words:
+            for part in _words(word):
+                hits &= self._part(part)
+        for facet, value in (filters or {}).items():
+            if value and facet in FACETS:
+                hits &= self.facets[facet].get(value.lower(), 0)
+        if not hits:
+            return [], 0
+        exact = 0
+        prefix = 0
+        for word in words:
+            exact |= self.names.get(word, 0) | self.names.get(f"tapyard-{word}", 0)
+            prefix |= self._starting(word)
+        exact &= hits
+        prefix &= hits & ~exact
+        ranked = _first_bits(exact, limit)
+        ranked += _first_bits(prefix, limit - len(ranked))
+        ranked += _first_bits(hits & ~exact & ~prefix, limit - len(ranked))
+        return ranked, hits.bit_count()
+
+
+def _first_bits(mask: int, count: int) -> list[int]:
+    """The positions of the lowest ``count`` set bits of ``mask``."""
+    found: list[int] = []
+    while mask and len(found) < count:
+        low = mask & -mask
+        found.append(low.bit_length() - 1)
+        mask ^= low
+    return found
+
+
+def _names(summary: Mapping[str, Any]) -> set[str]:
+    return {str(summary.get("name", "")).lower(), *(str(c.get("name", "")).lower() for c in summary.get("connectors", []))}
 
 
 def search(
@@ -93,24 +201,9 @@ def search(
     query: str = "",
     filters: Mapping[str, str] | None = None,
     *,
-    texts: Mapping[str, str] | None = None,
     limit: int = 50,
 ) -> tuple[list[Mapping[str, Any]], int]:
-    """The summaries matching every word of ``query`` and every filter, best first, and how many matched.
-
-    ``texts`` may hold each summary's :func:`search_text` by name, computed once.
-    """
-    words = [w for w in query.lower().split() if w]
-    wanted = {k: v.lower() for k, v in (filters or {}).items() if v and k in FACETS}
-    hits = []
-    for summary in summaries:
-        text = texts.get(summary["name"]) if texts is not None else None
-        if text is None:
-            text = search_text(summary)
-        if not all(w in text for w in words):
-            continue
-        if any(value not in facet_values(summary, facet) for facet, value in wanted.items()):
-            continue
-        hits.append(summary)
-    hits.sort(key=lambda s: _rank(s, words))
-    return hits[: max(0, limit)], len(hits)
+    """The summaries matching every word of ``query`` and every filter, best first, and how many matched."""
+    index = SearchIndex(summaries)
+    positions, total = index.search(query, filters, limit)
+    return [index.summaries[i] for i in positions], total
