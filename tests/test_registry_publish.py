@@ -20,7 +20,6 @@ import pytest
 from tapyard.marketplace._errors import RegistryError
 from tests.registry_helpers import doctored_wheel, environment, running_registry
 
-
 # a module's registry is seeded once, by kit runs and builds that take minutes on a loaded machine
 pytestmark = pytest.mark.timeout(1200)
 

@@ -539,15 +539,9 @@ def _spec(text: str) -> str:
 
 
 def _validate_manifest(wheel: WheelInfo) -> None:
-    """The manifest model's own validation (the author kit's, when this core has it)."""
-    try:
-        from tapyard.base.manifest import parse_manifest_text  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        from tapyard.base._manifest import parse_manifest
+    """The manifest model's own validation (the one the author kit and the engine use)."""
+    from tapyard.base.manifest import parse_manifest_text
 
-        plugin = next(iter(wheel.entry_points))
-        parse_manifest(wheel.manifest_text, f"{wheel.package}/tapyard-manifest.toml", plugin=plugin, meta={})
-        return
     parse_manifest_text(wheel.manifest_text, f"{wheel.package}/tapyard-manifest.toml")
 
 
