@@ -180,7 +180,7 @@ def main() -> None:
         rows = {s.name: con.execute(f'SELECT count(*) FROM "{s.name}"').fetchone()[0] for s in result.streams}
         con.close()
     else:
-        from tapyard.destinations._base import open_destination
+        from tapyard.destinations import open_destination
 
         with open_destination(to) as destination:
             rows = {s.name: destination.count(s.name) for s in result.streams}

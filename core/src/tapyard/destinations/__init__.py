@@ -1,5 +1,6 @@
-"""Where records land: the destination contract and batch (``_base``), and the
-SQLite and JSON Lines destinations. It may import ``tapyard.base`` only; a
+"""Where records land: the destination contract and batch (``_base``), the table
+contract every table destination implements and its SQL merge machinery
+(``_tables``), and the SQLite, PostgreSQL, DuckDB and JSON Lines destinations. It may import ``tapyard.base`` only; a
 destination never sees HTTP, auth or sources.
 """
 
@@ -19,19 +20,33 @@ if TYPE_CHECKING:
         open_destination,
         url_path,
     )
+    from tapyard.destinations._duckdb import (
+        DuckDBDestination,
+    )
     from tapyard.destinations._jsonl import (
         JSONLDestination,
     )
+    from tapyard.destinations._postgresql import (
+        PostgreSQLDestination,
+    )
     from tapyard.destinations._sqlite import (
         SQLiteDestination,
+    )
+    from tapyard.destinations._tables import (
+        MergeDestination,
+        TableDestination,
     )
 
 __all__ = [
     "Batch",
     "Destination",
+    "DuckDBDestination",
     "JSONLDestination",
+    "MergeDestination",
+    "PostgreSQLDestination",
     "SQLiteDestination",
     "StoredDeadLetter",
+    "TableDestination",
     "cursor_sort_key",
     "default_destination_url",
     "open_destination",
@@ -44,7 +59,10 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "_base": ("Batch", "Destination", "StoredDeadLetter", "cursor_sort_key", "default_destination_url", "open_destination", "url_path"),
+        "_duckdb": ("DuckDBDestination",),
         "_jsonl": ("JSONLDestination",),
+        "_postgresql": ("PostgreSQLDestination",),
         "_sqlite": ("SQLiteDestination",),
+        "_tables": ("MergeDestination", "TableDestination"),
     },
 )

@@ -69,13 +69,13 @@ def _jsonl(url: str) -> Any:
 
 
 def _postgresql(url: str) -> Any:
-    from tapyard.destinations._postgresql import PostgreSQLDestination
+    from tapyard.destinations import PostgreSQLDestination
 
     return PostgreSQLDestination(url)
 
 
 def _duckdb(url: str) -> Any:
-    from tapyard.destinations._duckdb import DuckDBDestination
+    from tapyard.destinations import DuckDBDestination
 
     return DuckDBDestination(url)
 
