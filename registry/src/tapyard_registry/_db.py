@@ -108,10 +108,18 @@ tuf_metadata = Table(
 
 
 def open_engine(url: str) -> Engine:
-    """An engine for ``url`` with the schema migrated to the newest revision."""
+    """An engine for ``url`` with the schema migrated to the newest revision.
+
+    ``postgresql://`` means psycopg 3 (SQLAlchemy's own default is psycopg2).
+    """
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            url = "postgresql+psycopg://" + url[len(plain):]
     options: dict[str, Any] = {}
     if url.startswith("sqlite"):
         options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        options["pool_pre_ping"] = True
     engine = create_engine(url, future=True, **options)
     if url.startswith("sqlite"):
 

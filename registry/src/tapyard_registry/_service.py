@@ -205,6 +205,7 @@ class Registry:
             raise Refused(400, "namespace must be 1-39 lowercase letters, digits and inner hyphens, and not a reserved word")
         key = _public_key(public_key)
         with self.repo.lock, self.engine.begin() as connection:
+            self.repo.exclusive(connection)
             if connection.execute(select(publishers.c.id).where(publishers.c.namespace == namespace)).first():
                 raise Refused(409, f"the namespace {namespace!r} is taken; choose another")
             if connection.execute(select(publisher_keys.c.keyid).where(publisher_keys.c.keyid == key.keyid)).first():
@@ -234,6 +235,7 @@ class Registry:
     def add_key(self, who: Publisher, public_key: Any) -> dict[str, Any]:
         key = _public_key(public_key)
         with self.repo.lock, self.engine.begin() as connection:
+            self.repo.exclusive(connection)
             if connection.execute(select(publisher_keys.c.keyid).where(publisher_keys.c.keyid == key.keyid)).first():
                 raise Refused(409, "that key is already registered")
             connection.execute(
@@ -246,6 +248,7 @@ class Registry:
 
     def revoke_key(self, who: Publisher, keyid: str) -> dict[str, Any]:
         with self.repo.lock, self.engine.begin() as connection:
+            self.repo.exclusive(connection)
             keys = self._keys(connection, who.id)
             if keyid not in {k.keyid for k in keys}:
                 raise Refused(404, "no such key of yours")
@@ -308,6 +311,7 @@ class Registry:
             self._check_role(connection, who, role, path, data)
         kit = self._run_kit(wheel, data, source)
         with self.repo.lock, self.engine.begin() as connection:
+            self.repo.exclusive(connection)
             # checked again under the lock: another publish may have won the race meanwhile
             self._check_name(connection, who, name)
             self._check_version(connection, name, wheel.version)

@@ -96,10 +96,25 @@ class Repository:
         self.lock = threading.RLock()
         self._serializer = JSONSerializer(compact=True)
         with self.engine.begin() as connection:
+            self.exclusive(connection)
             if self.latest_version(connection, "root") == 0:
                 self._initialise(connection)
 
     # -- storage -------------------------------------------------------------------------
+
+    @staticmethod
+    def exclusive(connection: Connection) -> None:
+        """Serialise this write transaction with every other registry process on the same database.
+
+        The lock in :attr:`lock` covers one process; on PostgreSQL several
+        registry processes may share the index, and each change of the signed
+        index reads the newest versions and writes the next ones. (SQLite
+        serialises writers itself.)
+        """
+        if connection.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            connection.execute(text("SELECT pg_advisory_xact_lock(16016)"))
 
     def latest_version(self, connection: Connection, role: str) -> int:
         found = connection.execute(select(func.max(tuf_metadata.c.version)).where(tuf_metadata.c.role == role)).scalar()
@@ -167,6 +182,7 @@ class Repository:
         if md.signed.expires - _now() > self.lifetimes.timestamp / 2 and not self._snapshot_stale():
             return timestamp
         with self.lock, self.engine.begin() as connection:
+            self.exclusive(connection)
             current = self.load(connection, "timestamp")
             assert current is not None
             if current.signed.expires - _now() > self.lifetimes.timestamp / 2 and not self._snapshot_stale(connection):
