@@ -44,6 +44,7 @@ PUBLIC = {
     "CredentialInfo",
     "CredentialNotFoundError",
     "CredentialValidationError",
+    "FleetLocks",
     "KeyringUnavailableError",
     "LocalBackend",
     "LockTable",
@@ -72,6 +73,9 @@ PUBLIC = {
     "redact",
     "redactor",
     "save_key_to_keyring",
+    "PostgresLocks",
+    "RedisLocks",
+    "locks_from_url",
 }
 
 

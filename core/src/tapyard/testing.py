@@ -83,6 +83,7 @@ __all__ = [
     "CliResult",
     "Drift",
     "PostgresServer",
+    "RedisServer",
     "ServiceUnavailable",
     "assert_same_value",
     "awkward_jsonl",
@@ -91,6 +92,7 @@ __all__ = [
     "landed_rows",
     "postgres_bin_dir",
     "postgres_server",
+    "redis_server",
     "run_cli",
     "schema_drift",
     "scrub_text",
@@ -755,14 +757,21 @@ def postgres_server(
             server.create_database(database)
         yield server
     finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop_server(process, signal.SIGINT, 30.0)  # SIGINT: PostgreSQL's fast shutdown
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_server(process: Any, sig: int, timeout: float) -> None:
+    """Stop a test server's process with ``sig``, killing it after ``timeout`` seconds."""
+    import subprocess
+
+    if process is not None and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def service_missing(reason: str) -> None:
@@ -780,6 +789,78 @@ def postgres() -> Iterator[PostgresServer]:
     the test skips when PostgreSQL is not installed, or fails under CI."""
     try:
         with postgres_server() as server:
+            yield server
+    except ServiceUnavailable as exc:
+        service_missing(str(exc))
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A redis-server started by :func:`redis_server`, on ``host:port`` (loopback only)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """``redis://host:port/0``."""
+        return f"redis://{self.host}:{self.port}/0"
+
+
+@contextlib.contextmanager
+def redis_server(timeout: float = 30.0) -> Iterator[RedisServer]:
+    """Start a throwaway redis-server (no persistence) on a free loopback port, yield
+    it, and stop it. Raises :class:`ServiceUnavailable` when ``redis-server`` is not
+    installed (``apt-get install redis-server``, as ``.ci/emulators-redis.sh`` does)."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceUnavailable(
+            "redis-server is not installed; apt-get install redis-server, as .ci/emulators-redis.sh does"
+        )
+    root = Path(tempfile.mkdtemp(prefix="tapyard-redis-"))
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        for attempt in range(5):
+            port = _free_port()
+            process = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(root), "--protected-mode", "yes"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+                time.sleep(0.05)
+            else:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                if attempt == 4:
+                    raise ServiceUnavailable("redis-server did not start")
+                continue
+            break
+        yield RedisServer("127.0.0.1", port)
+    finally:
+        _stop_server(process, signal.SIGTERM, 10.0)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A redis-server for the whole test session (see :func:`redis_server`); the test
+    skips when Redis is not installed, or fails under CI."""
+    try:
+        with redis_server() as server:
             yield server
     except ServiceUnavailable as exc:
         service_missing(str(exc))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import getpass
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ from tapyard_credentials._exceptions import (
     CredentialNotFoundError,
     CredentialValidationError,
 )
+from tapyard_credentials._fleetlock import FleetLocks
 from tapyard_credentials._keys import VaultKey
 from tapyard_credentials._local import LocalBackend
 from tapyard_credentials._models import (
@@ -85,9 +88,18 @@ class Vault:
     call :meth:`close`.
     """
 
-    def __init__(self, backend: SecretBackend, *, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        backend: SecretBackend,
+        *,
+        redactor: Redactor | None = None,
+        locks: FleetLocks | None = None,
+    ) -> None:
         self.backend = backend
         self.redactor = default_redactor if redactor is None else redactor
+        #: locks shared with other machines (Redis, PostgreSQL), taken by :meth:`lock`
+        #: after the backend's own: see :mod:`tapyard_credentials._fleetlock`
+        self.locks = locks
 
     @classmethod
     def open(
@@ -96,6 +108,7 @@ class Vault:
         key: VaultKey | str | bytes | SecretStr | None = None,
         *,
         redactor: Redactor | None = None,
+        locks: FleetLocks | None = None,
     ) -> Vault:
         """The local vault at ``path`` (default :func:`default_vault_path`).
 
@@ -107,7 +120,7 @@ class Vault:
         untouched). A missing file is created, mode 0600, on the first write.
         """
         target = Path(path).expanduser() if path is not None else default_vault_path()
-        return cls(LocalBackend(target, _as_key(key)), redactor=redactor)
+        return cls(LocalBackend(target, _as_key(key)), redactor=redactor, locks=locks)
 
     # --- reading --------------------------------------------------------------------
 
@@ -289,10 +302,24 @@ class Vault:
 
         Re-entrant within a thread. Raises :class:`LockTimeoutError` after ``timeout``
         seconds (``None``: wait forever). The lock is advisory: it binds only code that
-        takes it. The credential need not exist.
+        takes it. The credential need not exist. With ``locks`` (a Redis or PostgreSQL
+        lock server) it also binds processes on other machines that share the backend.
         """
         validate_name(name)
-        return self.backend.lock(name, timeout=timeout)
+        if self.locks is None:
+            return self.backend.lock(name, timeout=timeout)
+        return self._both_locks(name, timeout)
+
+    @contextlib.contextmanager
+    def _both_locks(self, name: str, timeout: float | None) -> Iterator[None]:
+        """The backend's lock (this machine's threads and processes queue there), then
+        the fleet's (other machines'), within one ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.backend.lock(name, timeout=timeout):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            assert self.locks is not None
+            with self.locks.lock(name, timeout=left):
+                yield
 
     def verify(self) -> None:
         """Check the whole vault: SQLite's full integrity check, every row's digest, every
@@ -301,8 +328,10 @@ class Vault:
         self.backend.verify()
 
     def close(self) -> None:
-        """Release the vault's file. Safe to call twice."""
+        """Release the vault's file (and the lock server's connection). Safe to call twice."""
         self.backend.close()
+        if self.locks is not None:
+            self.locks.close()
 
     def __enter__(self) -> Vault:
         return self

@@ -107,8 +107,10 @@ def open_vault(
     ``key`` opens a local vault (None: ``TAPYARD_VAULT_KEY``, then
     ``TAPYARD_VAULT_PASSPHRASE``, then the OS keyring). ``redactor`` receives every
     value the vault stores or returns (the process-wide one by default).
+    ``TAPYARD_LOCK_URL`` (``redis://...`` or ``postgresql://...``) adds credential
+    locks that bind workers on other machines sharing the backend.
     """
-    from tapyard_credentials import Vault
+    from tapyard_credentials import Vault, VaultError, locks_from_url
 
     location = vault_location(url)
     scheme = _scheme(location) or "file"
@@ -120,7 +122,11 @@ def open_vault(
             f"no secret backend for vault URL scheme {scheme!r} (known: {known}); "
             "install the plugin that provides it"
         )
-    return Vault(factory(location, key), redactor=redactor)
+    try:
+        locks = locks_from_url(os.environ.get("TAPYARD_LOCK_URL"))
+    except VaultError as exc:
+        raise ConfigError(str(exc)) from None
+    return Vault(factory(location, key), redactor=redactor, locks=locks)
 
 
 def validate_credential_fields(
