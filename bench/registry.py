@@ -24,7 +24,7 @@
    metadata of an earlier install kept). *Added* is verified minus plain.
 
 Results: a JSON object on stdout and ``registry.json`` in ``--output``.
-Targets (issue 16): search p99 < 50 ms at 20 clients over 10,000 connectors;
+Targets: search p99 < 50 ms at 20 clients over 10,000 connectors;
 verification adds < 250 ms to an install.
 """
 
