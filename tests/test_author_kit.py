@@ -249,6 +249,25 @@ def test_an_installed_package_calling_an_undeclared_port_is_refused_by_the_cli(
     assert f"{site}/tapyard_acme/tapyard-manifest.toml) declares hosts 127.0.0.1:{declared.port}" in done.stderr
 
 
+@pytest.mark.slow
+def test_list_check_validates_the_whole_manifest(acme: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hatchling", reason="building the package needs hatchling")
+    from tests.test_plugins import install
+
+    project = _copy(acme, tmp_path)
+    _edit(project / "src" / "tapyard_acme" / "tapyard-manifest.toml", 'hosts = ["{config.base_url}"]', 'hosts = ["*"]')
+    site = tmp_path / "site"
+    install(project, site)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    listed = subprocess.run([sys.executable, "-m", "tapyard", "connectors", "list", "--json"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert listed.returncode == 0 and "acme" in {c["name"] for c in json.loads(listed.stdout)}
+    checked = subprocess.run([sys.executable, "-m", "tapyard", "connectors", "list", "--check"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert checked.returncode == 1 and checked.stderr.count("\n") == 1, checked.stderr
+    assert "connector.0.permissions.hosts: '*' allows every host" in checked.stderr
+
+
 def test_a_redirect_to_an_undeclared_host_is_refused(tmp_path: Path, servers: list[Counting]) -> None:
     elsewhere = Counting()
     bouncing = Counting(redirect_to=elsewhere.url)

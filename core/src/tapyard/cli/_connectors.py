@@ -70,6 +70,14 @@ def _checked() -> list[dict[str, Any]]:
             continue
         problems += [f"{name}: {d}" for d in manifest_differences(manifest, describe_connector(connector))]
     problems += [f"{name}: in {manifests[name].path}, but not registered" for name in sorted(set(manifests) - set(loaded))]
+    from tapyard.base import ManifestError
+    from tapyard.base.manifest import load_manifest
+
+    for path in sorted({m.path for m in manifests.values()}):
+        try:
+            load_manifest(path)  # the whole contract (permissions, stream modes, ...), not only what lists
+        except ManifestError as exc:
+            problems.append(str(exc))
     if problems:
         raise PluginError(
             f"{len(problems)} manifest mismatch{'es' if len(problems) > 1 else ''}: {'; '.join(problems)}; "
