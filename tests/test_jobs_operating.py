@@ -247,3 +247,48 @@ def test_runs_logs_follow_prints_lines_as_they_come_and_ends_with_the_run(tmp_pa
     assert lines[0]["event"] == "start" and lines[-1]["event"] == "end" and lines[-1]["status"] == "ok"
     assert all(line["run_id"] == 1 and line["job"] == "f" and line["connector"] == "sample" for line in lines)
     assert {line["stream"] for line in lines if line.get("event") == "stream_done"} == {"customers", "orders", "events"}
+
+
+def test_state_reset_in_a_terminal_shows_the_change_and_asks(tmp_path: Path) -> None:
+    import os
+
+    from tests.terminal import TAPYARD, spawn
+
+    env = {"TAPYARD_HOME": os.environ["TAPYARD_HOME"]}
+    to = f"sqlite:///{tmp_path / 'd.db'}"
+    assert run_cli("jobs", "add", "t", "--connector", "sample", "--cron", "0 * * * *", "--to", to,
+                   "--config", '{"records_per_stream": 20}').exit_code == 0
+    assert run_cli("jobs", "run", "t").exit_code == 0
+    cursor = json.loads(run_cli("state", "show", "t", "orders", "--json").stdout)["orders"]["cursor"]
+    term = spawn([TAPYARD, "state", "reset", "t", "orders"], env=env)
+    term.expect(r"orders: cursor .* -> \(none\)")
+    term.expect(r"reset the state of 1 stream\(s\)\? \[y/N\]")
+    term.send("n\r")
+    assert term.wait() == 1
+    assert "nothing changed" in term.screen
+    assert json.loads(run_cli("state", "show", "t", "orders", "--json").stdout)["orders"]["cursor"] == cursor
+    term = spawn([TAPYARD, "state", "reset", "t", "orders"], env=env)
+    term.expect(r"\[y/N\]")
+    term.send("y\r")
+    assert term.wait() == 0
+    assert json.loads(run_cli("state", "show", "t", "orders", "--json").stdout)["orders"]["cursor"] is None
+
+
+def test_a_credential_refused_by_its_token_server_alerts_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webhook: tuple[str, list[Any]]
+) -> None:
+    url, received = webhook
+    monkeypatch.setenv("TAPYARD_VAULT_KEY", "k" * 43 + "=")
+    stored = run_cli("creds", "add", "stale-oauth", "--connector", "sample", "--kind", "oauth2_client_credentials",
+                     "--from-json", "-", input='{"client_id": "c", "client_secret": "revoked-secret"}')
+    assert stored.exit_code == 0, stored.stderr
+    config = {"records_per_stream": 5, "auth": "oauth2", "server_client_secret": "the-current-secret"}
+    assert run_cli("jobs", "add", "o", "--connector", "sample", "--cron", "0 * * * *", "--creds", "stale-oauth",
+                   "--retries", "3", "--config", json.dumps(config), "--to", f"sqlite:///{tmp_path / 'o.db'}",
+                   "--on-failure", f"webhook:{url}").exit_code == 0
+    result = run_cli("jobs", "run", "o")
+    assert result.exit_code == 1 and "revoked-secret" not in result.stderr
+    (_, body), = received
+    payload = json.loads(body)
+    assert payload["kind"] == "credential" and payload["retry_run_id"]  # alerted although a retry follows
+    assert "revoked-secret" not in body.decode()

@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tapyard.base import (
+    AuthenticationError,
     ConfigError,
     Connector,
     PageValidator,
@@ -95,6 +96,9 @@ class StreamResult:
     warnings: list[str] = field(default_factory=list)
     #: the cursor stayed where it was because records were dead-lettered (see ``skip_dead_letters``)
     cursor_held: bool = False
+    #: the stream failed because its credential was refused (a failed OAuth refresh,
+    #: a rejected key): a retry will not help until the credential is fixed
+    credential_refused: bool = False
 
     @property
     def read(self) -> int:
@@ -367,6 +371,8 @@ class _Run:
 
     def _failed(self, stream: str, exc: BaseException) -> None:
         result = self.results[stream]
+        if result.error is None:
+            result.credential_refused = isinstance(exc, AuthenticationError)
         result.status, result.error = "failed", result.error or _describe(exc)
 
     def warn(self, stream: str, message: str) -> None:
@@ -603,8 +609,7 @@ class _Run:
                 result = self.results[item[1]]
                 remaining[item[1]] -= 1
                 if item[2] is not None:
-                    result.status = "failed"
-                    result.error = result.error or _describe(item[2])
+                    self._failed(item[1], item[2])
                     if isinstance(item[2], PermissionDeniedError) and self.denied is None:
                         self.denied = item[2]  # the connector broke its manifest: the run fails as a whole
                 if remaining[item[1]] == 0:

@@ -288,6 +288,7 @@ def execute(
                 http = dict(result.http)
                 results = {s.name: s for s in result.streams}
             failed = [s for s in result.streams if s.status != "ok"]
+            credential_failed = any(s.credential_refused for s in failed)
             if failed:
                 first = failed[0]
                 more = f" (and {len(failed) - 1} more streams)" if len(failed) > 1 else ""
