@@ -129,6 +129,7 @@ def doctored_wheel(
     publisher: str | None = None,
     extra: dict[str, bytes] | None = None,
     manifest: str | None = None,
+    package: str | None = None,
 ) -> Path:
     """A copy of the wheel ``base`` renamed, re-versioned, re-published or with extra files, its RECORD rewritten to match.
 
@@ -148,6 +149,10 @@ def doctored_wheel(
                 continue
             data = source.read(item.filename)
             target = item.filename.replace(old_info, new_info, 1)
+            if package is not None and target.startswith("tapyard_sample/"):
+                target = f"{package}/" + target.removeprefix("tapyard_sample/")
+            if package is not None and target == f"{new_info}/entry_points.txt":
+                data = data.replace(b"tapyard_sample", package.encode())
             if target == f"{new_info}/METADATA":
                 text = data.decode()
                 text = text.replace(f"Name: {source_name(base)}", f"Name: {new_name}", 1)

@@ -63,9 +63,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         source = Source(server.url)
         with environment(TAPYARD_HOME=str(base / "publisher"), TAPYARD_PUBLISHER_KEY=str(base / "publisher.pem")):
             token = register(source, "tapyard")["token"]
-            publish(source, doctored_wheel(sample, base / "w1", name=PACKAGE, version="0.1.0"), token=token, run_kit=False)
+            publish(source, doctored_wheel(sample, base / "w1", name=PACKAGE, version="0.1.0", package="tapyard_acme"), token=token, run_kit=False)
             mirror(source, base / "before")
-            publish(source, doctored_wheel(sample, base / "w2", name=PACKAGE, version="0.2.0"), token=token, run_kit=False)
+            publish(source, doctored_wheel(sample, base / "w2", name=PACKAGE, version="0.2.0", package="tapyard_acme"), token=token, run_kit=False)
             mirror(source, base / "after")
         with environment(TAPYARD_HOME=str(base / "evil"), TAPYARD_PUBLISHER_KEY=str(base / "evil.pem")):
             evil_token = register(source, "evil")["token"]
@@ -165,7 +165,7 @@ def test_artifact_from_another_namespace(world: World, tmp_path: Path) -> None:
     from securesystemslib.signer import CryptoSigner
 
     evil = CryptoSigner(serialization.load_pem_private_key(world.evil_key.read_bytes(), None))
-    forged = doctored_wheel(built_wheel("sample", world.wheels), tmp_path / "w", name=PACKAGE, version="0.3.0")
+    forged = doctored_wheel(built_wheel("sample", world.wheels), tmp_path / "w", name=PACKAGE, version="0.3.0", package="tapyard_acme")
     copy2 = copy_tree(world.after, tmp_path / "m2")
     path = f"{PACKAGE}/{forged.name}"
     resign_mirror(copy2, world.server_data, namespace="evil", publisher_signer=evil, add={path: forged.read_bytes()})
@@ -190,7 +190,7 @@ def test_mix_and_match(world: World, tmp_path: Path) -> None:
     _trust(world)
     # an artifact the listing offers but no signed snapshot covers
     copy = copy_tree(world.after, tmp_path / "m")
-    extra = doctored_wheel(built_wheel("sample", world.wheels), tmp_path / "w", name=PACKAGE, version="0.3.0")
+    extra = doctored_wheel(built_wheel("sample", world.wheels), tmp_path / "w", name=PACKAGE, version="0.3.0", package="tapyard_acme")
     (copy / "targets" / PACKAGE / extra.name).write_bytes(extra.read_bytes())
     add_listed_release(copy, PACKAGE, "0.3.0", f"{PACKAGE}/{extra.name}")
     assert "not in the registry's signed index" in _refused(copy, f"{PACKAGE}==0.3.0")
@@ -208,9 +208,9 @@ def test_mix_and_match_roles(world: World, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "said"),
     [
-        ({"tapyard_sample/../../evil.py": b"print('x')\n"}, "climbs out"),
+        ({"tapyard_acme/../../evil.py": b"print('x')\n"}, "climbs out"),
         ({"zz_hook.pth": b"import os\n"}, ".pth"),
-        ({"tapyard_sample/nested/hook.pth": b"import os\n"}, ".pth"),
+        ({"tapyard_acme/nested/hook.pth": b"import os\n"}, ".pth"),
         ({"other_package/__init__.py": b""}, "outside its package"),
         ({"tapyard_acme-0.4.0.data/scripts/run": b"#!/bin/sh\n"}, ".data"),
     ],
@@ -222,7 +222,8 @@ def test_wheels_holding_more_than_their_package(world: World, tmp_path: Path, ex
 
     _trust(world)
     publisher = CryptoSigner(serialization.load_pem_private_key(world.publisher_key.read_bytes(), None))
-    bad = doctored_wheel(built_wheel("sample", world.wheels), tmp_path / "w", name=PACKAGE, version="0.4.0", extra=extra)
+    bad = doctored_wheel(built_wheel("sample", world.wheels), tmp_path / "w", name=PACKAGE, version="0.4.0", extra=extra,
+                         package="tapyard_acme")
     copy = copy_tree(world.after, tmp_path / "m")
     path = f"{PACKAGE}/{bad.name}"
     resign_mirror(copy, world.server_data, namespace="tapyard", publisher_signer=publisher, add={path: bad.read_bytes()})
@@ -239,3 +240,58 @@ def test_refusals_name_no_secret_and_the_trust_state_survives(world: World) -> N
     trusted: dict[str, Any] = json.loads((trust_dir(Source(str(world.after))) / "timestamp.json").read_text())
     # the refused older index did not replace what is trusted
     assert trusted["signed"]["version"] >= 3
+
+
+def test_install_shows_the_permissions_and_asks(world: World) -> None:
+    """In a terminal, without --yes: the verified package's permissions, then a question; "n" installs nothing."""
+    import os
+
+    from tests.terminal import TAPYARD, plain, spawn
+
+    before = _installed()
+    env = {**os.environ, "TAPYARD_HOME": os.environ["TAPYARD_HOME"]}
+    term = spawn([TAPYARD, "install", PACKAGE, "--registry", str(world.after)], env=env)
+    term.expect(r"Install it\? \[y/N\]")
+    screen = plain(term.screen)
+    assert "tapyard-acme 0.2.0 by tapyard: verified" in screen
+    assert "permission: sample: hosts 127.0.0.1:*" in screen
+    term.send("n\r")
+    assert term.wait() == 1
+    assert "not installed: you declined" in plain(term.screen)
+    assert _installed() == before
+
+
+def test_install_without_a_terminal_needs_yes(world: World) -> None:
+    result = run_cli("install", PACKAGE, "--registry", str(world.after))
+    assert result.exit_code == 1
+    assert "confirm in a terminal, or pass --yes" in result.stderr
+    assert PACKAGE not in {n.lower() for n in _installed()}
+
+
+def test_a_mirror_served_by_a_plain_file_server(world: World) -> None:
+    """``python -m http.server`` over a mirror is a registry: search works from its listing, installs verify."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(world.after)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    try:
+        found = run_cli("search", "acme", "--registry", url, "--json")
+        assert found.exit_code == 0 and json.loads(found.stdout)["results"][0]["name"] == PACKAGE
+        _trust(world)
+        # served over HTTP, the older mirror is still a rollback for this machine
+        from tapyard.marketplace._source import Source
+        from tapyard.marketplace._trust import Verifier
+
+        verifier = Verifier(Source(url))
+        verifier.refresh()
+        assert verifier.first_contact is False  # the same registry, reached at another address
+    finally:
+        server.shutdown()
+        server.server_close()

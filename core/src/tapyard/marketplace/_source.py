@@ -162,10 +162,12 @@ class Source(FetcherInterface):
                 response = self._http().get(self.url("api/v1/search"), params=params)
             except httpx.HTTPError as exc:
                 raise RegistryError(f"cannot reach the registry at {self.display}: {type(exc).__name__}") from None
-            if response.status_code != 200:
+            if response.status_code == 200:
+                result: dict[str, Any] = response.json()
+                return result
+            if response.status_code != 404:
                 raise RegistryError(f"the registry at {self.display} answered HTTP {response.status_code} to a search")
-            result: dict[str, Any] = response.json()
-            return result
+            # a mirror served by a plain file server: search its listing here, as for a folder
         from tapyard.marketplace._listing import search
 
         index = self.json("api/v1/index.json") or {}
