@@ -130,3 +130,33 @@ def test_the_catalog_escapes_what_publishers_wrote(tmp_path: Path) -> None:
         assert "<script>alert" not in page.text and "<img src=x" not in page.text
         assert "&lt;script&gt;" in page.text
     assert client.get("/c/no-such-package").status_code == 404
+
+
+def test_outdated_and_upgrade_see_a_newer_release(tmp_path: Path) -> None:
+    """The installed sample connector (0.1.0) against a registry holding 0.2.0 of it."""
+    import json
+    from importlib.metadata import version
+
+    from tapyard.marketplace._publish import publish, register
+    from tapyard.marketplace._source import Source
+    from tapyard.testing import run_cli
+
+    installed = version("tapyard-sample")
+    newer = f"{int(installed.split('.')[0]) + 1}.0.0"
+    sample = built_wheel("sample", tmp_path)
+    with environment(TAPYARD_PUBLISHER_KEY=str(tmp_path / "key.pem")), running_registry(tmp_path / "server") as server:
+        source = Source(server.url)
+        token = register(source, "tapyard")["token"]
+        publish(source, doctored_wheel(sample, tmp_path / "w", version=newer), token=token, run_kit=False)
+        source.close()
+        listed = run_cli("connectors", "outdated", "--registry", server.url, "--json")
+        assert listed.exit_code == 0, listed.stderr
+        assert json.loads(listed.stdout) == [{"name": "tapyard-sample", "installed": installed, "latest": newer, "publisher": "tapyard"}]
+        # upgrade resolves and verifies the newer release, then asks (and without a terminal, refuses)
+        upgrade = run_cli("upgrade", "tapyard-sample", "--registry", server.url)
+        assert upgrade.exit_code == 1
+        assert f"tapyard-sample {newer} by tapyard: verified" in upgrade.stderr
+        assert "pass --yes" in upgrade.stderr
+        assert version("tapyard-sample") == installed
+        missing = run_cli("upgrade", "tapyard-nothing", "--registry", server.url)
+        assert missing.exit_code == 1 and "no package named" in missing.stderr
