@@ -85,6 +85,13 @@ if TYPE_CHECKING:
         json_schema_of,
         model_from_json_schema,
     )
+    from tapyard.base._tracing import (
+        TraceIdFilter,
+        reset_tracing,
+        trace_context,
+        trace_span,
+        tracing_enabled,
+    )
     from tapyard.base._values import (
         Timestamp,
         decode_json,
@@ -135,6 +142,7 @@ __all__ = [
     "StreamState",
     "TapyardError",
     "Timestamp",
+    "TraceIdFilter",
     "TransportError",
     "columns_of",
     "declares_decimals",
@@ -157,11 +165,15 @@ __all__ = [
     "personal_marks",
     "quoted",
     "read_manifest",
+    "reset_tracing",
     "safe_line",
     "secret_values",
     "shift_cursor",
     "split_policies",
     "stored_fields",
+    "trace_context",
+    "trace_span",
+    "tracing_enabled",
     "validate_model",
     "value_text",
 ]
@@ -178,6 +190,7 @@ __getattr__ = lazy_exports(
         "_manifest": ("ConnectorManifest", "MANIFEST_FILE", "ManifestError", "PLUGIN_API_VERSION", "manifest_differences", "read_manifest"),
         "_model": ("AuthStrategy", "Connector", "Credentials", "NoConfig", "Page", "PageRequest", "Paginator", "RunContext", "Source", "Stream", "StreamState", "secret_values", "shift_cursor", "stored_fields"),
         "_policies": ("Policies", "merge_policies", "parse_policies", "personal_marks", "split_policies"),
+        "_tracing": ("TraceIdFilter", "reset_tracing", "trace_context", "trace_span", "tracing_enabled"),
         "_schema": ("Column", "DeadLetter", "PageValidator", "UNREADABLE", "columns_of", "declares_decimals", "json_schema_of", "model_from_json_schema"),
         "_values": ("Timestamp", "decode_json", "json_bytes", "json_default", "json_text", "nanoseconds_of", "parse_timestamp", "value_text"),
     },

@@ -163,6 +163,12 @@ def _install_logging(level: int) -> tuple[logging.Handler, logging.Filter, int]:
     """Records at ``level`` and above to stderr, redacted."""
     root = logging.getLogger()
     handler, redacting = _Stderr(), _Redacting()
+    from tapyard.base import TraceIdFilter, tracing_enabled
+
+    if tracing_enabled():
+        # each line names its trace, to find the spans it belongs to
+        handler.addFilter(TraceIdFilter())
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [trace %(trace_id)s]: %(message)s"))
     previous = root.level
     root.addHandler(handler)
     root.addFilter(redacting)

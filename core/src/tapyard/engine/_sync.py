@@ -54,6 +54,8 @@ from tapyard.base import (
     quoted,
     shift_cursor,
     split_policies,
+    trace_context,
+    trace_span,
 )
 from tapyard.destinations import (
     Batch,
@@ -307,6 +309,8 @@ class _Run:
         self.validators: dict[str, PageValidator] = {}
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=2 * self.concurrency + 2)
         self.stop = threading.Event()
+        #: the run's trace context, parent of each stream's span in the reader threads
+        self.trace = trace_context()
 
     def prepare(self) -> dict[str, StreamState]:
         """Build each stream's validator and table. A stream whose schema or table
@@ -389,6 +393,12 @@ class _Run:
                 return
             except queue.Full:
                 continue
+
+    def read_traced(self, stream: Stream, partition: Mapping[str, Any], name: str, *rest: Any) -> None:
+        """:meth:`read_part` in a ``tapyard.stream`` span (see ``tapyard.base._tracing``)."""
+        with trace_span("tapyard.stream", {"tapyard.stream": stream.name, "tapyard.state": name}, parent=self.trace) as span:
+            self.read_part(stream, partition, name, *rest)
+            span.set_attribute("tapyard.status", self.results[stream.name].status)
 
     def read_part(
         self,
@@ -730,7 +740,7 @@ class _Run:
 
         try:
             for stream, partition, name in work:
-                self.read_part(stream, partition, name, states.get(name, StreamState()), sink)
+                self.read_traced(stream, partition, name, states.get(name, StreamState()), sink)
                 flush()
         except _WriterFailed as failed:
             raise failed.error from None
@@ -743,7 +753,7 @@ class _Run:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tapyard-stream") as pool:
             for stream, partition, name in work:
                 state = states.get(name, StreamState())
-                pool.submit(self.read_part, stream, partition, name, state, self._put)
+                pool.submit(self.read_traced, stream, partition, name, state, self._put)
             try:
                 left = len(work)
                 while left:
@@ -865,7 +875,16 @@ def sync(
     try:
         limits = {**(raw_limits or {}), **(rate_limit or {})}
         context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}), rate_limit=limits, hosts=hosts)
-        with conn.open(cfg, context) as source, _collector_tuned():
+        run_span = trace_span(
+            "tapyard.run",
+            {
+                "tapyard.connector": conn.name,
+                # the kind only: a URL may carry a password
+                "tapyard.destination": destination.url.split(":", 1)[0],
+                "tapyard.full_refresh": full_refresh,
+            },
+        )
+        with run_span as traced, conn.open(cfg, context) as source, _collector_tuned():
             selected = select_streams(source.streams(), streams, conn.stream_config)
             run = _Run(
                 conn,
@@ -890,6 +909,8 @@ def sync(
                     run.run(states)
                 finally:
                     result.http = dict(source.http_stats)
+                    traced.set_attribute("tapyard.records", result.records)
+                    traced.set_attribute("tapyard.ok", result.ok)
                 if run.denied is not None:
                     raise run.denied
     finally:

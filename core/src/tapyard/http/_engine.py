@@ -46,6 +46,7 @@ from tapyard.base import (
     RetryAfterTooLongError,
     TransportError,
     decode_json,
+    trace_span,
 )
 from tapyard.http._circuit import CircuitBreaker
 from tapyard.http._ratelimit import RateLimiter, RateLimitWaitTooLong, parse_retry_after
@@ -366,7 +367,9 @@ class HttpEngine:
         into any query string it already has. Returns 2xx responses (and 1xx or
         3xx ones that are not redirects); raises an :class:`HTTPError` otherwise.
         """
-        return self._run(self._prepare(method, url, params, headers, json, content), False)[1]
+        call = self._prepare(method, url, params, headers, json, content)
+        with trace_span("tapyard.call", {"http.request.method": call.method, "url.full": call.shown}):
+            return self._run(call, False)[1]
 
     def get_json(
         self,
@@ -387,7 +390,8 @@ class HttpEngine:
         call = self._prepare("GET", url, params, headers, None, None)
         if exact_numbers:
             call = dataclasses.replace(call, exact=True)
-        return self._run(call, True)
+        with trace_span("tapyard.page", {"http.request.method": call.method, "url.full": call.shown}):
+            return self._run(call, True)
 
     def _prepare(
         self,
@@ -474,7 +478,15 @@ class HttpEngine:
         return _Failure(TransportError, what, hint, cause=exc, retryable=retryable)
 
     def _exchange(self, call: _Call) -> httpx.Response:
-        """One attempt: send, follow redirects, read the final body, all within the deadline."""
+        """One attempt: send, follow redirects, read the final body, all within the deadline
+        (an ``HTTP <method>`` span when tracing is on)."""
+        with trace_span(f"HTTP {call.method}", {"http.request.method": call.method, "url.full": call.shown},
+                        client=True) as span:
+            response = self._exchange_untraced(call)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    def _exchange_untraced(self, call: _Call) -> httpx.Response:
         deadline = self._clock() + self.policy.request_deadline
         method, url, body = call.method, call.url, call.body
         for _ in range(self.policy.max_redirects + 1):

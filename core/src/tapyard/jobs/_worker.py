@@ -32,6 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tapyard.base import TraceIdFilter, tracing_enabled
 from tapyard.jobs import _db as db
 from tapyard.jobs._store import ControlPlane, Job, Run
 
@@ -87,7 +88,14 @@ class RunLog(logging.Handler):
             message = record.getMessage()
         except Exception:
             message = str(record.msg)
-        self.line(record.levelname.lower(), message, logger=record.name, stream=getattr(record, "stream", None))
+        ids: dict[str, str] = {}
+        if tracing_enabled():  # the trace this line belongs to, to find its spans
+            TraceIdFilter().filter(record)
+            trace_id, span_id = getattr(record, "trace_id", ""), getattr(record, "span_id", "")
+            ids = {"trace_id": trace_id, "span_id": span_id} if trace_id else {}
+        self.line(
+            record.levelname.lower(), message, logger=record.name, stream=getattr(record, "stream", None), **ids
+        )
 
     def take(self) -> list[tuple[float, str, str]]:
         with self.guard:
