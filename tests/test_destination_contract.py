@@ -283,6 +283,28 @@ def test_one_run_per_stream(url: str) -> None:
                 second.close()
 
 
+def test_a_second_process_is_told_busy_in_one_line_or_waits(url: str) -> None:
+    slow = {"records_per_stream": 4000, "page_size": 20, "latency_ms": 25}
+    first = subprocess.Popen([*TAPYARD, "sync", "sample", "-c", json.dumps(slow), "--to", url, "-s", "customers"],
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _began_committing(url, small=True):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        quick = [*TAPYARD, "sync", "sample", "-c", '{"records_per_stream": 50}', "--to", url, "-s", "customers"]
+        busy = subprocess.run(quick, env=ENV, capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 1 and "busy" in busy.stderr, busy.stderr
+        assert len(busy.stderr.strip().splitlines()) == 1, busy.stderr
+        waited = subprocess.run([*quick, "--wait", "120"], env=ENV, capture_output=True, text=True, timeout=180)
+        assert waited.returncode == 0, waited.stderr
+        assert first.wait(timeout=120) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+
 # -- schema evolution ----------------------------------------------------------------------
 
 
@@ -387,13 +409,13 @@ def test_sigkill_mid_sync_then_resume_equals_the_source(url: str) -> None:
                     assert_same_value(_parsed(record[name]), landed[key][name], f"{stream}.{key}.{name}")
 
 
-def _began_committing(url: str) -> bool:
+def _began_committing(url: str, *, small: bool = False) -> bool:
     """Whether a sync writing ``url`` from another process has committed records yet.
     A DuckDB file cannot be opened while its writer holds it: its write-ahead log
     growing past the tables' creation says so instead."""
     if url.startswith("duckdb"):
         wal = Path(url[len("duckdb:///"):] + ".wal")
-        return wal.exists() and wal.stat().st_size > 256 * 1024
+        return wal.exists() and wal.stat().st_size > (32 if small else 256) * 1024
     try:
         with open_destination(url) as destination:
             return bool(destination.count("customers") or destination.count("orders"))

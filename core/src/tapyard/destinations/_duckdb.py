@@ -20,6 +20,7 @@ one run per stream (a lock file per stream in ``<database>-locks/``).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,27 +72,47 @@ class DuckDBDestination(MergeDestination):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DestinationError(f"cannot create the folder for {self.path}: {exc.strerror or exc}") from exc
-        try:
-            self._conn = duckdb.connect(str(self.path))
-        except duckdb.Error as exc:
-            text = str(exc)
-            if "lock" in text.lower():
-                raise DestinationError(
-                    f"{self.path} is open in another process (DuckDB lets one process write a database); "
-                    "run again when it ends"
-                ) from exc
-            raise DestinationError(f"cannot open {self.path} as a DuckDB database: {first_line(exc)}") from exc
         self._loads = 0
+        self._open: Any = None
+        # Opened on first use: DuckDB lets one process hold the file, and a run that
+        # waits for another (--wait) waits here, in lock(), not when it is named.
+
+    # -- the connection -------------------------------------------------------------------
+
+    @property
+    def _conn(self) -> Any:
+        return self._open if self._open is not None else self._connect(0.0)
+
+    def _connect(self, timeout: float) -> Any:
+        """Open the file (waiting up to ``timeout`` seconds while another process holds
+        it) and make tapyard's own tables."""
+        duckdb = self._duckdb
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            try:
+                conn = duckdb.connect(str(self.path))
+                break
+            except duckdb.Error as exc:
+                if "lock" not in str(exc).lower():
+                    raise DestinationError(f"cannot open {self.path} as a DuckDB database: {first_line(exc)}") from exc
+                if time.monotonic() >= deadline:
+                    waited = f" after waiting {timeout:g}s" if timeout > 0 else ""
+                    raise DestinationError(
+                        f"{self.path} is busy: another process has it open{waited} (DuckDB lets one process "
+                        "write a database); run again when it ends (or wait longer with --wait SECONDS)"
+                    ) from exc
+                time.sleep(0.1)
+        self._open = conn
         try:
-            self._conn.execute("SET TimeZone = 'UTC'")
+            conn.execute("SET TimeZone = 'UTC'")
             with self.transaction() as tx:
                 self.execute(tx, "CREATE SEQUENCE IF NOT EXISTS _tapyard_dead_letter_ids")
                 self.own_tables(tx, "BIGINT PRIMARY KEY DEFAULT nextval('_tapyard_dead_letter_ids')")
         except BaseException:
-            self._conn.close()
+            self._open = None
+            conn.close()
             raise
-
-    # -- the connection -------------------------------------------------------------------
+        return conn
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -238,11 +259,15 @@ class DuckDBDestination(MergeDestination):
     def lock(self, stream: str, timeout: float) -> contextlib.AbstractContextManager[None]:
         """One run per stream of this database at a time: a lock file per stream in
         ``<database>-locks/`` beside it, held with ``flock``."""
+        if self._open is None:
+            self._connect(timeout)
         return stream_file_lock(self.path, stream, timeout)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._conn.close()
+        conn, self._open = self._open, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 def _value_reason(column: str, sql_type: str, exc: BaseException) -> str:
