@@ -239,6 +239,11 @@ def test_a_full_refresh_sync_removes_stale_rows_and_readers_never_see_it_half_do
     assert result.ok
     assert seen and all(n == 300 for n in seen[:-1]), seen
     assert set(rows(url, "customers")) == {r["id"] for r in source_records(small, "customers")}
+    customers = result.streams[0]
+    assert customers.deleted == 180 and customers.inserted == 0
+    # the same source again: the swap changes nothing, and the summary says so
+    again = tapyard.sync("sample", small, to=url, streams=["customers"], full_refresh=True).streams[0]
+    assert (again.records, again.inserted, again.updated, again.deleted) == (120, 0, 0, 0)
 
 
 def test_an_interrupted_full_refresh_leaves_the_table_and_its_resume_replaces_it(url: str) -> None:

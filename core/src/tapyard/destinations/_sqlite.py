@@ -656,6 +656,8 @@ class SQLiteDestination(TableDestination):
                         changed, deleted = 0, 0
                     else:
                         changed, deleted = self._write_batch(cursor, batch)
+                        if batch.stage:
+                            changed = 0  # staged rows reach the table when the pass swaps them in
                         if batch.swap is not None:
                             changed, deleted = self._writers[batch.stream].swap(cursor, batch.swap, batch.keep_unseen)
                     changes.append((batch, changed, deleted))

@@ -764,6 +764,8 @@ class MergeDestination(TableDestination):
                     f"UPDATE {tbl} SET {quote(DELETED_AT)} = {self.param} WHERE {unseen} AND {quote(DELETED_AT)} IS NULL",
                     (_now(), *args),
                 )
+        if batch.stage:
+            changed = 0  # staged rows reach the table when the pass swaps them in
         if batch.swap is not None:
             changed, deleted = self._swap(tx, plan, batch.swap, keep=batch.keep_unseen)
         return changed, deleted

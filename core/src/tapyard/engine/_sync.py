@@ -678,7 +678,8 @@ class _Run:
             result.dead_letters += len(batch.dead)
             result.pages += batch.pages
             changed = self.changed.get(batch.stream)
-            if changed is not None and batch.count:
+            # a full refresh's pages change the table only when its last batch swaps them in
+            if changed is not None and (batch.count or batch.swap is not None):
                 self.changed[batch.stream] = None if batch.changed is None else changed + batch.changed
             if batch.deleted:
                 result.deleted += batch.deleted
