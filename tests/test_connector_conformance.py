@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTORS = sorted(p.name for p in (ROOT / "connectors").iterdir() if (p / "pyproject.toml").is_file())
 #: connectors whose kit run is known to fail, with the reason (kept empty when all pass)
-PENDING = {"azure": "an injected 429 is not retried until the SDK-call path retries throttles (issue 14)"}
+PENDING: dict[str, str] = {}
 
 
 def _table() -> dict[str, tuple[int, str]]:

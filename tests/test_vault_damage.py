@@ -8,7 +8,6 @@ import json
 import random
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,8 @@ from tapyard_credentials._crypto import digest
 NAMES = [f"cred-{i}" for i in range(8)]
 
 
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import keyring
-    from keyring.backends import fail
-
-    monkeypatch.delenv("TAPYARD_VAULT_KEY", raising=False)
-    monkeypatch.delenv("TAPYARD_VAULT_PASSPHRASE", raising=False)
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]
-    yield
-    keyring.set_keyring(previous)
+#: no key from the environment or the real OS keyring leaks into a test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("no_ambient_keys")
 
 
 def _fill(path: Path, key: str | VaultKey) -> dict[str, str]:

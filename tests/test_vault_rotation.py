@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,18 +17,8 @@ import pytest
 
 from tapyard_credentials import Redactor, Vault, VaultKey, VaultKeyError, generate_key
 
-
-@pytest.fixture(autouse=True)
-def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import keyring
-    from keyring.backends import fail
-
-    monkeypatch.delenv("TAPYARD_VAULT_KEY", raising=False)
-    monkeypatch.delenv("TAPYARD_VAULT_PASSPHRASE", raising=False)
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())  # type: ignore[no-untyped-call]
-    yield
-    keyring.set_keyring(previous)
+#: no key from the environment or the real OS keyring leaks into a test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("no_ambient_keys")
 
 
 def _fill(path: Path, key: str, count: int) -> dict[str, dict[str, str]]:

@@ -11,7 +11,6 @@ must fetch only those. ``TAPYARD_RECORD=all`` re-records the cassettes.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import sqlite3
 import time
@@ -23,7 +22,14 @@ import yaml
 
 import tapyard
 from tapyard.cli import main
-from tapyard.testing import cassette
+from tapyard.testing import (
+    CHANGED_OBJECTS,
+    cassettes,
+    check_changed,
+    check_seeded,
+    seeded_objects,
+)
+from tapyard.testing import sqlite_rows as rows
 
 pytest.importorskip("pyarrow", reason="the scenario has Parquet objects: pip install pyarrow (the parquet extra)")
 
@@ -40,25 +46,12 @@ REPLAY_ENDPOINT = "http://127.0.0.1:5055"
 #: test reads them concurrently.
 SERIAL = {"concurrency": 1}
 
-A_CSV_1 = b"id,name,score\n1,ann,10\n2,bob,20\n3,cid,30,extra\n"
-A_CSV_2 = b"id,name,score\n1,ann,11\n4,dee,40\n"
-B_JSONL = b'{"id": 5, "name": "eve"}\n{not json\n{"id": 6, "name": "fay"}\n[1, 2]\n'
-D_JSONL = b'{"id": 8, "name": "hal"}\n{"id": 9, "name": "ivy"}\n'
 
 
 USER_TAGS = {
     "alice": {"team": "data", "cost-center": "4711", "env": "prod", "owner": "alice@example.test", "empty": ""},
     "bob": {"name": "Zoe\u0301 \U0001f680 \u05e2\u05d1\u05e8\u05d9\u05ea"},
 }
-
-
-def parquet_bytes() -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = io.BytesIO()
-    pq.write_table(pa.table({"id": [7, 70], "name": ["gus", "gil"]}), out)
-    return out.getvalue()
 
 
 def config(endpoint: str, **extra: Any) -> dict[str, Any]:
@@ -79,18 +72,7 @@ def seed(endpoint: str) -> None:
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket="data")
-    for key, body in {
-        "in/a.csv": A_CSV_1,
-        "in/b.jsonl": B_JSONL,
-        "in/c.parquet": parquet_bytes(),
-        "in/broken.parquet": b"PAR1 this is not parquet",
-        "in/readme.txt": b"not a data file",
-        "out/x.csv": b"id\n99\n",
-    }.items():
-        if key == "in/broken.parquet":
-            # An incremental sync reads again what is stamped at the committed cursor
-            # (>=; stores stamp whole seconds): only the last two objects are in its second.
-            time.sleep(2.05 - time.time() % 1)  # early in a second: both land in it
+    for key, body in seeded_objects():
         s3.put_object(Bucket="data", Key=key, Body=body)
     from tapyard_aws.testing import dynamodb_table
 
@@ -109,13 +91,8 @@ def change(endpoint: str) -> None:
 
     time.sleep(1.1)  # S3 listings give seconds: the changes must be in a later second
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    s3.put_object(Bucket="data", Key="in/a.csv", Body=A_CSV_2)
-    s3.put_object(Bucket="data", Key="in/d.jsonl", Body=D_JSONL)
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
+    for key, body in CHANGED_OBJECTS.items():
+        s3.put_object(Bucket="data", Key=key, Body=body)
 
 
 def check_full(result: tapyard.SyncResult, db: Path) -> None:
@@ -129,27 +106,7 @@ def check_full(result: tapyard.SyncResult, db: Path) -> None:
         "iam_users": (3, 0),
         "ec2_instances": (3, 0),
     }
-    assert rows(db, "SELECT key, size FROM s3_objects ORDER BY key") == [
-        ("in/a.csv", len(A_CSV_1)),
-        ("in/b.jsonl", len(B_JSONL)),
-        ("in/broken.parquet", 24),
-        ("in/c.parquet", len(parquet_bytes())),
-        ("in/readme.txt", 15),
-    ]
-    assert rows(db, "SELECT source_key, source_line, data FROM s3_records ORDER BY 1, 2") == [
-        ("in/a.csv", 1, '{"id":"1","name":"ann","score":"10"}'),
-        ("in/a.csv", 2, '{"id":"2","name":"bob","score":"20"}'),
-        ("in/b.jsonl", 1, '{"id":5,"name":"eve"}'),
-        ("in/b.jsonl", 3, '{"id":6,"name":"fay"}'),
-        ("in/c.parquet", 1, '{"id":7,"name":"gus"}'),
-        ("in/c.parquet", 2, '{"id":70,"name":"gil"}'),
-    ]
-    errors = sorted(e for (e,) in rows(db, "SELECT error FROM _tapyard_dead_letters"))
-    assert len(errors) == 4
-    assert any("'in/a.csv' row 3: 4 fields where the header has 3" in e for e in errors)
-    assert any("'in/b.jsonl' line 2: not JSON" in e for e in errors)
-    assert any("'in/b.jsonl' line 4: a JSON list, not an object" in e for e in errors)
-    assert any("'in/broken.parquet': unreadable Parquet" in e for e in errors)
+    check_seeded(db, "s3_objects", "key", "s3_records")
     items = rows(db, "SELECT key, item FROM dynamodb_items ORDER BY key")
     assert [k for k, _ in items] == [f'{{"pk":"k{i}"}}' for i in range(7)]
     assert json.loads(items[3][1]) == {"pk": "k3", "n": 3, "tags": ["a", "b"]}
@@ -162,24 +119,13 @@ def check_incremental(result: tapyard.SyncResult, db: Path) -> None:
     assert result.ok, [(s.name, s.error) for s in result.streams]
     counts = {s.name: s.records for s in result.streams}
     assert counts == {"s3_objects": 4, "s3_records": 4}  # the changed, the new, and the two at the cursor
-    assert rows(db, "SELECT source_key, source_line, data FROM s3_records WHERE source_key IN ('in/a.csv', 'in/d.jsonl') ORDER BY 1, 2") == [
-        ("in/a.csv", 1, '{"id":"1","name":"ann","score":"11"}'),
-        ("in/a.csv", 2, '{"id":"4","name":"dee","score":"40"}'),
-        ("in/d.jsonl", 1, '{"id":8,"name":"hal"}'),
-        ("in/d.jsonl", 2, '{"id":9,"name":"ivy"}'),
-    ]
-    assert len(rows(db, "SELECT 1 FROM s3_objects")) == 6
+    check_changed(db, "s3_objects", "s3_records")
 
 
 def run_scenario(endpoint: str, db: Path, record: bool) -> None:
     """Seed moto, sync, change, sync again; with ``record``, into the cassettes."""
 
-    def recorded(name: str) -> Any:
-        import contextlib
-
-        if not record:
-            return contextlib.nullcontext()
-        return cassette(CASSETTES / name, record_mode="all", **OPTIONS)
+    recorded = cassettes(CASSETTES, mode="record" if record else "live", **OPTIONS)
 
     serial = SERIAL if record else {}
     seed(endpoint)
@@ -278,9 +224,7 @@ def test_record_cassettes(fresh_moto: str, tmp_path: Path) -> None:
 # -- replay, offline -----------------------------------------------------------------
 
 
-def replay(name: str | Path) -> Any:
-    path = name if isinstance(name, Path) else CASSETTES / name
-    return cassette(path, record_mode="none", **OPTIONS)
+replay = cassettes(CASSETTES, **OPTIONS)
 
 
 def test_replay_full_then_incremental(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import contextlib
 import copy
 import io
 import json
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +25,14 @@ import yaml
 
 import tapyard
 from tapyard.cli import main
-from tapyard.testing import cassette
+from tapyard.testing import (
+    CHANGED_OBJECTS,
+    cassettes,
+    check_changed,
+    check_seeded,
+    seeded_objects,
+)
+from tapyard.testing import sqlite_rows as rows
 
 pytest.importorskip("pyarrow", reason="the scenario has Parquet objects: pip install pyarrow (the parquet extra)")
 
@@ -38,19 +44,6 @@ REPLAY_ENDPOINT = "http://127.0.0.1:10055/devstoreaccount1"
 SERIAL = {"concurrency": 1}
 WRONG_KEY = "d3JvbmcgYWNjb3VudCBrZXkgZm9yIHRlc3Rz" * 2
 
-A_CSV_1 = b"id,name,score\n1,ann,10\n2,bob,20\n3,cid,30,extra\n"
-A_CSV_2 = b"id,name,score\n1,ann,11\n4,dee,40\n"
-B_JSONL = b'{"id": 5, "name": "eve"}\n{not json\n{"id": 6, "name": "fay"}\n[1, 2]\n'
-D_JSONL = b'{"id": 8, "name": "hal"}\n{"id": 9, "name": "ivy"}\n'
-
-
-def parquet_bytes() -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = io.BytesIO()
-    pq.write_table(pa.table({"id": [7, 70], "name": ["gus", "gil"]}), out)
-    return out.getvalue()
 
 
 def connection_string(endpoint: str, key: str | None = None) -> str:
@@ -84,31 +77,15 @@ def seed(endpoint: str) -> None:
     data = svc.create_container("data")
     svc.create_container("logs")
     svc.create_container("more")
-    for name, body in {
-        "in/a.csv": A_CSV_1,
-        "in/b.jsonl": B_JSONL,
-        "in/c.parquet": parquet_bytes(),
-        "in/broken.parquet": b"PAR1 this is not parquet",
-        "in/readme.txt": b"not a data file",
-        "out/x.csv": b"id\n99\n",
-    }.items():
-        if name == "in/broken.parquet":
-            # An incremental sync reads again what is stamped at the committed cursor
-            # (>=; stores stamp whole seconds): only the last two objects are in its second.
-            time.sleep(2.05 - time.time() % 1)  # early in a second: both land in it
+    for name, body in seeded_objects():
         data.upload_blob(name, body, overwrite=True)
 
 
 def change(endpoint: str) -> None:
     time.sleep(1.1)  # listings give seconds: the changes must be in a later second
     data = service(endpoint).get_container_client("data")
-    data.upload_blob("in/a.csv", A_CSV_2, overwrite=True)
-    data.upload_blob("in/d.jsonl", D_JSONL, overwrite=True)
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
+    for name, body in CHANGED_OBJECTS.items():
+        data.upload_blob(name, body, overwrite=True)
 
 
 def check_full(result: tapyard.SyncResult, db: Path) -> None:
@@ -116,48 +93,19 @@ def check_full(result: tapyard.SyncResult, db: Path) -> None:
     counts = {s.name: (s.records, s.dead_letters) for s in result.streams}
     assert counts == {"containers": (3, 0), "blobs": (5, 0), "blob_records": (6, 4)}
     assert [n for (n,) in rows(db, "SELECT name FROM containers ORDER BY name")] == ["data", "logs", "more"]
-    assert rows(db, "SELECT name, size FROM blobs ORDER BY name") == [
-        ("in/a.csv", len(A_CSV_1)),
-        ("in/b.jsonl", len(B_JSONL)),
-        ("in/broken.parquet", 24),
-        ("in/c.parquet", len(parquet_bytes())),
-        ("in/readme.txt", 15),
-    ]
-    assert rows(db, "SELECT source_key, source_line, data FROM blob_records ORDER BY 1, 2") == [
-        ("in/a.csv", 1, '{"id":"1","name":"ann","score":"10"}'),
-        ("in/a.csv", 2, '{"id":"2","name":"bob","score":"20"}'),
-        ("in/b.jsonl", 1, '{"id":5,"name":"eve"}'),
-        ("in/b.jsonl", 3, '{"id":6,"name":"fay"}'),
-        ("in/c.parquet", 1, '{"id":7,"name":"gus"}'),
-        ("in/c.parquet", 2, '{"id":70,"name":"gil"}'),
-    ]
-    errors = [e for (e,) in rows(db, "SELECT error FROM _tapyard_dead_letters")]
-    assert len(errors) == 4
-    assert any("'in/a.csv' row 3: 4 fields where the header has 3" in e for e in errors)
-    assert any("'in/b.jsonl' line 2: not JSON" in e for e in errors)
-    assert any("'in/b.jsonl' line 4: a JSON list, not an object" in e for e in errors)
-    assert any("'in/broken.parquet': unreadable Parquet" in e for e in errors)
+    check_seeded(db, "blobs", "name", "blob_records")
 
 
 def check_incremental(result: tapyard.SyncResult, db: Path) -> None:
     assert result.ok, [(s.name, s.error) for s in result.streams]
     assert {s.name: s.records for s in result.streams} == {"blobs": 4, "blob_records": 4}  # and the two at the cursor
-    assert rows(db, "SELECT source_key, source_line, data FROM blob_records WHERE source_key IN ('in/a.csv', 'in/d.jsonl') ORDER BY 1, 2") == [
-        ("in/a.csv", 1, '{"id":"1","name":"ann","score":"11"}'),
-        ("in/a.csv", 2, '{"id":"4","name":"dee","score":"40"}'),
-        ("in/d.jsonl", 1, '{"id":8,"name":"hal"}'),
-        ("in/d.jsonl", 2, '{"id":9,"name":"ivy"}'),
-    ]
-    assert len(rows(db, "SELECT 1 FROM blobs")) == 6
+    check_changed(db, "blobs", "blob_records")
 
 
 def run_scenario(endpoint: str, db: Path, record: bool) -> None:
     """Seed Azurite, sync, change, sync again, then the bad inputs; with ``record``, into cassettes."""
 
-    def recorded(name: str) -> Any:
-        if not record:
-            return contextlib.nullcontext()
-        return cassette(CASSETTES / name, record_mode="all", **OPTIONS)
+    recorded = cassettes(CASSETTES, mode="record" if record else "live", **OPTIONS)
 
     serial = SERIAL if record else {}
     seed(endpoint)
@@ -204,9 +152,7 @@ def test_record_cassettes(azurite_endpoint: str, tmp_path: Path) -> None:
 # -- replay, offline -------------------------------------------------------------------
 
 
-def replay(name: str | Path) -> Any:
-    path = name if isinstance(name, Path) else CASSETTES / name
-    return cassette(path, record_mode="none", **OPTIONS)
+replay = cassettes(CASSETTES, **OPTIONS)
 
 
 def test_replay_full_then_incremental(tmp_path: Path) -> None:

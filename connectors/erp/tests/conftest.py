@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tapyard.testing import Emulator, emulator_cache
 
 HERE = Path(__file__).parent
 CAP_PROJECT = HERE / "cap"
@@ -27,8 +27,7 @@ USER, PASSWORD = "erp-reader", "erp-reader-pass"
 
 
 def _modules() -> Path:
-    cache = Path(os.environ.get("TAPYARD_EMULATORS") or Path.home() / ".cache" / "tapyard-emulators")
-    return cache / "cap" / "node_modules"
+    return emulator_cache() / "cap" / "node_modules"
 
 
 def missing(reason: str) -> None:
@@ -38,7 +37,7 @@ def missing(reason: str) -> None:
     pytest.skip(f"{reason}; run .ci/emulators-saas.sh to install it")
 
 
-class CapServer:
+class CapServer(Emulator):
     """The CAP service running on 127.0.0.1; ``url`` is the OData service root."""
 
     def __init__(self, port: int = 0) -> None:
@@ -49,39 +48,9 @@ class CapServer:
         if not (modules / "@sap" / "cds" / "package.json").exists():
             missing(f"SAP CAP emulator: @sap/cds is not installed in {modules}")
         env = {**os.environ, "NODE_PATH": str(modules), "PORT": str(port), "NO_COLOR": "1"}
-        self.process = subprocess.Popen(
-            [str(node), "server.js"],
-            cwd=CAP_PROJECT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.base = ""
-        lines: list[str] = []
-        found = threading.Event()
-
-        def watch() -> None:
-            assert self.process.stdout is not None
-            for line in self.process.stdout:
-                lines.append(line)
-                if line.startswith("listening on "):
-                    self.base = line.split()[-1]
-                    found.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        if not found.wait(60):
-            self.stop()
-            raise RuntimeError("the SAP CAP emulator did not start:\n" + "".join(lines[-20:]))
+        super().__init__([str(node), "server.js"], name="the SAP CAP emulator", timeout=60, cwd=CAP_PROJECT, env=env)
+        self.base = self.url
         self.url = f"{self.base}/odata/v4/erp"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 @pytest.fixture(scope="session")

@@ -209,3 +209,33 @@ def test_live_sync_against_the_fake(tmp_path: Path) -> None:
             tapyard.sync("salesforce", config, credentials=bad, to=db)
     finally:
         org.stop()
+
+
+def test_request_limit_exceeded_live_is_paced_by_the_shared_limiter_and_counted(tmp_path: Path) -> None:
+    """The fake org answers a query with REQUEST_LIMIT_EXCEEDED and a Retry-After of
+    1 s: every request waits it out, the run finishes, the summary counts it; and a
+    rate set for the run keeps the org under it."""
+    from tests.test_ratelimit import max_in_window
+
+    org = FakeSalesforce(0, accounts=1000, contacts=10)
+    try:
+        config = {"login_url": org.url, "ca_bundle": org.ca_bundle, "retry_backoff_s": 0.01}
+        tapyard.sync("salesforce", config, credentials=password(), to=f"sqlite:///{tmp_path}/w.db", concurrency=1)
+        org.inject(403, LIMITED, headers={"Retry-After": "1"})
+        start = len(org.arrivals)
+        result = tapyard.sync("salesforce", config, credentials=password(), to=f"sqlite:///{tmp_path}/t.db",
+                              concurrency=2)
+        assert result.ok, [s.error for s in result.streams]
+        assert _counts(result) == {"Account": 1000, "Contact": 10}
+        assert result.http["throttled"] == 1 and result.http["retries"] == 1
+        arrivals = org.arrivals[start:]
+        assert arrivals[1] - arrivals[0] >= 0.95  # nobody went during the hold
+        start = len(org.arrivals)
+        paced = tapyard.sync("salesforce", {**config, "batch_size": 200}, credentials=password(),
+                             to=f"sqlite:///{tmp_path}/r.db", concurrency=2, rate_limit={"rate": 4, "burst": 1})
+        assert paced.ok
+        arrivals = org.arrivals[start:]
+        assert len(arrivals) >= 8 and max_in_window(arrivals, 1.0) <= 5
+        assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) <= 4 * 1.05
+    finally:
+        org.stop()

@@ -355,3 +355,38 @@ def test_undeclared_fields_are_kept_in_extra_and_secrets_never() -> None:
     assert intent.latest_charge == "ch_1" and intent.latest_charge_expanded == {"id": "ch_1", "object": "charge"}
     assert "pi_1_secret_x" not in intent.model_dump_json()
     assert PaymentIntent.model_validate({"id": "pi_2", "object": "payment_intent"}).extra is None
+
+
+LIMITED = (429, {"Content-Type": "application/json", "Retry-After": "1"},
+           b'{"error": {"message": "Too many requests", "type": "rate_limit_error", "code": "rate_limit"}}')
+
+
+def test_a_429_injected_live_is_paced_by_the_shared_limiter_and_counted(tmp_path: Path, start_localstripe: Any) -> None:
+    """Through a proxy in front of localstripe that answers the second request with
+    Stripe's 429: every request waits out its Retry-After, the run finishes, and the
+    summary counts it. A --rate for the run keeps the server under it."""
+    from tests.test_ratelimit import max_in_window
+
+    from tapyard.testing import ThrottlingProxy
+
+    server = start_localstripe(0)
+    try:
+        seed(server.url)
+        with ThrottlingProxy(server.url, LIMITED, inject=(2,)) as proxy:
+            config = {**CONFIG, "api_base": proxy.url, "events_resync": False}
+            result = tapyard.sync("stripe", config, credentials=creds(), to=f"sqlite:///{tmp_path}/t.db",
+                                  streams=["customers", "products"], concurrency=2)
+        assert result.ok, [s.error for s in result.streams]
+        assert _counts(result) == {"customers": 25, "products": 3}
+        assert result.http["throttled"] == 1 and result.http["retries"] == 1
+        assert proxy.after_throttle() >= 0.95
+        with ThrottlingProxy(server.url, LIMITED, inject=()) as proxy:
+            config = {**CONFIG, "api_base": proxy.url, "page_size": 2, "rate_limit": {"rate": 4, "burst": 1}}
+            paced = tapyard.sync("stripe", config, credentials=creds(), to=f"sqlite:///{tmp_path}/r.db",
+                                 streams=["customers"], concurrency=1)
+        assert paced.ok
+        arrivals = [a.at for a in proxy.arrivals]
+        assert len(arrivals) == 13 and max_in_window(arrivals, 1.0) <= 5
+        assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) <= 4 * 1.05
+    finally:
+        server.stop()

@@ -166,7 +166,10 @@ def tapyard_rate_limit_learn(
 ) -> None:
     """Learn from a response's headers how fast the vendor lets us go.
 
-    :param response: a response of this run (any status, 429 included).
+    :param response: a response of this run (any status, 429 included): an
+        ``httpx.Response`` on the REST path, a :class:`tapyard.http.SdkReply`
+        on the SDK path (both have ``status_code`` and case-insensitive
+        ``headers``).
     :param limiter: the run's shared limiter; call ``limiter.learn(headers)``
         with standard ``RateLimit-*``/``X-RateLimit-*`` headers, or
         ``limiter.penalize(seconds)`` for vendor-specific signals.

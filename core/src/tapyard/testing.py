@@ -53,7 +53,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +61,31 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tapyard._emulators import (
+    AZURITE_ACCOUNT,
+    Emulator,
+    EmulatorNotInstalled,
+    ThrottlingProxy,
+    azurite,
+    azurite_binary,
+    azurite_connection_string,
+    emulator_cache,
+    fake_gcs_binary,
+    fake_gcs_server,
+    free_port,
+    moto_server,
+    moto_server_binary,
+    stop_process,
+    wait_until_ready,
+)
+from tapyard._scenario import (
+    CHANGED_OBJECTS,
+    check_changed,
+    check_seeded,
+    parquet_bytes,
+    seeded_objects,
+    sqlite_rows,
+)
 from tapyard.engine import (
     AWKWARD_ROW_SCHEMA,
     AWKWARD_ROWS,
@@ -78,26 +103,48 @@ if TYPE_CHECKING:
 __all__ = [
     "AWKWARD_ROWS",
     "AWKWARD_ROW_SCHEMA",
+    "AZURITE_ACCOUNT",
+    "CHANGED_OBJECTS",
     "SECRET_PATTERNS",
     "UNICODE",
     "CliResult",
     "Drift",
+    "Emulator",
+    "EmulatorNotInstalled",
     "PostgresServer",
     "RedisServer",
     "ServiceUnavailable",
+    "ThrottlingProxy",
     "assert_same_value",
     "awkward_jsonl",
+    "azurite",
+    "azurite_binary",
+    "azurite_connection_string",
     "cassette",
+    "cassettes",
+    "check_changed",
+    "check_seeded",
+    "emulator_cache",
     "fake_credentials",
+    "fake_gcs_binary",
+    "fake_gcs_server",
+    "free_port",
     "landed_rows",
+    "moto_server",
+    "moto_server_binary",
+    "parquet_bytes",
     "postgres_bin_dir",
     "postgres_server",
     "redis_server",
     "run_cli",
     "schema_drift",
     "scrub_text",
+    "seeded_objects",
     "service_missing",
+    "sqlite_rows",
+    "stop_process",
     "vcr_config",
+    "wait_until_ready",
 ]
 
 REDACTED = "REDACTED"
@@ -262,6 +309,22 @@ def cassette(path: str | os.PathLike[str], *, record_mode: str | None = None, **
     target.parent.mkdir(parents=True, exist_ok=True)
     with vcr.VCR(**config).use_cassette(str(target)) as recorded:
         yield recorded
+
+
+def cassettes(
+    folder: str | os.PathLike[str], *, mode: str = "replay", **options: Any
+) -> Callable[[str | os.PathLike[str]], contextlib.AbstractContextManager[Any]]:
+    """The cassettes of one folder: ``use(name)`` is a :func:`cassette` of ``folder/name``
+    (a path stays as given) that replays it (``mode="replay"``), records it anew
+    (``"record"``), or, ``"live"``, none at all (the test talks to its emulator)."""
+
+    def use(name: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Any]:
+        if mode == "live":
+            return contextlib.nullcontext()
+        path = Path(name) if Path(name).is_absolute() else Path(folder) / name
+        return cassette(path, record_mode="all" if mode == "record" else "none", **options)
+
+    return use
 
 
 def fake_credentials(connector: str | Connector, kind: str | None = None, **fields: Any) -> BaseModel:
@@ -875,3 +938,25 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
     url = postgres.create_database(name)
     yield url
     postgres.drop_database(name)
+
+
+def _emulator_fixture(name: str, run: Callable[[], contextlib.AbstractContextManager[str]]) -> Any:
+    """A session fixture yielding the endpoint of the emulator ``run`` starts; the test
+    skips when the emulator is not installed, or fails under CI."""
+
+    @pytest.fixture(scope="session", name=name)
+    def fixture() -> Iterator[str]:
+        try:
+            with run() as endpoint:
+                yield endpoint
+        except EmulatorNotInstalled as exc:
+            service_missing(f"{exc} (.ci/run installs it)")
+
+    fixture.__doc__ = f"The endpoint of {name.removesuffix('_endpoint')}'s emulator, for the whole session."
+    return fixture
+
+
+#: moto's server (AWS), Azurite's blob service and fake-gcs-server, one each per session
+moto_endpoint = _emulator_fixture("moto_endpoint", moto_server)
+azurite_endpoint = _emulator_fixture("azurite_endpoint", azurite)
+gcs_endpoint = _emulator_fixture("gcs_endpoint", fake_gcs_server)

@@ -15,20 +15,18 @@ boto3 is imported only when a run opens, so ``tapyard connectors list`` stays fa
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 import tapyard
 from tapyard import hookimpl
+from tapyard.http import SdkConnector
 
 from ._models import STREAM_NAMES, AwsConfig, build_streams
 
 if TYPE_CHECKING:
-    import httpx
-
     from tapyard_aws._source import AwsSource
 
 __all__ = ["AwsConfig", "AwsConnector", "Boto3Paginator", "connector"]
@@ -51,7 +49,7 @@ class Boto3Paginator(tapyard.Paginator):
         return tapyard.PageRequest(url=request.url, params={**request.params, "StartingToken": token})
 
 
-class AwsConnector(tapyard.Connector):
+class AwsConnector(SdkConnector):
     """The AWS connector (boto3)."""
 
     name = "aws"
@@ -67,16 +65,11 @@ class AwsConnector(tapyard.Connector):
         assert isinstance(config, AwsConfig)
         return build_streams(config, Boto3Paginator(page_size=config.page_size))
 
-    @contextlib.contextmanager
-    def open(self, config: BaseModel, context: tapyard.RunContext) -> Iterator[AwsSource]:
+    def source(self, config: BaseModel, context: tapyard.RunContext) -> AwsSource:
         assert isinstance(config, AwsConfig)
         from tapyard_aws._source import AwsSource
 
-        source = AwsSource(self, config, context)
-        try:
-            yield source
-        finally:
-            source.close()
+        return AwsSource(self, config, context)
 
 
 connector = AwsConnector()
@@ -111,33 +104,3 @@ THROTTLE_CODES = frozenset(
         "EC2ThrottledException",
     }
 )
-#: How long every worker sharing the credential waits after a throttle without Retry-After.
-THROTTLE_PENALTY_S = 1.0
-
-
-def error_code(response: httpx.Response) -> str | None:
-    """The AWS error code of a response (XML ``<Code>``, JSON ``__type``, or the header)."""
-    header = response.headers.get("x-amzn-errortype")
-    if header:
-        return header.split(":")[0]
-    if response.status_code < 400:
-        return None
-    from tapyard_aws._source import parse_error_code
-
-    return parse_error_code(response.content)
-
-
-@hookimpl
-def tapyard_rate_limit_learn(connector: tapyard.Connector, response: httpx.Response, limiter: tapyard.RateLimiter) -> None:
-    """Throttling (``SlowDown``, ``ThrottlingException``, 429) holds back every worker of the credential."""
-    if connector.name != "aws" or response.status_code < 400:
-        return
-    if response.status_code == 429 or error_code(response) in THROTTLE_CODES:
-        retry_after = response.headers.get("retry-after")
-        try:
-            seconds = float(retry_after) if retry_after else THROTTLE_PENALTY_S
-        except ValueError:
-            seconds = THROTTLE_PENALTY_S
-        limiter.penalize(min(seconds, 30.0))
-
-

@@ -1,13 +1,13 @@
-"""One run of the AWS connector: boto3 clients, paging, throttling and error mapping.
+"""One run of the AWS connector: boto3 clients, paging and error mapping.
 
-Every client of a run shares one :class:`tapyard.RateLimiter`: a botocore
-``before-send`` handler takes a token before each attempt (retries included),
-and a ``response-received`` handler feeds each response's headers to it and
-then to the ``tapyard_rate_limit_learn`` hook, where this package's own
-implementation penalizes the limiter on throttling (``SlowDown``,
-``ThrottlingException``...), so one throttled worker slows every worker of the
-credential down. botocore's standard retry mode retries throttling, 5xx and
-connection errors with exponential backoff and jitter (``max_attempts``).
+Every client of a run sends its requests through the run's SDK-call path
+(``tapyard.http.SdkEngine``): a botocore ``before-send`` handler sends each
+request itself, through the engine, and hands botocore the final response.
+So every request waits for the limiter shared by every run of the credential,
+passes the circuit breaker, is retried with backoff on throttling
+(``SlowDown``, ``ThrottlingException``... and 429), 5xx and connection
+failures (``max_attempts``), and is counted in the run's HTTP figures.
+botocore's own retries are off.
 """
 
 from __future__ import annotations
@@ -22,17 +22,8 @@ from decimal import Decimal
 from typing import IO, Any
 
 import tapyard
-from tapyard.files import (
-    ListingPage,
-    ListingPass,
-    ServerClock,
-    StoredObject,
-    listing_pass,
-    object_pages,
-    object_record_pages,
-    refused_resume,
-    spooled,
-)
+from tapyard.files import ListingPage, StoredObject, refused_resume
+from tapyard.sources import ObjectStoreSource
 
 from ._models import AwsConfig, AwsStream
 
@@ -97,23 +88,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class AwsSource(tapyard.Source):
+class AwsSource(ObjectStoreSource):
     """An open run: boto3 clients built from the vault's credential (or boto3's chain)."""
+
+    roles = {"s3_objects": "objects", "s3_records": "records"}
+    container_field = "bucket"
+    seeks = True  # StartAfter
+    config: AwsConfig
 
     def __init__(self, connector: tapyard.Connector, config: AwsConfig, context: tapyard.RunContext) -> None:
         import boto3
         from botocore.config import Config
 
-        self.connector = connector
-        self.config = config
-        self.pm = context.pm
-        self._context = context
-        self._streams = connector.streams(config)
+        super().__init__(
+            connector, config, context, fallback=config.endpoint_url or f"aws {config.region}",
+            rate_field="requests_per_second",
+            policy={"max_attempts": config.max_attempts, "connect_timeout": config.connect_timeout_s,
+                    "read_timeout": config.read_timeout_s},
+        )
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._stats = {"requests": 0, "retries": 0, "throttled": 0}
         self._described: dict[str, list[str]] = {}
-        self.clock = ServerClock()
         credentials = context.credentials
         if credentials is None:
             self._session = boto3.session.Session(region_name=config.region)
@@ -125,13 +120,10 @@ class AwsSource(tapyard.Source):
                     f"the aws connector needs 'aws' credentials, not {getattr(credentials, 'kind', '?')!r}"
                 )
             self._session = session()
-        policy = self.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
-        rate = config.requests_per_second or policy.get("rate")
-        self.limiter = tapyard.RateLimiter(rate, policy.get("burst"))
         pool = max(10, config.scan_segments * max(1, len(config.dynamodb_tables)) + 4)
         self._botocore_config = Config(
             region_name=config.region,
-            retries={"mode": "standard", "max_attempts": config.max_attempts},
+            retries={"mode": "standard", "max_attempts": 1},  # the SDK-call path retries
             connect_timeout=config.connect_timeout_s,
             read_timeout=config.read_timeout_s,
             max_pool_connections=pool,
@@ -148,45 +140,40 @@ class AwsSource(tapyard.Source):
                 client = self._session.client(
                     service, endpoint_url=self.config.endpoint_url, config=self._botocore_config
                 )
-                client.meta.events.register("before-send", self._before_send)
-                client.meta.events.register("response-received", self._response_received)
+                client.meta.events.register("before-send", self._sender(client))
                 self._clients[service] = client
             return client
 
-    def _before_send(self, request: Any = None, **kwargs: Any) -> None:
-        self.limiter.acquire()
-        with self._lock:
-            self._stats["requests"] += 1
+    def _sender(self, client: Any) -> Any:
+        """The ``before-send`` handler of ``client``: send the request through the
+        SDK-call path and hand botocore the response (a handler's answer is what
+        botocore uses instead of sending, as moto's stubber does)."""
+        # botocore's endpoint keeps the client's configured HTTP session
+        # (timeouts, pool, proxies, CA bundle) there.
+        session = client._endpoint.http_session
 
-    def _response_received(
-        self, response_dict: Mapping[str, Any] | None = None, exception: Any = None, **kwargs: Any
-    ) -> None:
-        import httpx
+        def before_send(request: Any = None, **kwargs: Any) -> Any:
+            return self.engine.exchange(lambda: session.send(request), self._reply, method=request.method, url=request.url)
 
-        if response_dict is None:
-            with self._lock:
-                self._stats["retries"] += 1
-            return
-        status = int(response_dict.get("status_code") or 0)
-        headers = {str(k): str(v) for k, v in (response_dict.get("headers") or {}).items()}
-        body = response_dict.get("body")
-        content = body if isinstance(body, bytes) and status >= 400 else b""
-        response = httpx.Response(status, headers=headers, content=content)
+        return before_send
+
+    def _reply(self, response: Any, error: BaseException | None) -> Any:
+        """What one exchange said: a 429 or a throttling error code (``SlowDown``,
+        ``ThrottlingException``...) is a throttle."""
+        from tapyard.http import SdkReply
+
+        if response is None:
+            return SdkReply.failed(error or RuntimeError("no response"))
+        status = int(response.status_code)
+        headers = response.headers
         self.clock.observe(headers)
-        self.limiter.learn(headers)
-        self.pm.hook.tapyard_rate_limit_learn(connector=self.connector, response=response, limiter=self.limiter)
-        if self._context.on_response is not None:
-            self._context.on_response(self.connector, response)
-        throttled = status == 429 or (status >= 400 and parse_error_code(content) in _throttles())
-        if throttled or status >= 500:
-            with self._lock:
-                self._stats["retries"] += 1
-                self._stats["throttled"] += int(throttled)
-
-    @property
-    def http_stats(self) -> Mapping[str, int]:
-        with self._lock:
-            return dict(self._stats)
+        code = None
+        if status >= 400:
+            header = headers.get("x-amzn-errortype")
+            # an error body is small, and botocore reads it from the same buffer
+            code = header.split(":")[0] if header else parse_error_code(response.content)
+        size = len(response.content) if status >= 400 else None
+        return SdkReply.of(status, headers, throttled=code in _throttles(), code=code, size=size)
 
     def close(self) -> None:
         with self._lock:
@@ -197,14 +184,11 @@ class AwsSource(tapyard.Source):
 
     # -- the Source contract ----------------------------------------------------------
 
-    def streams(self) -> list[tapyard.Stream]:
-        return list(self._streams)
-
     def check(self) -> None:
-        with self._errors("list buckets"):
+        with self.errors("list buckets"):
             self.client("s3").list_buckets()
         if self.config.bucket:
-            with self._errors(f"bucket {self.config.bucket!r}", bucket=self.config.bucket):
+            with self.errors(f"bucket {self.config.bucket!r}", container=self.config.bucket):
                 self.client("s3").head_bucket(Bucket=self.config.bucket)
 
     def partitions(self, stream: tapyard.Stream) -> list[dict[str, Any]]:
@@ -213,17 +197,17 @@ class AwsSource(tapyard.Source):
             return [{"table": t, "segment": i, "segments": n} for t in self.config.dynamodb_tables for i in range(n)]
         return [{}]
 
-    def read(self, stream: tapyard.Stream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
+    def read_other(
+        self, stream: tapyard.Stream, state: tapyard.StreamState, partition: Mapping[str, Any]
+    ) -> Iterator[tapyard.Page]:
         assert isinstance(stream, AwsStream)
         readers = {
             "s3_buckets": self._buckets,
-            "s3_objects": self._objects,
-            "s3_records": self._records,
             "dynamodb_items": self._items,
             "iam_users": self._users,
             "ec2_instances": self._instances,
         }
-        yield from readers[stream.name](stream, state, partition)
+        return readers[stream.name](stream, state, partition)
 
     # -- paging -----------------------------------------------------------------------
 
@@ -251,7 +235,7 @@ class AwsSource(tapyard.Source):
             if token:
                 options["StartingToken"] = token
             try:
-                with self._errors(what, bucket=params.get("Bucket"), table=params.get("TableName")):
+                with self.errors(what, container=params.get("Bucket"), table=params.get("TableName")):
                     iterator = pager.paginate(**params, PaginationConfig=options)
                     merged: dict[str, Any] = {}
                     for page in iterator:
@@ -274,7 +258,7 @@ class AwsSource(tapyard.Source):
             request = following
 
     @contextlib.contextmanager
-    def _errors(self, what: str, *, bucket: str | None = None, table: str | None = None) -> Iterator[None]:
+    def errors(self, what: str, *, container: str | None = None, table: str | None = None) -> Iterator[None]:
         """boto3 errors as tapyard errors with one-line messages (``raise ... from``)."""
         from botocore import exceptions as bx
         from botocore.parsers import ResponseParserError
@@ -285,8 +269,8 @@ class AwsSource(tapyard.Source):
             error = exc.response.get("Error", {})
             code = str(error.get("Code") or "error")
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            if code in ("NoSuchBucket",) or (bucket and status == 404 and code in ("404", "NotFound")):
-                raise tapyard.ConfigError(f"bucket {bucket!r} does not exist") from exc
+            if code in ("NoSuchBucket",) or (container and status == 404 and code in ("404", "NotFound")):
+                raise tapyard.ConfigError(f"bucket {container!r} does not exist") from exc
             if code == "ResourceNotFoundException" and table:
                 raise tapyard.ConfigError(f"dynamodb table {table!r} does not exist") from exc
             if code in AUTH_CODES or status in (401, 403):
@@ -326,78 +310,44 @@ class AwsSource(tapyard.Source):
             records = [{"name": b["Name"], "creation_date": _iso(b.get("CreationDate"))} for b in page.get("Buckets", [])]
             yield tapyard.Page(records, resume=following)
 
-    def _bucket(self) -> str:
-        if not self.config.bucket:
-            raise tapyard.ConfigError("this stream needs config 'bucket'")
-        return self.config.bucket
-
-    def _list_page(self, bucket: str, *, size: int, token: str | None, after: str | None) -> ListingPage:
+    def list_objects(self, container: str, *, size: int, token: str | None, after: str | None) -> ListingPage:
         """One ListObjectsV2 request: by the store's token, or by key (``StartAfter``)."""
-        params: dict[str, Any] = {"Bucket": bucket, "MaxKeys": size}
+        params: dict[str, Any] = {"Bucket": container, "MaxKeys": size}
         if self.config.prefix:
             params["Prefix"] = self.config.prefix
         if token:
             params["ContinuationToken"] = token
         elif after:
             params["StartAfter"] = after
-        with self._errors(f"list bucket {bucket!r}", bucket=bucket):
-            answer = self.client("s3").list_objects_v2(**params)
+        answer = self.client("s3").list_objects_v2(**params)
         objects = [StoredObject(o["Key"], o["LastModified"], o) for o in answer.get("Contents", [])]
         following = answer.get("NextContinuationToken") if answer.get("IsTruncated") else None
         return ListingPage(objects, following or None)
 
-    def _listing(self, stream: AwsStream, state: tapyard.StreamState) -> Iterator[ListingPass]:
-        """A pass over the bucket's listing (``tapyard.files.listing_pass``): S3 seeks by key
-        (``StartAfter``), so a resume never sends a continuation token the service may have forgotten."""
-        bucket = self._bucket()
-        paginator = self._paginator(stream)
-        size = int(getattr(paginator, "page_size", 0) or self.config.page_size)
+    def object_record(self, container: str, stored: StoredObject) -> dict[str, Any]:
+        return {
+            "bucket": container,
+            "key": stored.key,
+            "size": stored.item.get("Size", 0),
+            "etag": str(stored.item.get("ETag", "")).strip('"'),
+            "last_modified": _iso(stored.last_modified),
+            "storage_class": stored.item.get("StorageClass"),
+        }
 
-        def list_page(*, size: int, token: str | None, after: str | None) -> ListingPage:
-            return self._list_page(bucket, size=size, token=token, after=after)
-
-        return listing_pass(stream.name, state, list_page, size=size, clock=self.clock, seeks=True)
-
-    def _objects(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
-        bucket = self._bucket()
-
-        def record(o: StoredObject) -> dict[str, Any]:
-            return {
-                "bucket": bucket,
-                "key": o.key,
-                "size": o.item.get("Size", 0),
-                "etag": str(o.item.get("ETag", "")).strip('"'),
-                "last_modified": _iso(o.last_modified),
-                "storage_class": o.item.get("StorageClass"),
-            }
-
-        return object_pages(self._listing(stream, state), record, seen=stream.primary_key)
-
-    def _download(self, bucket: str, key: str) -> IO[bytes]:
-        def fill(spool: IO[bytes]) -> None:
-            with self._errors(f"read s3://{bucket}/{key}", bucket=bucket):
-                body = self.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-                try:
-                    for chunk in body.iter_chunks(1 << 20):
-                        spool.write(chunk)
-                finally:
-                    body.close()
-
-        return spooled(fill)
-
-    def _records(self, stream: AwsStream, state: tapyard.StreamState, partition: Mapping[str, Any]) -> Iterator[tapyard.Page]:
-        bucket = self._bucket()
-        return object_record_pages(
-            self._listing(stream, state), lambda o: self._download(bucket, o.key),
-            formats=self.config.formats, flatten=bool(self.config.record_schema),
-            page_size=self.config.records_page_size,
-        )
+    def download(self, container: str, stored: StoredObject, spool: IO[bytes]) -> None:
+        with self.errors(f"read s3://{container}/{stored.key}", container=container):
+            body = self.client("s3").get_object(Bucket=container, Key=stored.key)["Body"]
+            try:
+                for chunk in body.iter_chunks(1 << 20):
+                    spool.write(chunk)
+            finally:
+                body.close()
 
     def _key_names(self, table: str) -> list[str]:
         with self._lock:
             known = self._described.get(table)
         if known is None:
-            with self._errors(f"describe dynamodb table {table!r}", table=table):
+            with self.errors(f"describe dynamodb table {table!r}", table=table):
                 answer = self.client("dynamodb").describe_table(TableName=table)
             known = [k["AttributeName"] for k in answer["Table"]["KeySchema"]]
             with self._lock:
@@ -440,7 +390,7 @@ class AwsSource(tapyard.Source):
         ``ListUserTags``, every page of it."""
         name = str(user["UserName"])
         tags: dict[str, str] = {}
-        with self._errors(f"list tags of iam user {name!r}"):
+        with self.errors(f"list tags of iam user {name!r}"):
             pages = self.client("iam").get_paginator("list_user_tags").paginate(
                 UserName=name, PaginationConfig={"PageSize": self.config.page_size}
             )

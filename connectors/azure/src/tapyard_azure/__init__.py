@@ -18,14 +18,14 @@ pagination hook. The SDKs are imported only when a run opens.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
 import tapyard
 from tapyard import hookimpl
+from tapyard.http import SdkConnector
 
 from ._models import STREAM_NAMES, AzureConfig, build_streams
 
@@ -106,7 +106,7 @@ class AzureDefaultAuth(_SdkOnly):
         kind: Literal["azure_default"] = "azure_default"
 
 
-class AzureConnector(tapyard.Connector):
+class AzureConnector(SdkConnector):
     """The Azure Blob Storage connector."""
 
     name = "azure"
@@ -122,23 +122,17 @@ class AzureConnector(tapyard.Connector):
         assert isinstance(config, AzureConfig)
         return build_streams(config, AzureContinuationPaginator(page_size=config.page_size))
 
-    @contextlib.contextmanager
-    def open(self, config: BaseModel, context: tapyard.RunContext) -> Iterator[AzureSource]:
+    def source(self, config: BaseModel, context: tapyard.RunContext) -> AzureSource:
         assert isinstance(config, AzureConfig)
         from tapyard_azure._source import AzureSource
 
-        source = AzureSource(self, config, context)
-        try:
-            yield source
-        finally:
-            source.close()
+        return AzureSource(self, config, context)
 
 
 connector = AzureConnector()
 
 #: Azure error codes (x-ms-error-code) that mean "slow down".
 THROTTLE_CODES = frozenset({"ServerBusy", "OperationTimedOut", "TooManyRequests"})
-THROTTLE_PENALTY_S = 1.0
 
 
 @hookimpl
@@ -155,18 +149,3 @@ def tapyard_register_paginators(register: Callable[[str, type[tapyard.Paginator]
 def tapyard_register_auth_strategies(register: Callable[[str, type[tapyard.AuthStrategy]], None]) -> None:
     for cls in (AzureConnectionStringAuth, AzureManagedIdentityAuth, AzureDefaultAuth):
         register(cls.kind, cls)
-
-
-@hookimpl
-def tapyard_rate_limit_learn(connector: tapyard.Connector, response: httpx.Response, limiter: tapyard.RateLimiter) -> None:
-    """A 429, or a 503 ``ServerBusy``, holds back every worker of the credential."""
-    if connector.name != "azure" or response.status_code < 400:
-        return
-    code = response.headers.get("x-ms-error-code")
-    if response.status_code == 429 or code in THROTTLE_CODES:
-        retry_after = response.headers.get("retry-after")
-        try:
-            seconds = float(retry_after) if retry_after else THROTTLE_PENALTY_S
-        except ValueError:
-            seconds = THROTTLE_PENALTY_S
-        limiter.penalize(min(seconds, 30.0))

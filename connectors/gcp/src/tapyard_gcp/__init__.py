@@ -13,20 +13,18 @@ imported only when a run opens.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 import tapyard
 from tapyard import hookimpl
+from tapyard.http import SdkConnector
 
 from ._models import STREAM_NAMES, GcpConfig, build_streams
 
 if TYPE_CHECKING:
-    import httpx
-
     from tapyard_gcp._source import GcpSource
 
 __all__ = ["GcpConfig", "GcpConnector", "GcsPageTokenPaginator", "connector"]
@@ -48,7 +46,7 @@ class GcsPageTokenPaginator(tapyard.Paginator):
         return tapyard.PageRequest(url=request.url, params={**request.params, "page_token": token})
 
 
-class GcpConnector(tapyard.Connector):
+class GcpConnector(SdkConnector):
     """The Google Cloud Storage connector."""
 
     name = "gcp"
@@ -64,20 +62,14 @@ class GcpConnector(tapyard.Connector):
         assert isinstance(config, GcpConfig)
         return build_streams(config, GcsPageTokenPaginator(page_size=config.page_size))
 
-    @contextlib.contextmanager
-    def open(self, config: BaseModel, context: tapyard.RunContext) -> Iterator[GcpSource]:
+    def source(self, config: BaseModel, context: tapyard.RunContext) -> GcpSource:
         assert isinstance(config, GcpConfig)
         from tapyard_gcp._source import GcpSource
 
-        source = GcpSource(self, config, context)
-        try:
-            yield source
-        finally:
-            source.close()
+        return GcpSource(self, config, context)
 
 
 connector = GcpConnector()
-THROTTLE_PENALTY_S = 1.0
 
 
 @hookimpl
@@ -88,16 +80,3 @@ def tapyard_register_connectors(register: Callable[[tapyard.Connector], None]) -
 @hookimpl
 def tapyard_register_paginators(register: Callable[[str, type[tapyard.Paginator]], None]) -> None:
     register(GcsPageTokenPaginator.kind, GcsPageTokenPaginator)
-
-
-@hookimpl
-def tapyard_rate_limit_learn(connector: tapyard.Connector, response: httpx.Response, limiter: tapyard.RateLimiter) -> None:
-    """A 429 (rateLimitExceeded) holds back every worker of the credential."""
-    if connector.name != "gcp" or response.status_code != 429:
-        return
-    retry_after = response.headers.get("retry-after")
-    try:
-        seconds = float(retry_after) if retry_after else THROTTLE_PENALTY_S
-    except ValueError:
-        seconds = THROTTLE_PENALTY_S
-    limiter.penalize(min(seconds, 30.0))

@@ -23,9 +23,12 @@ tapyard paces, retries and re-authenticates.
   are absorbed by the upserts. Or, for the
   sObjects in ``bulk_sobjects`` and those whose ``SELECT COUNT()`` for the run
   reaches ``bulk_threshold``, one Bulk API 2.0 query job (``_bulk``).
-- Limits: every response goes to ``tapyard_rate_limit_learn`` (which reads
-  ``Sforce-Limit-Info``); ``REQUEST_LIMIT_EXCEEDED`` (403), 429 and 5xx replies are
-  retried with exponential backoff.
+- Limits: every request goes through tapyard's SDK-call path
+  (``tapyard.http.SdkEngine``): the run's shared limiter, circuit breaker,
+  retries with backoff from ``retry_backoff_s`` (``REQUEST_LIMIT_EXCEEDED``,
+  a 403, counts as a throttle like a 429; 5xx and connection failures) and
+  the run's HTTP counters. Every reply goes to ``tapyard_rate_limit_learn``
+  (which reads ``Sforce-Limit-Info``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import contextlib
 import datetime as dt
 import re
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
@@ -44,7 +46,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, mode
 from tapyard import (
     AuthenticationError,
     ConfigError,
-    Connector,
     Credentials,
     HTTPError,
     HTTPStatusError,
@@ -52,15 +53,14 @@ from tapyard import (
     MemoryTokenStore,
     Page,
     PageRequest,
-    RateLimiter,
     ResponseError,
     RunContext,
-    Source,
     Stream,
     StreamState,
     TokenStore,
     TransportError,
 )
+from tapyard.http import SdkConnector, SdkSource
 from tapyard_salesforce._bulk import COMPOUND_TYPES, read_bulk
 
 __all__ = ["SalesforceConfig", "SalesforceConnector", "SalesforceJwt", "SalesforcePassword", "SalesforceRefreshToken"]
@@ -221,21 +221,39 @@ def _title(text: str) -> str:
 
 
 class _Stats:
-    def __init__(self) -> None:
+    """The run's HTTP counters (the SDK-call path's) and the connector's own."""
+
+    def __init__(self, engine: Any) -> None:
         self._lock = threading.Lock()
-        self.counts = {
-            "requests": 0, "retries": 0, "throttled": 0, "server_errors": 0, "reauthenticated": 0, "bulk_jobs": 0,
-        }
+        self._engine = engine
+        self.own = {"reauthenticated": 0, "bulk_jobs": 0}
 
     def add(self, name: str) -> None:
         with self._lock:
-            self.counts[name] += 1
+            self.own[name] += 1
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {**self._engine.stats.as_dict(), **self.own}
+
+
+def _reply(response: Any, error: BaseException | None) -> Any:
+    """What one exchange said, for the SDK-call path: ``REQUEST_LIMIT_EXCEEDED`` (a 403)
+    is Salesforce's throttle; ``Sforce-Limit-Info`` goes to the rate-limit hook."""
+    from tapyard.http import SdkReply
+
+    if response is None:
+        return SdkReply.failed(error or RuntimeError("no response"))
+    code, _ = _said(_json(response))
+    limited = response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED"
+    return SdkReply.of(response.status_code, response.headers, throttled=limited, code=code or None)
 
 
 def _session(source: SalesforceSource) -> Any:
-    """A requests session that signs with the current token, paces, retries,
+    """A requests session that signs with the current token, sends every request
+    through the run's SDK-call path (limiter, breaker, retries, counters),
     re-authenticates once after INVALID_SESSION_ID, and refuses HTML pages."""
-    import httpx
     import requests
 
     config = source.config
@@ -247,7 +265,6 @@ def _session(source: SalesforceSource) -> Any:
             if "/services/oauth2/token" in url:
                 return self._send(method, url, shown, *args, **kwargs)
             reauthenticated = False
-            attempt = 0
             while True:
                 headers = dict(kwargs.pop("headers", None) or {})
                 headers["Authorization"] = f"Bearer {source.token}"
@@ -260,18 +277,6 @@ def _session(source: SalesforceSource) -> Any:
                     source.stats.add("reauthenticated")
                     source.login()
                     continue
-                # Salesforce says REQUEST_LIMIT_EXCEEDED (403); a proxy or gateway in front of it says 429
-                limited = (response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED") or response.status_code == 429
-                if (limited or response.status_code >= 500) and attempt < config.max_retries:
-                    source.stats.add("throttled" if limited else "server_errors")
-                    source.stats.add("retries")
-                    time.sleep(min(config.retry_backoff_s * 2**attempt, 60.0))
-                    attempt += 1
-                    continue
-                if limited:
-                    source.stats.add("throttled")
-                elif response.status_code >= 500:
-                    source.stats.add("server_errors")
                 if "html" in response.headers.get("content-type", "").lower():
                     raise ResponseError(
                         f"{shown} returned an HTML page, not Salesforce JSON{_title(response.text)}: "
@@ -281,29 +286,16 @@ def _session(source: SalesforceSource) -> Any:
                 return response
 
         def _send(self, method: str, url: str, shown: str, *args: Any, **kwargs: Any) -> requests.Response:
-            source.limiter.acquire()
-            source.stats.add("requests")
-            attempt = 0
+            parent = super()
+
+            def send() -> requests.Response:
+                return parent.request(method, url, *args, **kwargs)
+
             try:
-                while True:
-                    try:
-                        response = super().request(method, url, *args, **kwargs)
-                        break
-                    except requests.ConnectionError as exc:
-                        if attempt >= config.max_retries:
-                            raise TransportError(f"{shown} failed: cannot reach Salesforce ({type(exc).__name__})",
-                                                 method=method.upper(), url=url.split("?")[0]) from exc
-                        source.stats.add("retries")
-                        time.sleep(min(config.retry_backoff_s * 2**attempt, 60.0))
-                        attempt += 1
-            finally:
-                source.limiter.sent()
-            marker = httpx.Response(response.status_code, headers=dict(response.headers),
-                                    request=httpx.Request(method.upper(), url.split("?")[0]))
-            source.limiter.learn(marker.headers)
-            source.pm.hook.tapyard_rate_limit_learn(connector=source.connector, response=marker, limiter=source.limiter)
-            if source.on_response is not None:
-                source.on_response(source.connector, marker)
+                response: requests.Response = source.engine.exchange(send, _reply, method=method, url=url)
+            except requests.ConnectionError as exc:
+                raise TransportError(f"{shown} failed: cannot reach Salesforce ({type(exc).__name__})",
+                                     method=method.upper(), url=url.split("?")[0]) from exc
             return response
 
     session = TapyardSession()
@@ -356,15 +348,18 @@ def _json(response: Any) -> Any:
         return None
 
 
-class SalesforceSource(Source):
+class SalesforceSource(SdkSource):
     """One run: a token, a ``simple_salesforce.Salesforce`` client and the described streams."""
 
+    config: SalesforceConfig
+
     def __init__(self, connector: SalesforceConnector, config: SalesforceConfig, context: RunContext) -> None:
-        self.connector, self.config, self.pm = connector, config, context.pm
-        self.on_response = context.on_response
-        policy = context.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
-        self.limiter = RateLimiter(policy.get("rate", config.rate_limit_per_s), policy.get("burst", 1.0))
-        self.stats = _Stats()
+        super().__init__(
+            connector, config, context, fallback=config.login_url, rate_field="rate_limit_per_s",
+            policy={"max_attempts": config.max_retries + 1, "backoff_base": config.retry_backoff_s,
+                    "backoff_max": 60.0},
+        )
+        self.stats = _Stats(self.engine)
         self.credentials = context.credentials
         if not isinstance(self.credentials, SalesforcePassword | SalesforceRefreshToken | SalesforceJwt):
             raise ConfigError(
@@ -503,6 +498,9 @@ class SalesforceSource(Source):
     def http_stats(self) -> Mapping[str, int]:
         return dict(self.stats.counts)
 
+    def close(self) -> None:
+        self.session.close()
+
     def check(self) -> None:
         self.call("limits", self.sf.limits)
 
@@ -562,7 +560,7 @@ class SalesforceSource(Source):
             body = self.call(what, lambda url=following: self.sf.query_more(url, identifier_is_url=True))
 
 
-class SalesforceConnector(Connector):
+class SalesforceConnector(SdkConnector):
     """Salesforce through simple-salesforce. See the module docstring."""
 
     name = "salesforce"
@@ -590,11 +588,6 @@ class SalesforceConnector(Connector):
             for name in config.sobjects
         ]
 
-    @contextlib.contextmanager
-    def open(self, config: BaseModel, context: RunContext) -> Iterator[Source]:
+    def source(self, config: BaseModel, context: RunContext) -> SalesforceSource:
         assert isinstance(config, SalesforceConfig)
-        source = SalesforceSource(self, config, context)
-        try:
-            yield source
-        finally:
-            source.session.close()
+        return SalesforceSource(self, config, context)

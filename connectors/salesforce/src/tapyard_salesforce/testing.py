@@ -255,6 +255,8 @@ class FakeSalesforce:
         self.bearers: list[str] = []
         self.faults: list[tuple[int, str, dict[str, str]]] = []
         self.requests: list[str] = []
+        #: when each API request arrived (``time.monotonic``), beside ``requests``
+        self.arrivals: list[float] = []
         self.assertions: list[str] = []
         self.api_usage = 0
         self.jobs: dict[str, dict[str, Any]] = {}
@@ -352,9 +354,11 @@ class FakeSalesforce:
         """Every issued session id becomes invalid (as when an admin revokes them)."""
         self.sessions.clear()
 
-    def inject(self, status: int, body: str, content_type: str = "application/json") -> None:
-        """The next API request (not the token endpoint) gets this reply instead."""
-        self.faults.append((status, body, {"Content-Type": content_type}))
+    def inject(
+        self, status: int, body: str, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
+        """The next API request (not the token endpoint) gets this reply instead (with ``headers``)."""
+        self.faults.append((status, body, {"Content-Type": content_type, **(headers or {})}))
 
     def fail_next_bulk_job(self, message: str) -> None:
         """The next Bulk query job ends ``Failed`` with this ``errorMessage``."""
@@ -628,6 +632,7 @@ def _handler(org: FakeSalesforce) -> type[BaseHTTPRequestHandler]:
             split = urllib.parse.urlsplit(self.path)
             with org._lock:
                 org.requests.append(split.path if method == "GET" else f"{method} {split.path}")
+                org.arrivals.append(time.monotonic())
                 org.api_usage += 1
                 if org.faults:
                     self._send(*org.faults.pop(0))

@@ -9,16 +9,18 @@
 - Incremental: new objects by ``created[gte]=<cursor>``, and changed (or
   deleted) ones from the events API (``type=<object>.*``, ``created[gte]``),
   each object once, as the newest event saw it. The cursor is ``changed_at``.
-- Rate limits: the SDK retries as Stripe documents (``Stripe-Should-Retry``,
-  409 conflicts, 5xx, idempotency keys on retried POSTs, exponential backoff),
-  and here also 429s unless Stripe says not to; every response goes to
-  ``tapyard_rate_limit_learn``, and every request waits for the run's limiter.
+- Rate limits and retries: every request the SDK's HTTP client makes goes
+  through tapyard's SDK-call path (``tapyard.http.SdkEngine``): the run's
+  shared limiter, circuit breaker, retries with backoff (429s, 5xx and
+  connection failures, and whatever ``Stripe-Should-Retry: true`` names; never
+  what it names ``false``) and the run's HTTP counters. The SDK's own retries
+  are off. ``rate_limit_per_s`` is the default ceiling (the policy hook, and
+  ``--rate`` or a config ``rate_limit``, override it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,7 +31,6 @@ import tapyard
 from tapyard import (
     AuthenticationError,
     ConfigError,
-    Connector,
     Credentials,
     CursorPaginator,
     HTTPError,
@@ -37,14 +38,13 @@ from tapyard import (
     Page,
     PageRequest,
     Paginator,
-    RateLimiter,
     ResponseError,
     RunContext,
-    Source,
     Stream,
     StreamState,
     TransportError,
 )
+from tapyard.http import SdkConnector, SdkSource
 from tapyard_stripe import _models
 
 __all__ = ["STREAMS", "StripeConfig", "StripeConnector", "StripeKey"]
@@ -163,20 +163,25 @@ def _error(exc: Exception, method: str, path: str) -> HTTPError:
     return HTTPStatusError(f"{where} failed: {status}: {said[:300]}", status_code=status, method=method, url=path)
 
 
-class _Stats:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts = {"requests": 0, "retries": 0, "throttled": 0, "server_errors": 0}
+def _reply(result: Any, error: BaseException | None) -> Any:
+    """What one exchange of the SDK's HTTP client said (its result, or the
+    ``APIConnectionError`` it raised), for the SDK-call path."""
+    from tapyard.http import SdkReply
 
-    def add(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] += 1
+    if result is None:
+        return SdkReply.failed(error or RuntimeError("no response"))
+    content, status, headers = result
+    told = (headers or {}).get("stripe-should-retry")
+    # Stripe asks clients to back off and retry on 429 (rate limits and lock
+    # timeouts) and says when another try cannot help.
+    retry = {"true": True, "false": False}.get(str(told).lower()) if told is not None else None
+    size = len(content) if isinstance(content, bytes | str) else None
+    return SdkReply.of(status, headers, size=size, retry=retry)
 
 
-def _http_client(connector: Connector, pm: Any, limiter: RateLimiter, stats: _Stats, on_response: Any) -> Any:
-    """A stripe ``RequestsClient`` that waits for the run's limiter before each
-    request, reports each response to the rate-limit hook, and retries 429s."""
-    import httpx
+def _http_client(engine: Any) -> Any:
+    """A stripe ``RequestsClient`` whose every request goes through the run's SDK-call
+    path (limiter, breaker, retries, counters); the SDK's own retries are off."""
     import stripe
 
     class TapyardRequestsClient(stripe.RequestsClient):
@@ -184,50 +189,26 @@ def _http_client(connector: Connector, pm: Any, limiter: RateLimiter, stats: _St
         def request(
             self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None, **kwargs: Any
         ) -> Any:
-            limiter.acquire()
-            stats.add("requests")
-            try:
-                content, status, rheaders = super().request(method, url, headers, post_data, **kwargs)
-            finally:
-                limiter.sent()
-            if status == 429:
-                stats.add("throttled")
-            elif status >= 500:
-                stats.add("server_errors")
-            response = httpx.Response(
-                status, headers=dict(rheaders or {}), request=httpx.Request(method.upper(), url.split("?")[0])
-            )
-            limiter.learn(response.headers)
-            pm.hook.tapyard_rate_limit_learn(connector=connector, response=response, limiter=limiter)
-            if on_response is not None:
-                on_response(connector, response)
-            return content, status, rheaders
+            def send() -> Any:
+                return stripe.RequestsClient.request(self, method, url, headers, post_data, **kwargs)
 
-        def _should_retry(self, response: Any, api_connection_error: Any, num_retries: int, max_network_retries: Any) -> bool:
-            retry = bool(super()._should_retry(response, api_connection_error, num_retries, max_network_retries))
-            if not retry and response is not None and num_retries < (max_network_retries or 0):
-                _, status, rheaders = response
-                # Stripe asks clients to back off and retry on 429 (rate limits and
-                # lock timeouts) unless it says explicitly not to.
-                told = (rheaders or {}).get("stripe-should-retry")
-                retry = status == 429 and told != "false"
-            if retry:
-                stats.add("retries")
-            return retry
+            return engine.exchange(send, _reply, method=method, url=url)
 
-    return TapyardRequestsClient(timeout=80)
+    return TapyardRequestsClient(timeout=engine.policy.read_timeout)
 
 
-class StripeSource(Source):
+class StripeSource(SdkSource):
     """One run: a ``StripeClient`` with tapyard's HTTP client."""
+
+    config: StripeConfig
 
     def __init__(self, connector: StripeConnector, config: StripeConfig, context: RunContext) -> None:
         import stripe
 
-        self.connector, self.config, self.pm = connector, config, context.pm
-        policy = context.pm.hook.tapyard_rate_limit_policy(connector=connector, config=config) or {}
-        self.limiter = RateLimiter(policy.get("rate"), policy.get("burst"))
-        self.stats = _Stats()
+        super().__init__(
+            connector, config, context, fallback=config.api_base, rate_field="rate_limit_per_s",
+            policy={"max_attempts": config.max_network_retries + 1},
+        )
         credentials = context.credentials
         self.account = getattr(credentials, "stripe_account", None)
         self.client: Any = None
@@ -239,20 +220,21 @@ class StripeSource(Source):
             self.client = stripe.StripeClient(
                 key,
                 base_addresses={"api": config.api_base.rstrip("/")},
-                http_client=_http_client(connector, context.pm, self.limiter, self.stats, context.on_response),
-                max_network_retries=config.max_network_retries,
+                http_client=_http_client(self.engine),
+                max_network_retries=0,  # the SDK-call path retries
             )
         self._streams = connector.streams(config)
 
     def streams(self) -> list[Stream]:
         return list(self._streams)
 
-    @property
-    def http_stats(self) -> Mapping[str, int]:
-        return dict(self.stats.counts)
-
     def check(self) -> None:
         self._list("balance_transactions", {"limit": 1})
+
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client._requestor._client.close()  # the SDK's requests session
 
     def _list(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         import stripe
@@ -275,15 +257,13 @@ class StripeSource(Source):
         return tapyard.stream_paginator(self.connector, stream)
 
     def _pages(self, name: str, stream: Stream, request: PageRequest) -> Iterator[tuple[list[dict[str, Any]], PageRequest | None]]:
-        import httpx
-
         paginator = self._paginator(stream)
         current: PageRequest | None = request
         while current is not None:
             body = self._list(name, current.params)
             records = list(body.get("data") or [])
-            marker = httpx.Response(200, request=httpx.Request("GET", "https://stripe.invalid" + current.url))
-            current = paginator.next(current, marker, body, records)
+            # an SDK list call has no HTTP response: the cursor paginator reads only the body
+            current = paginator.next(current, None, body, records)  # type: ignore[arg-type]
             yield records, current
 
     def read(self, stream: Stream, state: StreamState, partition: Mapping[str, Any]) -> Iterator[Page]:
@@ -335,7 +315,7 @@ class StripeSource(Source):
             yield Page(records=changed[start : start + size], resume=None)
 
 
-class StripeConnector(Connector):
+class StripeConnector(SdkConnector):
     """Stripe through the stripe SDK. See the module docstring."""
 
     name = "stripe"
@@ -368,16 +348,9 @@ class StripeConnector(Connector):
             for name, spec in STREAMS.items()
         ]
 
-    @contextlib.contextmanager
-    def open(self, config: BaseModel, context: RunContext) -> Iterator[Source]:
+    def source(self, config: BaseModel, context: RunContext) -> StripeSource:
         assert isinstance(config, StripeConfig)
-        source = StripeSource(self, config, context)
-        try:
-            yield source
-        finally:
-            if source.client is not None:
-                with contextlib.suppress(Exception):
-                    source.client._requestor._client.close()  # the SDK's requests session
+        return StripeSource(self, config, context)
 
 
 class _PagedStream(Stream):

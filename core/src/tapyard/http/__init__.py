@@ -1,7 +1,11 @@
-"""The HTTP engine that connectors' requests go through: retries and deadlines
-(``_engine``), rate limiting (``_ratelimit``) and the circuit breaker
-(``_circuit``). It may import ``tapyard.base`` only; auth strategies reach it as
-the ``AuthStrategy`` noun from base, never by import.
+"""The HTTP layer that connectors' requests go through: the REST engine with its
+retries and deadlines (``_engine``), rate limiting (``_ratelimit``: the token
+bucket that learns from headers; ``_limiters``: the ``Limiter`` protocol and the
+stores a run takes its limiters from, in process, in a SQLite file or in Redis,
+``_redis``), the circuit breaker (``_circuit``) and the SDK-call path
+(``_sdk``, ``_connector``: the same limiter, breaker, retries and counters for
+connectors built on a vendor SDK). It may import ``tapyard.base`` only; auth
+strategies reach it as the ``AuthStrategy`` noun from base, never by import.
 """
 
 from __future__ import annotations
@@ -11,10 +15,24 @@ from typing import TYPE_CHECKING
 from tapyard.base import lazy_exports
 
 if TYPE_CHECKING:
+    from tapyard.http._connector import SdkConnector
     from tapyard.http._engine import (
         HttpEngine,
         HttpPolicy,
         redact_url,
+    )
+    from tapyard.http._limiters import (
+        Budget,
+        BudgetLimiterStore,
+        Limiter,
+        LimiterStore,
+        MemoryLimiterStore,
+        SharedLimiter,
+        SqliteBudget,
+        SqliteLimiterStore,
+        default_limiter_store,
+        limiter_key,
+        limiters_of,
     )
     from tapyard.http._ratelimit import (
         RateLimiter,
@@ -23,14 +41,35 @@ if TYPE_CHECKING:
         shared_limiter,
         split_rate_limit,
     )
+    from tapyard.http._redis import RedisBudget, RedisLimiterStore
+    from tapyard.http._sdk import SdkAttempt, SdkEngine, SdkReply, SdkSource, sdk_engine
 
 __all__ = [
+    "Budget",
+    "BudgetLimiterStore",
     "HttpEngine",
     "HttpPolicy",
+    "Limiter",
+    "LimiterStore",
+    "MemoryLimiterStore",
     "RateLimitSettings",
     "RateLimiter",
+    "RedisBudget",
+    "RedisLimiterStore",
+    "SdkAttempt",
+    "SdkConnector",
+    "SdkEngine",
+    "SdkReply",
+    "SdkSource",
+    "SharedLimiter",
+    "SqliteBudget",
+    "SqliteLimiterStore",
+    "default_limiter_store",
+    "limiter_key",
+    "limiters_of",
     "rate_limit_settings",
     "redact_url",
+    "sdk_engine",
     "shared_limiter",
     "split_rate_limit",
 ]
@@ -40,7 +79,14 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
+        "_connector": ("SdkConnector",),
         "_engine": ("HttpEngine", "HttpPolicy", "redact_url"),
+        "_limiters": (
+            "Budget", "BudgetLimiterStore", "Limiter", "LimiterStore", "MemoryLimiterStore", "SharedLimiter",
+            "SqliteBudget", "SqliteLimiterStore", "default_limiter_store", "limiter_key", "limiters_of",
+        ),
         "_ratelimit": ("RateLimitSettings", "RateLimiter", "rate_limit_settings", "shared_limiter", "split_rate_limit"),
+        "_redis": ("RedisBudget", "RedisLimiterStore"),
+        "_sdk": ("SdkAttempt", "SdkEngine", "SdkReply", "SdkSource", "sdk_engine"),
     },
 )

@@ -383,6 +383,14 @@ class RateLimiter:
         """The bucket's capacity."""
         return self._burst
 
+    @property
+    def spacing(self) -> float:
+        """The least seconds between grants that what was learned asks for (0: none):
+        what a shared budget spaces every process's grants by (``tapyard.http._limiters``)."""
+        with self._lock:
+            gap = self._gap if self._coarse and self._spare < 1 else 0.0
+            return max(self._pace, gap)
+
     def configure(self, settings: RateLimitSettings) -> None:
         """Apply new settings (a run with its own ``--rate``); what was learned is kept."""
         with self._lock:

@@ -1,6 +1,7 @@
 """Reading from vendors: the stock paginators (whose position lives in the
-request they return) and the declarative REST connector, which runs each of its
-decisions through the plugin hooks. It may import ``tapyard.base``,
+request they return), the declarative REST connector, which runs each of its
+decisions through the plugin hooks, and the object-store source that the SDK
+connectors for S3, Blob Storage and Cloud Storage share (``_objects``). It may import ``tapyard.base``,
 ``tapyard.http`` and ``tapyard.auth``; it reaches plugins only through the run
 context it is given.
 """
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
         RestStream,
         SinglePage,
     )
+    from tapyard.sources._objects import ObjectStoreSource, Role, first_page
     from tapyard.sources._paginators import (
         DEFAULT_MAX_PAGES,
         STOCK_PAGINATORS,
@@ -35,13 +37,16 @@ __all__ = [
     "CursorPaginator",
     "LinkHeaderPaginator",
     "NextUrlPaginator",
+    "ObjectStoreSource",
     "OffsetPaginator",
     "PageGuard",
     "PageNumberPaginator",
     "PageTokenPaginator",
     "RestConnector",
     "RestStream",
+    "Role",
     "SinglePage",
+    "first_page",
 ]
 
 # Imported on first use, so that importing one module of this layer does not
@@ -50,6 +55,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "_declarative": ("RestConnector", "RestStream", "SinglePage"),
+        "_objects": ("ObjectStoreSource", "Role", "first_page"),
         "_paginators": ("CursorPaginator", "DEFAULT_MAX_PAGES", "LinkHeaderPaginator", "NextUrlPaginator", "OffsetPaginator", "PageGuard", "PageNumberPaginator", "PageTokenPaginator", "STOCK_PAGINATORS"),
     },
 )

@@ -1,0 +1,274 @@
+"""The Limiter protocol and its stores: in-process, and a SQLite file shared by processes."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tapyard._ratelimit import RateLimiter, RateLimitSettings, RateLimitWaitTooLong
+from tapyard.http._limiters import (
+    Limiter,
+    LimiterStore,
+    MemoryLimiterStore,
+    SharedLimiter,
+    SqliteBudget,
+    SqliteLimiterStore,
+    limiter_key,
+)
+from tapyard.testing import RedisServer
+from tests.test_ratelimit import max_in_window
+
+
+def test_both_stores_and_both_limiters_meet_the_protocols(tmp_path: Path) -> None:
+    memory, sqlite = MemoryLimiterStore(), SqliteLimiterStore(tmp_path / "limits.db")
+    assert isinstance(memory, LimiterStore) and isinstance(sqlite, LimiterStore)
+    settings = RateLimitSettings(rate=5)
+    assert isinstance(memory.limiter("k", settings), Limiter)
+    shared = sqlite.limiter("k", settings)
+    assert isinstance(shared, SharedLimiter) and isinstance(shared, Limiter)
+    # a credential with no name stays in this process
+    assert isinstance(sqlite.limiter("k2", settings, scope="process"), RateLimiter)
+    sqlite.close()
+
+
+def test_a_store_gives_one_limiter_per_key_with_the_latest_settings() -> None:
+    store = MemoryLimiterStore()
+    first = store.limiter("stripe|prod", RateLimitSettings(rate=5, burst=2))
+    again = store.limiter("stripe|prod", RateLimitSettings(rate=9))
+    other = store.limiter("stripe|test", RateLimitSettings(rate=5))
+    assert first is again and first is not other
+    assert isinstance(first, RateLimiter) and first.rate == 9
+    # two stores share nothing: a store is an object handed to a run, not a global
+    assert MemoryLimiterStore().limiter("stripe|prod", RateLimitSettings(rate=5)) is not first
+
+
+def test_limiter_key_shares_only_named_credentials() -> None:
+    assert limiter_key("aws", "prod", "http://x") == ("aws|prod", "credential")
+    assert limiter_key("aws", None, "http://x") == ("aws|http://x", "process")
+
+
+def _grants(where: str, key: str, rate: float, burst: float, count: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """In a process of its own: ``count`` grants from the store at ``where`` (a SQLite
+    file, or a ``redis://`` URL), their wall times put on ``queue``."""
+    from tapyard.http import RedisLimiterStore
+
+    store = RedisLimiterStore(where) if where.startswith("redis://") else SqliteLimiterStore(where)
+    limiter = store.limiter(key, RateLimitSettings(rate=rate, burst=burst))
+    times = []
+    for _ in range(count):
+        limiter.acquire()
+        times.append(time.time())
+    store.close()
+    queue.put(times)
+
+
+def _in_processes(target: object, runs: list[tuple[object, ...]]) -> list[list[float]]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    processes = [context.Process(target=target, args=(*args, queue)) for args in runs]  # type: ignore[arg-type]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(10)
+        assert process.exitcode == 0
+    return results
+
+
+def test_processes_sharing_a_file_share_one_budget(tmp_path: Path) -> None:
+    """Three processes, 20 grants each, one credential at 20/s with a burst of 2:
+    together they never pass 20 * W + 2 grants in any window of W seconds (each
+    alone would take 20/s, three times the budget)."""
+    path = str(tmp_path / "limits.db")
+    results = _in_processes(_grants, [(path, "conn|cred", 20.0, 2.0, 20)] * 3)
+    merged = sorted(t for times in results for t in times)
+    for window in (0.5, 1.0, 2.0):
+        # + 1: a time is taken when acquire() returns, a few ms after the grant on a busy machine
+        assert max_in_window(merged, window) <= 20 * window + 2 + 1, window
+    # and the budget is used: 60 grants in about (60 - 2) / 20 = 2.9 s
+    assert merged[-1] - merged[0] == pytest.approx(2.9, abs=0.6)
+
+
+def test_other_keys_do_not_share(tmp_path: Path) -> None:
+    path = str(tmp_path / "limits.db")
+    results = _in_processes(_grants, [(path, "conn|a", 10.0, 1.0, 10), (path, "conn|b", 10.0, 1.0, 10)])
+    for times in results:
+        # each at its own 10/s: about 0.9 s for 10 grants, not twice that
+        assert times[-1] - times[0] == pytest.approx(0.9, abs=0.35)
+
+
+def test_a_hold_in_one_store_holds_back_another(tmp_path: Path) -> None:
+    """A 429's wait seen by one process holds back every process of the credential."""
+    first, second = SqliteLimiterStore(tmp_path / "l.db"), SqliteLimiterStore(tmp_path / "l.db")
+    a = first.limiter("c|x", RateLimitSettings())
+    b = second.limiter("c|x", RateLimitSettings())
+    a.learn({"RateLimit-Policy": "1000;w=1"})  # known pace: no probe for the first response
+    b.learn({"RateLimit-Policy": "1000;w=1"})
+    a.penalize(0.6)
+    started = time.monotonic()
+    b.acquire()
+    assert time.monotonic() - started >= 0.55
+    first.close()
+    second.close()
+
+
+def test_a_learned_spacing_spaces_every_process(tmp_path: Path) -> None:
+    """The spacing one process learned from a policy header spaces the grants of all."""
+    budget = SqliteBudget(tmp_path / "l.db")
+    stamps = [
+        budget.reserve("c|x", rate=None, burst=1, spacing=0.05, max_wait=None) for _ in range(10)
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) == pytest.approx(0.05, abs=1e-6)
+    budget.close()
+
+
+def test_a_wait_past_the_cap_raises_and_reserves_nothing(tmp_path: Path) -> None:
+    budget = SqliteBudget(tmp_path / "l.db")
+    budget.hold("c|x", time.time() + 600, "the server's Retry-After")
+    with pytest.raises(RateLimitWaitTooLong, match="Retry-After asks to wait 600s, more than the 5s cap"):
+        budget.reserve("c|x", rate=10, burst=1, spacing=0, max_wait=5)
+    assert budget.peek("c|x", rate=10, burst=1, spacing=0) == pytest.approx(600, abs=1)
+    # a shorter hold later does not shorten it
+    budget.hold("c|x", time.time() + 1, "later")
+    assert budget.peek("c|x", rate=None, burst=1, spacing=0) > 590
+    budget.close()
+
+
+def test_the_static_bucket_keeps_its_promise_on_a_virtual_clock(tmp_path: Path) -> None:
+    """rate * W + burst at most in any window, and a busy bucket reaches it."""
+    now = [1000.0]
+    budget = SqliteBudget(tmp_path / "l.db", clock=lambda: now[0])
+    grants = []
+    for _ in range(200):
+        at = budget.reserve("k", rate=5, burst=3, spacing=0, max_wait=None)
+        now[0] = max(now[0], at)
+        grants.append(at)
+    assert max_in_window(grants, 10.0) == 5 * 10 + 3
+    budget.close()
+
+
+# -- Redis: a fleet's budget ----------------------------------------------------------------
+
+
+def test_processes_sharing_a_redis_server_share_one_budget(redis: RedisServer) -> None:
+    """Five processes, 15 grants each, one credential at 25/s with a burst of 3, the
+    budget in Redis (atomic Lua scripts): together they never pass 25 * W + 3 in any
+    window of W seconds, and use it (75 grants in about (75 - 3) / 25 s)."""
+    key = f"conn|{time.time_ns()}"
+    results = _in_processes(_grants, [(redis.url, key, 25.0, 3.0, 15)] * 5)
+    merged = sorted(t for times in results for t in times)
+    for window in (0.5, 1.0, 2.0):
+        # + 1: a time is taken when acquire() returns, a few ms after the grant on a busy machine
+        assert max_in_window(merged, window) <= 25 * window + 3 + 1, window
+    assert merged[-1] - merged[0] == pytest.approx(72 / 25, abs=0.6)
+
+
+def test_a_hold_in_redis_holds_back_every_worker_and_a_long_one_is_refused(redis: RedisServer) -> None:
+    redis_url = redis.url
+    from tapyard.http import RedisBudget, RedisLimiterStore
+
+    first, second = RedisLimiterStore(redis_url), RedisLimiterStore(redis_url)
+    key = f"c|{time.time_ns()}"
+    a = first.limiter(key, RateLimitSettings())
+    b = second.limiter(key, RateLimitSettings(max_wait=5))
+    a.learn({"RateLimit-Policy": "1000;w=1"})
+    b.learn({"RateLimit-Policy": "1000;w=1"})
+    a.penalize(0.6)
+    started = time.monotonic()
+    b.acquire()
+    assert time.monotonic() - started >= 0.55
+    budget = RedisBudget(redis_url)
+    budget.hold(key, time.time() + 600, "the server's Retry-After")
+    with pytest.raises(RateLimitWaitTooLong, match="Retry-After asks to wait 600s, more than the 5s cap"):
+        b.acquire()
+    assert budget.peek(key, rate=None, burst=1, spacing=0) == pytest.approx(600, abs=2)
+    for closing in (budget, first, second):
+        closing.close()
+
+
+# -- two syncs, two processes, one credential ---------------------------------------------
+
+SYNC = """
+import sys
+import tapyard
+from tests.test_bounds import Item
+
+url, db = sys.argv[1], sys.argv[2]
+connector = tapyard.RestConnector(
+    name="budgeted", base_url=url, auth_kinds=("bearer",),
+    streams=[tapyard.RestStream(name="items", path="/items", schema_model=Item, paginator={
+        "kind": "cursor", "cursor_path": "next", "cursor_param": "cursor", "has_more_field": None})],
+)
+credentials = tapyard.BearerAuth.Options(name="prod", token="t0ken-of-one-account")
+result = tapyard.sync(connector, {}, credentials=credentials, to=f"sqlite:///{db}",
+                      rate_limit={"rate": 20, "burst": 1}, concurrency=1)
+print(result.ok, result.records, result.http["throttled"])
+"""
+
+
+class CredentialBucket:
+    """A server that limits each credential (its Authorization header) to ``rate`` per
+    second, burst 1, and says so with 429s only; it times every request as it arrives."""
+
+    def __init__(self, rate: float, pages: int) -> None:
+        self.rate, self.pages = rate, pages
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.arrivals: dict[str, list[float]] = {}
+        self.throttled = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Any) -> Any:
+        from tests.scripted_server import Reply
+
+        who = request.headers.get("authorization", "")
+        with self.lock:
+            now = time.monotonic()
+            self.arrivals.setdefault(who, []).append(now)
+            tokens, stamp = self.buckets.get(who, (1.0, now))
+            tokens = min(1.0, tokens + (now - stamp) * self.rate)
+            admitted = tokens >= 1.0
+            self.buckets[who] = (tokens - 1.0 if admitted else tokens, now)
+            if not admitted:
+                self.throttled += 1
+                return Reply.json({"error": "slow down"}, status=429)
+        n = int(request.query.get("cursor", ["0"])[0]) + 1
+        return Reply.json({"data": [{"id": n}], "next": str(n) if n < self.pages else None})
+
+
+def test_two_processes_syncing_with_one_credential_stay_within_its_limit(tmp_path: Path) -> None:
+    """Two `tapyard.sync` runs in two processes, one stored credential, each told 20/s:
+    against a server allowing that credential 20/s, every window of the server's
+    arrivals (429s included) stays within 20 * W + 1, and a 429 is rare (jitter on
+    the way can bring two requests a shade closer than the server's bucket takes).
+    Each alone would send 20/s: without the shared budget the server sees 40/s."""
+    import subprocess
+    import sys
+
+    from tests.scripted_server import ScriptedServer
+
+    pages = 40
+    bucket = CredentialBucket(20.0, pages)
+    root = Path(__file__).resolve().parents[1]
+    with ScriptedServer() as server:
+        server.always("/items", bucket)
+        runs = [
+            subprocess.Popen([sys.executable, "-c", SYNC, server.url, str(tmp_path / f"{n}.db")], cwd=root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for n in range(2)
+        ]
+        outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-2000:]
+        ok, records, throttled = out.split()
+        assert (ok, records) == ("True", str(pages)) and int(throttled) <= 2, out
+    (arrivals,) = bucket.arrivals.values()
+    assert len(arrivals) == 2 * pages + bucket.throttled and bucket.throttled <= 4
+    for window in (0.5, 1.0, 2.0, 10.0):
+        assert max_in_window(arrivals, window) <= 20 * window + 1, window
