@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tapyard._ratelimit import RateLimiter, RateLimitSettings, RateLimitWaitTooLong
 from tapyard.http._limiters import (
     Limiter,
     LimiterStore,
@@ -21,6 +20,7 @@ from tapyard.http._limiters import (
     SqliteLimiterStore,
     limiter_key,
 )
+from tapyard.http._ratelimit import RateLimiter, RateLimitSettings, RateLimitWaitTooLong
 from tapyard.testing import RedisServer
 from tests.test_ratelimit import max_in_window
 
@@ -92,7 +92,8 @@ def test_processes_sharing_a_file_share_one_budget(tmp_path: Path) -> None:
         # + 1: a time is taken when acquire() returns, a few ms after the grant on a busy machine
         assert max_in_window(merged, window) <= 20 * window + 2 + 1, window
     # and the budget is used: 60 grants in about (60 - 2) / 20 = 2.9 s
-    assert merged[-1] - merged[0] == pytest.approx(2.9, abs=0.6)
+    # one budget: at least (60 - 2) / 20 s (each alone would take 1 s); a busy machine may take longer
+    assert merged[-1] - merged[0] >= 2.9 * 0.95
 
 
 def test_other_keys_do_not_share(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ def test_other_keys_do_not_share(tmp_path: Path) -> None:
     results = _in_processes(_grants, [(path, "conn|a", 10.0, 1.0, 10), (path, "conn|b", 10.0, 1.0, 10)])
     for times in results:
         # each at its own 10/s: about 0.9 s for 10 grants, not twice that
-        assert times[-1] - times[0] == pytest.approx(0.9, abs=0.35)
+        assert 0.9 * 0.95 <= times[-1] - times[0] < 1.6
 
 
 def test_a_hold_in_one_store_holds_back_another(tmp_path: Path) -> None:
@@ -167,7 +168,8 @@ def test_processes_sharing_a_redis_server_share_one_budget(redis: RedisServer) -
     for window in (0.5, 1.0, 2.0):
         # + 1: a time is taken when acquire() returns, a few ms after the grant on a busy machine
         assert max_in_window(merged, window) <= 25 * window + 3 + 1, window
-    assert merged[-1] - merged[0] == pytest.approx(72 / 25, abs=0.6)
+    # one budget: at least (75 - 3) / 25 s (each alone would take 0.6 s)
+    assert merged[-1] - merged[0] >= 72 / 25 * 0.95
 
 
 def test_a_hold_in_redis_holds_back_every_worker_and_a_long_one_is_refused(redis: RedisServer) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import tapyard
-from tapyard._ratelimit import RateLimiter
 from tapyard.http import SdkEngine, SdkReply
+from tapyard.http._ratelimit import RateLimiter
 from tapyard.testing import ThrottlingProxy
 from tests.test_object_store_resume import STORES, Store, started
 from tests.test_ratelimit import FakeTime, max_in_window

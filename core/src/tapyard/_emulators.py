@@ -137,6 +137,20 @@ class Emulator:
         if not found.wait(timeout):
             self.stop()
             raise RuntimeError(f"{name} did not start:\n" + "".join(lines[-20:]))
+        # A launcher may say so a moment before its socket takes connections.
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"{name} said it listens on {self.url} but takes no connection") from None
+                time.sleep(0.05)
 
     def stop(self) -> None:
         stop_process(self.process)

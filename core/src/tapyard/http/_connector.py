@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from tapyard._model import Connector, RunContext
+from tapyard.base import Connector, RunContext
 
 if TYPE_CHECKING:
     from tapyard.http._sdk import SdkSource

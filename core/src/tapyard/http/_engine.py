@@ -49,7 +49,8 @@ from tapyard.base import (
     trace_span,
 )
 from tapyard.http._circuit import CircuitBreaker
-from tapyard.http._ratelimit import RateLimiter, RateLimitWaitTooLong, parse_retry_after
+from tapyard.http._limiters import Limiter
+from tapyard.http._ratelimit import RateLimitWaitTooLong, parse_retry_after
 
 if TYPE_CHECKING:
     from tapyard.base.manifest import HostGuard
@@ -271,7 +272,7 @@ class _Pacer:
 
     __slots__ = ("granted", "limiter", "stats")
 
-    def __init__(self, limiter: RateLimiter, stats: HttpStats) -> None:
+    def __init__(self, limiter: Limiter, stats: HttpStats) -> None:
         self.limiter = limiter
         self.stats = stats
         self.granted = False
@@ -303,7 +304,7 @@ class HttpEngine:
         *,
         auth: AuthStrategy | None = None,
         policy: HttpPolicy | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         on_response: Callable[[httpx.Response], None] | None = None,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from tapyard._ratelimit import (
+from tapyard.http._ratelimit import (
     RateLimiter,
     RateLimitSettings,
     RateLimitWaitTooLong,

@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tapyard._ratelimit import RateLimitWaitTooLong
 from tapyard.http._limiters import BudgetLimiterStore
+from tapyard.http._ratelimit import RateLimitWaitTooLong
 
 __all__ = ["RedisBudget", "RedisLimiterStore"]
 

@@ -49,12 +49,17 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from tapyard._circuit import CircuitBreaker
-from tapyard._exceptions import DeadlineExceededError, RetryAfterTooLongError
-from tapyard._http import HttpPolicy, HttpStats, redact_url
-from tapyard._model import Connector, RunContext, Source
-from tapyard._ratelimit import RateLimitWaitTooLong, parse_retry_after
+from tapyard.base import (
+    Connector,
+    DeadlineExceededError,
+    RetryAfterTooLongError,
+    RunContext,
+    Source,
+)
+from tapyard.http._circuit import CircuitBreaker
+from tapyard.http._engine import HttpPolicy, HttpStats, redact_url
 from tapyard.http._limiters import Limiter
+from tapyard.http._ratelimit import RateLimitWaitTooLong, parse_retry_after
 
 __all__ = ["SdkAttempt", "SdkEngine", "SdkReply", "SdkSource", "sdk_engine"]
 
@@ -329,9 +334,9 @@ def sdk_engine(
     shares the store; ``fallback`` (an endpoint) keys a credential with no name.
     Raises :class:`~tapyard.ConfigError` on settings that are not valid.
     """
-    from tapyard._exceptions import ConfigError
-    from tapyard._ratelimit import rate_limit_settings
+    from tapyard.base import ConfigError
     from tapyard.http._limiters import limiter_key, limiters_of
+    from tapyard.http._ratelimit import rate_limit_settings
 
     pm = context.pm
     hooked = pm.hook.tapyard_rate_limit_policy(connector=connector, config=config)

@@ -220,7 +220,13 @@ class RestConnector(Connector):
     def open(self, config: BaseModel, context: RunContext) -> Iterator[Source]:
         # The HTTP engine is imported here, not at module level, so that listing
         # connectors does not pay for httpx.
-        from tapyard.http import HttpEngine, HttpPolicy, rate_limit_settings, shared_limiter
+        from tapyard.http import (
+            HttpEngine,
+            HttpPolicy,
+            limiter_key,
+            limiters_of,
+            rate_limit_settings,
+        )
 
         pm = context.pm
         with contextlib.ExitStack() as stack:
@@ -243,14 +249,10 @@ class RestConnector(Connector):
             limits = rate_limit_settings(
                 pm.hook.tapyard_rate_limit_policy(connector=self, config=config), context.rate_limit
             )
-            limiter = shared_limiter(
-                f"{self.name}|{getattr(context.credentials, 'name', None) or base_url}",
-                limits.rate,
-                limits.burst,
-                concurrency=limits.concurrency,
-                learn=limits.learn,
-                max_wait=limits.max_wait,
-            )
+            # One budget per credential: a stored one's is shared by every run
+            # that uses it, in any process that shares the run's limiter store.
+            key, scope = limiter_key(self.name, getattr(context.credentials, "name", None), base_url)
+            limiter = limiters_of(context).limiter(key, limits, scope=scope)
 
             def on_response(response: httpx.Response) -> None:
                 pm.hook.tapyard_rate_limit_learn(connector=self, response=response, limiter=limiter)

@@ -20,8 +20,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, ClassVar, Literal
 
-from tapyard._exceptions import ConfigError, PluginError
-from tapyard._model import Page, Paginator, Stream, StreamState
+from tapyard.base import ConfigError, Page, Paginator, PluginError, Stream, StreamState
 from tapyard.files import (
     ListingPage,
     ListingPass,
@@ -33,7 +32,7 @@ from tapyard.files import (
     spooled,
     token_requests,
 )
-from tapyard.http._sdk import SdkSource
+from tapyard.http import SdkSource
 
 __all__ = ["ObjectStoreSource", "Role", "first_page"]
 
