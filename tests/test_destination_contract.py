@@ -114,6 +114,30 @@ def test_tables_from_schemas_and_values_land_value_for_value(url: str) -> None:
             assert_same_value(value, got[name], f"{record.id}.{name}")
 
 
+def test_timestamps_keep_their_offset_and_nanoseconds(url: str) -> None:
+    """A vendor's offset, digits 7-9 and a naive timestamp land whole: in SQLite's
+    text, and beside PostgreSQL's and DuckDB's TIMESTAMPTZ (``<name>__exact``)."""
+    from tapyard import parse_timestamp
+
+    class Stamped(BaseModel):
+        id: str
+        at: dt.datetime | None = None
+
+    stream = Stream(name="stamped", schema_model=Stamped, primary_key=("id",))
+    values = {
+        "offset-ns": parse_timestamp("2024-01-02T03:04:05.123456789+02:00"),
+        "utc": dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC),
+        "naive": dt.datetime(1969, 7, 20, 20, 17, 40),
+        "negative": parse_timestamp("2024-06-30T23:59:59.000000001-09:30"),
+        "none": None,
+    }
+    with opened(url, stream) as destination:
+        write(destination, Batch("stamped", items=[Stamped(id=k, at=v) for k, v in values.items()]))
+    landed = rows(url, "stamped")
+    for key, value in values.items():
+        assert_same_value(value, landed[key]["at"], key)
+
+
 # -- one transaction -----------------------------------------------------------------------
 
 

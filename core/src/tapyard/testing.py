@@ -524,7 +524,7 @@ def landed_rows(url: str, stream: str, key: str = "id") -> dict[Any, dict[str, A
             pg.adapters.register_loader("jsonb", TextLoader)
             cur = pg.execute(f"SELECT * FROM {table}")
             names = [d.name for d in cur.description or ()]
-            return {row[names.index(key)]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+            return _exact({row[names.index(key)]: dict(zip(names, row, strict=True)) for row in cur.fetchall()})
     path = url_path(url, scheme)
     if scheme == "duckdb":
         import duckdb
@@ -532,7 +532,7 @@ def landed_rows(url: str, stream: str, key: str = "id") -> dict[Any, dict[str, A
         with duckdb.connect(path) as db:
             result = db.execute(f"SELECT * FROM {table}")
             names = [d[0] for d in result.description or ()]
-            return {row[names.index(key)]: dict(zip(names, row, strict=True)) for row in result.fetchall()}
+            return _exact({row[names.index(key)]: dict(zip(names, row, strict=True)) for row in result.fetchall()})
     if scheme == "sqlite":
         con = sqlite3.connect(path)
         con.row_factory = sqlite3.Row
@@ -548,6 +548,18 @@ def landed_rows(url: str, stream: str, key: str = "id") -> dict[Any, dict[str, A
                 out[data["record"][key]] = data["record"]
         return out
     raise ValueError(f"landed_rows reads sqlite, postgresql, duckdb and jsonl destinations, not {scheme!r}")
+
+
+def _exact(rows: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """Rows of a PostgreSQL or DuckDB table with each timestamp read as a whole: the
+    text its ``<name>__exact`` column keeps (an offset, digits 7-9, no zone) in place
+    of the ``TIMESTAMPTZ`` instant, and the ``__exact`` columns themselves left out."""
+    for row in rows.values():
+        for name in [n for n in row if n.endswith("__exact") and n[: -len("__exact")] in row]:
+            text = row.pop(name)
+            if text is not None:
+                row[name[: -len("__exact")]] = text
+    return rows
 
 
 def assert_same_value(source: Any, landed: Any, where: str = "value") -> None:

@@ -63,12 +63,14 @@ from tapyard.destinations._base import Batch, Destination, FileLock, cursor_sort
 __all__ = [
     "CURSOR_KEY",
     "DELETED_AT",
+    "EXACT",
     "PARTITION",
     "PASS",
     "MergeDestination",
     "TableDestination",
     "TablePlan",
     "dead_letter_params",
+    "exact_timestamps",
     "first_line",
     "json_column",
     "merge_sql",
@@ -191,6 +193,26 @@ def json_column(values: Sequence[Any]) -> list[Any]:
         return [None if v is None else dumps(v, default=default, option=option).decode() for v in values]
     except TypeError:
         return [None if v is None else json_text(v) for v in values]
+
+
+#: the suffix of the column beside a ``TIMESTAMPTZ`` column that keeps a timestamp's
+#: whole text (``value_text``) where the instant alone would lose something: an
+#: offset other than UTC, digits 7-9, or no zone at all; NULL otherwise
+EXACT = "__exact"
+
+
+def exact_timestamps(values: Sequence[Any]) -> list[Any]:
+    """The ``__exact`` column of a timestamp column: the stored text of each value that
+    ``TIMESTAMPTZ`` cannot hold whole, NULL for the others (UTC, to the microsecond)."""
+    out: list[Any] = []
+    append = out.append
+    for value in values:
+        if not isinstance(value, dt.datetime):
+            append(None)
+            continue
+        offset = value.utcoffset() if value.tzinfo is not None else None
+        append(value_text(value) if offset is None or offset or getattr(value, "_nanosecond", 0) else None)
+    return out
 
 
 def text_column(values: Sequence[Any]) -> list[Any]:
@@ -558,6 +580,13 @@ class MergeDestination(TableDestination):
         return quote(table)
 
     def create_table(self, stream: Stream, columns: Sequence[Column]) -> None:
+        names = {c.name for c in columns}
+        exact = [
+            Column(name=c.name + EXACT, type="TEXT", attribute=c.attribute or c.name)
+            for c in columns
+            if self.sql_type(c) == "TIMESTAMPTZ" and c.name + EXACT not in names
+        ]
+        columns = [*columns, *exact]
         kind = cursor_kind(stream, columns)
         cursor_attr = None
         if stream.cursor_field:
@@ -573,6 +602,8 @@ class MergeDestination(TableDestination):
             key_of=_text_key if kind == "text" else _number_key,
             cursor_attr=cursor_attr,
         )
+        for i in range(len(columns) - len(exact), len(columns)):
+            plan.converters[i] = exact_timestamps
         if kind == "int" and stream.cursor_field:
             column = {c.name: c for c in columns}.get(stream.cursor_field)
             if column is not None and column.type == "INTEGER":
