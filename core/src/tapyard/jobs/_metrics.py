@@ -31,10 +31,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from tapyard.jobs import _db as db
+from tapyard.jobs._scheduler import LAG_BUCKETS
 
 __all__ = ["serve"]
-
-_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class _Collector:
@@ -126,12 +125,11 @@ class _Collector:
         yield GaugeMetricFamily(
             "tapyard_oldest_running_run_age_seconds", "Age of the oldest running run", value=0 if oldest is None else now - oldest
         )
-        lags = list(self.scheduler.lag)
-        counts = [sum(1 for v in lags if v <= b) for b in _LAG_BUCKETS]
-        buckets = [(str(b), c) for b, c in zip(_LAG_BUCKETS, counts, strict=True)] + [("+Inf", len(lags))]
+        lag = self.scheduler.lag
+        buckets = [(str(b), c) for b, c in zip(LAG_BUCKETS, lag.counts, strict=True)] + [("+Inf", lag.total)]
         yield HistogramMetricFamily(
             "tapyard_schedule_lag_seconds", "From the instant a run was due to its start, this scheduler",
-            buckets=buckets, sum_value=sum(lags),
+            buckets=buckets, sum_value=lag.sum,
         )
         yield GaugeMetricFamily("tapyard_scheduler_running_runs", "Runs this scheduler is running", value=len(self.scheduler.children))
         expiring = GaugeMetricFamily(

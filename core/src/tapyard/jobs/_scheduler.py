@@ -54,6 +54,26 @@ TIMEOUT_GRACE = 5.0
 STARTUP_ALLOWANCE = 30.0
 
 
+#: upper bounds of the lag histogram's buckets, seconds
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class LagHistogram:
+    """Cumulative counts of tick-to-start lags (seconds), as Prometheus keeps a histogram."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(LAG_BUCKETS)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += 1
+        self.sum += seconds
+        for i, bound in enumerate(LAG_BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+
 @dataclass
 class _Planned:
     job: Job
@@ -185,8 +205,7 @@ class Scheduler:
         self.draining = False
         self.lease_renewed = 0.0
         self.next_queued: float | None = None
-        self.lag: list[float] = []  # tick-to-start lag of runs this scheduler started, seconds
-        self.on_lag: Callable[[float], None] | None = None
+        self.lag = LagHistogram()  # tick-to-start lag of the runs this scheduler started
 
     # --- jobs and ticks -----------------------------------------------------------
 
@@ -384,10 +403,7 @@ class Scheduler:
                 stderr=None if self.echo else subprocess.DEVNULL, start_new_session=True,
             )
         self.children[run.id] = _Child(run, process)
-        lag = max(0.0, time.time() - run.not_before)
-        self.lag.append(lag)
-        if self.on_lag is not None:
-            self.on_lag(lag)
+        self.lag.observe(max(0.0, time.time() - run.not_before))
 
     def _collect_children(self) -> None:
         for run_id, child in list(self.children.items()):
