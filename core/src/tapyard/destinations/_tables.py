@@ -211,7 +211,8 @@ def exact_timestamps(values: Sequence[Any]) -> list[Any]:
             append(None)
             continue
         offset = value.utcoffset() if value.tzinfo is not None else None
-        append(value_text(value) if offset is None or offset or getattr(value, "_nanosecond", 0) else None)
+        nanoseconds: int = getattr(value, "_nanosecond", 0)
+        append(value_text(value) if offset is None or bool(offset) or nanoseconds != 0 else None)
     return out
 
 
