@@ -160,3 +160,29 @@ def test_outdated_and_upgrade_see_a_newer_release(tmp_path: Path) -> None:
         assert version("tapyard-sample") == installed
         missing = run_cli("upgrade", "tapyard-nothing", "--registry", server.url)
         assert missing.exit_code == 1 and "no package named" in missing.stderr
+
+
+def test_an_operator_verifies_a_publisher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from starlette.testclient import TestClient
+
+    from tapyard_registry import create_app
+    from tapyard_registry.__main__ import main
+
+    registry = _registry(tmp_path)
+    client = TestClient(create_app(registry))
+    assert client.post("/api/v1/publishers", json={"namespace": "acme", "public_key": _public_pem()(0)}).status_code == 201
+    assert main(["verify-publisher", "acme", "--data", str(tmp_path / "data")]) == 0
+    assert main(["verify-publisher", "nobody", "--data", str(tmp_path / "data")]) == 1
+    assert "no publisher owns" in capsys.readouterr().err
+    from sqlalchemy import select
+
+    from tapyard_registry._db import publishers
+
+    with registry.engine.connect() as connection:
+        assert connection.execute(select(publishers.c.verified).where(publishers.c.namespace == "acme")).scalar() is True
+    # a change made outside this process reaches the listing once it is older than its lifetime
+    registry.listing()
+    registry._listing = (registry._listing[0], registry._listing[1] - 3600)
+    assert registry.listing_stale()
+    client.get("/")  # the catalog reads it again
+    assert not registry.listing_stale()

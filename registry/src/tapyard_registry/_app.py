@@ -23,6 +23,7 @@ from tapyard_registry._service import Publisher, Refused, Registry
 __all__ = ["create_app"]
 
 _JSON_LIMIT = 64 * 1024
+_background: set[Any] = set()
 
 
 def _error(exc: Refused) -> JSONResponse:
@@ -137,8 +138,17 @@ def create_app(registry: Registry) -> Starlette:
         except ValueError:
             raise Refused(400, "limit must be a whole number") from None
         filters = {k: params[k] for k in ("vendor", "category", "auth", "level", "publisher") if params.get(k)}
-        if registry._listing is None:
-            await run_in_threadpool(registry.listing)  # the first search after a write builds the index
+        if registry.listing_stale():
+            rebuild = run_in_threadpool(registry.rebuild_listing, wait=registry._listing is None)
+            if registry._listing is None:
+                await rebuild  # the first search after a write builds the index
+            else:
+                # searches keep the current index while a newer one is read
+                import asyncio
+
+                task = asyncio.ensure_future(rebuild)
+                _background.add(task)
+                task.add_done_callback(_background.discard)
         # answered on the event loop: an index lookup costs less than a hop to the thread pool
         return Response(registry.search_json(params.get("q", "")[:200], filters, limit), media_type="application/json")
 

@@ -39,6 +39,8 @@ class Catalog:
         return {k: sorted(v for v in values if v) for k, values in facets.items()}
 
     def home(self, params: Mapping[str, str]) -> str:
+        if self.registry.listing_stale():
+            self.registry.rebuild_listing(wait=False)  # (this runs in the thread pool)
         query = params.get("q", "")[:200]
         filters = {k: params[k][:100] for k in ("vendor", "category", "auth", "level") if params.get(k)}
         result = self.registry.search(query, filters, limit=100)

@@ -137,6 +137,12 @@ class _Bucket:
             return 0.0
 
 
+_Listing = tuple[list[Mapping[str, Any]], SearchIndex, list[bytes]]
+
+#: Seconds a listing is served before it is read again (changes made through this process show at once).
+LISTING_TTL = 30.0
+
+
 class Registry:
     """One registry: its database, artifact store, TUF repository and publish gate."""
 
@@ -157,7 +163,7 @@ class Registry:
         self.kit = kit
         self.max_upload = max_upload or MAX_WHEEL_BYTES
         self.writes = _Bucket(writes_per_minute)
-        self._listing: tuple[list[Mapping[str, Any]], SearchIndex, list[bytes]] | None = None
+        self._listing: tuple[_Listing, float] | None = None
         self._listing_lock = threading.Lock()
 
     # -- rate limits and auth --------------------------------------------------------
@@ -491,14 +497,32 @@ class Registry:
             rels = connection.execute(select(releases).where(releases.c.package == name)).all()
         return _package_document(row, rels)
 
-    def listing(self) -> tuple[list[Mapping[str, Any]], SearchIndex, list[bytes]]:
-        """Every package's summary, their search index and each one as JSON, cached until the next write."""
+    def listing(self) -> _Listing:
+        """Every package's summary, their search index and each one as JSON.
+
+        Built again after a write through this process at once, and at most
+        :data:`LISTING_TTL` seconds after a change made elsewhere (another
+        registry process on the same database, an operator's command).
+        """
         cached = self._listing
         if cached is not None:
-            return cached
-        with self._listing_lock:
-            if self._listing is not None:
-                return self._listing
+            return cached[0]
+        return self.rebuild_listing(wait=True) or self.listing()
+
+    def listing_stale(self) -> bool:
+        cached = self._listing
+        return cached is None or time.monotonic() - cached[1] > LISTING_TTL
+
+    def rebuild_listing(self, *, wait: bool = False) -> _Listing | None:
+        """Read the listing again and swap it in; without ``wait``, None when a rebuild is already under way."""
+        if not self._listing_lock.acquire(blocking=wait):
+            return None
+        try:
+            if wait and self._listing is not None and not self.listing_stale():
+                return self._listing[0]
+            import gc
+
+            gc.unfreeze()
             with self.engine.connect() as connection:
                 rows = connection.execute(
                     select(packages, publishers.c.namespace, publishers.c.verified, publishers.c.display_name.label("publisher_name"))
@@ -513,15 +537,15 @@ class Registry:
                 if document["summary_release"] is not None:
                     summaries.append(document["summary_release"])
             index = SearchIndex(summaries)
-            encoded = [orjson.dumps(s) for s in index.summaries]
-            self._listing = (index.summaries, index, encoded)
+            listing = (index.summaries, index, [orjson.dumps(s) for s in index.summaries])
+            self._listing = (listing, time.monotonic())
             # The index is hundreds of thousands of long-lived objects: left to the collector,
             # every full collection walks them all (tens of ms, a search's whole budget).
-            import gc
-
             gc.collect()
             gc.freeze()
-            return self._listing
+            return listing
+        finally:
+            self._listing_lock.release()
 
     def search(self, query: str, filters: dict[str, str], limit: int = 50) -> dict[str, Any]:
         _summaries, index, _encoded = self.listing()
