@@ -343,6 +343,10 @@ def wide_integer_columns(columns: Sequence[Column], batch: Batch, *, skip: Seque
     return found
 
 
+def _state_only(batch: Batch) -> bool:
+    return not batch.count and not batch.seen and batch.sweep is None and batch.swap is None and not batch.dead
+
+
 def _runs(batches: Sequence[Batch]) -> list[list[Batch]]:
     """``batches`` cut into runs of consecutive pages that can be merged together:
     same stream, state, pass and flags; a batch that ends a pass (sweep, swap)
@@ -693,6 +697,12 @@ class MergeDestination(TableDestination):
         now = _now()
         with self.transaction() as tx:
             for group in _runs(batches):
+                if group[0].stream not in self._plans and all(_state_only(b) for b in group):
+                    # a state alone (tapyard state reset/set): no table needed
+                    last = group[-1]
+                    if last.state is not None:
+                        self._save_state(tx, state_key, last.state_name, last.state, now)
+                    continue
                 plan = self._plans[group[0].stream]
                 whole = group[0] if len(group) == 1 else _joined(group)
                 try:
