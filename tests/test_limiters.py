@@ -274,3 +274,25 @@ def test_two_processes_syncing_with_one_credential_stay_within_its_limit(tmp_pat
     assert len(arrivals) == 2 * pages + bucket.throttled and bucket.throttled <= 4
     for window in (0.5, 1.0, 2.0, 10.0):
         assert max_in_window(arrivals, window) <= 20 * window + 1, window
+
+
+def test_a_forked_child_opens_its_own_connection_and_shares_the_budget(tmp_path: Path) -> None:
+    """A store made before a fork (a worker of a fork server) is safe in the child: it
+    opens its own connection to the file and still shares the parent's budget."""
+    import os
+
+    budget = SqliteBudget(tmp_path / "l.db")
+    budget.hold("c|x", time.time() + 30, "the server's Retry-After")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            wait = budget.peek("c|x", rate=None, burst=1, spacing=0)
+            budget.hold("c|y", time.time() + 60, "child")
+            os.write(write, f"{wait:.0f}".encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 32) == b"30"
+    assert budget.peek("c|y", rate=None, burst=1, spacing=0) == pytest.approx(60, abs=2)
+    budget.close()

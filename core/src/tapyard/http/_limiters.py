@@ -244,8 +244,15 @@ class SqliteBudget:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self._open()
+        with self._transaction():
+            self._db.execute(_SCHEMA)
+
+    def _open(self) -> None:
+        # One connection, used under the lock by every thread of this process;
+        # a forked child (a worker of a fork server) opens its own.
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        # One connection, used under the lock by every thread of this process.
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 30000")
         with contextlib.suppress(sqlite3.OperationalError):
@@ -253,11 +260,15 @@ class SqliteBudget:
             # grants to a power cut costs nothing, so no fsync per grant.
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = OFF")
-        with self._transaction():
-            self._db.execute(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._open()  # never use a connection across fork
+        return self._db
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._connection()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -291,6 +302,7 @@ class SqliteBudget:
             return at
 
     def peek(self, key: str, *, rate: float | None, burst: float, spacing: float) -> float:
+        self._connection()
         with self._lock:
             row = self._db.execute("SELECT tat, last, hold FROM budget WHERE key = ?", (key,)).fetchone()
         now = self._clock()
