@@ -39,7 +39,7 @@ class AwsConfig(BaseModel):
     page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per request.")
     records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of s3_records per page.")
     max_attempts: int = Field(
-        8, ge=1, le=20, description="Attempts per request (botocore's standard retry mode: throttling, 5xx)."
+        8, ge=1, le=20, description="Attempts per request (tapyard's SDK-call path: throttling, 5xx, connection failures)."
     )
     requests_per_second: float | None = Field(
         None, gt=0, description="Client-side rate limit shared by every worker of one credential."

@@ -37,9 +37,9 @@ class AzureConfig(BaseModel):
     )
     page_size: int = Field(1000, ge=1, le=5000, description="Items asked for per listing request.")
     records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of blob_records per page.")
-    max_attempts: int = Field(8, ge=1, le=20, description="Attempts per request (the storage SDK's ExponentialRetry).")
-    retry_backoff_s: float = Field(0.5, ge=0, le=60, description="Base of the exponential backoff between attempts.")
-    requests_per_second: float | None = Field(None, gt=0, description="Client-side rate limit for the run.")
+    max_attempts: int = Field(8, ge=1, le=20, description="Attempts per request (tapyard's SDK-call path: throttling, 408, 5xx, connection failures).")
+    retry_backoff_s: float = Field(0.5, ge=0, le=60, description="Base of the exponential backoff (full jitter) between attempts.")
+    requests_per_second: float | None = Field(None, gt=0, description="Requests per second at most, for every run of the credential (--rate overrides it).")
     connect_timeout_s: float = Field(10, gt=0, le=300)
     read_timeout_s: float = Field(60, gt=0, le=3600)
 

@@ -36,9 +36,9 @@ class GcpConfig(BaseModel):
     )
     page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per listing request.")
     records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of blob_records per page.")
-    retry_initial_s: float = Field(1.0, gt=0, le=60, description="First backoff of google-api-core's retry.")
-    retry_deadline_s: float = Field(120, gt=0, le=3600, description="Give up retrying a call after this long.")
-    requests_per_second: float | None = Field(None, gt=0, description="Client-side rate limit for the run.")
+    retry_initial_s: float = Field(1.0, gt=0, le=60, description="Base of the exponential backoff (full jitter) between attempts.")
+    retry_deadline_s: float = Field(120, gt=0, le=3600, description="No attempt starts this long after a call's first.")
+    requests_per_second: float | None = Field(None, gt=0, description="Requests per second at most, for every run of the credential (--rate overrides it).")
     timeout_s: float = Field(60, gt=0, le=3600, description="Timeout of each request.")
 
     @field_validator("endpoint_url")

@@ -108,7 +108,7 @@ class StripeConfig(BaseModel):
     events_resync: bool = Field(
         True, description="On incremental runs, re-sync objects changed since (from the events API)."
     )
-    max_network_retries: int = Field(5, ge=0, le=20, description="The SDK's retries on 429, 409, 5xx.")
+    max_network_retries: int = Field(5, ge=0, le=20, description="Retries of 429s, 5xx, connection failures and what Stripe-Should-Retry names.")
     rate_limit_per_s: float = Field(
         20, gt=0, description="Requests per second at most (Stripe allows 100 live, 25 in test mode)."
     )
