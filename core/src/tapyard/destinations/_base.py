@@ -227,6 +227,8 @@ def url_path(url: str, scheme: str) -> str:
         path = rest
     if not path:
         raise DestinationError(f"{quoted(url)} names no file; use {scheme}:///path")
+    if "\x00" in path:
+        raise DestinationError(f"{quoted(url)} holds a NUL character, which no file name can; {forms}")
     return path
 
 
@@ -248,13 +250,17 @@ def refuse_odd_target(path: Path, what: str) -> None:
     a FIFO or socket, or a symbolic link (written through, its journal and state
     files would sit beside the link, not the file: two names for one file could
     disagree)."""
-    if path.is_symlink():
-        target = quoted(os.readlink(path))
-        raise DestinationError(
-            f"cannot use {quoted(str(path))} as {what}: it is a symbolic link (to {target}); name the file itself"
-        )
-    if not path.exists() or path.is_file():
-        return
+    try:
+        if path.is_symlink():
+            target = quoted(os.readlink(path))
+            raise DestinationError(
+                f"cannot use {quoted(str(path))} as {what}: it is a symbolic link (to {target}); name the file itself"
+            )
+        if not path.exists() or path.is_file():
+            return
+    except OSError as exc:  # a name too long, a folder on the way that is a file, ...
+        reason = exc.strerror or type(exc).__name__
+        raise DestinationError(f"cannot use {quoted(str(path))} as {what}: {reason}; choose another path") from None
     kind = "a directory" if path.is_dir() else "a device or another special file, not a regular file"
     raise DestinationError(f"cannot use {quoted(str(path))} as {what}: it is {kind}; choose a file path")
 
@@ -365,10 +371,19 @@ class FileLock:
             self.release()
 
 
+_UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def open_destination(url: str) -> Destination:
     """Open the destination for ``url`` through the factory registered for its scheme."""
     from tapyard.plugins import collect_destinations
 
+    if _UNSAFE_URL.search(url):
+        # a control character or a lone surrogate: no file name or host holds one, and
+        # database drivers fail on them in ways of their own
+        raise DestinationError(
+            f"the destination URL {quoted(redact_password(url))} holds a control character; check how it was typed"
+        )
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme.startswith("postgres"):
         scheme = "postgresql"
@@ -379,7 +394,12 @@ def open_destination(url: str) -> Destination:
         raise DestinationError(
             f"unsupported destination {redact_password(url)!r}; known schemes: {known}"
         )
-    destination = factory(url)
+    try:
+        destination = factory(url)
+    except (ValueError, UnicodeError, OSError) as exc:  # a driver's own refusal of the URL
+        raise DestinationError(
+            f"cannot open the {scheme} destination {quoted(redact_password(url))}: {type(exc).__name__} ({quoted(str(exc))})"
+        ) from None
     if not isinstance(destination, Destination):
         raise DestinationError(f"the {scheme} destination factory returned {type(destination).__name__}")
     return destination
