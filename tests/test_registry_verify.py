@@ -295,3 +295,31 @@ def test_a_mirror_served_by_a_plain_file_server(world: World) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_pinned_root_refuses_another_registry(world: World, tmp_path: Path) -> None:
+    """`tapyard registry trust ROOT` instead of trust on first contact: another registry's index is refused."""
+    from tapyard.marketplace._source import Source
+    from tapyard.marketplace._trust import Verifier
+
+    other = tmp_path / "other-root.json"
+    from tests.registry_helpers import running_registry
+
+    with running_registry(tmp_path / "other") as server:
+        import httpx
+
+        other.write_bytes(httpx.get(server.url + "tuf/1.root.json").content)
+    pinned = run_cli("registry", "trust", str(other), "--registry", str(world.after))
+    assert pinned.exit_code == 0, pinned.stderr
+    message = _refused(world.after)
+    assert "not signed by the keys" in message
+    # the right root, pinned: no first contact, and it verifies
+    good = run_cli("registry", "trust", str(world.after / "tuf" / "1.root.json"), "--registry", str(world.after))
+    assert good.exit_code == 0
+    verifier = Verifier(Source(str(world.after)))
+    verifier.refresh()
+    assert verifier.first_contact is False
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"signed": {}}')
+    bad = run_cli("registry", "trust", str(junk), "--registry", str(world.after))
+    assert bad.exit_code == 1 and "not a root metadata file" in bad.stderr

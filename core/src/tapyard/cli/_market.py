@@ -269,6 +269,25 @@ def key(as_json: bool = typer.Option(False, "--json", help="Print the key as JSO
         console.print(public_key_pem().strip(), markup=False)
 
 
+@registry_group.command("trust", cls=Command)
+def trust(
+    root: Path = typer.Argument(..., metavar="ROOT_FILE", help="The registry's root metadata (its tuf/1.root.json), got out of band."),
+    registry: str | None = typer.Option(None, "--registry", metavar="URL", help=REGISTRY_HELP),
+) -> None:
+    """Pin a registry's root keys instead of trusting them on first contact."""
+    from tapyard.marketplace._trust import pin_root
+
+    try:
+        data = root.read_bytes()
+    except OSError as exc:
+        from tapyard.marketplace._errors import RegistryError
+
+        raise RegistryError(f"cannot read {root}: {exc.strerror or exc}") from None
+    source = _source(registry)
+    keys = pin_root(source, data)
+    console.print(f"{source.display}: trusting root keys {keys} (and the roots they sign)", markup=False)
+
+
 @registry_group.command("use", cls=Command)
 def use(location: str = typer.Argument(..., metavar="URL", help="Registry URL or mirror folder.")) -> None:
     """Make a registry the default for search, install and publish."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from tuf.ngclient import Updater, UpdaterConfig
 from tapyard.marketplace._errors import RegistryError, VerificationError
 from tapyard.marketplace._source import Source
 
-__all__ = ["Verifier", "trust_dir"]
+__all__ = ["Verifier", "forget", "pin_root", "trust_dir"]
 
 
 def trust_dir(source: Source) -> Path:
@@ -154,8 +153,34 @@ class Verifier:
             return None
 
 
+def pin_root(source: Source, root_bytes: bytes) -> str:
+    """Trust ``root_bytes`` (a root metadata file got out of band) for ``source`` from now on.
+
+    The file must be a root role signed by its own threshold of keys. What this
+    machine trusted for ``source`` before is dropped: the pinned root is the
+    only anchor, and the registry's later roots must chain from it.
+    """
+    from tuf.api.metadata import Metadata, Root
+
+    try:
+        root = Metadata[Root].from_bytes(root_bytes)
+        if root.signed.type != "root":
+            raise ValueError
+        root.verify_delegate("root", root)
+    except Exception:
+        raise VerificationError("refused: that file is not a root metadata file signed by its own keys") from None
+    folder = trust_dir(source)
+    forget(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "root.json").write_bytes(root_bytes)
+    (folder / "location").write_text(source.display + "\n", encoding="utf-8")
+    if root.signed.version == 1:
+        (folder / "identity").write_text(hashlib.sha256(root_bytes).hexdigest() + "\n", encoding="utf-8")
+    return ",".join(sorted(root.signed.roles["root"].keyids))[:16]
+
+
 def forget(source: Source) -> None:
     """Drop what this machine trusts for ``source`` (used when a registry is re-created on purpose)."""
     folder = trust_dir(source)
-    for name in os.listdir(folder) if folder.is_dir() else []:
-        (folder / name).unlink()
+    if folder.is_dir():
+        shutil.rmtree(folder)
