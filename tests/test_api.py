@@ -32,6 +32,8 @@ PUBLIC = {
     "TokenStore", "collect_secret_backends", "load_credentials", "open_vault",
     # values without loss (issue 12): timestamps with their offsets and nanoseconds
     "Timestamp", "parse_timestamp",
+    # plugin sets as objects, handed to a run (issue 14)
+    "Plugins",
 }
 
 

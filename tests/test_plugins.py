@@ -164,7 +164,7 @@ def test_allow_list_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_builtins_are_registered_as_a_plugin() -> None:
     pm = get_plugin_manager()
-    assert pm.has_plugin("tapyard.builtins")
+    assert pm.has_plugin("tapyard.builtins.paginators") and pm.has_plugin("tapyard.builtins.auth")
     assert set(tapyard.collect_paginators()) >= {
         "none", "cursor", "next_url", "page_token", "offset", "page_number", "link_header"
     }

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
         OAuth2ClientCredentialsAuth,
         OAuth2RefreshTokenAuth,
         TokenStore,
-        collect_secret_backends,
         load_credentials,
         open_vault,
     )
@@ -69,10 +68,12 @@ if TYPE_CHECKING:
     from tapyard.engine import StreamResult, SyncResult, sync
     from tapyard.http import HttpEngine, HttpPolicy, RateLimiter, RateLimitSettings
     from tapyard.plugins import (
+        Plugins,
         collect_auth_strategies,
         collect_connectors,
         collect_destinations,
         collect_paginators,
+        collect_secret_backends,
         get_connector,
         get_plugin_manager,
         register_plugin,
@@ -95,6 +96,20 @@ __version__ = "0.1.0"
 
 #: Mark a function as an implementation of a tapyard hook.
 hookimpl = pluggy.HookimplMarker("tapyard")
+
+
+def _default_plugins() -> Any:
+    from tapyard.plugins import default_plugins
+
+    return default_plugins()
+
+
+# The composition root: the layers below the plugins reach the process default
+# plugin set (when a caller hands them none) through this factory, never by
+# importing tapyard.plugins themselves.
+from tapyard.base._context import install_default_plugin_set  # noqa: E402
+
+install_default_plugin_set(_default_plugins)
 
 # Exports are imported on first use (PEP 562), so that importing tapyard, or
 # starting the CLI, does not pay for the HTTP engine or the sync engine.
@@ -138,6 +153,7 @@ _LAZY: dict[str, str] = {
     "Paginator": "tapyard.base",
     "PermissionDeniedError": "tapyard.base",
     "PluginError": "tapyard.base",
+    "Plugins": "tapyard.plugins",
     "RateLimitSettings": "tapyard.http",
     "RateLimiter": "tapyard.http",
     "ResponseError": "tapyard.base",
@@ -163,7 +179,7 @@ _LAZY: dict[str, str] = {
     "collect_connectors": "tapyard.plugins",
     "collect_destinations": "tapyard.plugins",
     "collect_paginators": "tapyard.plugins",
-    "collect_secret_backends": "tapyard.auth",
+    "collect_secret_backends": "tapyard.plugins",
     "columns_of": "tapyard.base",
     "get_connector": "tapyard.plugins",
     "get_plugin_manager": "tapyard.plugins",
@@ -227,6 +243,7 @@ __all__ = [
     "Paginator",
     "PermissionDeniedError",
     "PluginError",
+    "Plugins",
     "RateLimitSettings",
     "RateLimiter",
     "ResponseError",

@@ -20,7 +20,7 @@ Rules every hook follows:
   returns ``None`` for the others.
 
 The built-in paginators, auth strategies and destinations are registered
-through these same hooks by ``tapyard.plugins._builtins``, exactly as a third-party
+through these same hooks by ``tapyard.plugins.builtins`` (one module per capability), exactly as a third-party
 plugin would register its own.
 """
 

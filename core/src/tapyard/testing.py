@@ -468,7 +468,6 @@ def _tapyard_isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     monkeypatch.setenv("TAPYARD_HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.delenv("TAPYARD_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("TAPYARD_STRICT_PLUGINS", raising=False)
-    monkeypatch.setenv("TAPYARD_QUIET", "1")
     reset_plugin_manager()
     yield
     reset_plugin_manager()

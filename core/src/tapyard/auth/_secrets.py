@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from tapyard.base import ConfigError
 
 if TYPE_CHECKING:
-    from tapyard.base import Connector
+    from tapyard.base import Connector, PluginSet
     from tapyard_credentials import Redactor, SecretBackend, Vault, VaultKey
 
 __all__ = [
@@ -37,11 +37,11 @@ ENV_VAULT = "TAPYARD_VAULT"
 BackendFactory = Callable[[str, "VaultKey | None"], "SecretBackend"]
 
 
-def collect_secret_backends() -> dict[str, BackendFactory]:
-    """Every registered secret backend factory by URL scheme."""
-    from tapyard.plugins._manager import _collect
+def collect_secret_backends(plugins: PluginSet | None = None) -> dict[str, BackendFactory]:
+    """Every secret backend factory ``plugins`` registered (default: the process default set), by URL scheme."""
+    from tapyard.base import default_plugin_set
 
-    return _collect("tapyard_register_secret_backends", lambda scheme, factory: scheme)
+    return dict((plugins or default_plugin_set()).secret_backends())
 
 
 def vault_location(url: str | None = None) -> str:
@@ -100,7 +100,11 @@ def aws_backend(url: str) -> SecretBackend:
 
 
 def open_vault(
-    url: str | None = None, *, key: VaultKey | None = None, redactor: Redactor | None = None
+    url: str | None = None,
+    *,
+    key: VaultKey | None = None,
+    redactor: Redactor | None = None,
+    plugins: PluginSet | None = None,
 ) -> Vault:
     """The vault behind ``url`` (see :func:`vault_location`).
 
@@ -109,12 +113,14 @@ def open_vault(
     value the vault stores or returns (the process-wide one by default).
     ``TAPYARD_LOCK_URL`` (``redis://...`` or ``postgresql://...``) adds credential
     locks that bind workers on other machines sharing the backend.
+    ``plugins`` is the plugin set whose secret backends serve the URL's scheme
+    (default: the process default set).
     """
     from tapyard_credentials import Vault, VaultError, locks_from_url
 
     location = vault_location(url)
     scheme = _scheme(location) or "file"
-    backends = collect_secret_backends()
+    backends = collect_secret_backends(plugins)
     factory = backends.get(scheme)
     if factory is None:
         known = ", ".join(sorted(backends)) or "none"
@@ -171,22 +177,25 @@ def validate_credential_fields(
 
 
 def load_credentials(
-    vault: Vault, name: str, connector: Connector, *, actor: str = "cli"
+    vault: Vault, name: str, connector: Connector, *, actor: str = "cli", plugins: PluginSet | None = None
 ) -> BaseModel:
     """The stored credential ``name`` as the typed credentials of a run of ``connector``.
 
     The read is access-controlled and audited (``AccessDeniedError`` when the
     connector may not use it); the fields are validated against the connector's
-    model for the credential's kind; the secret values are registered with the
-    process-wide redactor; and the result saves the tokens its strategy obtains
-    back into the vault (its ``token_store``).
+    model for the credential's kind (its own, or that of the auth strategy
+    ``plugins`` registered for the kind; default: the process default set's); the
+    secret values are registered with the process-wide redactor; and the result
+    saves the tokens its strategy obtains back into the vault (its ``token_store``).
     """
     from tapyard.base import Credentials, secret_values
     from tapyard_credentials import VaultTokenStore, redactor
 
     credential = vault.get(name, connector=connector.name, actor=actor)
     plain = {key: value.get_secret_value() for key, value in credential.fields.items()}
-    model = connector.credential_model(credential.kind)
+    model = connector.credential_model(
+        credential.kind, plugins.auth_strategies() if plugins is not None else None
+    )
     validated = validate_credential_fields(
         model, plain, kind=credential.kind, name=name, connector=connector.name
     )

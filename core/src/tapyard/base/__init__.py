@@ -18,6 +18,18 @@ if TYPE_CHECKING:
         load_config,
         validate_model,
     )
+    from tapyard.base._context import (
+        PluginSet as PluginSet,
+    )
+    from tapyard.base._context import (
+        default_plugin_set as default_plugin_set,
+    )
+    from tapyard.base._context import (
+        install_default_plugin_set as install_default_plugin_set,
+    )
+    from tapyard.base._context import (
+        plugin_set_of as plugin_set_of,
+    )
     from tapyard.base._exceptions import (
         AuthenticationError,
         CircuitOpenError,
@@ -147,8 +159,10 @@ __all__ = [
     "columns_of",
     "declares_decimals",
     "decode_json",
+    "default_plugin_set",
     "describe_validation_error",
     "did_you_mean",
+    "install_default_plugin_set",
     "json_bytes",
     "json_default",
     "json_schema_of",
@@ -163,6 +177,7 @@ __all__ = [
     "parse_policies",
     "parse_timestamp",
     "personal_marks",
+    "plugin_set_of",
     "quoted",
     "read_manifest",
     "reset_tracing",
@@ -184,6 +199,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "_config": ("describe_validation_error", "load_config", "validate_model"),
+        "_context": ("PluginSet", "default_plugin_set", "install_default_plugin_set", "plugin_set_of"),
         "_lazy": ("lazy_exports",),
         "_exceptions": ("AuthenticationError", "CircuitOpenError", "ConfigError", "ConnectorNotFoundError", "DeadlineExceededError", "DestinationError", "HTTPError", "HTTPStatusError", "PermissionDeniedError", "PluginError", "ResponseError", "ResumeRejectedError", "RetryAfterTooLongError", "SchemaError", "StateError", "StreamNotFoundError", "TapyardError", "TransportError", "quoted", "safe_line"),
         "_hints": ("did_you_mean", "missing_stream"),

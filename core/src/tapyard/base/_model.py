@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
     from tapyard.auth import TokenStore
+    from tapyard.base._context import PluginSet
 
 __all__ = [
     "AuthStrategy",
@@ -473,11 +474,14 @@ class Connector(abc.ABC):
     def open(self, config: BaseModel, context: RunContext) -> contextlib.AbstractContextManager[Source]:
         """Open a source for one run; closing it releases every resource."""
 
-    def credential_model(self, kind: str) -> type[BaseModel]:
+    def credential_model(
+        self, kind: str, strategies: Mapping[str, type[AuthStrategy]] | None = None
+    ) -> type[BaseModel]:
         """The model a credential of ``kind`` must fit to be used with this connector.
 
         The connector's own model from :attr:`credential_models`, else the model
-        of the registered auth strategy of that kind. Raises
+        of the auth strategy registered for that kind in ``strategies`` (a plugin
+        set's ``auth_strategies()``; default: the process default set's). Raises
         :class:`~tapyard.ConfigError` when the connector takes no such credential.
         """
         from tapyard.base._exceptions import ConfigError
@@ -494,9 +498,11 @@ class Connector(abc.ABC):
             )
         model = self.credential_models.get(kind)
         if model is None:
-            from tapyard.plugins import collect_auth_strategies
+            if strategies is None:
+                from tapyard.base._context import default_plugin_set
 
-            strategy = collect_auth_strategies().get(kind)
+                strategies = default_plugin_set().auth_strategies()
+            strategy = strategies.get(kind)
             model = strategy.credentials_model() if strategy is not None else None
         if model is None:
             raise ConfigError(
@@ -514,10 +520,17 @@ class Connector(abc.ABC):
 
 @dataclass
 class RunContext:
-    """What a source needs from the core for one run."""
+    """What a source needs from the core for one run: the run's plugins, its
+    credentials, its flags and the store of its rate limiters, passed in (never
+    looked up in process globals), so that runs in one process stay apart.
 
-    #: the plugin manager (to call hooks)
-    pm: Any
+    Give ``plugins`` (a :class:`tapyard.plugins.Plugins`); ``pm`` alone (a
+    manager from ``tapyard.get_plugin_manager()`` or ``Plugins.pm``) also works
+    and stands for the set it belongs to. With neither, the process default set.
+    """
+
+    #: the plugin manager (to call hooks): ``plugins.pm``
+    pm: Any = None
     #: credential values for this run (a :class:`Credentials` model), or None
     credentials: BaseModel | None = None
     #: HTTP policy overrides (a dict of :class:`tapyard.HttpPolicy` fields)
@@ -531,3 +544,24 @@ class RunContext:
     #: ``tapyard.base.manifest.HostGuard``), or None when it declares none: every
     #: request is checked against it before it leaves the machine
     hosts: Any = None
+    #: the run's plugin set (a :class:`tapyard.base.PluginSet`): the hooks, the
+    #: registered paginators, auth strategies, destinations; filled from ``pm``
+    #: (or the process default) when not given
+    plugins: PluginSet = None  # type: ignore[assignment]
+    #: where the run's rate limiters live (a ``tapyard.http.LimiterStore``): runs
+    #: handed one store share one budget per credential; None: the default store
+    limiters: Any = None
+
+    def __post_init__(self) -> None:
+        from tapyard.base._context import default_plugin_set, plugin_set_of
+
+        if self.plugins is None:
+            found = plugin_set_of(self.pm) if self.pm is not None else default_plugin_set()
+            if found is None:
+                raise TypeError(
+                    "RunContext(pm=...) needs a plugin manager made by tapyard (tapyard.get_plugin_manager() "
+                    "or tapyard.plugins.Plugins().pm); or pass plugins=tapyard.plugins.Plugins(...)"
+                )
+            self.plugins = found
+        if self.pm is None:
+            self.pm = self.plugins.pm

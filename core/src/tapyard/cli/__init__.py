@@ -25,11 +25,15 @@ import threading
 import warnings
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tapyard.cli._typer import Group, complete
+
+if TYPE_CHECKING:
+    from tapyard.cli._context import CliState
+    from tapyard.plugins import Plugins
 
 __all__ = ["app", "interrupted", "interrupted_exit_code", "main", "stdout_closed"]
 
@@ -61,6 +65,7 @@ _LEVELS = ("debug", "info", "warning", "error", "critical")
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(
         False, "--debug", help="Show the traceback of an error (logs stay as -v/--log-level say)."
     ),
@@ -72,10 +77,19 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
 ) -> None:
+    # The root options go into this command line's own state (made by main(), or
+    # here when the app is invoked directly), never into the process environment.
+    from tapyard.cli._context import CliState, adopt, release, running
+
+    state = running()
+    if state is None:
+        token = adopt(CliState.default(strict=strict_plugins, quiet=quiet, debug=debug))
+        ctx.call_on_close(lambda: release(token))
+        return
     if strict_plugins:
-        os.environ["TAPYARD_STRICT_PLUGINS"] = "1"
-    if quiet:
-        os.environ["TAPYARD_QUIET"] = "1"
+        state.plugins = state.plugins.with_flags(strict=True)
+    state.quiet = state.quiet or quiet
+    state.debug = state.debug or debug
 
 
 def _register() -> None:
@@ -277,16 +291,17 @@ def _builtin_command(args: Sequence[str]) -> bool:
     return name in ours
 
 
-def _plugin_commands() -> None:
-    """Add the plugins' commands to ``app``, once per set of registered plugins.
+def _plugin_commands(plugins: Plugins | None = None) -> None:
+    """Add the commands of ``plugins`` (default: the process default set) to ``app``,
+    once per set of registered plugins.
 
     In one process the plugins can change (tests register and unregister
     them, ``tapyard.testing.run_cli`` runs many command lines): then the
     commands added for the previous set are taken out and asked for again.
     """
-    from tapyard.plugins import get_plugin_manager
+    from tapyard.plugins import default_plugins
 
-    pm = get_plugin_manager()
+    pm = (plugins or default_plugins()).pm
     key = (id(pm), frozenset(id(p) for p in pm.get_plugins()))
     state: dict[str, Any] = app.__dict__.setdefault("_tapyard_plugin_commands", {})
     if state.get("key") == key:
@@ -451,9 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Error: --log-level {level!r} is not one of {', '.join(_LEVELS)}", file=sys.stderr)
         return 2
     debug = "--debug" in args
-    if "--strict-plugins" in args:
-        # before the plugin manager is built, which happens ahead of option parsing
-        os.environ["TAPYARD_STRICT_PLUGINS"] = "1"
+    from tapyard.cli._context import CliState, using
+
+    # --strict-plugins is read before the options are parsed: the plugins (whose
+    # commands the parser must know) are loaded first.
+    state = CliState.default(strict="--strict-plugins" in args, debug=debug)
     _guard_standard_descriptors()
     stdout = sys.stdout
     if stdout is None:
@@ -463,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     installed = _install_logging(level)
     signals = _install_signals()
     try:
-        return _main(args, debug)
+        with using(state):
+            return _main(args, debug, state)
     finally:
         _restore_signals(signals)
         _remove_logging(installed)
@@ -481,12 +499,12 @@ def _error(text: str) -> None:
     print(f"Error: {safe_line(_redact(text))}", file=sys.stderr)
 
 
-def _main(args: list[str], debug: bool) -> int:
+def _main(args: list[str], debug: bool, state: CliState) -> int:
     from tapyard.base import TapyardError, safe_line
 
     try:
         if not _builtin_command(args):
-            _plugin_commands()
+            _plugin_commands(state.plugins)
         code = app(args=args, prog_name="tapyard", standalone_mode=False)
         # Outside standalone mode typer returns the code of a typer.Exit raised by a
         # command (and turns a KeyboardInterrupt it sees into 130).

@@ -25,9 +25,9 @@ def list_connectors(
     The list is read from the connectors' manifests, without importing them;
     --check imports each one and fails when it differs from its manifest.
     """
-    from tapyard.plugins import connector_listing
+    from tapyard.cli._context import current
 
-    connectors = _checked() if check else connector_listing()
+    connectors = _checked() if check else current().plugins.connector_listing()
     if as_json:
         print_json(connectors)
         return
@@ -49,18 +49,15 @@ def list_connectors(
 def _checked() -> list[dict[str, Any]]:
     """Every connector loaded, after comparing each with its manifest."""
     from tapyard.base import PluginError, manifest_differences
-    from tapyard.plugins import (
-        collect_connectors,
-        describe_connector,
-        installed_manifests,
-        replay_manifest_warnings,
-    )
+    from tapyard.cli._context import current
+    from tapyard.plugins import describe_connector, replay_manifest_warnings
 
+    plugins = current().plugins
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        manifests, without = installed_manifests()
+        manifests, without = plugins.installed_manifests()
     replay_manifest_warnings(caught, everything=False)
-    loaded = collect_connectors()
+    loaded = plugins.connectors()
     problems = []
     for name, connector in sorted(loaded.items()):
         manifest = manifests.get(name)
@@ -93,14 +90,26 @@ def info(
     name: str = typer.Argument(..., help="Connector name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a connector's version, streams, auth kinds with their credential fields, and configuration fields."""
-    from tapyard.plugins import describe_connector, get_connector
+    """Show a connector's version, who registered it and its auth kinds, its streams,
+    credential fields and configuration fields."""
+    from tapyard.cli._context import current
+    from tapyard.plugins import describe_connector
 
-    connector = get_connector(name)
+    plugins = current().plugins
+    connector = plugins.get_connector(name)
     details = describe_connector(connector)
+    ownership = plugins.ownership()
+    owner = ownership.owner("connector", connector.name)
+    details["registered_by"] = owner.to_json() if owner is not None else None
+    details["auth_strategies"] = {
+        kind: (found.to_json() if (found := ownership.owner("auth_strategy", kind)) is not None else None)
+        for kind in connector.auth_kinds
+        if kind != "none"
+    }
+    details["paginators"] = _paginators(connector, plugins, ownership)
     details["stream_config"] = {s: list(f) for s, f in connector.stream_config.items()}
-    details["credentials"] = _credential_fields(connector)
-    details["permissions"] = _permissions(connector)
+    details["credentials"] = _credential_fields(connector, plugins.auth_strategies())
+    details["permissions"] = _permissions(connector, plugins)
     schema = connector.config_model.model_json_schema()
     required = set(schema.get("required", ()))
     details["config"] = [
@@ -124,7 +133,22 @@ def info(
     needs = details["stream_config"]
     streams = [f"{s} (needs {' and '.join(needs[s])})" if s in needs else s for s in details["streams"]]
     console.print(f"streams: {', '.join(streams) or '(discovered from config)'}")
-    console.print(f"auth: {', '.join(details['auth_kinds'])}")
+    if owner is not None:
+        console.print(f"registered by {owner.describe()}", markup=False)
+    console.print(
+        "auth: "
+        + ", ".join(
+            kind + (f" (from {_short(details['auth_strategies'][kind])})" if details["auth_strategies"].get(kind) else "")
+            for kind in details["auth_kinds"]
+        ),
+        markup=False,
+    )
+    if details["paginators"]:
+        console.print(
+            "paginators: "
+            + ", ".join(f"{s}: {p['kind']} (from {_short(p)})" for s, p in details["paginators"].items()),
+            markup=False,
+        )
     allowed = details["permissions"]
     if allowed is None:
         console.print("permissions: not declared (no manifest with [connector.permissions]): nothing is enforced")
@@ -151,13 +175,35 @@ def info(
         console.print(table)
 
 
-def _permissions(connector: Any) -> dict[str, Any] | None:
+def _short(owner: dict[str, Any]) -> str:
+    """An owner as a listing names it: its distribution, else its plugin's name."""
+    return str(owner.get("distribution") or f"plugin {owner.get('plugin')!r}")
+
+
+def _paginators(connector: Any, plugins: Any, ownership: Any) -> dict[str, dict[str, Any]]:
+    """Each stream's paginator kind (for the default configuration) and who registered it;
+    empty when the streams need configuration to be known."""
+    from tapyard.sources import streams_of
+
+    try:
+        streams = streams_of(connector, connector.config_model(), plugins)
+    except Exception:
+        return {}
+    found = {}
+    for stream in streams:
+        kind = getattr(getattr(stream, "paginator", None), "kind", None)
+        owner = ownership.owner("paginator", kind) if isinstance(kind, str) else None
+        if owner is not None:
+            found[stream.name] = {"kind": kind, **owner.to_json()}
+    return found
+
+
+def _permissions(connector: Any, plugins: Any) -> dict[str, Any] | None:
     """What the connector's installed manifest lets it do (None: it declares nothing)."""
     from tapyard.base import ManifestError
     from tapyard.base.manifest import load_manifest
-    from tapyard.plugins import connector_manifest_path
 
-    path = connector_manifest_path(connector)
+    path = plugins.connector_manifest_path(connector)
     if path is None:
         return None
     try:
@@ -169,7 +215,7 @@ def _permissions(connector: Any) -> dict[str, Any] | None:
     return {**spec.permissions.model_dump(), "credentials": spec.credential_kinds(), "manifest": path}
 
 
-def _credential_fields(connector: Any) -> dict[str, list[dict[str, Any]]]:
+def _credential_fields(connector: Any, strategies: Any) -> dict[str, list[dict[str, Any]]]:
     """Each auth kind's credential fields: name, required, secret (``kind`` itself left out)."""
     from tapyard.auth import TOKEN_FIELDS
     from tapyard.base import TapyardError
@@ -179,7 +225,7 @@ def _credential_fields(connector: Any) -> dict[str, list[dict[str, Any]]]:
         if kind == "none":
             continue
         try:
-            model = connector.credential_model(kind)
+            model = connector.credential_model(kind, strategies)
         except TapyardError:
             kinds[kind] = []
             continue

@@ -15,7 +15,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,10 +122,13 @@ def opened_vault(url: str | None, *, ready: bool = False) -> Iterator[Vault]:
     client id never gets masked out of messages.
     """
     from tapyard.auth import open_vault, vault_location
+    from tapyard.cli._context import current
     from tapyard_credentials import Redactor
 
     location = vault_location(url)
-    vault = open_vault(location, key=_key_for(location, ready=ready), redactor=Redactor())
+    vault = open_vault(
+        location, key=_key_for(location, ready=ready), redactor=Redactor(), plugins=current().plugins
+    )
     try:
         if ready:
             vault.list()
@@ -368,14 +371,15 @@ def add(
     """
     from tapyard.auth import validate_credential_fields
     from tapyard.base import ConfigError, secret_values
-    from tapyard.plugins import get_connector
+    from tapyard.cli._context import current
     from tapyard_credentials import CredentialNotFoundError, redactor
 
     if from_env is not None and from_json is not None:
         raise ConfigError("give --from-env or --from-json, not both")
-    conn = get_connector(connector)
+    plugins = current().plugins
+    conn = plugins.get_connector(connector)
     kind = _pick_kind(conn, kind)
-    model = conn.credential_model(kind)
+    model = conn.credential_model(kind, plugins.auth_strategies())
     if from_env is None and from_json is None and not interactive():
         raise ConfigError(
             "no field values given: pass --from-env PREFIX or --from-json FILE ('-' for "
@@ -821,18 +825,19 @@ def login(
 
     from tapyard.auth import load_credentials
     from tapyard.base import ConfigError
-    from tapyard.plugins import collect_auth_strategies, get_connector
+    from tapyard.cli._context import current
 
     with opened_vault(_vault_url(ctx)) as vault:
         info = vault.info(name)
-        strategy_cls = collect_auth_strategies().get(info.kind)
+        plugins = current().plugins
+        strategy_cls = plugins.auth_strategies().get(info.kind)
         if strategy_cls is None or not hasattr(strategy_cls, "login"):
             raise ConfigError(
                 f"credential {name!r} is a {info.kind} credential: only authorization-code "
                 "credentials (oauth2_authorization_code) log in"
             )
-        connector = get_connector(info.connector)
-        credentials = load_credentials(vault, name, connector)
+        connector = plugins.get_connector(info.connector)
+        credentials = load_credentials(vault, name, connector, plugins=plugins)
         strategy: Any = strategy_cls.from_credentials(credentials)
 
         def announce(url: str) -> None:
@@ -857,17 +862,17 @@ def login(
 def backends(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List the secret backends (vault URL schemes) installed."""
-    from tapyard.auth import collect_secret_backends
-    from tapyard.plugins._manager import _cache
+    """List the secret backends (vault URL schemes) installed, and who registered each."""
+    from tapyard.cli._context import current
 
-    found = collect_secret_backends()
-    owners: Mapping[str, str] = _cache.get("tapyard_register_secret_backends.owners", {})
-    rows = [{"scheme": scheme, "plugin": owners.get(scheme, "?")} for scheme in sorted(found)]
+    found = current().plugins.registrations("secret_backend")
+    rows = [
+        {"scheme": scheme, **found[scheme].owner.to_json()} for scheme in sorted(found)
+    ]
     if as_json:
         print_json(rows)
         return
-    table = _table("scheme", "plugin")
+    table = _table("scheme", "plugin", "distribution")
     for r in rows:
-        _row(table, r["scheme"], r["plugin"])
+        _row(table, r["scheme"], r["plugin"], r["distribution"] or "-")
     console.print(table)

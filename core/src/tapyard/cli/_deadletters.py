@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tapyard.cli._context import current
 from tapyard.cli._output import console, print_json
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def list_dead_letters(
 
     url, connector, _ = _where(to, connector, job)
     names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
-    with open_destination(url) as destination:
+    with open_destination(url, current().plugins) as destination:
         letters = destination.dead_letters(connector, names, replayed=replayed)
     if as_json:
         print_json([_letter_json(d) for d in letters])
@@ -99,7 +100,7 @@ def show(
     from tapyard.destinations import open_destination
 
     url, _, _ = _where(to, None, job)
-    with open_destination(url) as destination:
+    with open_destination(url, current().plugins) as destination:
         found = [d for d in destination.dead_letters(None, None, replayed=True) if d.id == letter_id]
     if not found:
         raise TapyardError(f"no dead letter with id {letter_id} in {url[:120]}; see tapyard deadletters list")
@@ -136,7 +137,7 @@ def purge(
 
     url, connector, _ = _where(to, connector, job)
     names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
-    with open_destination(url) as destination:
+    with open_destination(url, current().plugins) as destination:
         letters = destination.dead_letters(connector, names, replayed=True)
         if replayed_only:
             letters = [d for d in letters if d.replayed_at]
@@ -179,8 +180,8 @@ def replay(
     Exits non-zero when some records still do not fit; they stay dead letters.
     """
     from tapyard.base import ConfigError, TapyardError, load_config
+    from tapyard.cli._context import current
     from tapyard.engine import replay_dead_letters
-    from tapyard.plugins import get_connector
 
     if job is not None:
         if name is not None or config is not None:
@@ -192,10 +193,11 @@ def replay(
     else:
         raw = load_config(config)
     assert name is not None
-    connector = get_connector(name)
+    plugins = current().plugins
+    connector = plugins.get_connector(name)
     cfg = connector.parse_config(raw)
     names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
-    results = replay_dead_letters(connector, cfg, to=to, streams=names)
+    results = replay_dead_letters(connector, cfg, to=to, streams=names, plugins=plugins)
     if as_json:
         print_json(
             [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -55,4 +54,6 @@ def print_json(data: Any) -> None:
 
 def progress_enabled() -> bool:
     """Progress bars only on a terminal, and never with --quiet."""
-    return err_console.is_terminal and not os.environ.get("TAPYARD_QUIET")
+    from tapyard.cli._context import current
+
+    return bool(err_console.is_terminal) and not current().quiet

@@ -35,10 +35,10 @@ def _connector_and_config(
     """The connector, its validated config, the config's ``rate_limit`` settings
     (if any) and its column ``policies`` (if any)."""
     from tapyard.base import load_config, split_policies
+    from tapyard.cli._context import current
     from tapyard.http import split_rate_limit
-    from tapyard.plugins import get_connector
 
-    connector = get_connector(name)
+    connector = current().plugins.get_connector(name)
     raw, limits = split_rate_limit(connector, load_config(config))
     raw, policies = split_policies(connector, raw)
     return connector, connector.parse_config(raw), limits, policies
@@ -55,10 +55,11 @@ def _credentials(
     if creds is None:
         return None
     from tapyard.auth import load_credentials
+    from tapyard.cli._context import current
     from tapyard.cli._creds import opened_vault
 
     opened = stack.enter_context(opened_vault(vault))
-    return load_credentials(opened, creds, connector, actor="cli")
+    return load_credentials(opened, creds, connector, actor="cli", plugins=current().plugins)
 
 
 @contextlib.contextmanager
@@ -66,15 +67,14 @@ def _open(
     name: str, config: str | None, creds: str | None = None, vault: str | None = None
 ) -> Iterator[tuple[Connector, Source]]:
     from tapyard.base import RunContext
-    from tapyard.plugins import get_plugin_manager, run_permissions
+    from tapyard.cli._context import current
 
+    plugins = current().plugins
     connector, cfg, limits, _ = _connector_and_config(name, config)
     with contextlib.ExitStack() as stack:
         credentials = _credentials(stack, connector, creds, vault)
-        hosts = run_permissions(connector, cfg, credentials)
-        context = RunContext(
-            pm=get_plugin_manager(), credentials=credentials, rate_limit=limits or {}, hosts=hosts
-        )
+        hosts = plugins.run_permissions(connector, cfg, credentials)
+        context = RunContext(plugins=plugins, credentials=credentials, rate_limit=limits or {}, hosts=hosts)
         with connector.open(cfg, context) as source:
             yield connector, source
 
@@ -89,9 +89,9 @@ def discover(
 ) -> None:
     """Show a connector's streams with their keys, JSON Schemas and personal-data marks."""
     from tapyard.base import Policies, parse_policies, personal_marks
-    from tapyard.plugins import get_plugin_manager
+    from tapyard.cli._context import current
 
-    pm = get_plugin_manager()
+    pm = current().plugins
     # The policies are shown, not applied: no key is needed to see them.
     rules = Policies(parse_policies(_policies(_connector_and_config(name, config)[3], policy)))
     with _open(name, config, creds, vault) as (connector, source):
@@ -249,6 +249,7 @@ def sync(
 ) -> None:
     """Sync a connector's streams into a destination."""
     from tapyard.base import ConfigError, TapyardError, safe_line
+    from tapyard.cli._context import current
     from tapyard.engine import sync as run_sync
 
     connector, cfg, limits, config_policies = _connector_and_config(name, config)
@@ -282,6 +283,7 @@ def sync(
                     policies=policies,
                     policy_key=key,
                     skip_dead_letters=skip_dead_letters,
+                    plugins=current().plugins,
                 )
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or SIGHUP (see tapyard.cli.main): the engine has rolled

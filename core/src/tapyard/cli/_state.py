@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from tapyard.cli._context import current
 from tapyard.cli._output import console, print_json
 
 group = typer.Typer(help="Streams' committed state in a destination: show, reset, set.", no_args_is_help=True, rich_markup_mode=None)
@@ -56,7 +57,7 @@ def show(
     import tapyard
 
     url, key, _ = _target(target, connector)
-    with tapyard.open_destination(url) as destination:
+    with tapyard.open_destination(url, current().plugins) as destination:
         states = destination.load_state(key)
     if stream is not None:
         states = {n: states[n] for n in _names(states, stream)}
@@ -101,7 +102,7 @@ def _write(url: str, key: str, changes: dict[str, Any], yes: bool, what: str) ->
         if not typer.confirm(f"{what}?", default=False):
             console.print("nothing changed")
             raise typer.Exit(1)
-    with tapyard.open_destination(url) as destination:
+    with tapyard.open_destination(url, current().plugins) as destination:
         destination.write(
             key,
             [tapyard.Batch(stream=name.partition("|")[0], state=state, state_name=name, pages=0) for name, state in changes.items()],
@@ -120,7 +121,7 @@ def reset(
 
     url, key, job = _target(target, connector)
     _guard(job, url)
-    with tapyard.open_destination(url) as destination:
+    with tapyard.open_destination(url, current().plugins) as destination:
         states = destination.load_state(key)
     names = _names(states, stream)
     if not names:
@@ -151,7 +152,7 @@ def set_state(
         raise tapyard.ConfigError("--cursor must be a string or a number, not an object or a list")
     url, key, job = _target(target, connector)
     _guard(job, url)
-    with tapyard.open_destination(url) as destination:
+    with tapyard.open_destination(url, current().plugins) as destination:
         states = destination.load_state(key)
     old = states.get(stream)
     console.print(f"{stream}: cursor {json.dumps(old.cursor if old else None, default=str)} -> {json.dumps(value, default=str)}")

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -32,6 +32,9 @@ from tapyard.base import (
     nanoseconds_of,
     quoted,
 )
+
+if TYPE_CHECKING:
+    from tapyard.base import PluginSet
 
 __all__ = [
     "Batch",
@@ -374,9 +377,10 @@ class FileLock:
 _UNSAFE_URL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def open_destination(url: str) -> Destination:
-    """Open the destination for ``url`` through the factory registered for its scheme."""
-    from tapyard.plugins import collect_destinations
+def open_destination(url: str, plugins: PluginSet | None = None) -> Destination:
+    """Open the destination for ``url`` through the factory registered for its scheme
+    in ``plugins`` (default: the process default plugin set)."""
+    from tapyard.base import default_plugin_set
 
     if _UNSAFE_URL.search(url):
         # a control character or a lone surrogate: no file name or host holds one, and
@@ -387,7 +391,7 @@ def open_destination(url: str) -> Destination:
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme.startswith("postgres"):
         scheme = "postgresql"
-    factories = collect_destinations()
+    factories = (plugins or default_plugin_set()).destinations()
     factory = factories.get(scheme)
     if factory is None:
         known = ", ".join(f"{s}://" for s in sorted(factories))

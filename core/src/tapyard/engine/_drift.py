@@ -16,9 +16,12 @@ import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from tapyard.plugins import Plugins
 
 __all__ = ["AWKWARD_ROWS", "AWKWARD_ROW_SCHEMA", "UNICODE", "Drift", "awkward_jsonl", "schema_drift"]
 
@@ -88,6 +91,7 @@ def schema_drift(
     streams: Sequence[str] | None = None,
     ignore: Mapping[str, Iterable[str]] | None = None,
     limit: int = 2000,
+    plugins: Plugins | None = None,
 ) -> list[Drift]:
     """Read each stream of ``connector`` from the start (every partition, at most
     ``limit`` records each) and compare the records its source yields, after the
@@ -98,17 +102,18 @@ def schema_drift(
     of nested models too, as ``address.line2``);
     a value it would reject; a number it would change (compared digit for digit);
     a timestamp whose fractional digits past microseconds it would cut.
-    An empty list means the schema carries what the vendor sent.
+    An empty list means the schema carries what the vendor sent. ``plugins`` is
+    the plugin set to read with (default: the process default set).
     """
     from tapyard.base import RunContext, StreamState
     from tapyard.engine._sync import select_streams
-    from tapyard.plugins import get_connector, get_plugin_manager
+    from tapyard.plugins import default_plugins
 
-    pm = get_plugin_manager()
-    conn = get_connector(connector) if isinstance(connector, str) else connector
+    pm = plugins if plugins is not None else default_plugins()
+    conn = pm.get_connector(connector) if isinstance(connector, str) else connector
     cfg = config if isinstance(config, BaseModel) else conn.parse_config(config or {})
     found: dict[tuple[str, str, str], Drift] = {}
-    with conn.open(cfg, RunContext(pm=pm, credentials=credentials)) as source:
+    with conn.open(cfg, RunContext(plugins=pm, credentials=credentials)) as source:
         for stream in select_streams(source.streams(), streams):
             skip = set((ignore or {}).get(stream.name, ())) | set(getattr(stream.schema_model, UNSYNCED, ()))
             for partition in source.partitions(stream):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -28,6 +28,9 @@ from tapyard.destinations import (
     default_destination_url,
     open_destination,
 )
+
+if TYPE_CHECKING:
+    from tapyard.plugins import Plugins
 
 __all__ = ["ReplayResult", "replay_dead_letters"]
 
@@ -55,6 +58,7 @@ def replay_dead_letters(
     to: str | Destination | None = None,
     streams: Sequence[str] | None = None,
     state_key: str | None = None,
+    plugins: Plugins | None = None,
 ) -> list[ReplayResult]:
     """Validate the dead letters of ``connector`` kept in ``to`` again and write those that fit.
 
@@ -64,20 +68,22 @@ def replay_dead_letters(
     :param to: the destination the sync wrote to (default: ``tapyard.db`` in the data directory).
     :param streams: only these streams' dead letters (default: all).
     :param state_key: the key the sync saved its state under (default: the connector name).
+    :param plugins: the plugin set to use (default: the process default set).
     """
-    from tapyard.plugins import get_connector, get_plugin_manager
+    from tapyard.plugins import default_plugins
+    from tapyard.sources import streams_of
 
-    pm = get_plugin_manager()
-    conn = get_connector(connector) if isinstance(connector, str) else connector
+    pm = plugins if plugins is not None else default_plugins()
+    conn = pm.get_connector(connector) if isinstance(connector, str) else connector
     cfg = config if isinstance(config, BaseModel) else conn.parse_config(config or {})
     owns = not isinstance(to, Destination)
-    destination = to if isinstance(to, Destination) else open_destination(to or default_destination_url())
+    destination = to if isinstance(to, Destination) else open_destination(to or default_destination_url(), pm)
     try:
         letters = destination.dead_letters(state_key or conn.name, streams)
         by_stream: dict[str, list[StoredDeadLetter]] = {}
         for letter in letters:
             by_stream.setdefault(letter.stream, []).append(letter)
-        known = {s.name: s for s in conn.streams(cfg)}
+        known = {s.name: s for s in streams_of(conn, cfg, pm)}
         results = []
         for name, group in by_stream.items():
             result = ReplayResult(name)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -66,6 +66,10 @@ from tapyard.destinations import (
 )
 from tapyard.engine._signals import deferred_signals
 from tapyard.sources import DEFAULT_MAX_PAGES, PageGuard
+
+if TYPE_CHECKING:
+    from tapyard.base import PluginSet
+    from tapyard.plugins import Plugins
 
 __all__ = ["StreamResult", "SyncResult", "select_streams", "sync"]
 
@@ -275,7 +279,7 @@ class _Run:
         full_refresh: bool,
         concurrency: int,
         progress: ProgressCallback | None,
-        pm: Any,
+        plugins: PluginSet,
         hard_delete: bool = False,
         lock_timeout: float = 0.0,
         skip_dead_letters: bool = False,
@@ -297,7 +301,8 @@ class _Run:
         self.full_refresh = full_refresh
         self.concurrency = max(1, concurrency)
         self.progress = progress
-        self.pm = pm
+        #: the run's plugin set: its hooks answer for this run only
+        self.plugins = plugins
         self.results = {s.name: StreamResult(name=s.name) for s in streams}
         self.skip_dead_letters = skip_dead_letters
         #: the committed cursor each state (stream or partition) started from, and
@@ -319,7 +324,7 @@ class _Run:
         ready = []
         for stream in self.streams:
             try:
-                model = self.pm.hook.tapyard_stream_schema(connector=self.connector, stream=stream)
+                model = self.plugins.hook.tapyard_stream_schema(connector=self.connector, stream=stream)
                 if not (isinstance(model, type) and issubclass(model, BaseModel)):
                     raise PluginError(f"tapyard_stream_schema gave no pydantic model for {stream.name!r}")
                 # Column policies (tapyard.base._policies): validated pages come out policied.
@@ -438,7 +443,7 @@ class _Run:
         # a stream read in several partitions sweeps each partition's rows at the end
         # of that partition's pass, where its rows can say which partition wrote them
         scope = name if tracked and self.parts.get(stream.name, 1) > 1 and self._sweeps_partitions() else None
-        hook = self.pm.hook.tapyard_map_records
+        hook = self.plugins.hook.tapyard_map_records
         self.start_cursor[name] = state.cursor
         try:
             while True:
@@ -801,6 +806,8 @@ def sync(
     policies: Mapping[str, str] | str | Sequence[str] | None = None,
     policy_key: str | bytes | None = None,
     skip_dead_letters: bool = False,
+    plugins: Plugins | None = None,
+    limiters: Any = None,
 ) -> SyncResult:
     """Sync ``connector`` into a destination and return what happened.
 
@@ -840,6 +847,14 @@ def sync(
         record in this run keeps the cursor it started from, so the next run reads
         those records again (``tapyard deadletters replay`` writes them once the
         schema takes them); ``StreamResult.cursor_held`` says when that happened.
+    :param plugins: the plugin set of this run (a :class:`tapyard.Plugins`): its
+        connectors, paginators, auth kinds, destinations and hooks, and its flags
+        (``strict``), and nothing of any other set; default: the process default
+        set (``TAPYARD_LOAD_PLUGINS``, ``TAPYARD_STRICT_PLUGINS``, and what
+        ``tapyard.register_plugin`` added). Runs in other threads may use other sets.
+    :param limiters: the store of this run's rate limiters (a
+        ``tapyard.http.LimiterStore``): every run handed the same store shares one
+        budget per credential; default: the default store.
 
     A stream that fails (its schema, its reads, or a record its destination
     refuses in a way no dead letter can hold) does not stop the others; check
@@ -848,11 +863,11 @@ def sync(
     that stop the whole run (bad config, unreachable destination, a circuit
     that opened) raise a :class:`TapyardError`.
     """
-    from tapyard.plugins import get_connector, get_plugin_manager
+    from tapyard.plugins import default_plugins
 
     started = time.monotonic()
-    pm = get_plugin_manager()
-    conn = get_connector(connector) if isinstance(connector, str) else connector
+    run_plugins = plugins if plugins is not None else default_plugins()
+    conn = run_plugins.get_connector(connector) if isinstance(connector, str) else connector
     from tapyard.http import split_rate_limit
 
     raw_limits: Mapping[str, Any] | None = None
@@ -866,16 +881,23 @@ def sync(
         # before anything is opened: a stream that needs configuration the run lacks
         if any(not getattr(cfg, f, None) for f in conn.stream_config.get(name, ())):
             raise StreamNotFoundError(missing_stream(name, [], conn.stream_config))
-    from tapyard.plugins import run_permissions
-
     # before the destination is opened: a run its manifest forbids leaves no trace
-    hosts = run_permissions(conn, cfg, credentials)
+    hosts = run_plugins.run_permissions(conn, cfg, credentials)
     owns_destination = not isinstance(to, Destination)
-    destination = to if isinstance(to, Destination) else open_destination(to or default_destination_url())
+    destination = (
+        to if isinstance(to, Destination) else open_destination(to or default_destination_url(), run_plugins)
+    )
     result = SyncResult(connector=conn.name, destination=destination.url)
     try:
         limits = {**(raw_limits or {}), **(rate_limit or {})}
-        context = RunContext(pm=pm, credentials=credentials, http=dict(http or {}), rate_limit=limits, hosts=hosts)
+        context = RunContext(
+            plugins=run_plugins,
+            credentials=credentials,
+            http=dict(http or {}),
+            rate_limit=limits,
+            hosts=hosts,
+            limiters=limiters,
+        )
         run_span = trace_span(
             "tapyard.run",
             {
@@ -896,7 +918,7 @@ def sync(
                 full_refresh,
                 concurrency,
                 progress,
-                pm,
+                run_plugins,
                 hard_delete=hard_delete,
                 lock_timeout=wait,
                 skip_dead_letters=skip_dead_letters,
@@ -921,22 +943,39 @@ def sync(
     return result
 
 
+_collector_lock = threading.Lock()
+_collector_runs = 0
+_collector_saved: tuple[int, int, int] | None = None
+
+
 @contextlib.contextmanager
 def _collector_tuned() -> Iterator[None]:
     """Collect garbage less often while records stream through.
 
     A sync allocates millions of short-lived containers (parsed JSON,
     validated models). With CPython's default gen-0 threshold of 700 the
-    collector then runs every few pages and re-walks every object the process
-    holds; freezing what exists at the start and raising the threshold for the
-    duration of the sync cut the engine's CPU per record by about a third
-    (docs/performance.md). Memory stays flat: nothing here keeps objects alive.
+    collector then runs every few pages; raising it for the duration of the
+    sync cuts the engine's CPU per record by about a tenth (docs/performance.md).
+    Memory stays flat: nothing here keeps objects alive.
+
+    The threshold is the interpreter's, not the run's: runs that overlap in one
+    process (threads of a worker) share one raise, made by the first to start
+    and undone by the last to end, so that no run restores it under another.
+    Nothing is frozen (``gc.freeze`` would move every object of the host
+    process, whatever it is, out of the collector's reach; it bought nothing
+    measurable on top of the threshold).
     """
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(threshold[0], 10_000), threshold[1], threshold[2])
+    global _collector_runs, _collector_saved
+    with _collector_lock:
+        if _collector_runs == 0:
+            _collector_saved = threshold = gc.get_threshold()
+            gc.set_threshold(max(threshold[0], 10_000), threshold[1], threshold[2])
+        _collector_runs += 1
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
+        with _collector_lock:
+            _collector_runs -= 1
+            if _collector_runs == 0 and _collector_saved is not None:
+                gc.set_threshold(*_collector_saved)
+                _collector_saved = None

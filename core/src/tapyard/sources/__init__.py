@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         RestConnector,
         RestStream,
         SinglePage,
+        streams_of,
     )
     from tapyard.sources._objects import ObjectStoreSource, Role, first_page
     from tapyard.sources._paginators import (
@@ -47,6 +48,7 @@ __all__ = [
     "Role",
     "SinglePage",
     "first_page",
+    "streams_of",
 ]
 
 # Imported on first use, so that importing one module of this layer does not
@@ -54,7 +56,7 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
-        "_declarative": ("RestConnector", "RestStream", "SinglePage"),
+        "_declarative": ("RestConnector", "RestStream", "SinglePage", "streams_of"),
         "_objects": ("ObjectStoreSource", "Role", "first_page"),
         "_paginators": ("CursorPaginator", "DEFAULT_MAX_PAGES", "LinkHeaderPaginator", "NextUrlPaginator", "OffsetPaginator", "PageGuard", "PageNumberPaginator", "PageTokenPaginator", "STOCK_PAGINATORS"),
     },

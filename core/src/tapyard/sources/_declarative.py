@@ -57,9 +57,10 @@ from tapyard.base import (
 if TYPE_CHECKING:
     import httpx
 
+    from tapyard.base import PluginSet
     from tapyard.http import HttpEngine
 
-__all__ = ["RestConnector", "RestSource", "RestStream", "SinglePage", "render"]
+__all__ = ["RestConnector", "RestSource", "RestStream", "SinglePage", "render", "streams_of"]
 
 #: Statuses with which a vendor refuses a saved page token or next link (expired,
 #: unknown, from a restarted service): the pass restarts from its cursor.
@@ -133,18 +134,20 @@ def _model_name(stream: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", stream) if part) or "Record"
 
 
-def build_paginator(spec: Paginator | Mapping[str, Any] | None, config: BaseModel) -> Paginator:
-    """A paginator instance from an instance or a ``{"kind": ..., **options}`` mapping."""
+def build_paginator(
+    spec: Paginator | Mapping[str, Any] | None, config: BaseModel, plugins: PluginSet | None = None
+) -> Paginator:
+    """A paginator instance from an instance or a ``{"kind": ..., **options}`` mapping
+    (the kind's class is the one ``plugins`` registered; default: the process default set's)."""
     if spec is None:
         return SinglePage()
     if isinstance(spec, Paginator):
         return spec
-    from tapyard.base import validate_model
-    from tapyard.plugins import collect_paginators
+    from tapyard.base import default_plugin_set, validate_model
 
     options = dict(render(spec, config))
     kind = options.pop("kind", None)
-    classes = collect_paginators()
+    classes = (plugins or default_plugin_set()).paginators()
     if kind not in classes:
         known = ", ".join(sorted(classes))
         raise PluginError(f"unknown paginator kind {kind!r}; known kinds: {known}")
@@ -201,12 +204,13 @@ class RestConnector(Connector):
     def stream_names(self) -> list[str]:
         return [s.name for s in self._streams]
 
-    def streams(self, config: BaseModel) -> list[Stream]:
-        """The declared streams with placeholders filled and paginators built for ``config``."""
+    def streams(self, config: BaseModel, plugins: PluginSet | None = None) -> list[Stream]:
+        """The declared streams with placeholders filled and paginators built for ``config``
+        (paginator kinds are looked up in ``plugins``; default: the process default set)."""
         built: list[Stream] = []
         for stream in self._streams:
             paginator = build_paginator(
-                stream.paginator if stream.paginator is not None else self.paginator, config
+                stream.paginator if stream.paginator is not None else self.paginator, config, plugins
             )
             update = {
                 "params": render(stream.params, config),
@@ -228,7 +232,7 @@ class RestConnector(Connector):
             rate_limit_settings,
         )
 
-        pm = context.pm
+        pm = context.plugins
         with contextlib.ExitStack() as stack:
             overrides: Mapping[str, Any] = {}
             if self.lifespan is not None:
@@ -279,10 +283,19 @@ class RestConnector(Connector):
                 self,
                 config,
                 engine,
-                pm,
+                context.plugins,
                 base_url=base_url,
                 secret_params=secret_params() if callable(secret_params) else frozenset(),
             )
+
+
+def streams_of(connector: Connector, config: BaseModel, plugins: PluginSet) -> list[Stream]:
+    """``connector``'s streams for ``config`` in a run with ``plugins``: a
+    :class:`RestConnector` builds its paginators from that set's kinds (unless a
+    subclass chose its own ``streams``, which is then asked as it is)."""
+    if isinstance(connector, RestConnector) and type(connector).streams is RestConnector.streams:
+        return connector.streams(config, plugins)
+    return connector.streams(config)
 
 
 class RestSource(Source):
@@ -293,19 +306,27 @@ class RestSource(Source):
         connector: RestConnector,
         config: BaseModel,
         engine: HttpEngine,
-        pm: Any,
+        plugins: PluginSet | Any,
         *,
         base_url: str = "",
         secret_params: frozenset[str] = frozenset(),
     ) -> None:
+        """``plugins``: the run's plugin set (``RunContext.plugins``); a plugin manager
+        made by tapyard stands for the set it belongs to."""
+        from tapyard.base import plugin_set_of
+
         self.connector = connector
         self.base_url = base_url.rstrip("/")
         #: query parameters the auth strategy adds: never saved in a resume point
         self.secret_params = secret_params
         self.config = config
         self.engine = engine
-        self.pm = pm
-        self._streams = connector.streams(config)
+        found = plugins if hasattr(plugins, "stream_paginator") else plugin_set_of(plugins)
+        if found is None:
+            raise TypeError("RestSource needs the run's plugin set (RunContext.plugins)")
+        self.plugins: PluginSet = found
+        self.pm = found.pm
+        self._streams = streams_of(connector, config, self.plugins)
 
     def streams(self) -> list[Stream]:
         return list(self._streams)
@@ -326,9 +347,7 @@ class RestSource(Source):
                 return
 
     def _paginator(self, stream: Stream) -> Paginator:
-        from tapyard.plugins import stream_paginator
-
-        return stream_paginator(self.connector, stream)
+        return self.plugins.stream_paginator(self.connector, stream)
 
     def partitions(self, stream: Stream) -> list[dict[str, Any]]:
         parts = getattr(stream, "partitions", None)
