@@ -92,7 +92,9 @@ if TYPE_CHECKING:
         SinglePage,
     )
 
-__version__ = "0.1.0"
+from tapyard.base import CORE_VERSION
+
+__version__ = CORE_VERSION
 
 #: Mark a function as an implementation of a tapyard hook.
 hookimpl = pluggy.HookimplMarker("tapyard")
@@ -107,7 +109,7 @@ def _default_plugins() -> Any:
 # The composition root: the layers below the plugins reach the process default
 # plugin set (when a caller hands them none) through this factory, never by
 # importing tapyard.plugins themselves.
-from tapyard.base._context import install_default_plugin_set  # noqa: E402
+from tapyard.base import install_default_plugin_set  # noqa: E402
 
 install_default_plugin_set(_default_plugins)
 

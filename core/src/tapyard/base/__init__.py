@@ -116,6 +116,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CORE_VERSION",
     "MANIFEST_FILE",
     "PLUGIN_API_VERSION",
     "UNREADABLE",
@@ -199,6 +200,7 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "_config": ("describe_validation_error", "load_config", "validate_model"),
+        "_version": ("CORE_VERSION",),
         "_context": ("PluginSet", "default_plugin_set", "install_default_plugin_set", "plugin_set_of"),
         "_lazy": ("lazy_exports",),
         "_exceptions": ("AuthenticationError", "CircuitOpenError", "ConfigError", "ConnectorNotFoundError", "DeadlineExceededError", "DestinationError", "HTTPError", "HTTPStatusError", "PermissionDeniedError", "PluginError", "ResponseError", "ResumeRejectedError", "RetryAfterTooLongError", "SchemaError", "StateError", "StreamNotFoundError", "TapyardError", "TransportError", "quoted", "safe_line"),

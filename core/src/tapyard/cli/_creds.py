@@ -571,7 +571,7 @@ def rotate_key(
             except KeyboardInterrupt:
                 # Before the key was in the user's hands (afterwards signals are held):
                 # the transaction rolled back.
-                from tapyard.cli import interrupted
+                from tapyard.cli._signals import interrupted
 
                 raise interrupted(
                     "interrupted; the vault was not changed and still opens with the current key"
@@ -658,7 +658,7 @@ def _check_stdout_for_key(nothing: str = _UNCHANGED) -> None:
     """Refuse an output that would lose the key for sure: none at all (``>&-``) or /dev/null."""
     import stat
 
-    from tapyard.cli import stdout_closed
+    from tapyard.cli._signals import stdout_closed
 
     if sys.stdout is None or stdout_closed():  # descriptor 1 was closed at start-up
         raise _key_not_handed_over("standard output is closed", nothing)

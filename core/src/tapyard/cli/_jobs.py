@@ -260,7 +260,7 @@ def run_now(
     else:
         _run_summary(final)
     if final.status == "interrupted":
-        from tapyard.cli import interrupted
+        from tapyard.cli._signals import interrupted
 
         raise interrupted(f"interrupted; run {final.id} recorded as interrupted, {final.records:,} records committed")
     if final.status != "ok":

@@ -289,7 +289,7 @@ def sync(
             # Ctrl-C, SIGTERM or SIGHUP (see tapyard.cli.main): the engine has rolled
             # back the transaction under way and closed the destination; every
             # transaction it counted is committed, with the state to resume from.
-            from tapyard.cli import interrupted
+            from tapyard.cli._signals import interrupted
 
             raise interrupted(
                 f"interrupted; {progress.committed:,} records committed, run again to resume"

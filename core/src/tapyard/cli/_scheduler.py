@@ -48,7 +48,7 @@ def run(
             scheduler.wait()
         except KeyboardInterrupt:
             scheduler.drain()
-            from tapyard.cli import interrupted
+            from tapyard.cli._signals import interrupted
 
             raise interrupted("interrupted; the runs this pass started were stopped and will be retried") from None
         console.print(f"{done['ticks']} ticks, {done['started']} runs started")
@@ -57,7 +57,7 @@ def run(
 
     logging.getLogger("tapyard.scheduler").info("scheduler %s started", scheduler.id)
     scheduler.loop()
-    from tapyard.cli import _received, interrupted
+    from tapyard.cli._signals import _received, interrupted
 
     if _received:
         raise interrupted("scheduler stopped; its runs were drained")

@@ -52,7 +52,7 @@ def _free_port() -> int:
 
 def _core_range() -> str:
     """The core versions a new package supports: this minor series (0.x), or this major one."""
-    from tapyard import __version__
+    from tapyard.base import CORE_VERSION as __version__
 
     major, minor = ([int(p) for p in re.findall(r"\d+", __version__)[:2]] + [0, 0])[:2]
     return f">={major}.{minor},<{major + 1}" if major >= 1 else f">=0.{minor},<0.{minor + 1}"

@@ -228,7 +228,7 @@ def _check_core_version(info: PluginInfo) -> None:
         return
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-    from tapyard import __version__
+    from tapyard.base import CORE_VERSION as __version__
 
     try:
         spec = SpecifierSet(info.requires_core)
@@ -432,9 +432,9 @@ class Plugins:
         if info is not None:
             return Owner(name, info.distribution, info.version)
         if name.startswith("tapyard.builtins"):
-            from tapyard import __version__
+            from tapyard.base import CORE_VERSION
 
-            return Owner(name, "tapyard", __version__)
+            return Owner(name, "tapyard", CORE_VERSION)
         return Owner(name)
 
     def _fail(self, message: str, exc: BaseException | None = None) -> None:
