@@ -135,6 +135,15 @@ def interrupt(cmd: list[str], rng: random.Random, longest: float, url: str, key:
 
 
 def saved_states(url: str, key: str) -> dict[str, dict[str, Any]]:
+    if url.startswith("postgresql:"):
+        import psycopg
+
+        try:
+            with psycopg.connect(url, autocommit=True) as con:
+                found = con.execute("SELECT stream, state FROM _tapyard_state WHERE state_key = %s", (key,)).fetchall()
+        except psycopg.Error:
+            found = []
+        return {stream: json.loads(text) for stream, text in found}
     if url.startswith("sqlite:"):
         db = Path(url.removeprefix("sqlite:///"))
         if not db.exists():
@@ -175,6 +184,8 @@ def named_by_resume_points(states: dict[str, dict[str, Any]], server: MovingServ
 
 
 def destination(tmp_path: Path, kind: str) -> str:
+    if kind.startswith("postgresql://"):  # a fresh database's URL (the postgres_url fixture)
+        return kind
     return f"sqlite:///{tmp_path / 'out.db'}" if kind == "sqlite" else f"jsonl:///{tmp_path / 'out.jsonl'}"
 
 
@@ -189,6 +200,10 @@ def sample_tally(url: str, config: SampleConfig, streams: tuple[str, ...]) -> Ta
         if url.startswith("sqlite:"):
             got, rows = sqlite_rows(Path(url.removeprefix("sqlite:///")), stream)
             dup = rows - len(got)
+        elif url.startswith("postgresql:"):
+            from tapyard.testing import landed_rows
+
+            got, dup = {str(k): v for k, v in landed_rows(url, stream).items()}, 0  # a primary key: no duplicates
         else:
             got, dup = jsonl_rows(Path(url.removeprefix("jsonl:///")), stream)
         total.add(tally(got, expected, cursor, dup))
@@ -223,9 +238,12 @@ def sample_rounds(tmp_path: Path, kind: str, rounds: int, seed: int, records: in
     return sample_tally(url, SampleConfig(**final), ("customers", "orders", "events")), interrupted
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "jsonl"])
-def test_sample_kill_and_move(tmp_path: Path, kind: str) -> None:
-    result, interrupted = sample_rounds(tmp_path, kind, ROUNDS, seed=hash(kind) % 1000)
+@pytest.mark.parametrize("kind", ["sqlite", "jsonl", "postgresql"])
+def test_sample_kill_and_move(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    seed = {"sqlite": 11, "jsonl": 12, "postgresql": 13}[kind]
+    if kind == "postgresql":
+        kind = request.getfixturevalue("postgres_url")
+    result, interrupted = sample_rounds(tmp_path, kind, ROUNDS, seed=seed)
     assert interrupted == ROUNDS
     assert result.clean, result
 
