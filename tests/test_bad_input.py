@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.reliability
+
 ENV = {**os.environ, "TAPYARD_QUIET": "1"}
 TAPYARD = [sys.executable, "-m", "tapyard"]
 SMALL = json.dumps({"records_per_stream": 30, "page_size": 10})

@@ -21,6 +21,8 @@ import tapyard
 from tapyard import ConfigError, RestConnector, RestStream
 from tests.scripted_server import Received, Reply, ScriptedServer
 
+pytestmark = pytest.mark.reliability
+
 
 class Item(BaseModel):
     id: int

@@ -32,7 +32,7 @@ from tests.test_kill_and_move import ENV, Tally, sample_tally
 
 TRIALS = int(os.environ.get("TAPYARD_DISK_FULL_TRIALS", "4"))
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+pytestmark = [pytest.mark.reliability, pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")]
 
 
 def trial(folder: Path, kind: str, size_kb: int, seed: int) -> tuple[int, str, Tally]:

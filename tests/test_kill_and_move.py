@@ -40,6 +40,8 @@ if __name__ == "__main__":  # run as a script to measure: the repository root ho
 
 from tests.moving_server import MovingServer
 
+pytestmark = pytest.mark.reliability
+
 HERE = Path(__file__).resolve().parent
 
 ROUNDS = int(os.environ.get("TAPYARD_KILL_ROUNDS", "6"))

@@ -33,6 +33,8 @@ import pytest
 import tapyard
 from tapyard.testing import azurite, fake_gcs_server, moto_server
 
+pytestmark = pytest.mark.reliability
+
 #: The listing pages a run reads before the injected failure.
 PAGES_BEFORE_FAILURE = 3
 

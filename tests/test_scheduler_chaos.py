@@ -32,6 +32,8 @@ from tests.jobs_helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.reliability
+
 UTC = dt.UTC
 JOBS = 20
 RATE = 6.0  # clock seconds per real second: a "*/3" job ticks every 30 s

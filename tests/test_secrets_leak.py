@@ -20,6 +20,8 @@ import tapyard
 from tapyard_sample import LocalAuthorizationServer
 from tests.creds_helpers import run, vault_environment
 
+pytestmark = pytest.mark.reliability
+
 
 @pytest.fixture
 def vault_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:

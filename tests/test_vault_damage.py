@@ -28,7 +28,7 @@ NAMES = [f"cred-{i}" for i in range(8)]
 
 
 #: no key from the environment or the real OS keyring leaks into a test (tests/conftest.py)
-pytestmark = pytest.mark.usefixtures("no_ambient_keys")
+pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("no_ambient_keys")]
 
 
 def _fill(path: Path, key: str | VaultKey) -> dict[str, str]:

@@ -28,6 +28,8 @@ from tapyard_sample._data import T0
 from tests.moving_server import MovingServer, connector
 from tests.test_sync import rows as table
 
+pytestmark = pytest.mark.reliability
+
 ENV = {**os.environ, "TAPYARD_QUIET": "1"}
 TAPYARD = [sys.executable, "-m", "tapyard"]
 
