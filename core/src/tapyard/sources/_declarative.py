@@ -232,7 +232,8 @@ class RestConnector(Connector):
             rate_limit_settings,
         )
 
-        pm = context.plugins
+        # the run's hooks, looked up once: on_response below runs for every response
+        hooks = context.plugins.hook
         with contextlib.ExitStack() as stack:
             overrides: Mapping[str, Any] = {}
             if self.lifespan is not None:
@@ -247,11 +248,11 @@ class RestConnector(Connector):
                     f"none were given: store them with tapyard creds add NAME --connector {self.name}, "
                     "then pass --creds NAME (from Python: credentials=...)"
                 )
-            auth = pm.hook.tapyard_auth_strategy(
+            auth = hooks.tapyard_auth_strategy(
                 connector=self, config=config, credentials=context.credentials
             )
             limits = rate_limit_settings(
-                pm.hook.tapyard_rate_limit_policy(connector=self, config=config), context.rate_limit
+                hooks.tapyard_rate_limit_policy(connector=self, config=config), context.rate_limit
             )
             # One budget per credential: a stored one's is shared by every run
             # that uses it, in any process that shares the run's limiter store.
@@ -259,7 +260,7 @@ class RestConnector(Connector):
             limiter = limiters_of(context).limiter(key, limits, scope=scope)
 
             def on_response(response: httpx.Response) -> None:
-                pm.hook.tapyard_rate_limit_learn(connector=self, response=response, limiter=limiter)
+                hooks.tapyard_rate_limit_learn(connector=self, response=response, limiter=limiter)
                 if context.on_response is not None:
                     context.on_response(self, response)
 
