@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 import tapyard
 import tapyard.testing
+from tapyard.http import MemoryLimiterStore
 from tapyard.plugins import Plugins, PluginWarning
 from tapyard_sample import SampleConfig
 
@@ -91,6 +92,18 @@ class _BrokenRegistration:
         raise RuntimeError("this plugin is broken")
 
 
+class _RecordingStore(MemoryLimiterStore):
+    """An in-process limiter store that keeps the keys it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    def limiter(self, key: str, settings: Any, *, scope: Any = "credential") -> Any:
+        self.keys.append(key)
+        return super().limiter(key, settings, scope=scope)
+
+
 def _names(url: str) -> set[str]:
     return {row["name"].split(":")[0] for row in tapyard.testing.landed_rows(url, "customers").values()}
 
@@ -105,11 +118,17 @@ def test_two_syncs_in_threads_each_see_only_their_own_plugins_and_flags(tmp_path
     set_b.register(_BrokenRegistration(), "broken-b")
     config = SampleConfig(records_per_stream=120, page_size=20)
     results: dict[str, Any] = {}
+    stores = {"A": _RecordingStore(), "B": _RecordingStore()}
 
     def run(label: str, plugins: Plugins) -> None:
         try:
             results[label] = tapyard.sync(
-                "probe", config, to=f"set{label.lower()}:///{tmp_path / label}.db", plugins=plugins, concurrency=2
+                "probe",
+                config,
+                to=f"set{label.lower()}:///{tmp_path / label}.db",
+                plugins=plugins,
+                concurrency=2,
+                limiters=stores[label],
             )
         except BaseException as exc:  # handed to the test thread
             results[label] = exc
@@ -135,6 +154,9 @@ def test_two_syncs_in_threads_each_see_only_their_own_plugins_and_flags(tmp_path
     (context_a,), (context_b,) = plugin_a.connector.contexts, plugin_b.connector.contexts
     assert context_a.plugins is set_a and context_a.plugins.strict
     assert context_b.plugins is set_b and not context_b.plugins.strict
+    # and its own limiter store, which paced its requests
+    assert context_a.limiters is stores["A"] and context_b.limiters is stores["B"]
+    assert stores["A"].keys and stores["B"].keys
     # the lax set skipped its broken plugin with a warning; the strict one never saw it
     said = [str(w.message) for w in caught if issubclass(w.category, PluginWarning)]
     skipped = [m for m in said if m.startswith("skipping")]
