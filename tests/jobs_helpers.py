@@ -41,16 +41,22 @@ def schedulers(env: dict[str, str], count: int, *args: str, logs: Path | None = 
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
+        stop_groups(procs)
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM each process's group, then SIGKILL what is left after ``timeout`` seconds."""
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            p.wait()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:

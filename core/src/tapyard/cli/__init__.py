@@ -128,6 +128,7 @@ def _register() -> None:
     app.add_typer(_scheduler.group, name="scheduler")
     app.add_typer(_state.group, name="state")
     app.command("status")(_scheduler.status)
+    app.command("worker")(_scheduler.worker)
     _run.register(app)
     _market.register_commands(app)
     complete(app)

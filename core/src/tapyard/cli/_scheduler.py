@@ -22,13 +22,30 @@ def run(
     drain: float = typer.Option(60.0, "--drain", metavar="SECONDS", min=0, help="On SIGTERM, how long runs may finish before they are interrupted."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", metavar="PORT", min=0, max=65535, help="Serve Prometheus metrics on this port."),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", metavar="ADDR", help="Address the metrics server binds."),
+    executor: str = typer.Option(
+        None, "--executor", metavar="local|celery",
+        help="Where runs run: local processes, or Celery workers (tapyard worker) through TAPYARD_BROKER_URL. Default: TAPYARD_EXECUTOR, else local.",
+    ),
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C (then drain)."""
+    import os
+
+    from tapyard import ConfigError
     from tapyard.cli._jobs import _cp
     from tapyard.jobs._scheduler import Scheduler
 
+    executor = executor or os.environ.get("TAPYARD_EXECUTOR") or "local"
+    if executor not in ("local", "celery"):
+        raise ConfigError(f"unknown executor {executor[:40]!r}; use local or celery")
+    if executor == "celery":
+        from tapyard.jobs._celery import celery_app
+
+        celery_app()  # the broker and Celery are there before any run is claimed
     cp = _cp()
-    scheduler = Scheduler(cp, max_runs=max_runs, per_credential=per_credential, heartbeat=heartbeat, poll=poll, drain=drain)
+    scheduler = Scheduler(
+        cp, max_runs=max_runs, per_credential=per_credential, heartbeat=heartbeat, poll=poll, drain=drain,
+        executor=executor,
+    )
     if metrics_port is not None:
         from tapyard import ConfigError
         from tapyard.jobs._metrics import serve
@@ -131,3 +148,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
         console.print("no jobs")
     console.print(f"{len(schedulers)} scheduler(s) running" + (": " + ", ".join(escape(s["id"]) for s in schedulers) if schedulers else ""))
 
+
+def worker(
+    concurrency: int = typer.Option(2, "--concurrency", metavar="N", min=1, max=256, help="Runs this worker runs at once."),
+    broker: str | None = typer.Option(None, "--broker", metavar="URL", help="The Celery broker (default: TAPYARD_BROKER_URL)."),
+) -> None:
+    """Run a Celery worker that takes runs from schedulers started with --executor celery
+    (the control plane from TAPYARD_DATABASE_URL; the broker from TAPYARD_BROKER_URL)."""
+    from tapyard.jobs._celery import worker as run_worker
+
+    run_worker(concurrency, broker)

@@ -186,8 +186,11 @@ class Scheduler:
         drain: float = 60.0,
         the_clock: Clock | None = None,
         echo: bool = True,
+        executor: str = "local",
     ) -> None:
         self.cp = cp
+        #: "local" (a process of this machine) or "celery" (a worker anywhere: tapyard.jobs._celery)
+        self.executor = executor
         self.engine = cp.engine
         self.max_runs = max_runs
         self.per_credential = per_credential
@@ -390,6 +393,14 @@ class Scheduler:
         return self.cp.run(run.id)
 
     def _launch(self, run: Run) -> None:
+        if self.executor == "celery":
+            from tapyard.jobs._celery import send
+
+            # the worker that takes it heartbeats into the control plane; a silent
+            # one is reaped by any scheduler, like a local run
+            send(run.id, run.token, self.heartbeat)
+            self.lag.observe(max(0.0, time.time() - run.not_before))
+            return
         url = self.engine.url.render_as_string(hide_password=False)
         process: _Process
         if _forkserver_available():
