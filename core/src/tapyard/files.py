@@ -125,7 +125,7 @@ def record_model(name: str, row_schema: Mapping[str, Any] | None) -> type[BaseMo
     (a JSON Schema of one row; see ``tapyard.model_from_json_schema``)."""
     if not row_schema:
         return WholeRecord
-    from tapyard import ConfigError, TapyardError, model_from_json_schema
+    from tapyard.base import ConfigError, TapyardError, model_from_json_schema
 
     try:
         row = model_from_json_schema(name, row_schema)
@@ -284,7 +284,7 @@ def _parquet_rows(body: IO[bytes], key: str) -> Iterator[_Row]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        from tapyard import ConfigError
+        from tapyard.base import ConfigError
 
         raise ConfigError(
             f"{key!r} is a Parquet object: install pyarrow (the connector's parquet extra, "
@@ -316,7 +316,7 @@ CLOCK_MARGIN_S = 1.0
 
 def parse_cursor(value: Any) -> dt.datetime | None:
     """A saved cursor (an ISO timestamp) as an aware datetime (UTC when it has no offset)."""
-    from tapyard import StateError
+    from tapyard.base import StateError
 
     if value in (None, ""):
         return None
@@ -448,7 +448,7 @@ def token_pages(name: str, saved: str | None, start: Callable[[str | None], Page
     A saved token refused at the first request (:func:`refused_resume`) starts
     the listing again from the first page, with a warning.
     """
-    from tapyard import HTTPStatusError
+    from tapyard.base import HTTPStatusError
 
     fetch, resumed = start(saved), saved is not None
     while True:
@@ -510,7 +510,7 @@ def listing_pass(
       (``cursor_limit``, kept across resumes in the saved position): the next
       pass reads it.
     """
-    from tapyard import HTTPStatusError, PageRequest
+    from tapyard.base import HTTPStatusError, PageRequest
 
     cursor = parse_cursor(state.cursor)
     saved = state.resume.params if state.resume is not None and state.resume.url == name else None
@@ -576,7 +576,7 @@ def object_pages(
     listed but did not send again (unchanged), so that the end of the pass
     takes for deleted only the rows of objects no longer listed.
     """
-    from tapyard import Page
+    from tapyard.base import Page
 
     for part in parts:
         keys = [{f: row[f] for f in seen} for row in map(record, part.unchanged)] if seen else []
@@ -616,7 +616,7 @@ def object_record_pages(
     ``page_size`` rows each), so a bucket of many small objects is not as many
     pages; the last page of each listing page saves the position after it.
     """
-    from tapyard import Page, PageRequest
+    from tapyard.base import Page, PageRequest
 
     for part in parts:
         held: list[dict[str, Any]] = []

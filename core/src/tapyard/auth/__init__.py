@@ -25,7 +25,6 @@ if TYPE_CHECKING:
         OAuth2AuthorizationCodeAuth,
         OAuth2ClientCredentialsAuth,
         OAuth2RefreshTokenAuth,
-        TokenStore,
     )
     from tapyard.auth._secrets import (
         aws_backend,
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
         load_credentials,
         local_path,
         open_vault,
+        url_scheme,
         validate_credential_fields,
         vault_location,
     )
@@ -59,12 +59,12 @@ __all__ = [
     "OAuth2AuthorizationCodeAuth",
     "OAuth2ClientCredentialsAuth",
     "OAuth2RefreshTokenAuth",
-    "TokenStore",
     "aws_backend",
     "collect_secret_backends",
     "load_credentials",
     "local_path",
     "open_vault",
+    "url_scheme",
     "validate_credential_fields",
     "vault_location",
 ]
@@ -75,8 +75,8 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "_cloud": ("AwsAuth", "AzureAuth", "CLOUD_STRATEGIES", "GcpAuth"),
-        "_oauth": ("JwtBearerAuth", "MemoryTokenStore", "OAUTH_STRATEGIES", "OAuth2AuthorizationCodeAuth", "OAuth2ClientCredentialsAuth", "OAuth2RefreshTokenAuth", "TOKEN_FIELDS", "TokenStore"),
-        "_secrets": ("aws_backend", "collect_secret_backends", "load_credentials", "local_path", "open_vault", "validate_credential_fields", "vault_location"),
+        "_oauth": ("JwtBearerAuth", "MemoryTokenStore", "OAUTH_STRATEGIES", "OAuth2AuthorizationCodeAuth", "OAuth2ClientCredentialsAuth", "OAuth2RefreshTokenAuth", "TOKEN_FIELDS"),
+        "_secrets": ("aws_backend", "collect_secret_backends", "load_credentials", "local_path", "open_vault", "url_scheme", "validate_credential_fields", "vault_location"),
         "_strategies": ("ApiKeyAuth", "BasicAuth", "BearerAuth", "STOCK_AUTH_STRATEGIES"),
     },
 )

@@ -30,7 +30,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
@@ -42,6 +42,7 @@ from tapyard.base import (
     Credentials,
     HTTPStatusError,
     ResponseError,
+    TokenStore,
     TransportError,
     secret_values,
     stored_fields,
@@ -83,24 +84,6 @@ def _register_secrets(*values: str | None) -> None:
 
 
 # --- where tokens live ----------------------------------------------------------------
-
-
-@runtime_checkable
-class TokenStore(Protocol):
-    """Where a strategy keeps a credential's tokens.
-
-    ``load()`` returns the credential's current fields; ``save(fields)`` merges
-    fields into it and must be durable when it returns; ``lock()`` is an
-    exclusive, re-entrant lock on the credential that every process sharing the
-    store respects. ``tapyard_credentials.VaultTokenStore`` implements it over
-    the vault; :class:`MemoryTokenStore` in memory.
-    """
-
-    def load(self) -> Mapping[str, str]: ...
-
-    def save(self, fields: Mapping[str, str]) -> None: ...
-
-    def lock(self) -> AbstractContextManager[Any]: ...
 
 
 class MemoryTokenStore:

@@ -28,6 +28,7 @@ __all__ = [
     "collect_secret_backends",
     "load_credentials",
     "open_vault",
+    "url_scheme",
     "validate_credential_fields",
     "vault_location",
 ]
@@ -53,7 +54,8 @@ def vault_location(url: str | None = None) -> str:
     return os.environ.get(ENV_VAULT) or str(default_vault_path())
 
 
-def _scheme(location: str) -> str:
+def url_scheme(location: str) -> str:
+    """The lower-cased scheme of a vault or backend location; "" for a plain path."""
     scheme = urllib.parse.urlsplit(location).scheme
     # A one-letter scheme is a Windows drive (C:\\...), not a URL.
     return scheme.lower() if len(scheme) > 1 else ""
@@ -61,7 +63,7 @@ def _scheme(location: str) -> str:
 
 def local_path(url: str) -> Path:
     """The file of a ``file:`` URL (``file:///abs/path``, ``file:relative``) or a plain path."""
-    if _scheme(url) != "file":
+    if url_scheme(url) != "file":
         return Path(url).expanduser()
     parts = urllib.parse.urlsplit(url)
     path = urllib.parse.unquote(parts.path)
@@ -119,7 +121,7 @@ def open_vault(
     from tapyard_credentials import Vault, VaultError, locks_from_url
 
     location = vault_location(url)
-    scheme = _scheme(location) or "file"
+    scheme = url_scheme(location) or "file"
     backends = collect_secret_backends(plugins)
     factory = backends.get(scheme)
     if factory is None:

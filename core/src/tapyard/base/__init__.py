@@ -1,7 +1,9 @@
 """The shared nouns every layer speaks: the connector model (Connector, Stream,
 Source, Paginator, AuthStrategy, RunContext), the exception tree, config loading
-and validation, JSON Schema and column handling, value encoding, the plugin
-manifest model, and column policies. It imports no other tapyard part (only the
+and validation, JSON Schema and column handling, value encoding (timestamps
+included), connector manifests (``_manifest``, read without importing a
+connector, and ``manifest``: the validated model, its JSON Schema and the host
+guard), and column policies. It imports no other tapyard part (only the
 standard library, third-party libraries and ``tapyard_credentials``); every other
 layer may import it, through this package's exports.
 """
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
         Source,
         Stream,
         StreamState,
+        TokenStore,
         secret_values,
         shift_cursor,
         stored_fields,
@@ -114,6 +117,7 @@ if TYPE_CHECKING:
         parse_timestamp,
         value_text,
     )
+    from tapyard.base._version import CORE_VERSION
 
 __all__ = [
     "CORE_VERSION",
@@ -142,6 +146,7 @@ __all__ = [
     "Paginator",
     "PermissionDeniedError",
     "PluginError",
+    "PluginSet",
     "Policies",
     "ResponseError",
     "ResumeRejectedError",
@@ -155,6 +160,7 @@ __all__ = [
     "StreamState",
     "TapyardError",
     "Timestamp",
+    "TokenStore",
     "TraceIdFilter",
     "TransportError",
     "columns_of",
@@ -202,11 +208,10 @@ __getattr__ = lazy_exports(
         "_config": ("describe_validation_error", "load_config", "validate_model"),
         "_version": ("CORE_VERSION",),
         "_context": ("PluginSet", "default_plugin_set", "install_default_plugin_set", "plugin_set_of"),
-        "_lazy": ("lazy_exports",),
         "_exceptions": ("AuthenticationError", "CircuitOpenError", "ConfigError", "ConnectorNotFoundError", "DeadlineExceededError", "DestinationError", "HTTPError", "HTTPStatusError", "PermissionDeniedError", "PluginError", "ResponseError", "ResumeRejectedError", "RetryAfterTooLongError", "SchemaError", "StateError", "StreamNotFoundError", "TapyardError", "TransportError", "quoted", "safe_line"),
         "_hints": ("did_you_mean", "missing_stream"),
         "_manifest": ("ConnectorManifest", "MANIFEST_FILE", "ManifestError", "PLUGIN_API_VERSION", "manifest_differences", "read_manifest"),
-        "_model": ("AuthStrategy", "Connector", "Credentials", "NoConfig", "Page", "PageRequest", "Paginator", "RunContext", "Source", "Stream", "StreamState", "secret_values", "shift_cursor", "stored_fields"),
+        "_model": ("AuthStrategy", "Connector", "Credentials", "NoConfig", "Page", "PageRequest", "Paginator", "RunContext", "Source", "Stream", "StreamState", "TokenStore", "secret_values", "shift_cursor", "stored_fields"),
         "_policies": ("Policies", "merge_policies", "parse_policies", "personal_marks", "split_policies"),
         "_tracing": ("TraceIdFilter", "reset_tracing", "trace_context", "trace_span", "tracing_enabled"),
         "_schema": ("Column", "DeadLetter", "PageValidator", "UNREADABLE", "columns_of", "declares_decimals", "json_schema_of", "model_from_json_schema"),

@@ -12,8 +12,11 @@ def lazy_exports(package: str, exports: Mapping[str, Iterable[str]]) -> Callable
     """A module ``__getattr__`` for ``package`` that imports each exported name's module on first use.
 
     ``exports`` maps a module of the package (``"_model"``) to the names it
-    exports; a name is imported once and then kept in the package's namespace.
-    Any other name raises :class:`AttributeError`, as a plain module would.
+    exports. A name is read from its module on every access, not copied into
+    the package, so the package always gives what the module holds now (a test
+    that patches ``tapyard.plugins._manager.get_plugin_manager`` patches what
+    ``from tapyard.plugins import get_plugin_manager`` returns). Any other name
+    raises :class:`AttributeError`, as a plain module would.
     """
     where = {name: f"{package}.{module}" for module, names in exports.items() for name in names}
 
@@ -21,8 +24,6 @@ def lazy_exports(package: str, exports: Mapping[str, Iterable[str]]) -> Callable
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        setattr(sys.modules[package], name, value)
-        return value
+        return getattr(sys.modules.get(module) or importlib.import_module(module), name)
 
     return __getattr__

@@ -11,8 +11,9 @@ import abc
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr
 
@@ -24,7 +25,6 @@ from tapyard.base._manifest import PLUGIN_API_VERSION
 if TYPE_CHECKING:
     import httpx
 
-    from tapyard.auth import TokenStore
     from tapyard.base._context import PluginSet
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Source",
     "Stream",
     "StreamState",
+    "TokenStore",
 ]
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,24 @@ class Paginator(BaseModel, abc.ABC):
         ``body`` is the parsed JSON of ``response``; ``records`` the records
         extracted from it.
         """
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where a strategy keeps a credential's tokens.
+
+    ``load()`` returns the credential's current fields; ``save(fields)`` merges
+    fields into it and must be durable when it returns; ``lock()`` is an
+    exclusive, re-entrant lock on the credential that every process sharing the
+    store respects. ``tapyard_credentials.VaultTokenStore`` implements it over
+    the vault; :class:`~tapyard.MemoryTokenStore` in memory.
+    """
+
+    def load(self) -> Mapping[str, str]: ...
+
+    def save(self, fields: Mapping[str, str]) -> None: ...
+
+    def lock(self) -> AbstractContextManager[Any]: ...
 
 
 class Credentials(BaseModel):

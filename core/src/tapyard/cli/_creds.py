@@ -83,12 +83,11 @@ def _key_for(location: str, *, ready: bool = False) -> VaultKey | None:
     passphrase is asked for at once, and having no key at all is an error here
     rather than when the vault is first written.
     """
-    from tapyard.auth import local_path
-    from tapyard.auth._secrets import _scheme
+    from tapyard.auth import local_path, url_scheme
     from tapyard.base import ConfigError
     from tapyard_credentials import KeyringUnavailableError, VaultKey
 
-    if _scheme(location) not in ("", "file"):
+    if url_scheme(location) not in ("", "file"):
         return None
     if VaultKey.from_env() is not None:  # a malformed TAPYARD_VAULT_KEY fails here
         return None
@@ -616,10 +615,10 @@ def rotate_key(
 def _opened_from_keyring(vault: Vault) -> bool:
     """Whether the OS keyring's key is the one that opened ``vault``: a local vault
     with no key in the environment, and a key in the keyring (see :func:`_key_for`)."""
-    from tapyard.auth._secrets import _scheme
+    from tapyard.auth import url_scheme
     from tapyard_credentials import VaultError, VaultKey
 
-    if _scheme(vault.location) not in ("", "file") or VaultKey.from_env() is not None:
+    if url_scheme(vault.location) not in ("", "file") or VaultKey.from_env() is not None:
         return False
     try:
         VaultKey.from_keyring()

@@ -46,7 +46,7 @@ def _load_config(config: str | None) -> dict[str, Any] | None:
 
 
 def _cp() -> Any:
-    from tapyard.jobs._store import ControlPlane
+    from tapyard.jobs import ControlPlane
 
     return _guarded(ControlPlane)
 
@@ -100,7 +100,7 @@ def add(
     as_json: bool = typer.Option(False, "--json", help="Print the stored definition as JSON."),
 ) -> None:
     """Add a job. A bad cron expression, time zone, connector, config or credential is refused."""
-    from tapyard.jobs._checks import check_job
+    from tapyard.jobs import check_job
 
     options = _options(locals())
     spec = check_job(_defined(name, options, _load_config(config)), vault_url=vault)
@@ -133,7 +133,7 @@ def edit(
     vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
 ) -> None:
     """Change some fields of a job; the others stay. Checked as `add` checks."""
-    from tapyard.jobs._checks import check_job
+    from tapyard.jobs import check_job
 
     cp = _cp()
     current = cp.job(name).spec.to_json()
@@ -149,14 +149,13 @@ def edit(
 
 
 def _describe(job: Any, next_at: float | None) -> dict[str, Any]:
-    from tapyard.jobs._store import iso
+    from tapyard.jobs import iso
 
     return {**job.spec.to_json(), "paused": job.paused, "next_run_at": iso(next_at)}
 
 
 def _next_fire(job: Any) -> float | None:
-    from tapyard.jobs._clock import clock
-    from tapyard.jobs._cron import Schedule
+    from tapyard.jobs import Schedule, clock
 
     if job.paused:
         return None
@@ -192,7 +191,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the definition as JSON."),
 ) -> None:
     """Show a job's definition, state and next fire time."""
-    from tapyard.jobs._spec import format_duration
+    from tapyard.jobs import format_duration
 
     job = _cp().job(name)
     data = _describe(job, _next_fire(job))
@@ -240,7 +239,7 @@ def run_now(
 
     from tapyard import TapyardError
     from tapyard.cli._run import _Progress
-    from tapyard.jobs._worker import execute, start
+    from tapyard.jobs import execute, start
 
     cp = _cp()
     job = cp.job(name)
@@ -291,8 +290,7 @@ def apply(
     Applying the same file twice changes nothing the second time.
     """
     from tapyard import ConfigError
-    from tapyard.jobs._checks import check_job
-    from tapyard.jobs._spec import load_definitions
+    from tapyard.jobs import check_job, load_definitions
 
     try:
         raws = load_definitions(file)

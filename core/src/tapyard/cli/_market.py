@@ -26,7 +26,7 @@ registry_group.add_typer(token_group, name="token")
 
 
 def _source(registry: str | None) -> Any:
-    from tapyard.marketplace._source import open_source
+    from tapyard.marketplace import open_source
 
     return open_source(registry)
 
@@ -75,7 +75,7 @@ def _confirm(yes: bool) -> Any:
         if yes:
             return True
         if not sys.stdin or not sys.stdin.isatty():
-            from tapyard.marketplace._errors import RegistryError
+            from tapyard.marketplace import RegistryError
 
             raise RegistryError("not installed: confirm in a terminal, or pass --yes to install without asking")
         return bool(typer.confirm("Install it?", default=False))
@@ -94,7 +94,7 @@ def install(
 
 
 def _install(requirement: str, yes: bool, registry: str | None, as_json: bool, *, upgrade_only: bool) -> None:
-    from tapyard.marketplace._install import install as run
+    from tapyard.marketplace import install as run
 
     source = _source(registry)
     try:
@@ -126,7 +126,7 @@ def upgrade(
 
 def uninstall(name: str = typer.Argument(..., help="The connector package to remove.")) -> None:
     """Remove an installed connector package (pip in a subprocess)."""
-    from tapyard.marketplace._install import uninstall as run
+    from tapyard.marketplace import uninstall as run
 
     removed = run(name)
     console.print(f"uninstalled {removed}", markup=False)
@@ -141,7 +141,7 @@ def publish(
     as_json: bool = typer.Option(False, "--json", help="Print the registry's answer as JSON."),
 ) -> None:
     """Build (given a folder), check, sign and upload a connector package."""
-    from tapyard.marketplace._publish import publish as run
+    from tapyard.marketplace import publish as run
 
     registry_source = _source(registry)
     try:
@@ -160,7 +160,7 @@ def outdated(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List installed connector packages that have a newer release this core supports."""
-    from tapyard.marketplace._install import outdated as run
+    from tapyard.marketplace import outdated as run
 
     source = _source(registry)
     try:
@@ -194,7 +194,7 @@ def serve(
     import importlib.util
 
     if importlib.util.find_spec("tapyard_registry") is None:
-        from tapyard.marketplace._errors import RegistryError
+        from tapyard.marketplace import RegistryError
 
         raise RegistryError("the registry server is not installed: pip install tapyard-registry")
     args = [sys.executable, "-m", "tapyard_registry", "serve", "--host", host, "--port", str(port)]
@@ -216,7 +216,7 @@ def mirror(
     as_json: bool = typer.Option(False, "--json", help="Print what was copied as JSON."),
 ) -> None:
     """Copy a registry into a folder (verified) for air-gapped installs: --registry DEST then works offline."""
-    from tapyard.marketplace._mirror import mirror as run
+    from tapyard.marketplace import mirror as run
 
     source = _source(registry)
     try:
@@ -238,8 +238,8 @@ def register(
     as_json: bool = typer.Option(False, "--json", help="Print the registration as JSON."),
 ) -> None:
     """Register as a publisher with this machine's signing key (made now if there is none)."""
-    from tapyard.marketplace._keys import save_token
-    from tapyard.marketplace._publish import register as run
+    from tapyard.marketplace import register as run
+    from tapyard.marketplace import save_token
 
     source = _source(registry)
     try:
@@ -259,7 +259,7 @@ def register(
 @registry_group.command("key", cls=Command)
 def key(as_json: bool = typer.Option(False, "--json", help="Print the key as JSON.")) -> None:
     """Show this machine's publisher public key (made now if there is none)."""
-    from tapyard.marketplace._keys import ensure_key, public_key_pem
+    from tapyard.marketplace import ensure_key, public_key_pem
 
     path, made = ensure_key()
     if as_json:
@@ -275,12 +275,12 @@ def trust(
     registry: str | None = typer.Option(None, "--registry", metavar="URL", help=REGISTRY_HELP),
 ) -> None:
     """Pin a registry's root keys instead of trusting them on first contact."""
-    from tapyard.marketplace._trust import pin_root
+    from tapyard.marketplace import pin_root
 
     try:
         data = root.read_bytes()
     except OSError as exc:
-        from tapyard.marketplace._errors import RegistryError
+        from tapyard.marketplace import RegistryError
 
         raise RegistryError(f"cannot read {root}: {exc.strerror or exc}") from None
     source = _source(registry)
@@ -291,14 +291,14 @@ def trust(
 @registry_group.command("use", cls=Command)
 def use(location: str = typer.Argument(..., metavar="URL", help="Registry URL or mirror folder.")) -> None:
     """Make a registry the default for search, install and publish."""
-    from tapyard.marketplace._source import save_default_registry
+    from tapyard.marketplace import save_default_registry
 
     save_default_registry(location)
     console.print(f"default registry: {location}", markup=False)
 
 
 def _authorized(registry: str | None, token: str | None) -> tuple[Any, dict[str, str]]:
-    from tapyard.marketplace._keys import read_token
+    from tapyard.marketplace import read_token
 
     return _source(registry), {"Authorization": f"Bearer {read_token(token)}"}
 
@@ -306,7 +306,7 @@ def _authorized(registry: str | None, token: str | None) -> tuple[Any, dict[str,
 def _call(method: str, path: str, registry: str | None, token: str | None, **kwargs: Any) -> Any:
     import httpx
 
-    from tapyard.marketplace._errors import RegistryError
+    from tapyard.marketplace import RegistryError
     from tapyard.marketplace._publish import _answer, _client
 
     source, headers = _authorized(registry, token)

@@ -18,7 +18,7 @@ def _since(value: str | None) -> float | None:
     import datetime as dt
 
     from tapyard import ConfigError
-    from tapyard.jobs._spec import parse_duration
+    from tapyard.jobs import parse_duration
 
     try:
         return time.time() - parse_duration(value)
@@ -114,7 +114,7 @@ def logs(
     import sys
 
     from tapyard.cli._jobs import _cp
-    from tapyard.jobs._store import ACTIVE
+    from tapyard.jobs import ACTIVE
 
     cp = _cp()
     cp.run(run_id)

@@ -32,13 +32,13 @@ def run(
 
     from tapyard import ConfigError
     from tapyard.cli._jobs import _cp
-    from tapyard.jobs._scheduler import Scheduler
+    from tapyard.jobs import Scheduler
 
     executor = executor or os.environ.get("TAPYARD_EXECUTOR") or "local"
     if executor not in ("local", "celery"):
         raise ConfigError(f"unknown executor {executor[:40]!r}; use local or celery")
     if executor == "celery":
-        from tapyard.jobs._celery import celery_app
+        from tapyard.jobs import celery_app
 
         celery_app()  # the broker and Celery are there before any run is claimed
     cp = _cp()
@@ -48,7 +48,7 @@ def run(
     )
     if metrics_port is not None:
         from tapyard import ConfigError
-        from tapyard.jobs._metrics import serve
+        from tapyard.jobs import serve
 
         try:
             port = serve(cp, scheduler, metrics_port, metrics_host)
@@ -99,9 +99,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
 
 
     from tapyard.cli._jobs import _cp
-    from tapyard.jobs._clock import clock
-    from tapyard.jobs._cron import Schedule
-    from tapyard.jobs._store import iso
+    from tapyard.jobs import Schedule, clock, iso
 
     cp = _cp()
     now_clock = clock().now()
@@ -155,6 +153,6 @@ def worker(
 ) -> None:
     """Run a Celery worker that takes runs from schedulers started with --executor celery
     (the control plane from TAPYARD_DATABASE_URL; the broker from TAPYARD_BROKER_URL)."""
-    from tapyard.jobs._celery import worker as run_worker
+    from tapyard.jobs import worker as run_worker
 
     run_worker(concurrency, broker)

@@ -1,7 +1,7 @@
-"""Where records land: the destination contract and batch (``_base``), the table
-contract every table destination implements and its SQL merge machinery
-(``_tables``), and the SQLite, PostgreSQL, DuckDB and JSON Lines destinations. It may import ``tapyard.base`` only; a
-destination never sees HTTP, auth or sources.
+"""Where records land: the destination contract and batch (``_base``), the
+table contract every table destination implements and its SQL merge machinery
+(``_tables``), and the SQLite, PostgreSQL, DuckDB and JSON Lines
+destinations. It may import ``tapyard.base`` only; a destination never sees HTTP, auth, sources or plugins.
 """
 
 from __future__ import annotations

@@ -13,3 +13,49 @@ on both sides (:mod:`tapyard.marketplace._wheel`).
 It may import every layer below it (base, http, auth, destinations, sources,
 plugins, engine), the facade and ``tapyard.testing``; nothing below imports it.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tapyard.base import lazy_exports
+
+if TYPE_CHECKING:
+    from tapyard.marketplace._errors import RegistryError
+    from tapyard.marketplace._install import install, outdated, uninstall
+    from tapyard.marketplace._keys import ensure_key, public_key_pem, read_token, save_token
+    from tapyard.marketplace._mirror import mirror
+    from tapyard.marketplace._publish import publish, register
+    from tapyard.marketplace._source import open_source, save_default_registry
+    from tapyard.marketplace._trust import pin_root
+
+__all__ = [
+    "RegistryError",
+    "ensure_key",
+    "install",
+    "mirror",
+    "open_source",
+    "outdated",
+    "pin_root",
+    "public_key_pem",
+    "publish",
+    "read_token",
+    "register",
+    "save_default_registry",
+    "save_token",
+    "uninstall",
+]
+
+# Imported on first use: a command pays only for the modules it runs.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "_errors": ("RegistryError",),
+        "_install": ("install", "outdated", "uninstall"),
+        "_keys": ("ensure_key", "public_key_pem", "read_token", "save_token"),
+        "_mirror": ("mirror",),
+        "_publish": ("publish", "register"),
+        "_source": ("open_source", "save_default_registry"),
+        "_trust": ("pin_root",),
+    },
+)
