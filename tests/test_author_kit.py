@@ -268,6 +268,43 @@ def test_list_check_validates_the_whole_manifest(acme: Path, tmp_path: Path) -> 
     assert "connector.0.permissions.hosts: '*' allows every host" in checked.stderr
 
 
+_AZURE = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=ZmFrZS1rZXk=;BlobEndpoint={url}/devstoreaccount1;"
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "credentials"),
+    [
+        ("aws", {"endpoint_url": "{url}", "bucket": "data"}, None),
+        ("azure", {"account_url": "{url}/devstoreaccount1", "container": "data"},
+         {"kind": "azure_connection_string", "connection_string": _AZURE}),
+        ("gcp", {"endpoint_url": "{url}", "project": "p", "bucket": "data"}, None),
+        ("salesforce", {"login_url": "{url}"}, {"kind": "salesforce_password"}),
+        ("stripe", {"api_base": "{url}"}, {"kind": "api_key", "api_key": "rk_test_tapyardReadOnly0123456789"}),
+    ],
+)
+def test_the_sdk_path_refuses_an_undeclared_host_before_the_request_leaves(
+    name: str, config: dict[str, str], credentials: dict[str, str] | None, tmp_path: Path,
+    servers: list[Counting], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The SDK connectors' own manifests declare {config.endpoint_url} and the like; this one declares
+    # another port, so the server the configuration names is outside it.
+    server = Counting()
+    servers.append(server)
+    connector = tapyard.get_connector(name)
+    manifest = tmp_path / "tapyard-manifest.toml"
+    kinds = json.dumps(list(connector.auth_kinds))
+    manifest.write_text(f'plugin_api = 1\npublisher = "test"\n[[connector]]\nname = "{name}"\nauth_kinds = {kinds}\n'
+                        '[connector.permissions]\nhosts = ["127.0.0.1:1"]\n')
+    monkeypatch.setattr(connector, "manifest_path", str(manifest), raising=False)
+    fields = {k: v.replace("{url}", server.url) for k, v in (credentials or {}).items() if k != "kind"}
+    creds = tapyard.testing.fake_credentials(connector, credentials["kind"], **fields) if credentials else None
+    with pytest.raises(tapyard.PermissionDeniedError) as caught:
+        tapyard.sync(connector, {k: v.replace("{url}", server.url) for k, v in config.items()}, credentials=creds,
+                     to=f"sqlite:///{tmp_path / 'x.db'}")
+    assert server.requests == 0
+    assert str(caught.value).startswith(f"connector '{name}' may not call 127.0.0.1:{server.port}: its manifest (")
+
+
 def test_a_redirect_to_an_undeclared_host_is_refused(tmp_path: Path, servers: list[Counting]) -> None:
     elsewhere = Counting()
     bouncing = Counting(redirect_to=elsewhere.url)
@@ -311,7 +348,7 @@ def test_connectors_info_shows_the_permissions() -> None:
     result = run_cli("connectors", "info", "aws", "--json")
     assert result.exit_code == 0, result.stderr
     permissions = json.loads(result.stdout)["permissions"]
-    assert permissions["hosts"] == ["*.amazonaws.com", "{config.endpoint_url}"]
+    assert permissions["hosts"] == ["*.amazonaws.com", "*.amazonaws.com.cn", "169.254.169.254", "{config.endpoint_url}"]
     assert permissions["files"] is True and permissions["environment"] is True and permissions["credentials"] == ["aws"]
     shown = run_cli("connectors", "info", "stripe").stdout
     assert "permissions: hosts api.stripe.com, files.stripe.com, {config.api_base}; reads files: no" in shown

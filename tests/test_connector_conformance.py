@@ -14,9 +14,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTORS = sorted(p.name for p in (ROOT / "connectors").iterdir() if (p / "pyproject.toml").is_file())
-#: connectors whose kit run is known to fail, with the reason (kept empty when all pass)
-PENDING: dict[str, str] = {}
-
 
 def _table() -> dict[str, tuple[int, str]]:
     rows = {}
@@ -42,8 +39,6 @@ def test_connector_passes_the_kit(name: str) -> None:
     )
     (report,) = json.loads(done.stdout)
     failed = {c["id"]: c["message"] for c in report["checks"] if c["status"] == "failed"}
-    if name in PENDING and set(failed) == {"read.retries"}:
-        pytest.skip(PENDING[name])
     assert done.returncode == 0 and report["ok"], failed
     assert report["support_level"] in ("community", "certified")
     assert _table()[name] == (report["score"], report["support_level"]), (

@@ -44,7 +44,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -57,6 +57,9 @@ from tapyard.base import (
     Source,
 )
 from tapyard.http._circuit import CircuitBreaker
+
+if TYPE_CHECKING:
+    from tapyard.base.manifest import HostGuard
 from tapyard.http._engine import HttpPolicy, HttpStats, redact_url
 from tapyard.http._limiters import Limiter
 from tapyard.http._ratelimit import RateLimitWaitTooLong, parse_retry_after
@@ -150,10 +153,13 @@ class SdkEngine:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        hosts: HostGuard | None = None,
     ) -> None:
         self.policy = policy = policy or HttpPolicy()
         self.stats = HttpStats()
         self.breaker = CircuitBreaker(policy.circuit_threshold, policy.circuit_cooldown, clock=clock)
+        #: the hosts the connector's manifest allows (RunContext.hosts): checked before each attempt
+        self.hosts = hosts
         self.limiter = limiter
         if limiter is not None and limiter.max_wait is None:
             limiter.max_wait = policy.max_retry_after
@@ -203,7 +209,10 @@ class SdkEngine:
     # -- the steps, for SDKs that run their own attempt loop ------------------------
 
     def begin(self, method: str, url: str, *, number: int = 1) -> SdkAttempt:
-        """Before an attempt: ask the circuit breaker (raises when it is open), count the request."""
+        """Before an attempt: check the host against the manifest (PermissionDeniedError), ask the
+        circuit breaker (raises when it is open), count the request."""
+        if self.hosts is not None:
+            self.hosts.check(url)  # before anything leaves the machine
         shown = redact_url(url)
         self.breaker.before_call(method=method, url=shown)
         self.stats.add("requests")
@@ -358,7 +367,7 @@ def sdk_engine(
         if context.on_response is not None:
             context.on_response(connector, reply)
 
-    return SdkEngine(policy=http_policy, limiter=limiter, learn=learn)
+    return SdkEngine(policy=http_policy, limiter=limiter, learn=learn, hosts=getattr(context, "hosts", None))
 
 
 class SdkSource(Source):
