@@ -36,7 +36,9 @@ pytest.importorskip("pyarrow", reason="the scenario has Parquet objects: pip ins
 CASSETTES = Path(__file__).resolve().parents[3] / "cassettes" / "gcp"
 #: The port is left out of matching: cassettes are recorded against the emulator on a free port.
 OPTIONS: dict[str, Any] = {"match_on": ["method", "scheme", "host", "path", "query"]}
-REPLAY_ENDPOINT = "http://127.0.0.1:4455"
+#: the fake-gcs-server the cassettes were recorded against: objects are downloaded from the mediaLink
+#: each listing names, on that address, which the manifest then allows ({config.endpoint_url})
+REPLAY_ENDPOINT = "http://127.0.0.1:50855"
 #: vcrpy is not thread-safe: runs under a cassette read one stream at a time.
 SERIAL = {"concurrency": 1}
 

@@ -86,6 +86,16 @@ class AzureConnectionStringAuth(_SdkOnly):
         kind: Literal["azure_connection_string"] = "azure_connection_string"
         connection_string: SecretStr = Field(description="The storage account's connection string.")
 
+        @property
+        def blob_endpoint(self) -> str | None:
+            """The ``BlobEndpoint`` the connection string names (an emulator, a custom domain), or
+            None: not a secret, and what the manifest's ``{credentials.blob_endpoint}`` declares."""
+            for part in self.connection_string.get_secret_value().split(";"):
+                key, _, value = part.partition("=")
+                if key.strip().lower() == "blobendpoint" and value.strip():
+                    return value.strip()
+            return None
+
 
 class AzureManagedIdentityAuth(_SdkOnly):
     """A managed identity (system-assigned, or user-assigned with ``client_id``)."""

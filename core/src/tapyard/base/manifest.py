@@ -365,9 +365,9 @@ def _render(pattern: str, config: Any, credentials: Any) -> list[str]:
     values: dict[str, Any] = {}
     for source, field in _PLACEHOLDER.findall(pattern):
         holder = config if source == "config" else credentials
-        if source == "credentials" and (credentials is None or field not in type(credentials).model_fields):
+        if source == "credentials" and (credentials is None or not hasattr(credentials, field)):
             return []  # no credentials, or a kind without that field: the pattern allows nothing
-        if holder is None or field not in type(holder).model_fields:
+        if holder is None or not hasattr(holder, field):
             raise ConfigError(
                 f"the manifest's host pattern {pattern!r} names {{{source}.{field}}}, "
                 f"which is not a field of the connector's {'configuration' if source == 'config' else 'credentials'}"
