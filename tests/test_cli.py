@@ -268,3 +268,14 @@ def test_did_you_mean_an_auth_kind(capsys: pytest.CaptureFixture[str], monkeypat
     monkeypatch.setenv("ZZ_API_KEY", "k3y")
     code, _, err = run(capsys, "creds", "add", "x", "--connector", "sample", "--kind", "api_kye", "--from-env", "ZZ_")
     assert code == 1 and "did you mean 'api_key'?" in err, err
+
+
+def test_streams_repeated_or_comma_separated_sync_each_one(tmp_path: Path) -> None:
+    from tapyard.testing import landed_rows, run_cli
+
+    for argv, name in ((["-s", "customers", "-s", "orders"], "a"), (["-s", "customers,orders"], "b")):
+        url = f"sqlite:///{tmp_path / name}.db"
+        done = run_cli("sync", "sample", "-c", '{"records_per_stream": 4}', *argv, "--to", url)
+        assert done.exit_code == 0, done.stderr
+        assert len(landed_rows(url, "customers")) == 4 and len(landed_rows(url, "orders")) == 4
+        assert "events" not in done.stdout

@@ -212,7 +212,9 @@ class _Progress:
 def sync(
     name: str = typer.Argument(..., help="Connector name."),
     config: str | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    streams: str | None = typer.Option(None, "--streams", "-s", metavar="NAMES", help="Comma-separated stream names (default: all)."),
+    streams: list[str] | None = typer.Option(
+        None, "--streams", "-s", metavar="NAMES", help="Comma-separated stream names, or the option repeated (default: all)."
+    ),
     to: str | None = typer.Option(
         None, "--to", metavar="URL", help="Destination URL: sqlite:///file.db (default: tapyard.db in the data directory), postgresql://user@host/db, duckdb:///file.duckdb, jsonl:///file, jsonl:-"
     ),
@@ -255,8 +257,9 @@ def sync(
     connector, cfg, limits, config_policies = _connector_and_config(name, config)
     if rate is not None:
         limits = {**(limits or {}), "rate": rate}
-    names = [s.strip() for s in streams.split(",") if s.strip()] if streams else None
-    if streams is not None and not names:
+    # -s a,b and -s a -s b alike (typer keeps every repetition)
+    names = [n.strip() for given in streams for n in given.split(",") if n.strip()] if streams else None
+    if streams and not names:
         raise ConfigError("--streams names no stream; give a comma-separated list like customers,orders")
     if as_json and to and to.strip() in ("jsonl:-", "jsonl:///-"):
         raise ConfigError("--json and --to jsonl:- both write to stdout; pick one")

@@ -722,9 +722,9 @@ class MergeDestination(TableDestination):
                 if dead:
                     self._keep_dead(tx, state_key, group[0].stream, dead, now)
                 # of the states of one run of pages, the last is the one this transaction commits
-                last = next((b for b in reversed(group) if b.state is not None), None)
-                if last is not None and last.state is not None:
-                    self._save_state(tx, state_key, last.state_name, last.state, now)
+                stated = next((b for b in reversed(group) if b.state is not None), None)
+                if stated is not None and stated.state is not None:
+                    self._save_state(tx, state_key, stated.state_name, stated.state, now)
 
     def _write_batch(self, tx: Any, plan: TablePlan, batch: Batch) -> tuple[int, int]:
         """Rows, stamps, sweep and swap of one batch; returns rows changed and rows deleted."""
