@@ -253,7 +253,8 @@ class AwsSource(ObjectStoreSource):
                 resumed, request = False, paginator.first(stream.operation, {})
                 continue
             resumed = False
-            following = paginator.next(request, None, {"resume_token": next_token}, [])
+            # An SDK page has no HTTP response; the token paginator reads only the body.
+            following = paginator.next(request, None, {"resume_token": next_token}, [])  # type: ignore[arg-type]
             yield merged, following
             request = following
 
@@ -360,7 +361,7 @@ class AwsSource(ObjectStoreSource):
         table = str(partition["table"])
         keys = self._key_names(table)
         deserialize = TypeDeserializer().deserialize
-        params = {"TableName": table, "Segment": int(partition["segment"]), "TotalSegments": int(partition["segments"])}
+        params: dict[str, Any] = {"TableName": table, "Segment": int(partition["segment"]), "TotalSegments": int(partition["segments"])}
         for page, following in self._pages(stream, state, f"scan dynamodb table {table!r}", **params):
             records = []
             for raw in page.get("Items", []):

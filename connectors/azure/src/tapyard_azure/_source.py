@@ -124,10 +124,10 @@ class AzureSource(ObjectStoreSource):
                 f"azure refused the credentials ({code}) to {what}", status_code=int(exc.status_code or 401)
             ) from exc
         except ax.ResourceNotFoundError as exc:
-            code = code_of(exc)
-            if container and code in ("ContainerNotFound", None):
+            missing = code_of(exc)
+            if container and missing in ("ContainerNotFound", None):
                 raise tapyard.ConfigError(f"container {container!r} does not exist") from exc
-            raise tapyard.HTTPStatusError(f"azure found nothing ({code}) to {what}", status_code=404) from exc
+            raise tapyard.HTTPStatusError(f"azure found nothing ({missing}) to {what}", status_code=404) from exc
         except ax.HttpResponseError as exc:
             status = int(exc.status_code or 0)
             code = code_of(exc) or "error"

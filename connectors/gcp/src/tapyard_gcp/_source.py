@@ -77,12 +77,13 @@ class GcpSource(ObjectStoreSource):
         if self.config.endpoint_url:
             from google.auth.credentials import AnonymousCredentials
 
-            return AnonymousCredentials(), None
+            return AnonymousCredentials(), None  # type: ignore[no-untyped-call]
         import google.auth
         from google.auth.exceptions import DefaultCredentialsError
 
         try:
-            return google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
+            found: tuple[Any, str | None] = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
+            return found
         except DefaultCredentialsError as exc:
             raise tapyard.AuthenticationError(
                 "no google credentials: pass --creds NAME (a service account, tapyard creds add NAME "
@@ -95,13 +96,13 @@ class GcpSource(ObjectStoreSource):
 
         source = self
 
-        class _Session(AuthorizedSession):  # type: ignore[misc]
-            def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        class _Session(AuthorizedSession):
+            def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
                 kwargs.setdefault("timeout", source.config.timeout_s)
-                parent = super()
+                request = super().request
 
                 def send() -> Any:
-                    return parent.request(method, url, *args, **kwargs)
+                    return request(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]
 
                 return source.engine.exchange(send, source._reply, method=method, url=url)
 
@@ -109,7 +110,7 @@ class GcpSource(ObjectStoreSource):
 
         # Anonymous credentials cannot be refreshed: let a 401 through as an error.
         refresh = () if isinstance(credentials, AnonymousCredentials) else (401,)
-        return _Session(credentials, refresh_status_codes=refresh)
+        return _Session(credentials, refresh_status_codes=refresh)  # type: ignore[no-untyped-call]
 
     def _reply(self, response: Any, error: BaseException | None) -> Any:
         """What one exchange said: a 429, or a 403 whose reason is a rate limit

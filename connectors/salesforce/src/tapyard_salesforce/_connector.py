@@ -286,10 +286,10 @@ def _session(source: SalesforceSource) -> Any:
                 return response
 
         def _send(self, method: str, url: str, shown: str, *args: Any, **kwargs: Any) -> requests.Response:
-            parent = super()
+            request = super().request
 
             def send() -> requests.Response:
-                return parent.request(method, url, *args, **kwargs)
+                return request(method, url, *args, **kwargs)
 
             try:
                 response: requests.Response = source.engine.exchange(send, _reply, method=method, url=url)

@@ -174,7 +174,7 @@ class _Headers(dict[str, str]):
     def __init__(self, items: Iterable[tuple[str, str]]) -> None:
         super().__init__((k.lower(), v) for k, v in items)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
     def __getitem__(self, key: str) -> str:
@@ -450,7 +450,8 @@ class LocalAuthorizationServer:
             status, body, headers = error()
             return status, dict(body), headers
         self.stats["authorize:ok"] += 1
-        return self._server.create_authorization_response(request, grant_user=USER, grant=grant)
+        response: tuple[int, Any, Any] = self._server.create_authorization_response(request, grant_user=USER, grant=grant)
+        return response
 
     def validate(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header holds a live bearer token of this server."""
