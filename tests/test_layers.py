@@ -45,26 +45,7 @@ _layer("cli", "jobs", "marketplace")  # every command, jobs' and the kit's inclu
 #: Known violations, each (importing module, imported module). This list may only
 #: shrink: each entry says what clears it (the "plugins" helper of issue 14 owns the
 #: plugin manager and the run context; /work/brief/LAYERS.md has the same list).
-KNOWN: frozenset[tuple[str, str]] = frozenset({
-    # the author kit reads the plugin manager's private _core_requirement and
-    # _distribution_meta; cleared by public functions on the plugin registry
-    ("tapyard.marketplace._target", "tapyard.plugins._manager"),
-    # the registry commands read _publish's private _answer and _client; cleared by
-    # public names in tapyard.marketplace
-    ("tapyard.cli._market", "tapyard.marketplace._publish"),
-    # the kit borrows testing's private socket guard (_loopback_only); cleared by making
-    # it public in tapyard.testing (it is the network guard connector tests already get)
-    ("tapyard.marketplace._replay", "tapyard.testing"),
-    # the kit's checks import kit.py for its shared pieces while kit.py imports the
-    # checks (a cycle within marketplace); cleared by moving what both use into a
-    # module of their own
-    ("tapyard.marketplace.kit", "tapyard.marketplace._checks"),
-    # tapyard.testing.run_cli runs the CLI in-process, and the CLI's `connectors test`
-    # runs the kit, which uses tapyard.testing: a cycle among the top modules. Cleared by
-    # moving run_cli beside the CLI (tapyard.cli) and re-exporting it, or by the kit
-    # taking the fixtures it needs from a module below the CLI.
-    ("tapyard.testing", "tapyard.cli"),
-})
+KNOWN: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ vcrpy and pytest.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import ipaddress
 import json
@@ -130,6 +131,7 @@ __all__ = [
     "fake_gcs_server",
     "free_port",
     "landed_rows",
+    "loopback_only",
     "moto_server",
     "moto_server_binary",
     "parquet_bytes",
@@ -374,6 +376,15 @@ class CliResult:
     stderr: str
 
 
+def _cli_entry_module() -> str:
+    """The module of the ``tapyard`` console script (``tapyard.cli``)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="console_scripts", name="tapyard"):
+        return ep.value.split(":", 1)[0]
+    return "tapyard.cli"
+
+
 def run_cli(*args: str, input: str = "") -> CliResult:
     """Run ``tapyard ARGS...`` in this process, as a shell would, and capture what it writes.
 
@@ -383,7 +394,9 @@ def run_cli(*args: str, input: str = "") -> CliResult:
     ``--from-json -``). Standard output and error are not terminals, so there
     are no prompts and no progress display.
     """
-    from tapyard.cli import main
+    # the console script's target, as a shell finds it: the CLI sits above this
+    # module (it runs the conformance kit, which uses these helpers)
+    main = importlib.import_module(_cli_entry_module()).main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     saved_stdin = sys.stdin
@@ -438,7 +451,9 @@ CLEARED_ENVIRONMENT = ("GOOGLE_APPLICATION_CREDENTIALS", "TAPYARD_VAULT_KEY", "T
 _real_connect = socket.socket.connect
 
 
-def _loopback_only(self: socket.socket, address: Any) -> Any:
+def loopback_only(self: socket.socket, address: Any) -> Any:
+    """``socket.connect`` refusing any address but loopback: the network guard of
+    connector tests and of the conformance kit's replays."""
     if self.family in (socket.AF_INET, socket.AF_INET6):
         host = address[0]
         try:
@@ -452,7 +467,7 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 
 @pytest.fixture(autouse=True, scope="session")
 def _tapyard_network_guard() -> Iterator[None]:
-    socket.socket.connect = _loopback_only  # type: ignore[method-assign,assignment]
+    socket.socket.connect = loopback_only  # type: ignore[method-assign,assignment]
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
 

@@ -306,17 +306,16 @@ def _authorized(registry: str | None, token: str | None) -> tuple[Any, dict[str,
 def _call(method: str, path: str, registry: str | None, token: str | None, **kwargs: Any) -> Any:
     import httpx
 
-    from tapyard.marketplace import RegistryError
-    from tapyard.marketplace._publish import _answer, _client
+    from tapyard.marketplace import RegistryError, registry_answer, registry_client
 
     source, headers = _authorized(registry, token)
     try:
-        response = _client(source).request(method, source.url(path), headers=headers, **kwargs)
+        response = registry_client(source).request(method, source.url(path), headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         raise RegistryError(f"cannot reach the registry at {source.display}: {type(exc).__name__}") from None
     finally:
         source.close()
-    return _answer(response, path)
+    return registry_answer(response, path)
 
 
 @token_group.command("create", cls=Command)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tapyard.marketplace._install import install, outdated, uninstall
     from tapyard.marketplace._keys import ensure_key, public_key_pem, read_token, save_token
     from tapyard.marketplace._mirror import mirror
-    from tapyard.marketplace._publish import publish, register
+    from tapyard.marketplace._publish import publish, register, registry_answer, registry_client
     from tapyard.marketplace._source import open_source, save_default_registry
     from tapyard.marketplace._trust import pin_root
 
@@ -41,6 +41,8 @@ __all__ = [
     "publish",
     "read_token",
     "register",
+    "registry_answer",
+    "registry_client",
     "save_default_registry",
     "save_token",
     "uninstall",
@@ -54,7 +56,7 @@ __getattr__ = lazy_exports(
         "_install": ("install", "outdated", "uninstall"),
         "_keys": ("ensure_key", "public_key_pem", "read_token", "save_token"),
         "_mirror": ("mirror",),
-        "_publish": ("publish", "register"),
+        "_publish": ("publish", "register", "registry_answer", "registry_client"),
         "_source": ("open_source", "save_default_registry"),
         "_trust": ("pin_root",),
     },

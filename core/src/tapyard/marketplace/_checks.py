@@ -18,8 +18,7 @@ from tapyard.marketplace._replay import (
     replay,
     table_rows,
 )
-from tapyard.marketplace._target import Target
-from tapyard.marketplace.kit import (
+from tapyard.marketplace._report import (
     CHECKS,
     FAILED,
     PASSED,
@@ -29,6 +28,7 @@ from tapyard.marketplace.kit import (
     KitReport,
     one_line,
 )
+from tapyard.marketplace._target import Target
 
 __all__ = ["Kit"]
 

@@ -29,13 +29,15 @@ __all__ = ["build_wheel", "publish", "register"]
 ROLE_LIFETIME = timedelta(days=365)
 
 
-def _client(source: Source) -> Any:
+def registry_client(source: Source) -> Any:
+    """The HTTP client of a registry server (a static folder or mirror has none)."""
     if not source.is_http:
         raise RegistryError(f"{source.display} is a static folder; publish to a registry server")
     return source._http()
 
 
-def _answer(response: Any, doing: str) -> dict[str, Any]:
+def registry_answer(response: Any, doing: str) -> dict[str, Any]:
+    """A registry's JSON answer, or its refusal as one :class:`RegistryError` line naming ``doing``."""
     try:
         body = response.json()
     except ValueError:
@@ -50,10 +52,10 @@ def _post(source: Source, path: str, doing: str, **kwargs: Any) -> dict[str, Any
     import httpx
 
     try:
-        response = _client(source).post(source.url(path), **kwargs)
+        response = registry_client(source).post(source.url(path), **kwargs)
     except httpx.HTTPError as exc:
         raise RegistryError(f"cannot reach the registry at {source.display}: {type(exc).__name__}") from None
-    return _answer(response, doing)
+    return registry_answer(response, doing)
 
 
 def register(source: Source, namespace: str, display_name: str = "") -> dict[str, Any]:
@@ -199,10 +201,10 @@ def publish(
     import httpx
 
     secret = read_token(token)
-    client = _client(source)
+    client = registry_client(source)
     headers = {"Authorization": f"Bearer {secret}"}
     try:
-        me = _answer(client.get(source.url("api/v1/whoami"), headers=headers), "the token check")
+        me = registry_answer(client.get(source.url("api/v1/whoami"), headers=headers), "the token check")
     except httpx.HTTPError as exc:
         raise RegistryError(f"cannot reach the registry at {source.display}: {type(exc).__name__}") from None
     namespace = str(me.get("namespace"))
@@ -242,5 +244,5 @@ def publish(
                 raise RegistryError(f"cannot reach the registry at {source.display}: {type(exc).__name__}") from None
             if response.status_code == 409 and "another publish came first" in response.text and attempt < 2:
                 continue
-            return _answer(response, "the upload")
+            return registry_answer(response, "the upload")
     raise RegistryError("the upload kept racing another publish; try again")

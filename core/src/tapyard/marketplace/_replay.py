@@ -37,7 +37,7 @@ def isolated(target: Target) -> Iterator[Path]:
     import socket
 
     from tapyard.plugins import reset_plugin_manager
-    from tapyard.testing import CLEARED_ENVIRONMENT, FAKE_ENVIRONMENT, _loopback_only
+    from tapyard.testing import CLEARED_ENVIRONMENT, FAKE_ENVIRONMENT, loopback_only
 
     saved_env = dict(os.environ)
     saved_path = list(sys.path)
@@ -52,7 +52,7 @@ def isolated(target: Target) -> Iterator[Path]:
         )
         os.environ.pop("TAPYARD_STRICT_PLUGINS", None)
         os.environ.pop("TAPYARD_RECORD", None)
-        socket.socket.connect = _loopback_only  # type: ignore[method-assign,assignment]
+        socket.socket.connect = loopback_only  # type: ignore[method-assign,assignment]
         sys.path.insert(0, str(target.import_root))
         _forget_stale_modules(target)
         reset_plugin_manager()

@@ -76,9 +76,9 @@ class Target:
 
 
 def _core_range(requirements: list[str]) -> str | None:
-    from tapyard.plugins._manager import _core_requirement
+    from tapyard.plugins import core_requirement
 
-    return _core_requirement(requirements)
+    return core_requirement(requirements)
 
 
 def _from_project(root: Path, given: str) -> Target:
@@ -195,9 +195,9 @@ def _from_installed(name: str) -> Target:
         if not files:
             break
         located = Path(str(dist.locate_file(files[0]))).parents[len(files[0].parts) - 1]
-        from tapyard.plugins._manager import _distribution_meta
+        from tapyard.plugins import distribution_meta
 
-        meta = _distribution_meta(ep)
+        meta = distribution_meta(ep)
         return Target(
             given=name,
             root=None,

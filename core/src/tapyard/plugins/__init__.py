@@ -94,7 +94,13 @@ if TYPE_CHECKING:
         Registration as Registration,
     )
     from tapyard.plugins._registry import (
+        core_requirement as core_requirement,
+    )
+    from tapyard.plugins._registry import (
         describe_connector as describe_connector,
+    )
+    from tapyard.plugins._registry import (
+        distribution_meta as distribution_meta,
     )
     from tapyard.plugins._registry import (
         replay_manifest_warnings as replay_manifest_warnings,
@@ -116,8 +122,10 @@ __all__ = [
     "collect_secret_backends",
     "connector_listing",
     "connector_manifest_path",
+    "core_requirement",
     "default_plugins",
     "describe_connector",
+    "distribution_meta",
     "get_connector",
     "get_plugin_manager",
     "installed_manifests",
@@ -143,7 +151,7 @@ __getattr__ = lazy_exports(
         ),
         "_registry": (
             "Capability", "ManifestWarning", "Owner", "Ownership", "PluginInfo", "PluginWarning", "Plugins",
-            "Registration", "describe_connector", "replay_manifest_warnings",
+            "Registration", "core_requirement", "describe_connector", "distribution_meta", "replay_manifest_warnings",
         ),
     },
 )

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from tapyard.base import AuthStrategy, Connector, ConnectorManifest, Paginator, Stream
 
 # Kept importable here for the marketplace's package checks.
-from tapyard.plugins._registry import _core_requirement as _core_requirement
-from tapyard.plugins._registry import _distribution_meta as _distribution_meta
 
 __all__ = [
     "ManifestWarning",

@@ -181,7 +181,7 @@ class _Manager(pluggy.PluginManager):
     tapyard_plugins: Plugins
 
 
-def _core_requirement(requires: list[str] | None) -> str | None:
+def core_requirement(requires: list[str] | None) -> str | None:
     for req in requires or ():
         head = req.split(";")[0].strip()
         if head.startswith("tapyard") and not head.startswith(("tapyard-", "tapyard_")):
@@ -189,7 +189,7 @@ def _core_requirement(requires: list[str] | None) -> str | None:
     return None
 
 
-def _distribution_meta(ep: EntryPoint) -> dict[str, str | None]:
+def distribution_meta(ep: EntryPoint) -> dict[str, str | None]:
     """The distribution fields of ``ep``'s package, from one parse of its METADATA."""
     dist = ep.dist
     # Each read of Distribution.metadata parses the METADATA file again: once here.
@@ -211,7 +211,7 @@ def _distribution_meta(ep: EntryPoint) -> dict[str, str | None]:
     return {
         "distribution": meta["Name"],
         "version": meta["Version"],
-        "requires_core": _core_requirement(meta.get_all("Requires-Dist")),
+        "requires_core": core_requirement(meta.get_all("Requires-Dist")),
         "license": first("License-Expression") or first("License"),
         "homepage": homepage,
     }
@@ -264,7 +264,7 @@ class _Loaded:
         if not self.entry_points:
             return []
         return [
-            (ep, _distribution_meta(ep))
+            (ep, distribution_meta(ep))
             for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
             if self.allow is None or ep.name in self.allow
         ]
