@@ -36,11 +36,33 @@ PUBLIC = {
     "Plugins",
 }
 
+#: The vault's public surface (tapyard-credentials), pinned the same way.
+CREDENTIALS_PUBLIC = {
+    "AccessDeniedError", "AuditAction", "AuditEntry", "AuditEvent", "AuditOutcome",
+    "AwsSecretsManagerBackend", "CloudCredentialError", "Credential", "CredentialInfo",
+    "CredentialNotFoundError", "CredentialValidationError", "FleetLocks",
+    "KeyringUnavailableError", "LocalBackend", "LockTable", "LockTimeoutError", "PostgresLocks",
+    "ProgressCallback", "RedactingFilter", "Redactor", "RedisLocks", "SecretBackend", "Vault",
+    "VaultCorruptError", "VaultError", "VaultKey", "VaultKeyError", "VaultStorageError",
+    "VaultTokenStore", "aws_session", "aws_sign", "azure_credential", "data_dir",
+    "default_vault_path", "gcp_access_token", "gcp_service_account_credentials", "generate_key",
+    "install_log_redaction", "locks_from_url", "redact", "redactor", "save_key_to_keyring",
+    "__version__",
+}
+
 
 def test_public_api_is_pinned() -> None:
     assert set(tapyard.__all__) == PUBLIC
     for name in tapyard.__all__:
         assert getattr(tapyard, name) is not None, name
+
+
+def test_credentials_api_is_pinned() -> None:
+    import tapyard_credentials
+
+    assert set(tapyard_credentials.__all__) == CREDENTIALS_PUBLIC
+    for name in tapyard_credentials.__all__:
+        assert getattr(tapyard_credentials, name) is not None, name
 
 
 def test_every_error_derives_from_tapyard_error_and_is_documented() -> None:

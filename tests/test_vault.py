@@ -32,53 +32,6 @@ from tapyard_credentials import (
     save_key_to_keyring,
 )
 
-PUBLIC = {
-    "AccessDeniedError",
-    "AuditAction",
-    "AuditEntry",
-    "AuditEvent",
-    "AuditOutcome",
-    "AwsSecretsManagerBackend",
-    "CloudCredentialError",
-    "Credential",
-    "CredentialInfo",
-    "CredentialNotFoundError",
-    "CredentialValidationError",
-    "FleetLocks",
-    "KeyringUnavailableError",
-    "LocalBackend",
-    "LockTable",
-    "LockTimeoutError",
-    "ProgressCallback",
-    "RedactingFilter",
-    "Redactor",
-    "SecretBackend",
-    "Vault",
-    "VaultCorruptError",
-    "VaultError",
-    "VaultKey",
-    "VaultKeyError",
-    "VaultStorageError",
-    "VaultTokenStore",
-    "__version__",
-    "aws_session",
-    "aws_sign",
-    "azure_credential",
-    "data_dir",
-    "default_vault_path",
-    "gcp_access_token",
-    "gcp_service_account_credentials",
-    "generate_key",
-    "install_log_redaction",
-    "redact",
-    "redactor",
-    "save_key_to_keyring",
-    "PostgresLocks",
-    "RedisLocks",
-    "locks_from_url",
-}
-
-
 #: no key from the environment or the real OS keyring leaks into a test (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("no_ambient_keys")
 
@@ -110,15 +63,6 @@ def _forms(value: str) -> list[bytes]:
         urllib.parse.quote_plus(value).encode(),
         raw.hex().encode(),
     ]
-
-
-# --- the public surface -------------------------------------------------------------
-
-
-def test_public_api_is_pinned() -> None:
-    assert set(tapyard_credentials.__all__) == PUBLIC
-    for name in tapyard_credentials.__all__:
-        assert getattr(tapyard_credentials, name) is not None, name
 
 
 def test_every_error_derives_from_vault_error_and_is_documented() -> None:
