@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 
 from pydantic import SecretStr
 
-from tapyard_credentials._backend import SecretBackend
+from tapyard_credentials._backend import SecretBackend, info_for_put
 from tapyard_credentials._cloud import _sdk
 from tapyard_credentials._exceptions import (
     CredentialValidationError,
@@ -383,15 +383,9 @@ class AwsSecretsManagerBackend(SecretBackend):
     ) -> CredentialInfo:
         with self.lock(name):
             previous = self.info(name)
-            info = CredentialInfo(
-                name=name,
-                connector=connector,
-                kind=kind,
-                field_names=tuple(sorted(fields)),
-                allowed_connectors=tuple(allowed_connectors),
-                created_at=at if previous is None else previous.created_at,
-                updated_at=at,
-                last_used_at=None if previous is None else previous.last_used_at,
+            info = info_for_put(
+                previous, name, connector=connector, kind=kind, fields=fields,
+                allowed_connectors=allowed_connectors, at=at,
             )
             self._write(info, fields, create=previous is None)
         self._audit.append(audit)

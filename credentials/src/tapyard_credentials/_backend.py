@@ -51,6 +51,25 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` during a long operation such as key rotation."""
 
 
+def info_for_put(
+    previous: CredentialInfo | None, name: str, *, connector: str, kind: str,
+    fields: Mapping[str, str], allowed_connectors: Sequence[str], at: datetime,
+) -> CredentialInfo:
+    """What :meth:`SecretBackend.put` stores about a credential that replaces
+    ``previous`` (``None`` for a new one): its ``created_at`` and ``last_used_at`` are
+    kept, everything else is the new credential's, updated ``at``."""
+    return CredentialInfo(
+        name=name,
+        connector=connector,
+        kind=kind,
+        field_names=tuple(sorted(fields)),
+        allowed_connectors=tuple(allowed_connectors),
+        created_at=at if previous is None else previous.created_at,
+        updated_at=at,
+        last_used_at=None if previous is None else previous.last_used_at,
+    )
+
+
 class SecretBackend(ABC):
     """Where a vault keeps credentials and its audit log. See the module documentation
     for the contract every implementation keeps."""

@@ -47,7 +47,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tapyard_credentials._backend import ProgressCallback, SecretBackend
+from tapyard_credentials._backend import ProgressCallback, SecretBackend, info_for_put
 from tapyard_credentials._crypto import KeyMaterial, aad, digest
 from tapyard_credentials._exceptions import (
     VaultError,
@@ -227,15 +227,9 @@ class LocalBackend(SecretBackend):
             ).fetchone()
             # A damaged row is reported, not silently written over (remove() still works).
             previous = None if found is None else self._row_info(found)
-            info = CredentialInfo(
-                name=name,
-                connector=connector,
-                kind=kind,
-                field_names=tuple(sorted(fields)),
-                allowed_connectors=tuple(allowed_connectors),
-                created_at=at if previous is None else previous.created_at,
-                updated_at=at,
-                last_used_at=None if previous is None else previous.last_used_at,
+            info = info_for_put(
+                previous, name, connector=connector, kind=kind, fields=fields,
+                allowed_connectors=allowed_connectors, at=at,
             )
             self._store(conn, info, dict(fields), replace=found is not None)
             self._insert_audit(conn, audit)
