@@ -44,6 +44,7 @@ What every stock paginator promises:
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import re
@@ -309,7 +310,39 @@ class CursorPaginator(Paginator):
         return _with_params(request, {self.cursor_param: cursor}, self.kind, records)
 
 
-class NextUrlPaginator(Paginator):
+class _LinkPaginator(Paginator):
+    """The shared half of the paginators that follow a link the server hands out (in
+    the body or a ``Link`` header): the link is resolved against the response that
+    carried it (:func:`_follow`), and a saved one is trusted after the source changed
+    only when the connector says so (``survives_changes``)."""
+
+    survives_changes: bool = False
+
+    def resume_survives_changes(self) -> bool:
+        """``survives_changes``: a link the server handed out is trusted only when the
+        connector says so."""
+        return self.survives_changes
+
+    def next(
+        self,
+        request: PageRequest,
+        response: httpx.Response,
+        body: Any,
+        records: Sequence[Mapping[str, Any]],
+    ) -> PageRequest | None:
+        """A request for the absolute next link, or ``None`` on the last page."""
+        link, where = self._link(response, body, records)
+        return _follow(link, request, response, self.kind, where, records)
+
+    @abc.abstractmethod
+    def _link(
+        self, response: httpx.Response, body: Any, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[Any, str]:
+        """The next link as the response gives it (``None`` on the last page), and where
+        it was found, for error messages."""
+
+
+class NextUrlPaginator(_LinkPaginator):
     """The body names the URL of the next page.
 
     ``next_path`` is a dotted path to it; a key that contains dots and is
@@ -357,25 +390,14 @@ class NextUrlPaginator(Paginator):
 
     next_path: _Name
     stop_on_empty: bool = True
-    survives_changes: bool = False
 
-    def resume_survives_changes(self) -> bool:
-        """``survives_changes``: a server's next URL is trusted only when the connector says so."""
-        return self.survives_changes
-
-    def next(
-        self,
-        request: PageRequest,
-        response: httpx.Response,
-        body: Any,
-        records: Sequence[Mapping[str, Any]],
-    ) -> PageRequest | None:
-        """A request for the absolute next URL, or ``None`` on the last page."""
+    def _link(
+        self, response: httpx.Response, body: Any, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[Any, str]:
+        """The URL at ``next_path``; none after a page without records (``stop_on_empty``)."""
         if self.stop_on_empty and not records:
-            return None
-        return _follow(
-            dig(body, self.next_path), request, response, self.kind, self.next_path, records
-        )
+            return None, self.next_path
+        return dig(body, self.next_path), self.next_path
 
 
 class PageTokenPaginator(Paginator):
@@ -607,7 +629,7 @@ def _link_values(header: str) -> Iterator[tuple[str, dict[str, str]]]:
         yield target, params
 
 
-class LinkHeaderPaginator(Paginator):
+class LinkHeaderPaginator(_LinkPaginator):
     """The ``Link`` response header (RFC 8288) names the next page, GitHub style::
 
         GET /repos/o/r/issues?per_page=100
@@ -635,25 +657,15 @@ class LinkHeaderPaginator(Paginator):
 
     kind: ClassVar[str] = "link_header"
 
-    survives_changes: bool = False
-
-    def resume_survives_changes(self) -> bool:
-        """``survives_changes``: a server's link is trusted only when the connector says so."""
-        return self.survives_changes
-
-    def next(
-        self,
-        request: PageRequest,
-        response: httpx.Response,
-        body: Any,
-        records: Sequence[Mapping[str, Any]],
-    ) -> PageRequest | None:
-        """A request for the absolute ``next`` link, or ``None`` on the last page."""
+    def _link(
+        self, response: httpx.Response, body: Any, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[Any, str]:
+        """The target of the ``Link`` header's ``rel="next"``, if there is one."""
         header = ", ".join(response.headers.get_list("link"))
         for target, params in _link_values(header):
             if "next" in params.get("rel", "").lower().split():
-                return _follow(target, request, response, self.kind, "Link", records)
-        return None
+                return target, "Link"
+        return None, "Link"
 
 
 #: The stock paginators by ``kind``.
