@@ -46,6 +46,7 @@ vcrpy and pytest.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import io
 import ipaddress
@@ -54,11 +55,12 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -112,6 +114,7 @@ __all__ = [
     "Drift",
     "Emulator",
     "EmulatorNotInstalled",
+    "ObjectStoreScenario",
     "PostgresServer",
     "RedisServer",
     "ServiceUnavailable",
@@ -129,6 +132,8 @@ __all__ = [
     "fake_credentials",
     "fake_gcs_binary",
     "fake_gcs_server",
+    "faulty",
+    "first_interaction",
     "free_port",
     "landed_rows",
     "loopback_only",
@@ -986,3 +991,235 @@ def _emulator_fixture(name: str, run: Callable[[], contextlib.AbstractContextMan
 moto_endpoint = _emulator_fixture("moto_endpoint", moto_server)
 azurite_endpoint = _emulator_fixture("azurite_endpoint", azurite)
 gcs_endpoint = _emulator_fixture("gcs_endpoint", fake_gcs_server)
+
+
+# -- the object-store scenario, as the aws, azure and gcp tests run it ---------------
+
+
+class ObjectStoreScenario:
+    """One object-store connector's run of the shared scenario (:func:`seeded_objects`,
+    then :data:`CHANGED_OBJECTS`): live against its emulator, recorded into its
+    cassettes, or replayed from them with faults injected.
+
+    A connector's test module subclasses it with a few class attributes and the
+    store's own :meth:`config`, :meth:`seed` and :meth:`put`, and its test functions
+    call the methods, so that each connector's tests stay beside it, under their own
+    names, against their own emulator and cassettes::
+
+        class Scenario(ObjectStoreScenario):
+            connector, location = "gcp", "bucket"
+            objects, key, records = "blobs", "name", "blob_records"
+            full_counts = {"buckets": (2, 0), "blobs": (5, 0), "blob_records": (6, 4)}
+            incremental_objects = 3
+            cassette_dir, replay_endpoint = Path("cassettes/gcp"), "http://127.0.0.1:50855"
+            ...
+
+        def test_replay_full_then_incremental(tmp_path):
+            Scenario().replay_full_then_incremental(tmp_path)
+
+    Runs under a cassette read one stream at a time (vcrpy is not thread-safe:
+    interactions recorded from parallel workers get lost or mixed); live runs read
+    them concurrently.
+    """
+
+    #: the connector's name
+    connector: ClassVar[str]
+    #: what the store calls a bucket (``"bucket"``, ``"container"``): the config field
+    #: naming it, and the word of the error when it does not exist
+    location: ClassVar[str] = "bucket"
+    #: the stream of the objects (keyed by column ``key``) and the stream of their rows
+    objects: ClassVar[str]
+    key: ClassVar[str]
+    records: ClassVar[str]
+    #: (records, dead letters) of each stream after the full sync
+    full_counts: ClassVar[Mapping[str, tuple[int, int]]]
+    #: objects the incremental sync reads: the changed, the new, and those stamped at the cursor
+    incremental_objects: ClassVar[int]
+    #: the folder of the connector's cassettes, vcr's options for them, and the
+    #: address they were recorded at
+    cassette_dir: ClassVar[Path]
+    vcr_options: ClassVar[Mapping[str, Any]] = {}
+    replay_endpoint: ClassVar[str]
+    #: seconds between seeding and the first sync: a pass commits no cursor later than
+    #: the store's clock when it began, less ``tapyard.files.CLOCK_MARGIN_S`` and the
+    #: Date header's truncation, so the first sync starts late enough for its cursor
+    #: to reach the last seeded object (with a first request slow by up to a second)
+    settle_s: ClassVar[float] = 4.1
+
+    # -- the store's own part ----------------------------------------------------------
+
+    def config(self, endpoint: str, **extra: Any) -> dict[str, Any]:
+        """The connector's configuration for the store at ``endpoint``, with ``extra``."""
+        raise NotImplementedError
+
+    def credentials(self, endpoint: str) -> Any:
+        """The credentials a sync of the store at ``endpoint`` takes (default none)."""
+        return None
+
+    def seed(self, endpoint: str) -> None:
+        """Create the store's buckets and :meth:`put` :func:`seeded_objects` into one."""
+        raise NotImplementedError
+
+    def put(self, endpoint: str, objects: Iterable[tuple[str, bytes]]) -> None:
+        """Write ``objects`` (``(key, body)``, in order) into the scenario's bucket."""
+        raise NotImplementedError
+
+    def change(self, endpoint: str) -> None:
+        """Rewrite one object and add one (:data:`CHANGED_OBJECTS`), in a later
+        second than the seed: listings give whole seconds."""
+        time.sleep(1.1)
+        self.put(endpoint, CHANGED_OBJECTS.items())
+
+    def check_full(self, result: Any, db: Path) -> None:
+        """What the full sync read and wrote (extend it for the store's other streams)."""
+        assert result.ok, [(s.name, s.error) for s in result.streams]
+        assert {s.name: (s.records, s.dead_letters) for s in result.streams} == dict(self.full_counts)
+        check_seeded(db, self.objects, self.key, self.records)
+
+    def check_incremental(self, result: Any, db: Path) -> None:
+        """What the incremental sync after :meth:`change` read and wrote."""
+        assert result.ok, [(s.name, s.error) for s in result.streams]
+        counts = {s.name: s.records for s in result.streams}
+        assert counts == {self.objects: self.incremental_objects, self.records: 4}
+        check_changed(db, self.objects, self.records)
+
+    # -- runs ------------------------------------------------------------------------
+
+    def sync(self, endpoint: str, db: Path, *, serial: bool = False,
+             streams: Sequence[str] | None = None, credentials: Any = None, **extra: Any) -> Any:
+        """A sync of the store at ``endpoint`` into the SQLite file ``db``; ``extra`` goes
+        to the configuration, ``credentials`` replace :meth:`credentials`'."""
+        import tapyard
+
+        return tapyard.sync(
+            self.connector, self.config(endpoint, **extra), to=f"sqlite:///{db}", streams=streams,
+            credentials=credentials if credentials is not None else self.credentials(endpoint),
+            concurrency=1 if serial else 4,
+        )
+
+    def missing_location(self) -> dict[str, str]:
+        """The configuration of a bucket that does not exist."""
+        return {self.location: f"no-such-{self.location}"}
+
+    def missing_error(self) -> str:
+        return f"{self.location} 'no-such-{self.location}' does not exist"
+
+    def run(self, endpoint: str, db: Path, *, record: bool = False) -> None:
+        """Seed the emulator at ``endpoint``, sync, change, sync again, then a missing
+        bucket; with ``record``, into the cassettes (old ones are replaced)."""
+        recorded = cassettes(self.cassette_dir, mode="record" if record else "live", **self.vcr_options)
+        self.seed(endpoint)
+        time.sleep(self.settle_s)
+        with recorded("full.yaml"):
+            full = self.sync(endpoint, db, serial=record)
+        self.check_full(full, db)
+        self.change(endpoint)
+        with recorded("incremental.yaml"):
+            incremental = self.sync(endpoint, db, serial=record, streams=[self.objects, self.records])
+        self.check_incremental(incremental, db)
+        with recorded(f"missing_{self.location}.yaml"):
+            missing = self.sync(
+                endpoint, Path(f"{db}.missing"), serial=record, streams=[self.objects], **self.missing_location()
+            )
+        assert missing.streams[0].error == self.missing_error()
+
+    def replay(self, name: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Any]:
+        """Replay the cassette ``name`` (of :attr:`cassette_dir`, or a path)."""
+        return cassettes(self.cassette_dir, **self.vcr_options)(name)
+
+    def replay_full_then_incremental(self, tmp_path: Path) -> None:
+        """The recorded full and incremental syncs, replayed, land what the live ones did."""
+        db = tmp_path / "replay.db"
+        with self.replay("full.yaml"):
+            self.check_full(self.sync(self.replay_endpoint, db, serial=True), db)
+        with self.replay("incremental.yaml"):
+            result = self.sync(self.replay_endpoint, db, serial=True, streams=[self.objects, self.records])
+        self.check_incremental(result, db)
+
+    def replay_missing_location_on_the_cli(self, tmp_path: Path, *args: str) -> None:
+        """``tapyard sync`` of a missing bucket (with ``args``, such as ``--creds``) fails
+        with one line saying so, no traceback, and an empty table."""
+        db = tmp_path / "m.db"
+        config = self.config(self.replay_endpoint, **self.missing_location())
+        with self.replay(f"missing_{self.location}.yaml"):
+            result = run_cli(
+                "sync", self.connector, *args, "--streams", self.objects, "--to", f"sqlite:///{db}",
+                "-c", json.dumps(config),
+            )
+        assert result.exit_code == 1, result
+        assert self.missing_error() in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert sqlite_rows(db, f"SELECT count(*) FROM {self.objects}") == [(0,)]
+
+    def edited(self, tmp_path: Path, name: str, edit: Callable[[list[dict[str, Any]]], None]) -> Path:
+        """A copy of ``full.yaml`` in ``tmp_path`` (as ``name``) whose interactions ``edit`` changed."""
+        import yaml
+
+        data = yaml.safe_load((self.cassette_dir / "full.yaml").read_text())
+        edit(data["interactions"])
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def replay_with_faults(self, tmp_path: Path, faults: Sequence[tuple[str, dict[str, Any]]]) -> Any:
+        """The full sync, replayed with each fault reply (``(needle, reply)``, see
+        :func:`faulty`) answered once before the first request that mentions ``needle``:
+        it must still land everything. Returns its result, for its HTTP figures."""
+
+        def insert(interactions: list[dict[str, Any]]) -> None:
+            for needle, reply in faults:
+                index = first_interaction(interactions, needle)
+                interactions.insert(index, {**copy.deepcopy(interactions[index]), "response": reply})
+
+        db = tmp_path / "faults.db"
+        with self.replay(self.edited(tmp_path, "faults.yaml", insert)):
+            result = self.sync(self.replay_endpoint, db, serial=True)
+        self.check_full(result, db)
+        return result
+
+    def replay_refused(self, tmp_path: Path, needle: str, reply: dict[str, Any], error: str) -> None:
+        """The objects stream, replayed with the first request that mentions ``needle``
+        answered ``reply`` (a refusal of the credentials), fails with ``error`` and
+        writes nothing."""
+
+        def refuse(interactions: list[dict[str, Any]]) -> None:
+            index = first_interaction(interactions, needle)
+            interactions[index] = {**copy.deepcopy(interactions[index]), "response": reply}
+
+        db = tmp_path / "denied.db"
+        with self.replay(self.edited(tmp_path, "denied.yaml", refuse)):
+            result = self.sync(self.replay_endpoint, db, serial=True, streams=[self.objects])
+        assert result.streams[0].status == "failed"
+        assert result.streams[0].error == error
+        assert sqlite_rows(db, f"SELECT count(*) FROM {self.objects}") == [(0,)]
+
+    def assert_listing_imports_no(self, *packages: str) -> None:
+        """Listing the connectors (in a fresh interpreter) imports none of ``packages``:
+        the vendor's SDK is loaded when a sync needs it, not before."""
+        import subprocess
+
+        code = (
+            f"import sys, tapyard; tapyard.collect_connectors(); packages = {sorted(packages)!r}; "
+            "print(sorted(m for m in sys.modules for p in packages if m == p or m.startswith(p + '.')))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[]", out
+
+
+def faulty(status: int, body: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """A cassette reply of ``status`` with ``body`` and ``headers`` (Content-Length added),
+    for :meth:`ObjectStoreScenario.replay_with_faults` and ``replay_refused``."""
+    return {
+        "status": {"code": status, "message": "fault"},
+        "headers": {**{k: [v] for k, v in headers.items()}, "Content-Length": [str(len(body))]},
+        "body": {"string": body},
+    }
+
+
+def first_interaction(interactions: Sequence[Mapping[str, Any]], needle: str) -> int:
+    """The index of the first cassette interaction whose request's URI or body mentions ``needle``."""
+    for index, interaction in enumerate(interactions):
+        request = interaction["request"]
+        if needle in request["uri"] or needle in str(request.get("body") or ""):
+            return index
+    raise AssertionError(f"no interaction with {needle!r}")
