@@ -15,10 +15,14 @@ group = typer.Typer(
     rich_markup_mode=None,
 )
 
+SPREAD_HELP = (
+    "Spread each scheduled run over the workers: 'streams' (a unit per stream), 'partitions' "
+    "(a unit per partition), or 'none' (default). Needs a PostgreSQL destination."
+)
 VAULT_HELP = "Vault URL or path where --creds is looked up (default: $TAPYARD_VAULT, else the data directory's)."
 _OPTION_FIELDS = (
     "connector", "creds", "streams", "to", "cron", "timezone", "overlap", "catchup", "catchup_window",
-    "retries", "backoff", "backoff_max", "timeout", "jitter", "on_failure",
+    "retries", "backoff", "backoff_max", "timeout", "jitter", "on_failure", "spread",
 )
 
 
@@ -96,6 +100,7 @@ def add(
     timeout: str | None = typer.Option(None, "--timeout", metavar="DUR", help="Stop a run after this long (default 1h; 'none' for no limit)."),
     jitter: str | None = typer.Option(None, "--jitter", metavar="DUR", help="Start each run up to this long after its tick (spreads load)."),
     on_failure: list[str] | None = typer.Option(None, "--on-failure", metavar="TARGET", help="webhook:URL or command:CMD to alert; repeatable."),
+    spread: str | None = typer.Option(None, "--spread", metavar="HOW", help=SPREAD_HELP),
     vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the stored definition as JSON."),
 ) -> None:
@@ -130,6 +135,7 @@ def edit(
     timeout: str | None = typer.Option(None, "--timeout", metavar="DUR", help="Stop a run after this long ('none': no limit)."),
     jitter: str | None = typer.Option(None, "--jitter", metavar="DUR", help="Start each run up to this long after its tick."),
     on_failure: list[str] | None = typer.Option(None, "--on-failure", metavar="TARGET", help="Alert targets (replace the stored ones)."),
+    spread: str | None = typer.Option(None, "--spread", metavar="HOW", help=SPREAD_HELP),
     vault: str | None = typer.Option(None, "--vault", metavar="URL", help=VAULT_HELP),
 ) -> None:
     """Change some fields of a job; the others stay. Checked as `add` checks."""

@@ -15,7 +15,9 @@ the same transaction. A record PostgreSQL refuses (a NUL in text, an integer pas
 
 One run writes a stream at a time: an advisory lock per stream, held on a
 connection of its own for the run, released by the server when the run's
-process dies, however it dies. Other libpq URL parameters (``sslmode``,
+process dies, however it dies. Runs of different partitions of one stream (the
+units of a spread job, on several workers) write it at once: each holds the
+stream's lock shared and its partition's exclusively (:meth:`lock_partition`). Other libpq URL parameters (``sslmode``,
 ``connect_timeout``, ...) pass through to the connection.
 """
 
@@ -61,6 +63,7 @@ class PostgreSQLDestination(MergeDestination):
     key_types = {"int": "NUMERIC", "float": "DOUBLE PRECISION", "text": "TEXT"}
     widenings = frozenset({("bigint", "numeric")})
     optimistic_loads = True
+    add_column = "ADD COLUMN IF NOT EXISTS"
 
     def __init__(self, url: str) -> None:
         super().__init__()
@@ -262,33 +265,49 @@ class PostgreSQLDestination(MergeDestination):
         """One run per stream of this database (and schema) at a time: a session-level
         advisory lock on a connection of its own, which the server releases when the
         run ends or its process dies."""
-        return self._locked(stream, timeout)
+        return self._locked([(stream, False)], stream, timeout)
+
+    def lock_partition(self, stream: str, partition: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """One run per partition (``partition``, its state name) of ``stream``, while runs
+        of its other partitions, in any process or machine, write the stream too: the
+        stream's lock shared, the partition's exclusive. A run of the whole stream
+        (:meth:`lock`) waits for them all, and they for it."""
+        return self._locked([(stream, True), (partition, False)], stream, timeout)
 
     @contextlib.contextmanager
-    def _locked(self, stream: str, timeout: float) -> Iterator[None]:
+    def _locked(self, keys: list[tuple[str, bool]], stream: str, timeout: float) -> Iterator[None]:
         if self._lock_conn is None:
             try:
                 self._lock_conn = self._psycopg.connect(self._conninfo, autocommit=True)
             except self._psycopg.Error as exc:
                 raise DestinationError(f"cannot connect to {self.url}: {first_line(exc)}") from exc
-        key = f"tapyard:{self.schema or ''}:{stream}"
         deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            got = self._lock_conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
-            if got and got[0]:
-                break
-            if time.monotonic() >= deadline:
-                waited = f" after waiting {timeout:g}s" if timeout > 0 else ""
-                raise DestinationError(
-                    f"stream {stream!r} of {self.url} is busy: another run is writing it{waited}; "
-                    "run again when it ends (or wait longer with --wait SECONDS)"
-                )
-            time.sleep(0.1)
+        held: list[tuple[str, bool]] = []
         try:
+            for name, shared in keys:
+                key = f"tapyard:{self.schema or ''}:{name}"
+                mode = "_shared" if shared else ""
+                while True:
+                    got = self._lock_conn.execute(
+                        f"SELECT pg_try_advisory_lock{mode}(hashtextextended(%s, 0))", (key,)
+                    ).fetchone()
+                    if got and got[0]:
+                        held.append((key, shared))
+                        break
+                    if time.monotonic() >= deadline:
+                        waited = f" after waiting {timeout:g}s" if timeout > 0 else ""
+                        raise DestinationError(
+                            f"stream {stream!r} of {self.url} is busy: another run is writing it{waited}; "
+                            "run again when it ends (or wait longer with --wait SECONDS)"
+                        )
+                    time.sleep(0.1)
             yield
         finally:
-            with contextlib.suppress(self._psycopg.Error):
-                self._lock_conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            for key, shared in reversed(held):
+                with contextlib.suppress(self._psycopg.Error):
+                    self._lock_conn.execute(
+                        f"SELECT pg_advisory_unlock{'_shared' if shared else ''}(hashtextextended(%s, 0))", (key,)
+                    )
 
     def close(self) -> None:
         for conn in (self._conn, self._lock_conn):

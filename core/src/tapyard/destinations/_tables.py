@@ -497,6 +497,10 @@ class MergeDestination(TableDestination):
     #: load new rows straight into a table that was empty without asking first:
     #: only where a key met after all rolls back to a savepoint (then merges)
     optimistic_loads = False
+    #: how a column is added to a table as rows are written (a pass or partition
+    #: column): where runs of several partitions of one stream write it at once,
+    #: the second to add it must find it there, not fail
+    add_column = "ADD COLUMN"
 
     def __init__(self) -> None:
         self._plans: dict[str, TablePlan] = {}
@@ -667,13 +671,13 @@ class MergeDestination(TableDestination):
     def _ensure_column(self, tx: Any, plan: TablePlan, name: str, sql_type: str) -> None:
         if name not in plan.extra:
             if name not in self.table_columns(tx, plan.table):
-                self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} ADD COLUMN {quote(name)} {sql_type}")
+                self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} {self.add_column} {quote(name)} {sql_type}")
             plan.extra.add(name)
 
     def _ensure_pass(self, tx: Any, plan: TablePlan) -> None:
         if not plan.has_pass:
             if PASS not in self.table_columns(tx, plan.table):
-                self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} ADD COLUMN {quote(PASS)} BIGINT")
+                self.execute(tx, f"ALTER TABLE {self.qualified(plan.table)} {self.add_column} {quote(PASS)} BIGINT")
             plan.has_pass = True
 
     def _ensure_stage(self, tx: Any, plan: TablePlan) -> str:

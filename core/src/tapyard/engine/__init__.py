@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from tapyard.engine._sync import (
         StreamResult,
         SyncResult,
+        plan_units,
         sync,
     )
 
@@ -41,6 +42,7 @@ __all__ = [
     "SyncResult",
     "awkward_jsonl",
     "deferred_signals",
+    "plan_units",
     "replay_dead_letters",
     "schema_drift",
     "sync",
@@ -54,6 +56,6 @@ __getattr__ = lazy_exports(
         "_drift": ("AWKWARD_ROWS", "AWKWARD_ROW_SCHEMA", "Drift", "UNICODE", "awkward_jsonl", "schema_drift"),
         "_replay": ("replay_dead_letters",),
         "_signals": ("deferred_signals",),
-        "_sync": ("StreamResult", "SyncResult", "sync"),
+        "_sync": ("StreamResult", "SyncResult", "plan_units", "sync"),
     },
 )

@@ -26,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from tapyard.base import PluginSet
     from tapyard.plugins import Plugins
 
-__all__ = ["StreamResult", "SyncResult", "select_streams", "sync"]
+__all__ = ["StreamResult", "SyncResult", "plan_units", "select_streams", "sync"]
 
 log = logging.getLogger("tapyard.sync")
 
@@ -283,7 +283,10 @@ class _Run:
         hard_delete: bool = False,
         lock_timeout: float = 0.0,
         skip_dead_letters: bool = False,
+        only: frozenset[str] | None = None,
     ) -> None:
+        #: the states (stream names, or partitions' state names) this run reads; None: all
+        self.only = only
         self.hard_delete = hard_delete
         self.lock_timeout = lock_timeout
         #: the id of every pass this run starts (a pass resumed from an earlier run keeps its own)
@@ -339,8 +342,16 @@ class _Run:
         self.policies.check_used()
         # One run per stream of a destination: taken before the table is touched
         # and the state read, in one order so that two runs never wait on each other.
+        # A run of some partitions of a stream (a unit of a spread run) holds those
+        # partitions instead, where the destination can lock them apart.
+        lock_partition = getattr(self.destination, "lock_partition", None)
         for stream in sorted(self.streams, key=lambda s: s.name):
-            self.locks.enter_context(self.destination.lock(stream.name, self.lock_timeout))
+            parts = self._some_partitions(stream.name)
+            if parts and lock_partition is not None:
+                for name in parts:
+                    self.locks.enter_context(lock_partition(stream.name, name, self.lock_timeout))
+            else:
+                self.locks.enter_context(self.destination.lock(stream.name, self.lock_timeout))
         ready = []
         for stream in self.streams:
             try:
@@ -377,6 +388,16 @@ class _Run:
             ready.append(stream)
         self.streams = ready
         return states
+
+    def _some_partitions(self, stream: str) -> list[str] | None:
+        """The state names of the partitions of ``stream`` this run reads, when it reads
+        some of them only (``only``); None when it reads the whole stream."""
+        if self.only is None or stream in self.only:
+            return None
+        return sorted(n for n in self.only if n.startswith(stream + "|")) or None
+
+    def _reads(self, stream: str, name: str) -> bool:
+        return self.only is None or stream in self.only or name in self.only
 
     def _failed(self, stream: str, exc: BaseException) -> None:
         result = self.results[stream]
@@ -696,15 +717,23 @@ class _Run:
                 self.progress("page", result)
 
     def run(self, states: Mapping[str, StreamState]) -> None:
-        work = [
+        every = [
             (stream, partition, state_name(stream.name, partition))
             for stream in self.streams
             for partition in self.source.partitions(stream)
         ]
+        # a stream's partition count decides how its passes end (a sweep per
+        # partition, no staged swap), whichever of them this run reads
+        self.parts = {s.name: 0 for s in self.streams}
+        for stream, _, _ in every:
+            self.parts[stream.name] += 1
+        work = [w for w in every if self._reads(w[0].name, w[2])]
         remaining = {s.name: 0 for s in self.streams}
         for stream, _, _ in work:
             remaining[stream.name] += 1
-        self.parts = dict(remaining)
+        for name, left in remaining.items():
+            if not left and self.results[name].status == "pending":
+                self.results[name].status = "ok"  # none of its partitions is this run's to read
         try:
             if self.concurrency == 1:
                 self._run_inline(work, states, remaining)
@@ -808,6 +837,7 @@ def sync(
     skip_dead_letters: bool = False,
     plugins: Plugins | None = None,
     limiters: Any = None,
+    partitions: Collection[str] | None = None,
 ) -> SyncResult:
     """Sync ``connector`` into a destination and return what happened.
 
@@ -855,6 +885,12 @@ def sync(
     :param limiters: the store of this run's rate limiters (a
         ``tapyard.http.LimiterStore``): every run handed the same store shares one
         budget per credential; default: the default store.
+    :param partitions: read only these states: a stream's name (all of it) or a
+        partition's state name (``stream|{"k":"v"}``, as :func:`plan_units` gives),
+        the others left as they are, neither read nor swept; default: all. Runs
+        of different partitions of one stream may then write it at once where the
+        destination locks partitions apart (``lock_partition``: PostgreSQL);
+        elsewhere they take turns on the stream.
 
     A stream that fails (its schema, its reads, or a record its destination
     refuses in a way no dead letter can hold) does not stop the others; check
@@ -863,6 +899,103 @@ def sync(
     that stop the whole run (bad config, unreachable destination, a circuit
     that opened) raise a :class:`TapyardError`.
     """
+    return _sync(
+        connector, config, None,
+        to=to,
+        streams=streams,
+        full_refresh=full_refresh,
+        credentials=credentials,
+        state_key=state_key,
+        concurrency=concurrency,
+        http=http,
+        progress=progress,
+        rate_limit=rate_limit,
+        max_pages=max_pages,
+        hard_delete=hard_delete,
+        wait=wait,
+        policies=policies,
+        policy_key=policy_key,
+        skip_dead_letters=skip_dead_letters,
+        plugins=plugins,
+        limiters=limiters,
+        partitions=partitions,
+    )
+
+
+def plan_units(
+    connector: str | Connector,
+    config: Mapping[str, Any] | None = None,
+    *,
+    by: str = "partitions",
+    to: str | None = None,
+    streams: Sequence[str] | None = None,
+    credentials: BaseModel | None = None,
+    state_key: str | None = None,
+    full_refresh: bool = False,
+    wait: float = 0.0,
+    plugins: Plugins | None = None,
+) -> list[dict[str, list[str]]]:
+    """The units a run of ``connector`` into ``to`` splits into, for runs of them in
+    other processes (``sync(streams=unit["streams"], partitions=unit.get("partitions"))``):
+    one per selected stream (``by="streams"``), or one per partition of each stream
+    (``by="partitions"``; a stream of one partition is one unit). The destination's
+    tables are made or evolved here, once, so that the units' runs find them ready
+    and do not race to change them; nothing is read from the source but its stream
+    and partition lists."""
+    if by not in ("streams", "partitions"):
+        raise ConfigError(f"units are streams or partitions, not {str(by)[:40]!r}")
+    units: list[dict[str, list[str]]] = []
+    _sync(
+        connector, config, (by, units), to=to, streams=streams, full_refresh=full_refresh, credentials=credentials,
+        state_key=state_key, concurrency=1, http=None, progress=None, rate_limit=None, max_pages=DEFAULT_MAX_PAGES,
+        hard_delete=False, wait=wait, policies=None, policy_key=None, skip_dead_letters=False, plugins=plugins,
+        limiters=None, partitions=None,
+    )
+    return units
+
+
+def _units(run: _Run, by: str) -> list[dict[str, list[str]]]:
+    """``plan_units``'s answer for a prepared ``run``: a stream that could not be
+    prepared is a unit of its own (its run reports why it fails)."""
+    ready = {s.name: s for s in run.streams}
+    out: list[dict[str, list[str]]] = []
+    for name in run.results:
+        stream = ready.get(name)
+        names = [] if stream is None or by != "partitions" else [
+            state_name(name, p) for p in run.source.partitions(stream)
+        ]
+        if len(names) > 1:
+            out.extend({"streams": [name], "partitions": [n]} for n in names)
+        else:
+            out.append({"streams": [name]})
+    return out
+
+
+def _sync(
+    connector: str | Connector,
+    config: Mapping[str, Any] | BaseModel | None,
+    plan: tuple[str, list[dict[str, list[str]]]] | None,
+    *,
+    to: str | Destination | None,
+    streams: Sequence[str] | None,
+    full_refresh: bool,
+    credentials: BaseModel | None,
+    state_key: str | None,
+    concurrency: int,
+    http: Mapping[str, Any] | None,
+    progress: ProgressCallback | None,
+    rate_limit: Mapping[str, Any] | None,
+    max_pages: int | None,
+    hard_delete: bool,
+    wait: float,
+    policies: Mapping[str, str] | str | Sequence[str] | None,
+    policy_key: str | bytes | None,
+    skip_dead_letters: bool,
+    plugins: Plugins | None,
+    limiters: Any,
+    partitions: Collection[str] | None,
+) -> SyncResult:
+    """:func:`sync`, or with ``plan`` (how to split, and the list to fill) :func:`plan_units`."""
     from tapyard.plugins import default_plugins
 
     started = time.monotonic()
@@ -922,12 +1055,16 @@ def sync(
                 hard_delete=hard_delete,
                 lock_timeout=wait,
                 skip_dead_letters=skip_dead_letters,
+                only=None if partitions is None else frozenset(partitions),
             )
             run.max_pages = max_pages
             run.policies = policy_set.known_streams(s.name for s in source.streams())
             with run.locks:
                 states = run.prepare()
                 result.streams = list(run.results.values())
+                if plan is not None:
+                    plan[1].extend(_units(run, plan[0]))
+                    return result
                 try:
                     run.run(states)
                 finally:

@@ -16,7 +16,33 @@ from pydantic import ValidationError
 
 from tapyard.jobs._spec import JobSpec, spec_error
 
-__all__ = ["check_job"]
+__all__ = ["check_job", "spread_refusal"]
+
+#: destinations that runs on several machines can write at once (``spread``)
+SHARED_DESTINATIONS = ("postgresql", "postgres")
+
+
+def spread_refusal(spec: JobSpec) -> str | None:
+    """Why ``spec`` cannot be spread over several workers (one line), or None.
+
+    A spread run's units run on any worker, on any machine, at the same time, and
+    each commits its own streams' or partitions' state in the destination: the
+    destination must be one every worker reaches and that takes several writers at
+    once, PostgreSQL. A file destination (SQLite, DuckDB, JSONL) is refused, even
+    with every worker on one machine: DuckDB and JSONL take one writer, SQLite
+    one write transaction at a time, and one run already reads a stream's
+    partitions in parallel threads into them (``concurrency``)."""
+    if spec.spread == "none":
+        return None
+    scheme = (spec.to or "sqlite:").partition(":")[0].lower().partition("+")[0]
+    if scheme in SHARED_DESTINATIONS:
+        return None
+    shown = scheme[:30] or "the default (sqlite)"
+    return (
+        f"job {spec.name!r}: spread needs a destination every worker writes at once (postgresql://...), "
+        f"not {shown}: files live on one machine and take one writer; leave spread out "
+        "(one run reads a stream's partitions in parallel already) or sync into PostgreSQL"
+    )
 
 
 def check_job(raw: Mapping[str, Any], *, vault: Any = None, vault_url: str | None = None) -> JobSpec:
@@ -48,6 +74,9 @@ def check_job(raw: Mapping[str, Any], *, vault: Any = None, vault_url: str | Non
             raise tapyard.ConfigError(
                 f"{who}: no destination handles {scheme[:30]!r} URLs (known: {', '.join(sorted(known))})"
             )
+    refused = spread_refusal(spec)
+    if refused:
+        raise tapyard.ConfigError(refused)
     if spec.creds:
         _check_credential(spec, connector, vault, vault_url, who)
     return spec

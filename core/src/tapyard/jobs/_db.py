@@ -87,8 +87,14 @@ runs = sa.Table(
     sa.Column("http", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("retry_of", sa.Integer, nullable=True),
+    # a spread run's units (revision 0003): each unit is a run naming its parent and
+    # what it reads (JSON); the parent counts its units once it was split
+    sa.Column("parent_id", sa.Integer, nullable=True),
+    sa.Column("unit", sa.Text, nullable=True),
+    sa.Column("units", sa.Integer, nullable=True),
     sa.Index("ix_runs_status", "status"),
     sa.Index("ix_runs_job_status", "job", "status"),
+    sa.Index("ix_runs_parent", "parent_id"),
 )
 
 leases = sa.Table(
@@ -128,7 +134,7 @@ alerts = sa.Table(
 )
 
 #: the newest migration; a database at another revision is upgraded on open
-HEAD = "0002"
+HEAD = "0003"
 
 
 def database_url(url: str | None = None) -> str:

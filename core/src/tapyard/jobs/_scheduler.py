@@ -366,7 +366,8 @@ class Scheduler:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"tapyard-job:{run.job}"})
                 if run.credential:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"tapyard-cred:{run.credential}"})
-            if spec.overlap != "allow":
+            # a unit belongs to a run already under way: the job's overlap policy is its run's
+            if spec.overlap != "allow" and run.parent_id is None:
                 busy = conn.execute(
                     sa.select(sa.func.count()).select_from(db.runs).where(
                         db.runs.c.job == run.job, db.runs.c.status.in_(("starting", "running", "cancelling"))
@@ -377,7 +378,8 @@ class Scheduler:
             if run.credential and self.per_credential > 0:
                 using = conn.execute(
                     sa.select(sa.func.count()).select_from(db.runs).where(
-                        db.runs.c.credential == run.credential, db.runs.c.status.in_(("starting", "running", "cancelling"))
+                        db.runs.c.credential == run.credential, db.runs.c.status.in_(("starting", "running", "cancelling")),
+                        db.runs.c.units.is_(None),  # a split run waits for its units and calls no vendor
                     )
                 ).scalar()
                 if (using or 0) >= self.per_credential:
@@ -423,6 +425,8 @@ class Scheduler:
                 continue
             del self.children[run_id]
             current = self.cp.run(run_id)
+            if current.units is not None:
+                continue  # split: its process is done, its units run on
             if current.status in ("starting", "running", "cancelling") and current.token == child.run.token:
                 # the worker ended without recording an outcome (killed, crashed)
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
@@ -460,6 +464,7 @@ class Scheduler:
             rows = conn.execute(
                 sa.select(db.runs).where(
                     db.runs.c.status.in_(("starting", "running", "cancelling")),
+                    db.runs.c.units.is_(None),  # a split run lives by its units (below)
                     sa.or_(
                         sa.and_(db.runs.c.status != "starting", db.runs.c.heartbeat_at < silent),
                         sa.and_(db.runs.c.status == "starting", db.runs.c.heartbeat_at < unstarted),
@@ -475,10 +480,51 @@ class Scheduler:
                     child.process.kill()
                 self._abandon(run, f"timed out; its process did not stop within {TIMEOUT_GRACE:.0f} s", "timed_out")
                 continue
+            waiting = run.status == "starting" and run.parent_id is not None and self.executor == "celery"
+            if waiting and (run.deadline is None or run.deadline >= now):
+                self._send_again(run)
+                continue
             if child is not None and child.process.poll() is None:
                 child.process.kill()
             age = now - (run.heartbeat_at or run.created_at)
             self._abandon(run, f"no heartbeat for {age:.0f} s (its process died or hangs)")
+        self._settle_split()
+
+    def _send_again(self, run: Run) -> None:
+        """A unit still waiting for a Celery worker: the units of a spread run are sent
+        together and wait their turn in the broker for as long as the workers are busy,
+        which is no sign of a lost worker. Its message is sent again (a worker that
+        died holding it took it along); the copy a worker takes second finds the unit
+        started and does nothing (the token fences it). It ends only by its run's deadline."""
+        from tapyard.jobs._celery import send
+
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                db.runs.update()
+                .where(db.runs.c.id == run.id, db.runs.c.token == run.token, db.runs.c.status == "starting")
+                .values(heartbeat_at=time.time())
+            ).rowcount
+        if renewed:
+            send(run.id, run.token, self.heartbeat)
+
+    def _settle_split(self) -> None:
+        """End the split runs none of whose units is left: the last unit to end does
+        it, in the transaction that records its end; this catches a unit ended in
+        another way (cancelled while queued, its job removed)."""
+        unit = db.runs.alias("unit")
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                sa.select(db.runs.c.id).where(
+                    db.runs.c.status.in_(("starting", "running", "cancelling")),
+                    db.runs.c.units.is_not(None),
+                    ~sa.exists().where(
+                        unit.c.parent_id == db.runs.c.id,
+                        unit.c.status.in_(("queued", "starting", "running", "cancelling")),
+                    ),
+                )
+            ).scalars().all()
+        for parent_id in ids:
+            self.cp.settle(int(parent_id))
 
     # --- the loop -----------------------------------------------------------------
 

@@ -106,6 +106,14 @@ class JobSpec(BaseModel):
     timeout: Duration | None = 3600.0
     jitter: Duration = 0.0
     on_failure: list[str] = Field(default_factory=list)
+    spread: Literal["none", "streams", "partitions"] = Field(
+        "none",
+        description=(
+            "Spread a scheduled run over several workers: one unit per stream (streams) or per "
+            "partition of each stream (partitions), each committing its own state. Needs a "
+            "destination every worker can write at once (PostgreSQL)."
+        ),
+    )
 
     @field_validator("name")
     @classmethod

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,6 +85,12 @@ class Run:
     http: str | None
     error: str | None
     retry_of: int | None
+    #: a unit of a spread run: its parent run, and what it reads (JSON: ``streams``
+    #: and, for a partition, ``partitions``, their state names)
+    parent_id: int | None = None
+    unit: str | None = None
+    #: a spread run (the parent) once split: how many units it has
+    units: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Run:
@@ -104,6 +110,7 @@ class Run:
         data = dataclasses.asdict(self)
         data["streams"] = self.stream_figures
         data["http"] = json.loads(self.http) if self.http else {}
+        data["unit"] = json.loads(self.unit) if self.unit else None
         data.pop("token")
         data["seconds"] = None if self.seconds is None else round(self.seconds, 3)
         for key in ("created_at", "not_before", "claimed_at", "started_at", "ended_at", "heartbeat_at", "deadline"):
@@ -291,7 +298,19 @@ class ControlPlane:
                     db.runs.update().where(db.runs.c.id == run_id, db.runs.c.status == row.status)
                     .values(status="cancelling")
                 )
-                return "cancelling"
+                # a spread run's units stop with it: the queued ones at once, the
+                # others at their next heartbeat; the last to end settles the run
+                conn.execute(
+                    db.runs.update().where(db.runs.c.parent_id == run_id, db.runs.c.status == "queued")
+                    .values(status="cancelled", ended_at=now, error="its run was cancelled")
+                )
+                conn.execute(
+                    db.runs.update()
+                    .where(db.runs.c.parent_id == run_id, db.runs.c.status.in_(("starting", "running")))
+                    .values(status="cancelling")
+                )
+                self._settle(conn, run_id)
+                return str(conn.execute(sa.select(db.runs.c.status).where(db.runs.c.id == run_id)).scalar())
             return str(row.status)
 
     def finish(
@@ -306,7 +325,11 @@ class ControlPlane:
         """Record that ``run`` (as read, with its token) ended with ``status``; queue a
         retry when the job allows one. Fenced: nothing happens, and None is returned,
         when another party changed the run since (its token or status moved on).
-        Returns the retry's id, 0 when no retry follows, None when fenced out."""
+        Returns the retry's id, 0 when no retry follows, None when fenced out.
+
+        A unit of a spread run is retried alone (a unit that timed out met its
+        run's deadline and is not); when it ends for good and none of its run's
+        units is left, the run ends in the same transaction (:meth:`settle`)."""
         now = time.time()
         values: dict[str, Any] = {"status": status, "ended_at": now, "error": error, "token": run.token + 1}
         values.update(figures or {})
@@ -318,17 +341,82 @@ class ControlPlane:
             ).rowcount
             if not done:
                 return None
-            if spec is None or status not in RETRYABLE or run.attempt > spec.retries:
-                return 0
-            retry = conn.execute(
-                db.runs.insert().values(
-                    job=run.job, tick_id=run.tick_id, scheduled_at=run.scheduled_at, attempt=run.attempt + 1,
-                    trigger="retry", status="queued", credential=run.credential, created_at=now,
-                    not_before=now + backoff_delay(spec, run.attempt), token=0, records=0, dead_letters=0,
-                    requests=0, http_retries=0, retry_of=run.id,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            return int(retry)
+            retry = 0
+            # a unit that timed out met its run's deadline: a retry would too
+            timed_out_unit = run.parent_id is not None and status == "timed_out"
+            if spec is not None and status in RETRYABLE and run.attempt <= spec.retries and not timed_out_unit:
+                retry = int(conn.execute(
+                    db.runs.insert().values(
+                        job=run.job, tick_id=run.tick_id, scheduled_at=run.scheduled_at, attempt=run.attempt + 1,
+                        trigger="retry", status="queued", credential=run.credential, created_at=now,
+                        not_before=now + backoff_delay(spec, run.attempt), token=0, records=0, dead_letters=0,
+                        requests=0, http_retries=0, retry_of=run.id, parent_id=run.parent_id, unit=run.unit,
+                    )
+                ).inserted_primary_key[0])  # type: ignore[index]
+            if run.parent_id is not None and not retry:
+                self._settle(conn, run.parent_id)
+            return retry
+
+    # --- spread runs ----------------------------------------------------------------
+
+    def split(self, run: Run, units: Sequence[Mapping[str, Any]]) -> bool:
+        """Split the running ``run`` (as read, with its token) into ``units``: each a
+        queued run of the same job naming ``run`` as its parent, claimed and leased
+        like any run. Fenced: False, and nothing queued, when the run was taken
+        from its owner since."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                db.runs.update()
+                .where(db.runs.c.id == run.id, db.runs.c.token == run.token, db.runs.c.status == "running")
+                .values(units=len(units), heartbeat_at=now)
+            ).rowcount
+            if not done:
+                return False
+            if units:
+                conn.execute(db.runs.insert(), [
+                    {
+                        "job": run.job, "tick_id": run.tick_id, "scheduled_at": run.scheduled_at, "attempt": 1,
+                        "trigger": "unit", "status": "queued", "credential": run.credential, "created_at": now,
+                        "not_before": now, "token": 0, "records": 0, "dead_letters": 0, "requests": 0,
+                        "http_retries": 0, "parent_id": run.id, "deadline": run.deadline, "unit": json.dumps(dict(unit), sort_keys=True),
+                    }
+                    for unit in units
+                ])
+            else:
+                self._settle(conn, run.id)
+        return True
+
+    def settle(self, parent_id: int) -> bool:
+        """End the spread run ``parent_id`` if none of its units is left to run: its
+        status and figures are its units'. Whether it ended now."""
+        with self.engine.begin() as conn:
+            return self._settle(conn, parent_id)
+
+    def _settle(self, conn: sa.Connection, parent_id: int) -> bool:
+        query = sa.select(db.runs).where(db.runs.c.id == parent_id)
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update()  # the last two units to end settle once
+        row = conn.execute(query).first()
+        if row is None or row.status not in ACTIVE or row.units is None:
+            return False
+        units = [Run.from_row(r) for r in conn.execute(
+            sa.select(db.runs).where(db.runs.c.parent_id == parent_id).order_by(db.runs.c.id)
+        ).all()]
+        if any(u.status in ACTIVE for u in units):
+            return False
+        last: dict[str, Run] = {}
+        for unit in units:  # a unit's latest attempt says how it ended
+            last[unit.unit or ""] = unit
+        ended = list(last.values())
+        status, error = _outcome(row.status, ended)
+        figures = _aggregate(ended)
+        conn.execute(
+            db.runs.update()
+            .where(db.runs.c.id == parent_id, db.runs.c.token == row.token, db.runs.c.status.in_(ACTIVE))
+            .values(status=status, ended_at=time.time(), error=error, token=row.token + 1, **figures)
+        )
+        return True
 
     # --- logs ---------------------------------------------------------------------
 
@@ -354,7 +442,7 @@ class ControlPlane:
         """Each job's newest run that has ended."""
         latest = (
             sa.select(db.runs.c.job, sa.func.max(db.runs.c.id).label("id"))
-            .where(db.runs.c.status.in_(FINISHED))
+            .where(db.runs.c.status.in_(FINISHED), db.runs.c.parent_id.is_(None))
             .group_by(db.runs.c.job)
             .subquery()
         )
@@ -369,6 +457,50 @@ class ControlPlane:
                 sa.select(db.leases).where(db.leases.c.name.like("scheduler:%"), db.leases.c.expires_at > now)
             ).all()
         return [{"id": r.owner, "since": iso(r.acquired_at), "info": json.loads(r.info or "{}")} for r in rows]
+
+
+def _outcome(parent_status: str, units: Sequence[Run]) -> tuple[str, str | None]:
+    """A spread run's status and error from how its units (their last attempts) ended."""
+    if parent_status == "cancelling":
+        return "cancelled", "cancelled by tapyard runs cancel"
+    bad = [u for u in units if u.status != "ok"]
+    if not bad:
+        return "ok", None
+    statuses = {u.status for u in bad}
+    status = "timed_out" if "timed_out" in statuses else "cancelled" if statuses == {"cancelled"} else "failed"
+    first = bad[0]
+    what = ", ".join(json.loads(first.unit or "{}").get("partitions") or json.loads(first.unit or "{}").get("streams") or [])
+    return status, f"{len(bad)} of {len(units)} units did not end ok; unit run {first.id} ({what[:200]}) {first.status}: {(first.error or '')[:1500]}"
+
+
+def _aggregate(units: Sequence[Run]) -> dict[str, Any]:
+    """A spread run's figures: its units' (their last attempts) added up, one entry per stream."""
+    streams: dict[str, dict[str, Any]] = {}
+    rank = {"ok": 0, "cancelled": 1, "failed": 2}
+    for unit in units:
+        for figures in unit.stream_figures:
+            name = str(figures.get("name"))
+            into = streams.get(name)
+            if into is None:
+                streams[name] = dict(figures)
+                continue
+            for key in ("records", "dead_letters", "inserted", "updated", "deleted", "pages", "seconds"):
+                a, b = into.get(key), figures.get(key)
+                into[key] = None if a is None or b is None else a + b
+            if rank.get(str(figures.get("status")), 2) > rank.get(str(into.get("status")), 2):
+                into["status"], into["error"] = figures.get("status"), figures.get("error")
+    http: dict[str, int] = {}
+    for unit in units:
+        for key, value in (json.loads(unit.http) if unit.http else {}).items():
+            http[key] = http.get(key, 0) + int(value)
+    return {
+        "records": sum(u.records for u in units),
+        "dead_letters": sum(u.dead_letters for u in units),
+        "requests": sum(u.requests for u in units),
+        "http_retries": sum(u.http_retries for u in units),
+        "streams": json.dumps(list(streams.values())),
+        "http": json.dumps(http),
+    }
 
 
 def _job(row: Any) -> Job:

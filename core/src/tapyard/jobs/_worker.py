@@ -175,6 +175,8 @@ def start(cp: ControlPlane, run: Run, pid: int) -> Run | None:
     now = time.time()
     job = cp.job(run.job)
     deadline = None if job.spec.timeout is None else now + job.spec.timeout
+    if run.parent_id is not None:  # a unit has its run's time, not a timeout of its own
+        deadline = cp.run(run.parent_id).deadline
     with cp.engine.begin() as conn:
         done = conn.execute(
             db.runs.update()
@@ -248,9 +250,16 @@ def execute(
     progress: Callable[[str, Any], None] | None = None,
     echo: bool = False,
     on_lost: Callable[[], None] | None = None,
+    spread: bool = False,
 ) -> Run:
     """Run ``run`` (already ``running``, with its token) to its end and record the
-    outcome; the run as recorded. ``progress`` sees the engine's events too."""
+    outcome; the run as recorded. ``progress`` sees the engine's events too.
+
+    With ``spread`` (a scheduler's run) and a job that asks for it, the run is
+    split instead: its units (streams or partitions) are queued as runs of their
+    own for the scheduler to hand out, and the run is left ``running`` until the
+    last of them ends (:meth:`ControlPlane.settle`). A unit (``run.unit``) reads
+    only its streams or partitions and commits their state alone."""
     import tapyard
 
     job = cp.job(run.job)
@@ -279,6 +288,8 @@ def execute(
 
     status, error = "failed", None
     credential_failed = False
+    unit = json.loads(run.unit) if run.unit else None
+    planned: list[dict[str, list[str]]] | None = None
     watch = _Watch(cp, run, runlog, heartbeat, lost)
     with _logging_to(runlog), _interruptible(), watch:
         runlog.line("info", f"run {run.id} of job {job.name} started (attempt {run.attempt}, {run.trigger})", event="start")
@@ -289,9 +300,14 @@ def execute(
                     connector = tapyard.get_connector(spec.connector)
                     vault = stack.enter_context(tapyard.open_vault())
                     credentials = tapyard.load_credentials(vault, spec.creds, connector, actor=f"job:{job.name}")
+                if unit is None and spread and spec.spread != "none":
+                    planned = _plan(spec, credentials)
+                    raise _Split
                 result = tapyard.sync(
-                    spec.connector, dict(spec.config), to=spec.to, streams=spec.streams, credentials=credentials,
-                    progress=seen, wait=30.0,
+                    spec.connector, dict(spec.config), to=spec.to,
+                    streams=unit["streams"] if unit else spec.streams,
+                    partitions=unit.get("partitions") if unit else None,
+                    credentials=credentials, progress=seen, wait=30.0,
                 )
                 http = dict(result.http)
                 results = {s.name: s for s in result.streams}
@@ -303,6 +319,8 @@ def execute(
                 error = f"stream {first.name!r} {first.status}: {first.error or 'cancelled'}{more}"
             else:
                 status = "ok"
+        except _Split:
+            pass
         except KeyboardInterrupt:
             if watch.reason == "timed_out":
                 status, error = "timed_out", _timeout_error(run)
@@ -321,6 +339,8 @@ def execute(
                 error = f"unexpected {type(exc).__name__}: {exc}"
                 log.debug("run %s failed", run.id, exc_info=True)
         watch.stop.set()
+        if planned is not None:
+            return _split(cp, run, runlog, planned, on_lost)
         error = _redact(error)[:2000] if error else None
         runlog.line("info" if status == "ok" else "error", f"run {run.id} ended {status}" + (f": {error}" if error else ""), event="end", status=status)
     cp.add_logs(run.id, runlog.take())
@@ -333,6 +353,41 @@ def execute(
 
         alert_failure(cp, job, final, retry_id=retry or None, credential=credential_failed)
     return final
+
+
+class _Split(Exception):
+    """The run was split into units (it syncs nothing itself)."""
+
+
+def _plan(spec: Any, credentials: Any) -> list[dict[str, list[str]]]:
+    """The units of a spread job's run (its destination's tables made ready for them)."""
+    from tapyard.engine import plan_units
+    from tapyard.jobs._checks import spread_refusal
+
+    refused = spread_refusal(spec)
+    if refused:
+        from tapyard.base import ConfigError
+
+        raise ConfigError(refused)
+    return plan_units(
+        spec.connector, dict(spec.config), by=spec.spread, to=spec.to, streams=spec.streams,
+        credentials=credentials, wait=30.0,
+    )
+
+
+def _split(
+    cp: ControlPlane, run: Run, runlog: RunLog, units: list[dict[str, list[str]]], on_lost: Callable[[], None] | None
+) -> Run:
+    """Queue ``units`` as the run's units (fenced by its token); the run as recorded."""
+    what = "partitions" if any("partitions" in u for u in units) else "streams"
+    runlog.line(
+        "info", f"run {run.id} split into {len(units)} units ({what}); each is a run of its own, "
+        "and this run ends when the last of them does", event="split", units=len(units),
+    )
+    cp.add_logs(run.id, runlog.take())
+    if not cp.split(run, units):
+        os._exit(EXIT_LOST) if on_lost is None else on_lost()
+    return cp.run(run.id)
 
 
 def _vault_error(exc: BaseException) -> bool:
@@ -355,7 +410,9 @@ def run_claimed(run_id: int, token: int, heartbeat: float, url: str | None = Non
     running = start(cp, claimed, os.getpid())
     if running is None:
         return EXIT_LOST
-    final = execute(cp, running, heartbeat=heartbeat, echo=True)
+    final = execute(cp, running, heartbeat=heartbeat, echo=True, spread=True)
+    if final.units is not None and final.status == "running":
+        return 0  # split: its units run on
     return {"ok": 0, "timed_out": EXIT_TIMED_OUT}.get(final.status, 1)
 
 
