@@ -82,8 +82,14 @@ def send(run_id: int, token: int, heartbeat: float, broker: str | None = None) -
 
 
 def worker(concurrency: int, broker: str | None = None, loglevel: str = "WARNING") -> None:
-    """Run a Celery worker of the ``tapyard`` queue in the foreground (``tapyard worker``)."""
+    """Run a Celery worker of the ``tapyard`` queue in the foreground (``tapyard worker``).
+
+    The sync engine, the control plane's modules and the installed connectors are
+    loaded here, before the pool's processes are forked, as the scheduler's fork
+    server does: each process then takes its first run (or unit) at once instead
+    of loading them first. Connectors installed later need a worker restart."""
     app = celery_app(broker)
+    import tapyard.jobs._preload  # noqa: F401 - loaded for the pool's processes to inherit
     app.worker_main([
         "worker", f"--concurrency={concurrency}", "--pool=prefork", "-Q", QUEUE,
         "--without-gossip", "--without-mingle", f"--loglevel={loglevel}",
