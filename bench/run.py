@@ -26,6 +26,9 @@ d  faults: 5% of responses are 500s and 1% are truncated 200s; every client
 e  start-up: ``tapyard connectors list`` against ``python -c pass``
 m  memory: peak RSS of ``tapyard sync sample`` at 20,000 and 100,000 records
    per stream against its targets (bench/memory.py)
+w  workers: one run of a stream in 8 partitions, 50 ms per response, spread over
+   one and then two Celery workers of concurrency 1 (bench/workers.py): the run's
+   wall time on each and the ratio (target: two >= 1.8x one)
 
 Results go to bench/results/latest.json and bench/results/latest.md.
 ``--smoke`` runs every scenario at a tiny size without peers in well under a
@@ -742,9 +745,27 @@ def scenario_p(runner: Runner) -> dict[str, Any]:
     return out
 
 
+def scenario_w(runner: Runner) -> dict[str, Any]:
+    """One run's 8 partitions (50 ms per response) spread over Celery workers: one
+    worker against two, each of concurrency 1 (bench/workers.py; its own PostgreSQL,
+    redis-server and bench/server.py)."""
+    import workers
+
+    from tapyard.testing import ServiceUnavailable
+
+    size = workers.SMOKE_SIZE if runner.args.smoke else (runner.args.records or workers.SIZE)
+    try:
+        out = workers.run(size, 50.0, 100, max(1, runner.args.repeat), runner.workdir, log)
+    except ServiceUnavailable as exc:
+        return {"title": "one run's partitions over Celery workers", "tables": [], "skipped": str(exc)}
+    if not runner.args.smoke:
+        runner.failures += out["failures"]
+    return out
+
+
 SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e,
              "f": scenario_f, "g": scenario_g, "h": scenario_h, "m": scenario_m,
-             "p": scenario_p}
+             "p": scenario_p, "w": scenario_w}
 
 
 # --- output ---------------------------------------------------------------------
@@ -908,6 +929,10 @@ def markdown(results: dict[str, Any]) -> str:
                 import memory
 
                 lines += memory.markdown(scenario)
+            elif key == "w":
+                import workers
+
+                lines += workers.markdown({"tables": [table]})
             elif key == "h":
                 lines += [f"### {table['case']}", ""]
                 lines += table_lines(
@@ -956,7 +981,7 @@ def tapyard_fingerprint() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the tapyard benchmarks.")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, no peers: checks the suite works")
-    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,m,p")
+    parser.add_argument("--scenarios", default="a,b,c,d,e,f,g,h,m,p,w")
     parser.add_argument("--conventions", default=None,
                         help="scenario f only: the --headers values to run, e.g. epoch,epoch-frac (default all)")
     parser.add_argument("--records", type=int, default=None, help="records for scenario a (default 100k and 1M)")
