@@ -47,6 +47,14 @@ HERE = Path(__file__).resolve().parent
 ROUNDS = int(os.environ.get("TAPYARD_KILL_ROUNDS", "6"))
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 ENV = {**os.environ, "TAPYARD_QUIET": "1"}
+#: each case's bound: a round waits at most 120 s for a first commit, 1.5 s, then 30 s
+#: for the signal to work; a loaded 2-core CI machine took 40 s for 6 rounds into
+#: PostgreSQL, past a third of pytest's default 120 s
+ROUNDS_TIMEOUT = pytest.mark.timeout(120 + 40 * ROUNDS)
+#: the run after an interrupted one waits for the stream's lock: PostgreSQL frees
+#: an advisory lock when the killed client's server process notices it is gone,
+#: which a loaded machine may schedule after the next run has started
+WAIT = ("--wait", "60")
 
 
 @dataclasses.dataclass
@@ -222,7 +230,7 @@ def sample_rounds(tmp_path: Path, kind: str, rounds: int, seed: int, records: in
     for _ in range(rounds):
         config = {**base, "as_of": as_of.isoformat()}
         cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(config), "--to", url,
-               "--concurrency", str(rng.choice((1, 3)))]
+               "--concurrency", str(rng.choice((1, 3))), *WAIT]
         interrupt(cmd, rng, 1.5, url, "sample")
         interrupted += 1
         moved = as_of + dt.timedelta(hours=rng.uniform(6, 60))
@@ -234,12 +242,13 @@ def sample_rounds(tmp_path: Path, kind: str, rounds: int, seed: int, records: in
                 moved = max(moved, later[0] + dt.timedelta(hours=rng.uniform(1, 24)))
         as_of = moved
     final = {**base, "as_of": as_of.isoformat()}
-    cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(final), "--to", url]
+    cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(final), "--to", url, *WAIT]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return sample_tally(url, SampleConfig(**final), ("customers", "orders", "events")), interrupted
 
 
+@ROUNDS_TIMEOUT
 @pytest.mark.parametrize("kind", ["sqlite", "jsonl", "postgresql"])
 def test_sample_kill_and_move(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
     seed = {"sqlite": 11, "jsonl": 12, "postgresql": 13}[kind]
@@ -385,6 +394,7 @@ def test_a_next_link_saved_before_the_source_moved_is_not_trusted(tmp_path: Path
             assert result.rows == 600
 
 
+@ROUNDS_TIMEOUT
 @pytest.mark.parametrize("kind", ["sqlite", "jsonl"])
 def test_rest_kill_and_move(tmp_path: Path, kind: str) -> None:
     result, _interrupted = rest_rounds(tmp_path, kind, ROUNDS, seed=7 + len(kind))
