@@ -9,6 +9,9 @@ server, always including the records the saved resume points name. After the
 rounds a last sync runs to its end, and the destination must hold every
 record of the source in its latest version: 0 lost, 0 stale, 0 duplicated,
 0 extra (rows deleted at the source are marked as their stream declares).
+The deterministic cases kill a process of their own at an exact point, then
+resume in the test's process: the kill is what needs a process, and each
+start costs seconds of imports on a loaded machine.
 
 ``TAPYARD_KILL_ROUNDS`` sets the rounds per case (default 6; the measured
 runs in docs/reliability.md used 30 per case, 120 interruptions in all).
@@ -32,13 +35,14 @@ from typing import Any
 
 import pytest
 
+import tapyard
 from tapyard_sample import SampleConfig, source_records
 from tapyard_sample._data import T0, Dataset
 
 if __name__ == "__main__":  # run as a script to measure: the repository root holds the tests package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.moving_server import MovingServer
+from tests.moving_server import MovingServer, connector
 
 pytestmark = pytest.mark.reliability
 
@@ -293,13 +297,13 @@ def test_kill_after_4000_customers_move_as_of_resume(tmp_path: Path, kind: str) 
     state = saved_states(url, "sample")["customers"]
     assert state["resume"]["params"]["starting_after"] == named["id"]
 
-    for moment in (moved_to, None, None):  # resume with as_of moved, then two incremental syncs
+    # resume with as_of moved, then two incremental syncs; in this process (what
+    # needs a process of its own is the kill, and a start costs seconds under load)
+    for moment in (moved_to, None, None):
         config = {"records_per_stream": records, "page_size": 100,
                   "as_of": moment.isoformat() if moment else None}
-        cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(config),
-               "--to", url, "--streams", "customers"]
-        done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
+        done = tapyard.sync("sample", config, to=url, streams=["customers"])
+        assert done.ok, [s.error for s in done.streams]
         result = sample_tally(url, SampleConfig(**config), ("customers",))
         assert result.clean, (moment, result)
         assert result.rows == len(dataset.visible("customers", moment))
@@ -385,10 +389,9 @@ def test_a_next_link_saved_before_the_source_moved_is_not_trusted(tmp_path: Path
         before = [r["id"] for r in server.collections[stream].by_cursor()[:150]]
         for record_id in [named, *before[::15]]:
             assert server.update(stream, record_id)
-        cmd = [sys.executable, str(HERE / "moving_server.py"), server.url, url, stream]
-        for _ in range(3):
-            done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stderr[-2000:]
+        for _ in range(3):  # the resume and two more, in this process
+            done = tapyard.sync(connector(server.url), to=url, streams=[stream], concurrency=2)
+            assert done.ok, [s.error for s in done.streams]
             result = rest_tally(server, url, (stream,))
             assert result.clean, result
             assert result.rows == 600
