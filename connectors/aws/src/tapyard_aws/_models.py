@@ -3,41 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 import tapyard
-from tapyard.files import FORMATS, FileFormat, record_model
+from tapyard.files import record_model
+from tapyard.sources import ObjectStoreConfig
 
 __all__ = ["STREAM_NAMES", "AwsConfig", "AwsStream", "build_streams"]
 
 STREAM_NAMES = ("s3_buckets", "s3_objects", "s3_records", "dynamodb_items", "iam_users", "ec2_instances")
 
 
-class AwsConfig(BaseModel):
+class AwsConfig(ObjectStoreConfig):
     """Configuration of the AWS connector."""
 
-    model_config = ConfigDict(extra="forbid")
+    words: ClassVar[dict[str, str]] = {"objects": "objects", "key": "key", "records": "s3_records"}
+    url_fields: ClassVar[frozenset[str]] = frozenset({"endpoint_url"})
 
     region: str = Field("us-east-1", description="The region of the clients (EC2 instances are listed in it).")
     endpoint_url: str | None = Field(
         None, description="Send every request here instead of AWS (an emulator such as moto)."
     )
     bucket: str | None = Field(None, description="The bucket of s3_objects and s3_records (they need one).")
-    prefix: str = Field("", description="Only objects whose key starts with this.")
-    formats: list[FileFormat] = Field(
-        list(FORMATS), description="File formats s3_records reads (by suffix: .csv, .jsonl/.ndjson, .parquet)."
-    )
-    record_schema: dict[str, Any] | None = Field(
-        None,
-        description="A JSON Schema of one row: s3_records then writes typed columns and sends rows "
-        "that do not fit to dead letters. Without it each row is kept whole in a JSON column 'data'.",
-    )
     dynamodb_tables: list[str] = Field([], description="Tables that dynamodb_items scans (it needs one).")
     scan_segments: int = Field(4, ge=1, le=64, description="Parallel Scan segments per table.")
     page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per request.")
-    records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of s3_records per page.")
     max_attempts: int = Field(
         8, ge=1, le=20, description="Attempts per request (tapyard's SDK-call path: throttling, 5xx, connection failures)."
     )
@@ -46,13 +38,6 @@ class AwsConfig(BaseModel):
     )
     connect_timeout_s: float = Field(10, gt=0, le=300)
     read_timeout_s: float = Field(60, gt=0, le=3600)
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("endpoint_url must start with http:// or https://")
-        return value.rstrip("/") if value else value
 
 
 class AwsStream(tapyard.Stream):

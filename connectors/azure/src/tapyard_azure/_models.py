@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 import tapyard
-from tapyard.files import FORMATS, FileFormat, record_model
+from tapyard.files import record_model
+from tapyard.sources import ObjectStoreConfig
 
 __all__ = ["STREAM_NAMES", "AzureConfig", "AzureStream", "build_streams"]
 
 STREAM_NAMES = ("containers", "blobs", "blob_records")
 
 
-class AzureConfig(BaseModel):
+class AzureConfig(ObjectStoreConfig):
     """Configuration of the Azure Blob Storage connector."""
 
-    model_config = ConfigDict(extra="forbid")
+    words: ClassVar[dict[str, str]] = {"objects": "blobs", "key": "name", "records": "blob_records"}
+    url_fields: ClassVar[frozenset[str]] = frozenset({"account_url"})
 
     account_url: str | None = Field(
         None,
@@ -26,29 +28,11 @@ class AzureConfig(BaseModel):
         "taken from the connection string when the credential is one.",
     )
     container: str | None = Field(None, description="The container of blobs and blob_records (they need one).")
-    prefix: str = Field("", description="Only blobs whose name starts with this.")
-    formats: list[FileFormat] = Field(
-        list(FORMATS), description="File formats blob_records reads (by suffix: .csv, .jsonl/.ndjson, .parquet)."
-    )
-    record_schema: dict[str, Any] | None = Field(
-        None,
-        description="A JSON Schema of one row: blob_records then writes typed columns and sends rows "
-        "that do not fit to dead letters. Without it each row is kept whole in a JSON column 'data'.",
-    )
     page_size: int = Field(1000, ge=1, le=5000, description="Items asked for per listing request.")
-    records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of blob_records per page.")
     max_attempts: int = Field(8, ge=1, le=20, description="Attempts per request (tapyard's SDK-call path: throttling, 408, 5xx, connection failures).")
     retry_backoff_s: float = Field(0.5, ge=0, le=60, description="Base of the exponential backoff (full jitter) between attempts.")
-    requests_per_second: float | None = Field(None, gt=0, description="Requests per second at most, for every run of the credential (--rate overrides it).")
     connect_timeout_s: float = Field(10, gt=0, le=300)
     read_timeout_s: float = Field(60, gt=0, le=3600)
-
-    @field_validator("account_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("account_url must start with http:// or https://")
-        return value.rstrip("/") if value else value
 
 
 class AzureStream(tapyard.Stream):

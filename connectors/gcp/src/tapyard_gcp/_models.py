@@ -3,50 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 import tapyard
-from tapyard.files import FORMATS, FileFormat, record_model
+from tapyard.files import record_model
+from tapyard.sources import ObjectStoreConfig
 
 __all__ = ["STREAM_NAMES", "GcpConfig", "GcpStream", "build_streams"]
 
 STREAM_NAMES = ("buckets", "blobs", "blob_records")
 
 
-class GcpConfig(BaseModel):
+class GcpConfig(ObjectStoreConfig):
     """Configuration of the Google Cloud Storage connector."""
 
-    model_config = ConfigDict(extra="forbid")
+    words: ClassVar[dict[str, str]] = {"objects": "objects", "key": "name", "records": "blob_records"}
+    url_fields: ClassVar[frozenset[str]] = frozenset({"endpoint_url"})
 
     project: str | None = Field(None, description="The project whose buckets are listed (default: the credential's).")
     endpoint_url: str | None = Field(
         None, description="Send every request here instead of Google (an emulator such as fake-gcs-server)."
     )
     bucket: str | None = Field(None, description="The bucket of blobs and blob_records (they need one).")
-    prefix: str = Field("", description="Only objects whose name starts with this.")
-    formats: list[FileFormat] = Field(
-        list(FORMATS), description="File formats blob_records reads (by suffix: .csv, .jsonl/.ndjson, .parquet)."
-    )
-    record_schema: dict[str, Any] | None = Field(
-        None,
-        description="A JSON Schema of one row: blob_records then writes typed columns and sends rows "
-        "that do not fit to dead letters. Without it each row is kept whole in a JSON column 'data'.",
-    )
     page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per listing request.")
-    records_page_size: int = Field(1000, ge=1, le=100_000, description="Rows of blob_records per page.")
     retry_initial_s: float = Field(1.0, gt=0, le=60, description="Base of the exponential backoff (full jitter) between attempts.")
     retry_deadline_s: float = Field(120, gt=0, le=3600, description="No attempt starts this long after a call's first.")
-    requests_per_second: float | None = Field(None, gt=0, description="Requests per second at most, for every run of the credential (--rate overrides it).")
     timeout_s: float = Field(60, gt=0, le=3600, description="Timeout of each request.")
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("endpoint_url must start with http:// or https://")
-        return value.rstrip("/") if value else value
 
 
 class GcpStream(tapyard.Stream):

@@ -1,7 +1,7 @@
 """Reading from vendors: the stock paginators (whose position lives in the
 request they return), the declarative REST connector, which runs each of its
 decisions through the plugin hooks, and the object-store source that the SDK
-connectors for S3, Blob Storage and Cloud Storage share (``_objects``). It may import ``tapyard.base``,
+connectors for S3, Blob Storage and Cloud Storage share (``_objects``) and their shared configuration (``_object_config``). It may import ``tapyard.base``,
 ``tapyard.http`` and ``tapyard.auth``; it reaches plugins only through the run
 context it is given.
 """
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         SinglePage,
         streams_of,
     )
+    from tapyard.sources._object_config import ObjectStoreConfig
     from tapyard.sources._objects import ObjectStoreSource, Role, first_page
     from tapyard.sources._paginators import (
         DEFAULT_MAX_PAGES,
@@ -38,6 +39,7 @@ __all__ = [
     "CursorPaginator",
     "LinkHeaderPaginator",
     "NextUrlPaginator",
+    "ObjectStoreConfig",
     "ObjectStoreSource",
     "OffsetPaginator",
     "PageGuard",
@@ -58,6 +60,7 @@ __getattr__ = lazy_exports(
     {
         "_declarative": ("RestConnector", "RestStream", "SinglePage", "streams_of"),
         "_objects": ("ObjectStoreSource", "Role", "first_page"),
+        "_object_config": ("ObjectStoreConfig",),
         "_paginators": ("CursorPaginator", "DEFAULT_MAX_PAGES", "LinkHeaderPaginator", "NextUrlPaginator", "OffsetPaginator", "PageGuard", "PageNumberPaginator", "PageTokenPaginator", "STOCK_PAGINATORS"),
     },
 )
