@@ -290,6 +290,43 @@ def rate_headers(convention: str, bucket: TokenBucket | FixedWindow, admitted: b
     return lines if admitted else [*lines, b"Retry-After: %d\r\n" % whole]
 
 
+def seconds_over(arrivals: list[float], rate: float, burst: float) -> dict[str, Any]:
+    """How many requests reached the limit in each second: every request counts,
+    the refused ones too (a client that sends more than the limit is over it, whatever
+    the server answers).
+
+    ``limit`` is the most a token bucket of ``rate`` and ``burst`` admits in any one
+    second (``rate + burst``). Fixed windows are the whole seconds from the first
+    arrival to the last (a partial last second is left out): ``over`` counts those
+    that saw more than ``limit``, ``over_2pct`` those that saw more than 2% past the
+    rate (``1.02 * rate``). ``sliding_max`` is the most requests in any one-second
+    window, wherever it starts (one starting at each arrival).
+    """
+    times = sorted(arrivals)
+    limit = rate + burst
+    counts: list[int] = []
+    if times:
+        whole = int(times[-1] - times[0])
+        counts = [0] * whole
+        for t in times:
+            k = int(t - times[0])
+            if k < whole:
+                counts[k] += 1
+    most, j = 0, 0
+    for i, t in enumerate(times):
+        while j < len(times) and times[j] < t + 1.0:
+            j += 1
+        most = max(most, j - i)
+    return {
+        "limit": limit,
+        "windows": len(counts),
+        "counts": counts,
+        "over": sum(1 for c in counts if c > limit),
+        "over_2pct": sum(1 for c in counts if c > 1.02 * rate),
+        "sliding_max": most,
+    }
+
+
 class Stats:
     def __init__(self) -> None:
         self.reset()
@@ -307,6 +344,8 @@ class Stats:
         self.connections = 0
         self.first: float | None = None
         self.last: float | None = None
+        #: when each request that met the limit arrived, admitted or refused
+        self.arrivals: list[float] = []
         self.attempts: dict[tuple[Any, ...], int] = {}
         self.started = time.monotonic()
 
@@ -391,6 +430,7 @@ class App:
                 return 403, headers, (b'[{"message":"TotalRequests Limit exceeded.",'
                                       b'"errorCode":"REQUEST_LIMIT_EXCEEDED"}]')
         if self.bucket is not None:
+            stats.arrivals.append(now)
             admitted, tokens, wait = self.bucket.take()
             headers += rate_headers(self.convention, self.bucket, admitted, tokens, wait)
             if not admitted:
@@ -504,6 +544,8 @@ class App:
                                   "p90": round(1000 * late[len(late) * 9 // 10], 3)}
             out["admitted"] = admitted
             out["quota_used"] = admitted / allowed if allowed else None
+            if isinstance(self.bucket, TokenBucket):
+                out["seconds"] = seconds_over(s.arrivals, self.bucket.rate, self.bucket.burst)
         return out
 
 

@@ -297,3 +297,100 @@ def test_a_forked_child_opens_its_own_connection_and_shares_the_budget(tmp_path:
     assert os.read(read, 32) == b"30"
     assert budget.peek("c|y", rate=None, burst=1, spacing=0) == pytest.approx(60, abs=2)
     budget.close()
+
+
+# -- in-flight caps per credential, across processes ----------------------------------------
+
+
+def _in_flight(where: str, key: str, limit: int, threads: int, rounds: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """In a process of its own: ``threads`` threads each hold an in-flight slot of the
+    store at ``where`` ``rounds`` times for 30 ms; the (entered, left) wall times go on
+    ``queue``."""
+    from tapyard.http import RedisLimiterStore
+
+    store = RedisLimiterStore(where) if where.startswith("redis://") else SqliteLimiterStore(where)
+    limiter = store.limiter(key, RateLimitSettings(concurrency=limit))
+    spans: list[tuple[float, float]] = []
+
+    def work() -> None:
+        for _ in range(rounds):
+            with limiter.in_flight():
+                entered = time.time()
+                time.sleep(0.03)
+                spans.append((entered, time.time()))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    store.close()
+    queue.put(spans)
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    most = current = 0
+    for _, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
+@pytest.mark.parametrize("where", ["sqlite", "redis"])
+def test_concurrency_is_a_cap_per_credential_across_processes(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Four processes of three threads each, one credential with ``concurrency: 2``:
+    at no moment are more than two requests in flight among all of them (each
+    process alone would hold two, eight together), and the two slots are used."""
+    url = str(tmp_path / "l.db") if where == "sqlite" else request.getfixturevalue("redis").url
+    key = f"conn|{time.time_ns()}"
+    results = _in_processes(_in_flight, [(url, key, 2, 3, 5)] * 4)
+    spans = [span for result in results for span in result]
+    assert len(spans) == 4 * 3 * 5
+    assert _most_at_once(spans) == 2
+
+
+HOLDER = """
+import sys, time
+import tapyard.http._limiters as limiters
+from tapyard.http import RedisLimiterStore, RateLimitSettings
+
+limiters._SLOT_LEASE, limiters._SLOT_RENEW = 1.0, 0.2
+store = RedisLimiterStore(sys.argv[1])
+limiter = store.limiter(sys.argv[2], RateLimitSettings(concurrency=1))
+with limiter.in_flight():
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_slot_lives_as_long_as_its_holder_and_no_longer(redis: RedisServer) -> None:
+    """A process holding the only slot keeps it past its lease (it renews it); killed
+    (SIGKILL: nothing runs on its way out), its slot is free again once the lease ends."""
+    import subprocess
+    import sys
+
+    from tapyard.http import RedisLimiterStore
+
+    key = f"conn|{time.time_ns()}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, redis.url, key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        store = RedisLimiterStore(redis.url)
+        limiter = store.limiter(key, RateLimitSettings(concurrency=1))
+        budget = limiter.budget  # type: ignore[attr-defined]
+        time.sleep(2.5)  # more than two leases of 1 s: renewed, still held
+        assert budget.enter(key, "probe", 1, 1.0) > 0
+        holder.kill()
+        holder.wait(10)
+        started = time.monotonic()
+        with limiter.in_flight():
+            waited = time.monotonic() - started
+        assert waited <= 1.0 + 0.5, waited  # at most the rest of its lease
+        store.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)

@@ -12,6 +12,9 @@ partition is a RestStream of its own over ``?partition=i&partitions=n``.
 ``options.profile`` writes a cProfile of the sync, every thread merged, to that path;
 ``options.rate_limit`` is passed to ``tapyard.sync(rate_limit=...)`` (a rate set in config);
 ``options.sforce_usage`` registers a plugin that maps Salesforce's ``Sforce-Limit-Info`` to the limiter.
+``options.limiters`` (a ``redis://`` URL) hands the sync a ``RedisLimiterStore`` there, and
+``options.credential`` names the credential (``options.go_file``: say ready in ``<go_file>.<pid>``, start once ``go_file`` exists) (a named credential's budget is shared by every
+process using the store: bench/fleet.py runs several such clients at once).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Record(BaseModel):
 class BearerCredentials(BaseModel):
     kind: str = "bearer"
     token: SecretStr
+    name: str | None = None
 
 
 class SforceUsage:
@@ -132,7 +136,12 @@ def main() -> None:
     to = {"postgresql": options.get("url"), "duckdb": f"duckdb:///{job['workdir']}/tapyard.duckdb"}.get(
         options.get("to", ""), f"sqlite:///{db}"
     )
-    credentials = BearerCredentials(token=SecretStr(job["token"]))
+    credentials = BearerCredentials(token=SecretStr(job["token"]), name=options.get("credential"))
+    limiters = None
+    if options.get("limiters"):
+        from tapyard.http import RedisLimiterStore
+
+        limiters = RedisLimiterStore(options["limiters"])
     profiler = None
     thread_profiles: list[Any] = []
     if options.get("profile"):
@@ -153,6 +162,14 @@ def main() -> None:
         threading.setprofile(start_thread_profile)
     if options.get("sforce_usage"):
         tapyard.register_plugin(SforceUsage(), "bench-sforce-usage")
+    if options.get("go_file"):
+        # a fleet starts together, whatever each process took to import
+        import pathlib
+        import time
+
+        pathlib.Path(options["go_file"] + "." + str(os.getpid())).touch()
+        while not os.path.exists(options["go_file"]):
+            time.sleep(0.001)
     with Timer() as timer:
         if profiler is not None:
             profiler.enable()
@@ -164,6 +181,7 @@ def main() -> None:
             concurrency=int(job.get("concurrency", 1)),
             full_refresh=True,
             http=options.get("http") or None,
+            limiters=limiters,
             **({"rate_limit": options["rate_limit"]} if options.get("rate_limit") else {}),
         )
         if profiler is not None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         redact_url,
     )
     from tapyard.http._limiters import (
+        Ask,
         Budget,
         BudgetLimiterStore,
         Limiter,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from tapyard.http._sdk import SdkAttempt, SdkEngine, SdkReply, SdkSource, sdk_engine
 
 __all__ = [
+    "Ask",
     "Budget",
     "BudgetLimiterStore",
     "HttpEngine",
@@ -82,7 +84,7 @@ __getattr__ = lazy_exports(
         "_connector": ("SdkConnector",),
         "_engine": ("HttpEngine", "HttpPolicy", "redact_url"),
         "_limiters": (
-            "Budget", "BudgetLimiterStore", "Limiter", "LimiterStore", "MemoryLimiterStore", "SharedLimiter",
+            "Ask", "Budget", "BudgetLimiterStore", "Limiter", "LimiterStore", "MemoryLimiterStore", "SharedLimiter",
             "SqliteBudget", "SqliteLimiterStore", "default_limiter_store", "limiter_key", "limiters_of",
         ),
         "_ratelimit": ("RateLimitSettings", "RateLimiter", "rate_limit_settings", "shared_limiter", "split_rate_limit"),

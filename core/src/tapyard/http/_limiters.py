@@ -22,8 +22,20 @@ that asks the same store for the same key shares one budget. Two stores:
   * a hold after a 429 (``Retry-After``, a vendor's throttling signal): one
     throttled process holds back every other.
 
-  ``concurrency`` stays per process. Clocks are the wall clock
-  (``time.time``), the one every process on a machine shares.
+  A grant is taken when it may go *now* (a process asks again after the wait it
+  is told, rather than reserving a moment ahead): a process descheduled
+  between its grant and the wire then delays the next grant (which waits for
+  the send to be reported, up to ``_HANDOFF_TIMEOUT``) instead of arriving
+  just before it, and the spacing runs from the last *send*. The spacing is
+  the larger of the asking process's and the last one learned by any (a
+  process that has just started is spaced by what the others learned), less
+  the asking process's usual delay from a grant to the wire.
+
+  ``concurrency`` is a cap per credential across every process sharing the
+  store: each in-flight request holds a leased slot in the budget, renewed
+  while its process lives and free again ``_SLOT_LEASE`` seconds after a
+  process that died holding it. Clocks are the wall clock (``time.time``),
+  the one every process on a machine shares.
 
 A store is an object handed to a run (``RunContext.limiters``), never a
 process global: a worker running many syncs hands them one store; a fleet of
@@ -32,16 +44,23 @@ processes on one machine points theirs at one file.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from tapyard.http._ratelimit import (
+    _LAG_MAX_SHARE,
+    _LAG_MIN_SAMPLES,
+    _LAG_WINDOW,
     RateLimiter,
     RateLimitSettings,
     RateLimitWaitTooLong,
@@ -49,6 +68,7 @@ from tapyard.http._ratelimit import (
 )
 
 __all__ = [
+    "Ask",
     "Budget",
     "BudgetLimiterStore",
     "Limiter",
@@ -164,6 +184,22 @@ class MemoryLimiterStore:
             self._limiters.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a caller of :meth:`Budget.take` knows: the static ``rate`` (``None``:
+    none) and ``burst``, the ``spacing`` it learned (0: nothing yet), the longest
+    wait it accepts, whether it will report its send (:meth:`Budget.sent`), and
+    how much ``ahead`` of the spacing to grant (its usual delay from a grant to
+    the wire, so that its request reaches the wire a spacing after the last)."""
+
+    rate: float | None
+    burst: float
+    spacing: float
+    max_wait: float | None
+    reports: bool = False
+    ahead: float = 0.0
+
+
 class Budget(Protocol):
     """A shared budget of grants, by key (a SQLite file, a Redis server).
 
@@ -188,8 +224,48 @@ class Budget(Protocol):
         """
         ...
 
+    def take(self, key: str, ask: Ask) -> tuple[float, str, float]:
+        """Take a grant of ``key`` if one may go now: ``(0, token, since)``, ``since`` the
+        seconds from the last grant or send of anyone (-1: none yet); else ``(seconds, "", 0)``,
+        the wait before asking again (taking nothing). ``ask`` says what the
+        caller knows (see :class:`Ask`).
+
+        A grant may go once the static bucket, the spacing after the last grant
+        or send of anyone, and any hold allow it, and once the grant
+        before it has been reported sent (:meth:`sent`), or
+        ``_HANDOFF_TIMEOUT`` seconds after it was taken: a process that was
+        slow to send its request (descheduled between its grant and the wire)
+        then delays the next one instead of arriving just before it.
+        The spacing is the larger of ``ask.spacing`` and the last one a caller
+        who had learned one took a grant with: a process that has just started
+        is spaced by what the others learned. Raises
+        :class:`RateLimitWaitTooLong` (taking nothing) when the wait is more
+        than ``ask.max_wait`` seconds.
+        """
+        ...
+
+    def sent(self, key: str, token: str) -> None:
+        """The request of the grant ``token`` has just gone out: the next grant is
+        spaced from now."""
+        ...
+
     def peek(self, key: str, *, rate: float | None, burst: float, spacing: float) -> float:
         """The seconds a :meth:`reserve` would wait now (reserving nothing)."""
+        ...
+
+    def enter(self, key: str, holder: str, limit: int, lease: float) -> float:
+        """Take one of ``limit`` in-flight slots of ``key`` for ``holder``, for ``lease``
+        seconds: 0 when taken, else the seconds to wait before asking again (at
+        most until the soonest lease ends). A slot whose lease ended (its
+        process died without leaving) is free again."""
+        ...
+
+    def renew(self, key: str, holders: list[str], lease: float) -> None:
+        """Extend the leases of ``holders`` to ``lease`` seconds from now."""
+        ...
+
+    def leave(self, key: str, holder: str) -> None:
+        """Give ``holder``'s slot back."""
         ...
 
     def hold(self, key: str, until: float, reason: str) -> None:
@@ -222,13 +298,55 @@ def _grant_at(
     return at, tat
 
 
+#: how long a shared grant waits for the grant before it to be reported sent,
+#: and how often it asks again meanwhile
+_HANDOFF_TIMEOUT = 0.25
+_HANDOFF_POLL = 0.001
+#: a grant whose moment is less than this away is taken now
+_GRANT_EPSILON = 1e-6
+#: an in-flight slot's lease, how often a live holder renews it, and the
+#: shortest and longest pause between two asks for a slot
+_SLOT_LEASE = 10.0
+_SLOT_RENEW = 2.0
+_SLOT_POLL = 0.002
+_SLOT_POLL_MAX = 0.05
+
+
+def _take_at(
+    now: float,
+    tat: float,
+    last: float,
+    hold: float,
+    unsent: float,
+    rate: float | None,
+    burst: float,
+    spacing: float,
+) -> tuple[float, float, bool]:
+    """When a grant taken now-or-later may go, the bucket's arrival time after it,
+    and whether the wait is only for the grant before it to be sent. ``spacing``
+    is the caller's, already the larger of its own and the fleet's, less its lead."""
+    at, tat = _grant_at(now, tat, last, hold, rate, burst, spacing)
+    handoff = False
+    if unsent > 0 and now < unsent + _HANDOFF_TIMEOUT and at < now + _HANDOFF_POLL:
+        at, handoff = min(now + _HANDOFF_POLL, unsent + _HANDOFF_TIMEOUT), True
+    return at, tat, handoff
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budget (
     key TEXT PRIMARY KEY,
     tat REAL NOT NULL DEFAULT 0,
     last REAL NOT NULL DEFAULT 0,
     hold REAL NOT NULL DEFAULT 0,
-    why TEXT NOT NULL DEFAULT ''
+    why TEXT NOT NULL DEFAULT '',
+    unsent REAL NOT NULL DEFAULT 0,
+    spacing REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS slots (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (key, holder)
 )
 """
 
@@ -245,8 +363,13 @@ class SqliteBudget:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._open()
-        with self._transaction():
-            self._db.execute(_SCHEMA)
+        with self._transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(budget)")}
+            for column in ("unsent", "spacing"):  # a file written before these were kept
+                if column not in columns:
+                    db.execute(f"ALTER TABLE budget ADD COLUMN {column} REAL NOT NULL DEFAULT 0")
 
     def _open(self) -> None:
         # One connection, used under the lock by every thread of this process;
@@ -301,6 +424,38 @@ class SqliteBudget:
             )
             return at
 
+    def take(self, key: str, ask: Ask) -> tuple[float, str, float]:
+        with self._transaction() as db:
+            now = self._clock()
+            tat, last, hold, why = self._row(db, key)
+            row = db.execute("SELECT unsent, spacing FROM budget WHERE key = ?", (key,)).fetchone()
+            unsent, learned = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+            spaced = max(0.0, max(ask.spacing, learned) - ask.ahead)
+            at, tat, handoff = _take_at(now, tat, last, hold, unsent, ask.rate, ask.burst, spaced)
+            if at - now > _GRANT_EPSILON:
+                if not handoff and ask.max_wait is not None and at - now > ask.max_wait:
+                    reason = why if at <= hold else "the rate limit shared with other processes"
+                    raise RateLimitWaitTooLong(at - now, ask.max_wait, reason)
+                return at - now, "", 0.0
+            token = repr(now)
+            db.execute(
+                "INSERT INTO budget (key, tat, last, unsent, spacing) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, last = max(last, excluded.last), "
+                "unsent = excluded.unsent, "
+                "spacing = CASE WHEN excluded.spacing > 0 THEN excluded.spacing ELSE spacing END",
+                (key, tat, now, now if ask.reports else 0.0, ask.spacing),
+            )
+            return 0.0, token, now - last if last > 0 else -1.0
+
+    def sent(self, key: str, token: str) -> None:
+        with self._transaction() as db:
+            now = self._clock()
+            db.execute(
+                "UPDATE budget SET last = max(last, ?), "
+                "unsent = CASE WHEN unsent = ? THEN 0 ELSE unsent END WHERE key = ?",
+                (now, float(token), key),
+            )
+
     def peek(self, key: str, *, rate: float | None, burst: float, spacing: float) -> float:
         self._connection()
         with self._lock:
@@ -320,6 +475,29 @@ class SqliteBudget:
                 (key, until, reason),
             )
 
+    def enter(self, key: str, holder: str, limit: int, lease: float) -> float:
+        with self._transaction() as db:
+            now = self._clock()
+            db.execute("DELETE FROM slots WHERE key = ? AND expires <= ?", (key, now))
+            held, soonest = db.execute(
+                "SELECT count(*), min(expires) FROM slots WHERE key = ?", (key,)
+            ).fetchone()
+            if held >= limit:
+                return max(_GRANT_EPSILON, float(soonest) - now)
+            db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (key, holder, now + lease))
+            return 0.0
+
+    def renew(self, key: str, holders: list[str], lease: float) -> None:
+        with self._transaction() as db:
+            until = self._clock() + lease
+            db.executemany(
+                "UPDATE slots SET expires = ? WHERE key = ? AND holder = ?", [(until, key, h) for h in holders]
+            )
+
+    def leave(self, key: str, holder: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM slots WHERE key = ? AND holder = ?", (key, holder))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -330,9 +508,11 @@ class SharedLimiter:
     come from a shared :class:`Budget` (see the module docstring).
 
     ``local`` does what it always does (learns the pace from headers, paces
-    this process's threads, bounds ``concurrency``); each of its grants then
-    waits for a slot in the budget, reserved with the spacing ``local`` has
-    learned. A 429's wait and a penalty are held in the budget for everyone.
+    this process's threads, bounds ``concurrency`` among them); each of its
+    grants then waits for a grant of the budget, taken with the spacing
+    ``local`` has learned, and each request in flight holds one of the
+    credential's ``concurrency`` slots in the budget. A 429's wait and a
+    penalty are held in the budget for everyone.
     """
 
     def __init__(
@@ -349,6 +529,17 @@ class SharedLimiter:
         self.budget = budget
         self._clock = clock
         self._sleep = sleep
+        # the token of each thread's last grant, until its send is reported
+        self._grants = threading.local()
+        # how late requests reach the wire after the moment the budget meant
+        # for their grant: the smallest of the last few
+        self._lags: collections.deque[float] = collections.deque(maxlen=_LAG_WINDOW)
+        self._lag = 0.0
+        self._lags_lock = threading.Lock()
+        # the in-flight slots this process holds in the budget, and their renewer
+        self._holders: set[str] = set()
+        self._holders_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
 
     @property
     def max_wait(self) -> float | None:
@@ -368,21 +559,38 @@ class SharedLimiter:
 
     def acquire(self) -> float:
         waited = self.local.acquire()
-        at = self.budget.reserve(
-            self.key,
-            rate=self.local.rate,
-            burst=self.local.burst,
-            spacing=self.local.spacing,
-            max_wait=None if self.local.max_wait is None else max(0.0, self.local.max_wait - waited),
-        )
-        wait = at - self._clock()
-        if wait > 0:
+        asked: float | None = None  # when this thread asked at the moment it was told to
+        while True:
+            spacing = self.local.spacing
+            cap = None if self.local.max_wait is None else max(0.0, self.local.max_wait - waited)
+            ask = Ask(self.local.rate, self.local.burst, spacing, cap, self.local.reports_sends,
+                      min(self._lag, _LAG_MAX_SHARE * spacing))
+            wait, token, since = self.budget.take(self.key, ask)
+            if token:
+                self._grants.token, self._grants.asked = token, asked
+                self._grants.since, self._grants.granted = since, time.monotonic()
+                return waited
             self._sleep(wait)
             waited += wait
-        return waited
+            asked = time.monotonic()
 
     def sent(self) -> None:
         self.local.sent()
+        token = getattr(self._grants, "token", None)
+        if token:
+            self._grants.token = None
+            # what the server's spacing between requests is learned from
+            if self._grants.since >= 0:
+                self.local.sent_after(self._grants.since + time.monotonic() - self._grants.granted)
+            asked = getattr(self._grants, "asked", None)
+            if asked is not None:
+                # from the moment the budget meant to grant to the wire: the next
+                # grant of this process asks that much earlier
+                with self._lags_lock:
+                    self._lags.append(time.monotonic() - asked)
+                    if len(self._lags) >= _LAG_MIN_SAMPLES:
+                        self._lag = min(self._lags)
+            self.budget.sent(self.key, token)
 
     def wait_time(self) -> float:
         shared = self.budget.peek(
@@ -397,6 +605,11 @@ class SharedLimiter:
         wait = self.local.throttled(retry_after)
         if wait:
             self.budget.hold(self.key, self._clock() + wait, "the server's 429 Retry-After")
+        elif wait is not None and (spacing := self.local.spacing) > 0:
+            # The limiter paces the retry itself (a coarse Retry-After): the
+            # refused request had a slot, so every process skips one, and the
+            # server sees no more requests than it allows, 429s included.
+            self.budget.hold(self.key, self._clock() + spacing, "the server's 429")
         return wait
 
     def penalize(self, seconds: float) -> None:
@@ -404,8 +617,47 @@ class SharedLimiter:
         if seconds > 0:
             self.budget.hold(self.key, self._clock() + seconds, "the server's Retry-After")
 
-    def in_flight(self) -> contextlib.AbstractContextManager[None]:
-        return self.local.in_flight()
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Hold one of the ``concurrency`` slots of this process, then one of the
+        credential's slots in the budget (every process together holds at most
+        ``concurrency``), for the duration of a request. A slot in the budget is
+        leased: held while this process renews it, free again ``_SLOT_LEASE``
+        seconds after a process that died holding it."""
+        with self.local.in_flight():
+            limit = self.local.concurrency
+            if not limit:
+                yield
+                return
+            holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+            pause = _SLOT_POLL
+            while (wait := self.budget.enter(self.key, holder, limit, _SLOT_LEASE)) > 0:
+                self._sleep(min(wait, pause))
+                pause = min(_SLOT_POLL_MAX, pause * 2.0)
+            with self._holders_lock:
+                self._holders.add(holder)
+                if self._renewer is None or not self._renewer.is_alive():
+                    self._renewer = threading.Thread(target=self._renew, name="tapyard-slots", daemon=True)
+                    self._renewer.start()
+            try:
+                yield
+            finally:
+                with self._holders_lock:
+                    self._holders.discard(holder)
+                self.budget.leave(self.key, holder)
+
+    def _renew(self) -> None:
+        """Renew this process's leases while it holds any (a daemon thread: it dies
+        with the process, and so its leases end)."""
+        while True:
+            time.sleep(_SLOT_RENEW)
+            with self._holders_lock:
+                holders = sorted(self._holders)
+                if not holders:
+                    self._renewer = None
+                    return
+            with contextlib.suppress(Exception):  # the next round tries again
+                self.budget.renew(self.key, holders, _SLOT_LEASE)
 
 
 class BudgetLimiterStore:

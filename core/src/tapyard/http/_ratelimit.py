@@ -391,6 +391,21 @@ class RateLimiter:
             gap = self._gap if self._coarse and self._spare < 1 else 0.0
             return max(self._pace, gap)
 
+    def sent_after(self, seconds: float) -> None:
+        """The request granted to this thread went out ``seconds`` after the last
+        request of anyone sharing its budget (a fleet: see ``tapyard.http._limiters``).
+
+        A server whose resets are coarse is learned from the spacing between the
+        requests it takes: in a fleet, that is this one, not the time since this
+        process's own last request. Call it before :meth:`learn` of its response.
+        """
+        self._local.after = seconds
+
+    @property
+    def reports_sends(self) -> bool:
+        """Whether its callers report when requests go out (:meth:`sent` was called)."""
+        return self._handoff
+
     def configure(self, settings: RateLimitSettings) -> None:
         """Apply new settings (a run with its own ``--rate``); what was learned is kept."""
         with self._lock:
@@ -454,6 +469,7 @@ class RateLimiter:
                         self._tokens = max(0.0, self._tokens - 1.0)
                     self._last_grant = now
                     self._local.granted, self._local.measured = now, False
+                    self._local.after = None
                     self._local.aim = aim
                     # A request on a spare token says nothing of the spacing.
                     self._local.spare = self._coarse and self._spare > 0
@@ -686,6 +702,7 @@ class RateLimiter:
         """This thread's request got a 429: a spacing known to be too short (the lock held)."""
         sent: float | None = getattr(self._local, "granted", None)
         gap = None if sent is None else sent - self._last_ok_send
+        gap = getattr(self._local, "after", None) or gap
         self._last_probes = (math.inf, math.inf)
         self._refusals += 1
         if gap is not None and gap > 0 and not getattr(self._local, "spare", False):
@@ -711,7 +728,7 @@ class RateLimiter:
         self._strikes = 0
         if sent is None:
             return
-        gap = sent - self._last_ok_send
+        gap = getattr(self._local, "after", None) or sent - self._last_ok_send
         if self._coarse and self._empty and gap > 0 and not getattr(self._local, "spare", False):
             # Sent this long after the last request taken, with no token to
             # spare then, three times in a row: a spacing the server keeps.

@@ -6,7 +6,8 @@ hash (``tat``, ``last``, ``hold``, ``why``), compute the grant as
 :class:`~tapyard.http.SqliteLimiterStore` does, write it back. Time is the
 server's (``TIME``), so machines whose clocks disagree still space their
 grants by the same clock; a caller is told how many seconds to wait, not when.
-Keys expire a day after their last use. Needs the ``redis`` package
+In-flight slots (``concurrency``) are a sorted set per key of holders scored by
+the end of their lease, on the same clock. Keys expire a day after their last use. Needs the ``redis`` package
 (``pip install 'tapyard[redis]'``).
 """
 
@@ -15,12 +16,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tapyard.http._limiters import BudgetLimiterStore
+from tapyard.http._limiters import _HANDOFF_POLL, _HANDOFF_TIMEOUT, Ask, BudgetLimiterStore
 from tapyard.http._ratelimit import RateLimitWaitTooLong
 
 __all__ = ["RedisBudget", "RedisLimiterStore"]
 
 _PREFIX = "tapyard:limit:"
+_SLOTS = "tapyard:slots:"
 
 #: shared by the scripts: the key's state and the grant its settings allow now
 _GRANT = """
@@ -52,6 +54,85 @@ redis.call('EXPIRE', KEYS[1], 86400)
 return {1, string.format('%.6f', at - now), ''}
 """
 
+#: take: the spacing (ARGV[3]) becomes the larger of the caller's and the last
+#: one learned, less the caller's lead (ARGV[8]); see ``Budget.take``
+_SPACED = """
+local own = tonumber(ARGV[3])
+local learned = tonumber(redis.call('HGET', KEYS[1], 'spacing') or '0') or 0
+ARGV[3] = tostring(math.max(0, math.max(own, learned) - tonumber(ARGV[8])))
+"""
+
+#: ARGV[4] max_wait (-1: none), ARGV[5] 1 when the caller reports its send,
+#: ARGV[6] the handoff timeout, ARGV[7] its poll (see ``Budget.take``)
+_TAKE = _SPACED + _GRANT + """
+local unsent = tonumber(redis.call('HGET', KEYS[1], 'unsent') or '0') or 0
+local timeout, poll = tonumber(ARGV[6]), tonumber(ARGV[7])
+local handoff = false
+if unsent > 0 and now < unsent + timeout and at < now + poll then
+  at = math.min(now + poll, unsent + timeout)
+  handoff = true
+end
+if at - now > 0.000001 then
+  local max_wait = tonumber(ARGV[4])
+  if not handoff and max_wait >= 0 and at - now > max_wait then
+    local reason = why
+    if at > hold then reason = '' end
+    return {0, string.format('%.6f', at - now), reason}
+  end
+  return {2, string.format('%.6f', at - now), ''}
+end
+local token = string.format('%.6f', now)
+local mark = '0'
+if ARGV[5] == '1' then mark = token end
+redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat), 'last', string.format('%.6f', math.max(last, now)),
+  'unsent', mark)
+if own > 0 then
+  redis.call('HSET', KEYS[1], 'spacing', string.format('%.6f', own))
+end
+redis.call('EXPIRE', KEYS[1], 86400)
+local since = -1
+if last > 0 then since = now - last end
+return {1, string.format('%.6f', since), token}
+"""
+
+#: ARGV[1] the grant's token
+_SENT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'last', 'unsent')
+local last = tonumber(state[1] or '0') or 0
+if state[2] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'unsent', '0')
+end
+if now > last then
+  redis.call('HSET', KEYS[1], 'last', string.format('%.6f', now))
+end
+return 1
+"""
+
+#: in-flight slots: a sorted set of holders scored by the end of their lease
+_ENTER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local soonest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return string.format('%.6f', math.max(0.000001, tonumber(soonest[2]) - now))
+end
+redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(ARGV[3])), ARGV[1])
+redis.call('EXPIRE', KEYS[1], 86400)
+return '0'
+"""
+
+_RENEW = """
+local t = redis.call('TIME')
+local until_ = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1]))
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i])
+end
+return 1
+"""
+
 _PEEK = _GRANT + """
 return string.format('%.6f', math.max(0, at - now))
 """
@@ -80,6 +161,10 @@ class RedisBudget:
         self._redis = client
         self._reserve = client.register_script(_RESERVE)
         self._peek = client.register_script(_PEEK)
+        self._take = client.register_script(_TAKE)
+        self._enter = client.register_script(_ENTER)
+        self._renew = client.register_script(_RENEW)
+        self._sent = client.register_script(_SENT)
         self._hold = client.register_script(_HOLD)
 
     def reserve(
@@ -94,11 +179,36 @@ class RedisBudget:
             raise RateLimitWaitTooLong(seconds, max_wait, reason or "the rate limit shared with other workers")
         return time.time() + seconds
 
+    def take(self, key: str, ask: Ask) -> tuple[float, str, float]:
+        args = [ask.rate or 0, ask.burst, ask.spacing, -1 if ask.max_wait is None else ask.max_wait,
+                int(ask.reports), _HANDOFF_TIMEOUT, _HANDOFF_POLL, ask.ahead]
+        granted, wait, extra = self._take(keys=[_PREFIX + key], args=args)
+        text = extra.decode() if isinstance(extra, bytes) else str(extra)
+        if int(granted) == 1:
+            return 0.0, text, float(wait)
+        seconds = float(wait)
+        if not int(granted):
+            assert ask.max_wait is not None
+            raise RateLimitWaitTooLong(seconds, ask.max_wait, text or "the rate limit shared with other workers")
+        return seconds, "", 0.0
+
+    def sent(self, key: str, token: str) -> None:
+        self._sent(keys=[_PREFIX + key], args=[token])
+
     def peek(self, key: str, *, rate: float | None, burst: float, spacing: float) -> float:
         return float(self._peek(keys=[_PREFIX + key], args=[rate or 0, burst, spacing, -1]))
 
     def hold(self, key: str, until: float, reason: str) -> None:
         self._hold(keys=[_PREFIX + key], args=[max(0.0, until - time.time()), reason])
+
+    def enter(self, key: str, holder: str, limit: int, lease: float) -> float:
+        return float(self._enter(keys=[_SLOTS + key], args=[holder, limit, lease]))
+
+    def renew(self, key: str, holders: list[str], lease: float) -> None:
+        self._renew(keys=[_SLOTS + key], args=[lease, *holders])
+
+    def leave(self, key: str, holder: str) -> None:
+        self._redis.zrem(_SLOTS + key, holder)
 
     def close(self) -> None:
         self._redis.close()
