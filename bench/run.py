@@ -753,7 +753,7 @@ def scenario_w(runner: Runner) -> dict[str, Any]:
 
     from tapyard.testing import ServiceUnavailable
 
-    size = workers.SMOKE_SIZE if runner.args.smoke else (runner.args.records or workers.SIZE)
+    size = workers.SMOKE_SIZE if runner.args.smoke else workers.SIZE
     try:
         out = workers.run(size, 50.0, 100, max(1, runner.args.repeat), runner.workdir, log)
     except ServiceUnavailable as exc:
