@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         Credential,
         CredentialInfo,
     )
+    from tapyard_credentials._paths import data_dir, default_vault_path
     from tapyard_credentials._redact import (
         RedactingFilter,
         Redactor,
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
         redactor,
     )
     from tapyard_credentials._tokens import VaultTokenStore
-    from tapyard_credentials._vault import Vault, data_dir, default_vault_path
+    from tapyard_credentials._vault import Vault
 
 __version__ = "0.1.0"
 
@@ -105,8 +106,8 @@ _LAZY: dict[str, str] = {
     "aws_session": "tapyard_credentials._cloud",
     "aws_sign": "tapyard_credentials._cloud",
     "azure_credential": "tapyard_credentials._cloud",
-    "data_dir": "tapyard_credentials._vault",
-    "default_vault_path": "tapyard_credentials._vault",
+    "data_dir": "tapyard_credentials._paths",
+    "default_vault_path": "tapyard_credentials._paths",
     "gcp_access_token": "tapyard_credentials._cloud",
     "gcp_service_account_credentials": "tapyard_credentials._cloud",
     "generate_key": "tapyard_credentials._keys",

@@ -178,7 +178,7 @@ class AwsSecretsManagerBackend(SecretBackend):
             ) from None
         self.region = str(self._client.meta.region_name)
         if state_dir is None:
-            from tapyard_credentials._vault import data_dir
+            from tapyard_credentials import data_dir
 
             tag = hashlib.sha256(f"{self.region}|{prefix}".encode()).hexdigest()[:16]
             state_dir = data_dir() / f"aws-secretsmanager-{tag}"

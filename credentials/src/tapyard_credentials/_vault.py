@@ -36,25 +36,11 @@ from tapyard_credentials._models import (
     validate_kind,
     validate_name,
 )
+from tapyard_credentials._paths import data_dir, default_vault_path
 from tapyard_credentials._redact import Redactor
 from tapyard_credentials._redact import redactor as default_redactor
 
 __all__ = ["Vault", "data_dir", "default_vault_path"]
-
-
-def data_dir() -> Path:
-    """Where tapyard keeps its files: ``$TAPYARD_HOME``, else ``$XDG_DATA_HOME/tapyard``,
-    else ``~/.local/share/tapyard``."""
-    home = os.environ.get("TAPYARD_HOME")
-    if home:
-        return Path(home).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "tapyard"
-
-
-def default_vault_path() -> Path:
-    """``vault.db`` in the :func:`data_dir`."""
-    return data_dir() / "vault.db"
 
 
 def _os_user() -> str:

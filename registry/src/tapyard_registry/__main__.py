@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _default_data_dir() -> Path:
-    from tapyard_credentials._vault import data_dir
+    from tapyard_credentials import data_dir
 
     return data_dir() / "registry-server"
 

@@ -18,7 +18,7 @@ __all__ = ["key_path", "load_signer", "public_key_pem", "read_token", "save_toke
 
 
 def _folder() -> Path:
-    from tapyard_credentials._vault import data_dir
+    from tapyard_credentials import data_dir
 
     return data_dir() / "publisher"
 

@@ -29,7 +29,7 @@ _MAX_JSON = 64 * 1024 * 1024
 
 
 def _config_file() -> Path:
-    from tapyard_credentials._vault import data_dir
+    from tapyard_credentials import data_dir
 
     return data_dir() / "registry.json"
 

@@ -27,7 +27,7 @@ __all__ = ["Verifier", "forget", "pin_root", "trust_dir"]
 
 
 def trust_dir(source: Source) -> Path:
-    from tapyard_credentials._vault import data_dir
+    from tapyard_credentials import data_dir
 
     return data_dir() / "trust" / source.trust_id
 
