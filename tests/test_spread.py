@@ -165,3 +165,77 @@ def test_a_spread_job_into_a_file_destination_is_refused_in_one_line(tmp_path: P
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     bad = tapyard(env, "jobs", "add", "wide", "--connector", "sample", "--cron", "0 12 * * *", "--spread", "rows")
     assert bad.returncode == 1 and "spread" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _sample_job(tmp_path: Path, database: str, config: dict[str, object], *options: str) -> dict[str, str]:
+    clock = tmp_path / "clock.json"
+    write_test_clock(clock, TICK - dt.timedelta(minutes=5), rate=0)
+    env = tapyard_env(tmp_path / "home", database, TAPYARD_TEST_CLOCK=str(clock))
+    added = tapyard(env, "jobs", "add", "each", "--connector", "sample", "--cron", "0 12 * * *", "--to", database,
+                    "--config", json.dumps(config), "--spread", "streams", *options)
+    assert added.returncode == 0, added.stderr
+    write_test_clock(clock, TICK, rate=0)
+    return env
+
+
+def _ended(database: str) -> list[Any]:
+    return rows(database, "SELECT * FROM runs WHERE parent_id IS NULL AND status NOT IN "
+                "('queued','starting','running','cancelling')")
+
+
+@pytest.mark.timeout(300)
+def test_spread_by_stream_on_the_local_executor_lands_every_stream(tmp_path: Path, postgres_url: str) -> None:
+    from tests.jobs_helpers import assert_destination_equals_source
+
+    config = {"records_per_stream": 400, "page_size": 50}
+    env = _sample_job(tmp_path, postgres_url, config)
+    with schedulers(env, 1, "--poll", "0.1", "--heartbeat", "1", logs=tmp_path):
+        (parent,) = wait_for(lambda: _ended(postgres_url), 180, "the spread run to end")
+    assert parent.status == "ok", parent.error
+    units = rows(postgres_url, "SELECT * FROM runs WHERE parent_id = :p", p=parent.id)
+    assert sorted(json.loads(u.unit)["streams"] for u in units) == [["customers"], ["events"], ["orders"]]
+    assert all(u.status == "ok" and u.pid not in (None, parent.pid) for u in units)
+    assert {s["name"] for s in json.loads(parent.streams)} == {"customers", "orders", "events"}
+    assert parent.records == sum(u.records for u in units) > 0
+    assert_destination_equals_source(postgres_url, config)
+
+
+@pytest.mark.timeout(300)
+def test_cancelling_a_spread_run_stops_its_units(tmp_path: Path, postgres_url: str) -> None:
+    config = {"records_per_stream": 3000, "page_size": 10, "latency_ms": 30}
+    env = _sample_job(tmp_path, postgres_url, config)
+    with schedulers(env, 1, "--poll", "0.1", "--heartbeat", "1", "--per-credential", "0", logs=tmp_path):
+        wait_for(lambda: rows(postgres_url, "SELECT id FROM runs WHERE parent_id IS NOT NULL AND status = 'running'"),
+                 120, "a unit running")
+        (parent,) = rows(postgres_url, "SELECT * FROM runs WHERE parent_id IS NULL")
+        cancelled = tapyard(env, "runs", "cancel", str(parent.id))
+        assert cancelled.returncode == 0, cancelled.stderr
+        (ended,) = wait_for(lambda: _ended(postgres_url), 60, "the spread run to end")
+    assert ended.status == "cancelled"
+    units = rows(postgres_url, "SELECT status FROM runs WHERE parent_id = :p", p=parent.id)
+    assert units and {u.status for u in units} <= {"cancelled", "ok"} and "cancelled" in {u.status for u in units}
+
+
+def test_postgresql_locks_a_partition_apart_from_the_others_and_from_the_whole_stream(postgres_url: str) -> None:
+    import tapyard
+    from tapyard.destinations import PostgreSQLDestination
+
+    first, second = PostgreSQLDestination(postgres_url), PostgreSQLDestination(postgres_url)
+    def busy() -> Any:
+        return pytest.raises(tapyard.DestinationError, match="busy")
+
+    try:
+        with first.lock_partition("charges", 'charges|{"partition":0}', 0):
+            with second.lock_partition("charges", 'charges|{"partition":1}', 0):
+                pass  # another partition of the stream: written at once
+            with busy(), second.lock_partition("charges", 'charges|{"partition":0}', 0):
+                pass
+            with busy(), second.lock("charges", 0):  # the whole stream waits for its partitions' runs
+                pass
+        with first.lock("charges", 0), busy(), second.lock_partition("charges", 'charges|{"partition":1}', 0):
+            pass
+        with second.lock("charges", 0):  # every lock was let go
+            pass
+    finally:
+        first.close()
+        second.close()
