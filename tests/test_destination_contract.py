@@ -400,6 +400,43 @@ def test_an_integer_past_64_bits_keeps_every_digit_and_the_column_stays_wide(url
         assert_same_value(count, landed[key]["count"], key)
 
 
+def test_a_write_rolled_back_forgets_the_column_it_widened(url: str) -> None:
+    """A write that widened a column for an integer past 64 bits, then failed, leaves
+    the column as it was in the database and in what the destination knows of it:
+    the next value past 64 bits widens it again and lands."""
+    big = 10**20 + 7
+    with opened(url) as destination:
+        write(destination, Batch("things", items=[thing(1)]))
+        with pytest.raises(KeyError):
+            write(destination, Batch("things", items=[thing(2, count=big)]), Batch("unprepared", items=[thing(3)]))
+        batch = Batch("things", items=[thing(4, count=big)], state=StreamState(cursor="d"))
+        write(destination, batch)
+        assert batch.dead == []
+        assert destination.load_state("k")["things"].cursor == "d"
+    landed = rows(url)
+    assert set(landed) == {"t0001", "t0004"}
+    assert_same_value(big, landed["t0004"]["count"], "t0004")
+
+
+def test_rows_loaded_straight_into_a_new_table_then_met_again_are_merged(url: str) -> None:
+    """A table found empty takes its first rows without a lookup of their keys; a
+    later write of the same run that meets one of them (DuckDB: the write is rolled
+    back and written again, as it has no savepoints) merges it, with the state, once,
+    even when the same write also widens a column."""
+    later, big = AT + dt.timedelta(hours=1), 10**20 + 7
+    with opened(url) as destination:
+        write(destination, Batch("things", items=[thing(1), thing(2)], state=StreamState(cursor="a")))
+        again = Batch("things", items=[thing(2, at=later, count=20), thing(3), thing(4, count=big)],
+                      state=StreamState(cursor="b"))
+        write(destination, again)
+        assert again.dead == [] and again.changed == 3
+        assert destination.load_state("k")["things"].cursor == "b"
+        assert destination.count("things") == 4
+    landed = rows(url)
+    for key, count in (("t0001", 1), ("t0002", 20), ("t0003", 3), ("t0004", big)):
+        assert_same_value(count, landed[key]["count"], key)
+
+
 # -- kill and resume -----------------------------------------------------------------------
 
 

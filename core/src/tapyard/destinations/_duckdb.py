@@ -9,7 +9,10 @@ digits at one fixed scale, so ``10.10`` and ``12345678901234806.89`` could not
 both keep theirs). Each batch becomes an Arrow table, a column at a time, which
 DuckDB reads directly; one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` merges
 it into the stream's table, never replacing a newer version with an older one.
-The dead letters and the stream state are written in the same transaction.
+Rows whose keys are not stored go in with a plain ``INSERT``: in a table this run
+found empty without asking (a key stored after all fails the transaction, which
+is then written again, asking first), elsewhere after one lookup of the batch's
+keys. The dead letters and the stream state are written in the same transaction.
 
 A value Arrow cannot hold in its column's type (an integer past 64 bits, a lone
 surrogate) is found before anything is sent, and its record goes to the dead
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tapyard.base import Column, DestinationError
-from tapyard.destinations._base import refuse_odd_target, url_path
+from tapyard.destinations._base import Batch, refuse_odd_target, url_path
 from tapyard.destinations._tables import (
     CURSOR_KEY,
     PASS,
@@ -55,6 +58,10 @@ class DuckDBDestination(MergeDestination):
     param = "?"
     key_types = {"int": "BIGINT", "float": "DOUBLE", "text": "VARCHAR"}
     widenings = frozenset({("integer", "bigint")})
+    # a first load into a table found empty goes straight in; a key stored after all
+    # fails the transaction (no savepoints), which is then written again, asking first
+    optimistic_loads = True
+    savepoints = False
 
     def __init__(self, url: str) -> None:
         super().__init__()
@@ -210,6 +217,11 @@ class DuckDBDestination(MergeDestination):
     # -- loading --------------------------------------------------------------------------
 
     def load(self, tx: Any, plan: TablePlan, columns: list[list[Any]]) -> str:
+        return self._register(tx, plan, columns, numbered=True)
+
+    def _register(self, tx: Any, plan: TablePlan, columns: list[list[Any]], *, numbered: bool) -> str:
+        """``columns`` as an Arrow table DuckDB reads by name (with ``_tapyard_seq``
+        numbering the rows when ``numbered``: the merge's order)."""
         pa = self._pa
         names = list(plan.names)
         types = list(plan.types)
@@ -224,25 +236,28 @@ class DuckDBDestination(MergeDestination):
                 arrays.append(pa.array(values, type=self._arrow_type(sql_type)))
             except (OverflowError, UnicodeError, TypeError, ValueError, pa.ArrowException) as exc:
                 raise RecordValueError(_value_reason(name, sql_type, exc)) from None
-        rows = len(columns[0]) if columns else 0
-        arrays.append(pa.array(range(rows), type=pa.int64()))
-        table = pa.Table.from_arrays(arrays, names=[*names, "_tapyard_seq"])
+        if numbered:
+            rows = len(columns[0]) if columns else 0
+            arrays.append(pa.array(range(rows), type=pa.int64()))
+            names.append("_tapyard_seq")
+        table = pa.Table.from_arrays(arrays, names=names)
         self._loads += 1
         view = f"_tapyard_load_{self._loads % 2}"
         tx.register(view, table)
         return quote(view)
 
-    def load_into(self, tx: Any, plan: TablePlan, table: str, columns: list[list[Any]], *, tracked: bool) -> int:
-        pass_values = columns.pop() if tracked else None
-        source = self.load(tx, plan, columns)
+    def load_into(self, tx: Any, plan: TablePlan, table: str, batch: Batch, *, tracked: bool) -> int:
+        source = self._register(tx, plan, plan.column_values(batch), numbered=False)
         names = [quote(n) for n in plan.names] + ([quote(CURSOR_KEY)] if plan.key_type is not None else [])
-        if pass_values is not None:
-            columns.append(pass_values)
+        if tracked:
             return self.execute(
                 tx, f"INSERT INTO {self.qualified(table)} ({', '.join([*names, quote(PASS)])}) "
-                f"SELECT {', '.join(names)}, ? FROM {source}", (pass_values[0],),
+                f"SELECT {', '.join(names)}, ? FROM {source}", (batch.pass_id,),
             )
         return self.execute(tx, f"INSERT INTO {self.qualified(table)} ({', '.join(names)}) SELECT {', '.join(names)} FROM {source}")
+
+    def unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._duckdb.ConstraintException) and "duplicate key" in str(exc).lower()
 
     def any_stored(self, tx: Any, plan: TablePlan, table: str, values: list[Any]) -> bool:
         key = plan.stream.primary_key[0]

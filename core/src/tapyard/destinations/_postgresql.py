@@ -9,8 +9,9 @@ exact decimals (every digit and the scale kept: ``10.10`` stays ``10.10``),
 ``TEXT`` for the rest. A write is one transaction: each batch is copied with
 ``COPY`` into a temporary load table and merged into the stream's table with one
 ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` that never replaces a newer
-version with an older one; the dead letters and the stream state are written in
-the same transaction. A record PostgreSQL refuses (a NUL in text, an integer past
+version with an older one (rows whose keys are not stored are copied straight
+into the table, converted a slice at a time while the server stores the slice
+before); the dead letters and the stream state are written in the same transaction. A record PostgreSQL refuses (a NUL in text, an integer past
 64 bits) goes to the dead letters; the rest of its page is written.
 
 One run writes a stream at a time: an advisory lock per stream, held on a
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 
 from tapyard.base import Column, DestinationError
-from tapyard.destinations._base import redact_password
+from tapyard.destinations._base import Batch, redact_password
 from tapyard.destinations._tables import (
     CURSOR_KEY,
     PASS,
@@ -220,17 +221,28 @@ class PostgreSQLDestination(MergeDestination):
                 write(row)
         return name
 
-    def load_into(self, tx: Any, plan: TablePlan, table: str, columns: list[list[Any]], *, tracked: bool) -> int:
+    #: rows converted at a time while a COPY runs: the server stores one slice while
+    #: the next is converted (about 100 KB of COPY data)
+    slice_rows = 200
+
+    def load_into(self, tx: Any, plan: TablePlan, table: str, batch: Batch, *, tracked: bool) -> int:
         names = [quote(n) for n in plan.names]
         if plan.key_type is not None:
             names.append(quote(CURSOR_KEY))
         if tracked:
             names.append(quote(PASS))
+        count = batch.count
         with tx.copy(f"COPY {self.qualified(table)} ({', '.join(names)}) FROM STDIN") as copy:
             write = copy.write_row
-            for row in zip(*columns, strict=True):
-                write(row)
-        return len(columns[0]) if columns else 0
+            # a slice at a time: psycopg sends every 32 KB, so PostgreSQL parses and
+            # stores what was sent while the next slice is converted here
+            for start in range(0, count, self.slice_rows):
+                columns = plan.column_values(batch, start, start + self.slice_rows)
+                if tracked:
+                    columns.append([batch.pass_id] * len(columns[0]))
+                for row in zip(*columns, strict=True):
+                    write(row)
+        return count
 
     def any_stored(self, tx: Any, plan: TablePlan, table: str, values: list[Any]) -> bool:
         key = plan.stream.primary_key[0]

@@ -643,6 +643,16 @@ class SQLiteDestination(TableDestination):
         return states
 
     def write(self, state_key: str, batches: Sequence[Batch]) -> None:
+        # a column widened by a write that rolls back is narrow again: so is its writer
+        writers = dict(self._writers)
+        try:
+            self._write(state_key, batches)
+        except BaseException:
+            self._writers.clear()
+            self._writers.update(writers)
+            raise
+
+    def _write(self, state_key: str, batches: Sequence[Batch]) -> None:
         now = _now()
         try:
             with self.engine.begin() as conn:

@@ -257,13 +257,31 @@ class TablePlan:
     def marks(self) -> bool:
         return self.stream.deletes == "listing"
 
-    def column_values(self, batch: Batch) -> list[list[Any]]:
-        """The batch's records as one list per column (then the cursor key's, when
-        the stream has a cursor), converted for loading. Validated records are
-        read from their ``__dict__``, a column at a time."""
+    def key_values(self, batch: Batch) -> list[list[Any]]:
+        """The primary key's columns of ``batch``, converted as :meth:`column_values`
+        converts them (what the merge compares)."""
+        out = []
+        for key in self.stream.primary_key:
+            i = self.names.index(key)
+            attr, convert = self.columns[i].attribute or key, self.converters[i]
+            if batch.items is not None:
+                try:
+                    values = [item.__dict__[attr] for item in batch.items]
+                except KeyError:  # a computed field or a property
+                    values = [getattr(item, attr) for item in batch.items]
+            else:
+                values = [row.get(key) for row in batch.rows]
+            out.append(values if convert is None else convert(values))
+        return out
+
+    def column_values(self, batch: Batch, start: int = 0, stop: int | None = None) -> list[list[Any]]:
+        """The batch's records (those from ``start`` to ``stop``) as one list per
+        column (then the cursor key's, when the stream has a cursor), converted for
+        loading. Validated records are read from their ``__dict__``, a column at a time."""
         out: list[list[Any]] = []
+        whole = start == 0 and stop is None
         if batch.items is not None:
-            items = batch.items
+            items = batch.items if whole else batch.items[start:stop]
             attrs = [c.attribute or c.name for c in self.columns]
             try:
                 # each record's values in one C call, then the rows turned into columns
@@ -286,7 +304,7 @@ class TablePlan:
                     key = self.key_of
                     out.append([key(getattr(item, cursor, None)) for item in items])
             return out
-        rows = batch.rows
+        rows = batch.rows if whole else batch.rows[start:stop]
         for column, convert in zip(self.columns, self.converters, strict=True):
             values = [row.get(column.name) for row in rows]
             out.append(values if convert is None else convert(values))
@@ -478,6 +496,33 @@ def swap_statements(
 _ROW_ERROR_CLASSES = ("22", "23")
 
 
+class _KeyStored(Exception):
+    """A load into a table found empty met a stored key, in a database whose
+    transaction that fails (no savepoint to go back to): the write starts again."""
+
+
+@dataclass(slots=True)
+class _PlanState:
+    """What a write may change in a :class:`TablePlan` while its transaction runs
+    (types widened, columns added), to put back when the transaction rolls back.
+    ``fresh`` is left out: it only ever turns false, which is always safe."""
+
+    types: list[str]
+    converters: list[Callable[[list[Any]], list[Any]] | None]
+    key_column: int | None
+    has_pass: bool
+    extra: set[str]
+
+    @classmethod
+    def of(cls, plan: TablePlan) -> _PlanState:
+        return cls(list(plan.types), list(plan.converters), plan.key_column, plan.has_pass, set(plan.extra))
+
+    def restore(self, plan: TablePlan) -> None:
+        plan.types[:] = self.types
+        plan.converters[:] = self.converters
+        plan.key_column, plan.has_pass, plan.extra = self.key_column, self.has_pass, set(self.extra)
+
+
 class MergeDestination(TableDestination):
     """A table destination that loads a batch in bulk into a load table and merges
     it into the stream's table with one ``INSERT ... SELECT ... ON CONFLICT DO
@@ -494,13 +539,18 @@ class MergeDestination(TableDestination):
     product = ""
     #: the placeholder of a statement parameter
     param = "%s"
-    #: load new rows straight into a table that was empty without asking first:
-    #: only where a key met after all rolls back to a savepoint (then merges)
+    #: load new rows straight into a table that was empty without asking first;
+    #: a key met after all rolls back to a savepoint (then merges), or, where
+    #: :attr:`savepoints` is false, the whole write is rolled back and written again
+    #: asking first
     optimistic_loads = False
     #: how a column is added to a table as rows are written (a pass or partition
     #: column): where runs of several partitions of one stream write it at once,
     #: the second to add it must find it there, not fail
     add_column = "ADD COLUMN"
+    #: whether :meth:`savepoint` rolls back alone what its block did (PostgreSQL);
+    #: false where an error fails the whole transaction (DuckDB)
+    savepoints = True
 
     def __init__(self) -> None:
         self._plans: dict[str, TablePlan] = {}
@@ -538,9 +588,10 @@ class MergeDestination(TableDestination):
         numbers them in order; return the SQL name to select from."""
 
     @abc.abstractmethod
-    def load_into(self, tx: Any, plan: TablePlan, table: str, columns: list[list[Any]], *, tracked: bool) -> int:
-        """Load ``columns`` (then the pass column's, when ``tracked``) straight into
-        ``table``, none of whose keys is stored; return how many rows were added."""
+    def load_into(self, tx: Any, plan: TablePlan, table: str, batch: Batch, *, tracked: bool) -> int:
+        """Load ``batch``'s records (:meth:`TablePlan.column_values`, and the pass
+        column, when ``tracked``) straight into ``table``, none of whose keys is
+        stored; return how many rows were added."""
 
     @abc.abstractmethod
     def any_stored(self, tx: Any, plan: TablePlan, table: str, values: list[Any]) -> bool:
@@ -697,7 +748,30 @@ class MergeDestination(TableDestination):
     def write(self, state_key: str, batches: Sequence[Batch]) -> None:
         """One transaction for all ``batches``. Consecutive pages of one stream (and
         state) are loaded and merged together: one bulk load and one merge for the
-        2,000 rows or so that the engine commits at once, not one per page."""
+        2,000 rows or so that the engine commits at once, not one per page.
+
+        What the transaction taught the stream's plans (a column widened or added)
+        is forgotten when it rolls back, as the database forgets it. A load into a
+        table found empty that meets a stored key after all, in a database without
+        savepoints, rolls the whole transaction back; it is then written again,
+        asking the table which keys it holds first."""
+        plans = {b.stream: self._plans[b.stream] for b in batches if b.stream in self._plans}
+        for _ in range(len(plans) + 1):
+            kept = {name: _PlanState.of(plan) for name, plan in plans.items()}
+            try:
+                self._write_once(state_key, batches)
+            except _KeyStored:
+                for name, state in kept.items():
+                    state.restore(plans[name])
+                continue
+            except BaseException:
+                for name, state in kept.items():
+                    state.restore(plans[name])
+                raise
+            return
+        raise DestinationError(f"{self.url}: a write met stored keys in every attempt")  # cannot happen: each attempt makes a plan ask
+
+    def _write_once(self, state_key: str, batches: Sequence[Batch]) -> None:
         now = _now()
         with self.transaction() as tx:
             for group in _runs(batches):
@@ -746,8 +820,7 @@ class MergeDestination(TableDestination):
         stamp += f", {quote(DELETED_AT)} = NULL" if plan.marks and not batch.stage else ""
         stamped = (batch.pass_id,) if scope is None else (batch.pass_id, scope)
         if batch.count:
-            columns = plan.column_values(batch)
-            keys = [columns[plan.names.index(k)] for k in plan.stream.primary_key]
+            keys = plan.key_values(batch)
             # a key sent twice (a record that moved while the source was listed) needs
             # its versions sorted out; most batches have none, and skip the sort
             twice = len(set(keys[0] if len(keys) == 1 else zip(*keys, strict=True))) != batch.count
@@ -758,19 +831,17 @@ class MergeDestination(TableDestination):
             ):
                 # none of these keys is stored yet (a first sync, new records): loaded
                 # straight into the table, as a hand-written loader would
-                if tracked:
-                    columns.append([batch.pass_id] * batch.count)
                 try:
                     with self.savepoint(tx):
-                        changed, loaded = self.load_into(tx, plan, target, columns, tracked=tracked), True
+                        changed, loaded = self.load_into(tx, plan, target, batch, tracked=tracked), True
                 except Exception as exc:
                     if not self.unique_violation(exc):
                         raise
                     plan.fresh = False  # ask before loading from now on
-                if tracked and not loaded:  # the merge below adds the pass itself
-                    columns.pop()
+                    if not self.savepoints:
+                        raise _KeyStored from exc  # the transaction is lost: write() writes it again
             if not loaded:
-                source = self.load(tx, plan, columns)
+                source = self.load(tx, plan, plan.column_values(batch))
                 sql = merge_sql(
                     target=tbl, source=source, names=plan.names,
                     primary_key=plan.stream.primary_key, has_key=plan.key_type is not None, tracked=tracked,
@@ -932,12 +1003,22 @@ class MergeDestination(TableDestination):
 
     def _save_state(self, tx: Any, state_key: str, name: str, state: StreamState, now: str) -> None:
         p = self.param
+        text = json_text(state.to_json())
+        # the row is there after a stream's first write: an UPDATE, which DuckDB runs in
+        # half the time of an upsert; the upsert when it is not
+        if self.execute(
+            tx,
+            f"UPDATE {self.qualified('_tapyard_state')} SET state = {p}, updated_at = {p} "
+            f"WHERE state_key = {p} AND stream = {p}",
+            (text, now, state_key, name),
+        ) > 0:
+            return
         self.execute(
             tx,
             "INSERT INTO " + self.qualified("_tapyard_state")
             + f" (state_key, stream, state, updated_at) VALUES ({p}, {p}, {p}, {p}) "
             "ON CONFLICT (state_key, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            (state_key, name, json_text(state.to_json()), now),
+            (state_key, name, text, now),
         )
 
     def own_tables(self, tx: Any, id_type: str) -> None:
