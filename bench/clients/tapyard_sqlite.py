@@ -136,6 +136,17 @@ def main() -> None:
     to = {"postgresql": options.get("url"), "duckdb": f"duckdb:///{job['workdir']}/tapyard.duckdb"}.get(
         options.get("to", ""), f"sqlite:///{db}"
     )
+    # the database drivers too, before the timer, as baseline_postgresql and
+    # baseline_duckdb import psycopg, duckdb and pyarrow at their top
+    if to.startswith("postgresql"):
+        import psycopg  # noqa: F401
+
+        import tapyard.destinations._postgresql
+    elif to.startswith("duckdb"):
+        import duckdb  # noqa: F401
+        import pyarrow  # noqa: F401
+
+        import tapyard.destinations._duckdb
     credentials = BearerCredentials(token=SecretStr(job["token"]), name=options.get("credential"))
     limiters = None
     if options.get("limiters"):
