@@ -197,13 +197,13 @@ def run(records: int, latency_ms: float, page_size: int, repeat: int, workdir: P
         rows.append(row)
     speedup = rows[0]["wall_s"] / rows[1]["wall_s"] if rows[1]["wall_s"] else None
     rows[1]["x_one_worker"] = None if speedup is None else round(speedup, 2)
-    if speedup is not None and speedup < TARGET:
-        failures.append(f"w: two workers {speedup:.2f}x one, under the {TARGET}x target")
+    missed = [] if speedup is None or speedup >= TARGET else [f"w: two workers {speedup:.2f}x one, under the {TARGET}x target"]
     return {
         "title": "one run's partitions over Celery workers: one worker against two",
         "tables": [{"records": records, "latency_ms": latency_ms, "page_size": page_size, "partitions": 8,
                     "rows": rows}],
-        "failures": failures,
+        "failures": failures,  # a run that did not land everything
+        "missed": missed,  # the target (not a failure at smoke size, which measures nothing)
     }
 
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(text + "\n")
     print(text)
     print("\n".join(markdown(out)), file=sys.stderr)
-    return 1 if out["failures"] and not args.smoke else 0
+    return 1 if out["failures"] or (out["missed"] and not args.smoke) else 0
 
 
 if __name__ == "__main__":
