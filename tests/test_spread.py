@@ -198,6 +198,10 @@ def test_spread_by_stream_on_the_local_executor_lands_every_stream(tmp_path: Pat
     assert {s["name"] for s in json.loads(parent.streams)} == {"customers", "orders", "events"}
     assert parent.records == sum(u.records for u in units) > 0
     assert_destination_equals_source(postgres_url, config)
+    shown = tapyard(env, "runs", "show", str(units[0].id))
+    assert shown.returncode == 0 and f"parent_id: {parent.id}" in shown.stdout
+    assert f"unit: {json.loads(units[0].unit)['streams'][0]}" in shown.stdout
+    assert "units: 3" in tapyard(env, "runs", "show", str(parent.id)).stdout
 
 
 @pytest.mark.timeout(300)

@@ -88,9 +88,12 @@ def show(
     from rich.table import Table
 
     for key in ("id", "job", "status", "trigger", "attempt", "scheduled_at", "started_at", "ended_at", "seconds",
-                "records", "dead_letters", "requests", "http_retries", "owner", "retry_of"):
+                "records", "dead_letters", "requests", "http_retries", "owner", "retry_of", "parent_id", "units"):
         if data.get(key) is not None:
             console.print(f"{key:>13}: {escape(str(data[key]))}")
+    if data.get("unit"):  # a unit of a spread run: what it reads
+        what = data["unit"].get("partitions") or data["unit"].get("streams") or []
+        console.print(f"{'unit':>13}: {escape(_short(', '.join(map(str, what)), 300))}")
     if run.error:
         console.print(f"{'error':>13}: {escape(_short(run.error, 300))}")
     streams = data["streams"]
