@@ -16,13 +16,13 @@ boto3 is imported only when a run opens, so ``tapyard connectors list`` stays fa
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, Field
 
 import tapyard
 from tapyard import hookimpl
-from tapyard.http import SdkConnector
+from tapyard.http import SdkConnector, SdkTokenPaginator
 
 from ._models import STREAM_NAMES, AwsConfig, build_streams
 
@@ -32,21 +32,16 @@ if TYPE_CHECKING:
 __all__ = ["AwsConfig", "AwsConnector", "Boto3Paginator", "connector"]
 
 
-class Boto3Paginator(tapyard.Paginator):
+class Boto3Paginator(SdkTokenPaginator):
     """Pages of a boto3 paginator. A position is boto3's resume token
     (``PageIterator.resume_token``), carried as the ``StartingToken`` parameter
     of the saved request; the request's URL names the operation."""
 
     kind: ClassVar[str] = "aws_boto3"
-    stable: ClassVar[bool] = True
+    token_field: ClassVar[str] = "resume_token"
+    token_param: ClassVar[str] = "StartingToken"
 
     page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per request.")
-
-    def next(self, request: tapyard.PageRequest, response: Any, body: Any, records: Any) -> tapyard.PageRequest | None:
-        token = body.get("resume_token") if isinstance(body, dict) else None
-        if not token:
-            return None
-        return tapyard.PageRequest(url=request.url, params={**request.params, "StartingToken": token})
 
 
 class AwsConnector(SdkConnector):

@@ -19,13 +19,13 @@ pagination hook. The SDKs are imported only when a run opens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
 import tapyard
 from tapyard import hookimpl
-from tapyard.http import SdkConnector
+from tapyard.http import SdkConnector, SdkTokenPaginator
 
 from ._models import STREAM_NAMES, AzureConfig, build_streams
 
@@ -45,20 +45,15 @@ __all__ = [
 ]
 
 
-class AzureContinuationPaginator(tapyard.Paginator):
+class AzureContinuationPaginator(SdkTokenPaginator):
     """Pages of an Azure listing: the position is the service's continuation token
     (``NextMarker``), carried as ``continuation_token`` in the saved request."""
 
     kind: ClassVar[str] = "azure_continuation"
-    stable: ClassVar[bool] = True
+    token_field: ClassVar[str] = "continuation_token"
+    token_param: ClassVar[str] = "continuation_token"
 
     page_size: int = Field(1000, ge=1, le=5000, description="Items asked for per request (maxresults).")
-
-    def next(self, request: tapyard.PageRequest, response: Any, body: Any, records: Any) -> tapyard.PageRequest | None:
-        token = body.get("continuation_token") if isinstance(body, dict) else None
-        if not token:
-            return None
-        return tapyard.PageRequest(url=request.url, params={**request.params, "continuation_token": token})
 
 
 class _SdkOnly(tapyard.AuthStrategy):

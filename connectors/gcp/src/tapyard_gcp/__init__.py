@@ -14,13 +14,13 @@ imported only when a run opens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, Field
 
 import tapyard
 from tapyard import hookimpl
-from tapyard.http import SdkConnector
+from tapyard.http import SdkConnector, SdkTokenPaginator
 
 from ._models import STREAM_NAMES, GcpConfig, build_streams
 
@@ -30,20 +30,15 @@ if TYPE_CHECKING:
 __all__ = ["GcpConfig", "GcpConnector", "GcsPageTokenPaginator", "connector"]
 
 
-class GcsPageTokenPaginator(tapyard.Paginator):
+class GcsPageTokenPaginator(SdkTokenPaginator):
     """Pages of a Cloud Storage listing: the position is the API's ``nextPageToken``,
     carried as ``page_token`` in the saved request."""
 
     kind: ClassVar[str] = "gcs_page_token"
-    stable: ClassVar[bool] = True
+    token_field: ClassVar[str] = "page_token"
+    token_param: ClassVar[str] = "page_token"
 
     page_size: int = Field(1000, ge=1, le=1000, description="Items asked for per request (maxResults).")
-
-    def next(self, request: tapyard.PageRequest, response: Any, body: Any, records: Any) -> tapyard.PageRequest | None:
-        token = body.get("page_token") if isinstance(body, dict) else None
-        if not token:
-            return None
-        return tapyard.PageRequest(url=request.url, params={**request.params, "page_token": token})
 
 
 class GcpConnector(SdkConnector):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tapyard.base import lazy_exports
 
 if TYPE_CHECKING:
-    from tapyard.http._connector import SdkConnector
+    from tapyard.http._connector import SdkConnector, SdkTokenPaginator
     from tapyard.http._engine import (
         HttpEngine,
         HttpPolicy,
@@ -63,6 +63,7 @@ __all__ = [
     "SdkEngine",
     "SdkReply",
     "SdkSource",
+    "SdkTokenPaginator",
     "SharedLimiter",
     "SqliteBudget",
     "SqliteLimiterStore",
@@ -81,7 +82,7 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
-        "_connector": ("SdkConnector",),
+        "_connector": ("SdkConnector", "SdkTokenPaginator"),
         "_engine": ("HttpEngine", "HttpPolicy", "redact_url"),
         "_limiters": (
             "Ask", "Budget", "BudgetLimiterStore", "Limiter", "LimiterStore", "MemoryLimiterStore", "SharedLimiter",
