@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tapyard import hookimpl
+from tapyard.base import LazyConnector
 
 if TYPE_CHECKING:
     from tapyard import Connector, Stream
@@ -34,26 +35,14 @@ def _v2_date(value: str) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def __getattr__(name: str) -> Any:
-    if name == "connector":
-        return _get_connector()
-    raise AttributeError(name)
-
-
-_CONNECTOR: list[Any] = []
-
-
-def _get_connector() -> Connector:
-    if not _CONNECTOR:
-        from tapyard_erp._connector import ErpConnector
-
-        _CONNECTOR.append(ErpConnector())
-    return _CONNECTOR[0]  # type: ignore[no-any-return]
+#: the connector, made when first used (``tapyard_erp.connector``, or a run)
+_lazy_connector = LazyConnector("tapyard_erp._connector", "ErpConnector")
+__getattr__ = _lazy_connector.module_getattr(__name__)
 
 
 @hookimpl
 def tapyard_register_connectors(register: Callable[[Connector], None]) -> None:
-    register(_get_connector())
+    register(_lazy_connector())
 
 
 @hookimpl

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tapyard import hookimpl
+from tapyard.base import LazyConnector
 
 if TYPE_CHECKING:
     import httpx
@@ -24,26 +25,14 @@ if TYPE_CHECKING:
 
 __all__ = ["connector"]
 
-_CONNECTOR: list[Any] = []
-
-
-def _get_connector() -> Connector:
-    if not _CONNECTOR:
-        from tapyard_salesforce._connector import SalesforceConnector
-
-        _CONNECTOR.append(SalesforceConnector())
-    return _CONNECTOR[0]  # type: ignore[no-any-return]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "connector":
-        return _get_connector()
-    raise AttributeError(name)
+#: the connector, made when first used (``tapyard_salesforce.connector``, or a run)
+_lazy_connector = LazyConnector("tapyard_salesforce._connector", "SalesforceConnector")
+__getattr__ = _lazy_connector.module_getattr(__name__)
 
 
 @hookimpl
 def tapyard_register_connectors(register: Callable[[Connector], None]) -> None:
-    register(_get_connector())
+    register(_lazy_connector())
 
 
 _USAGE = re.compile(r"api-usage=(\d+)/(\d+)")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tapyard import hookimpl
+from tapyard.base import LazyConnector
 
 if TYPE_CHECKING:
     import httpx
@@ -23,26 +24,14 @@ if TYPE_CHECKING:
 
 __all__ = ["connector"]
 
-_CONNECTOR: list[Any] = []
-
-
-def _get_connector() -> Connector:
-    if not _CONNECTOR:
-        from tapyard_stripe._connector import StripeConnector
-
-        _CONNECTOR.append(StripeConnector())
-    return _CONNECTOR[0]  # type: ignore[no-any-return]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "connector":
-        return _get_connector()
-    raise AttributeError(name)
+#: the connector, made when first used (``tapyard_stripe.connector``, or a run)
+_lazy_connector = LazyConnector("tapyard_stripe._connector", "StripeConnector")
+__getattr__ = _lazy_connector.module_getattr(__name__)
 
 
 @hookimpl
 def tapyard_register_connectors(register: Callable[[Connector], None]) -> None:
-    register(_get_connector())
+    register(_lazy_connector())
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tapyard.base._lazy import lazy_exports
+from tapyard.base._lazy import LazyConnector, lazy_exports
 
 if TYPE_CHECKING:
     from tapyard.base._config import (
@@ -138,6 +138,7 @@ __all__ = [
     "DestinationError",
     "HTTPError",
     "HTTPStatusError",
+    "LazyConnector",
     "ManifestError",
     "NoConfig",
     "Page",

@@ -1,11 +1,15 @@
-"""Lazy exports for the layer packages (PEP 562)."""
+"""Lazy exports for the layer packages (PEP 562), and connectors made on first use."""
 
 from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tapyard.base._model import Connector
 
 
 def lazy_exports(package: str, exports: Mapping[str, Iterable[str]]) -> Callable[[str], Any]:
@@ -27,3 +31,47 @@ def lazy_exports(package: str, exports: Mapping[str, Iterable[str]]) -> Callable
         return getattr(sys.modules.get(module) or importlib.import_module(module), name)
 
     return __getattr__
+
+
+class LazyConnector:
+    """A connector distribution's one connector, made on first use: calling it imports
+    ``module`` (which may import the vendor's SDK) and makes ``cls()`` then, once,
+    so that importing the distribution to list connectors stays fast. Every call
+    returns the same connector.
+
+    ::
+
+        # not named after the module it imports: importing tapyard_acme._connector
+        # sets the package's attribute _connector to that module
+        _lazy_connector = LazyConnector("tapyard_acme._connector", "AcmeConnector")
+        __getattr__ = _lazy_connector.module_getattr("tapyard_acme")  # tapyard_acme.connector
+
+        @hookimpl
+        def tapyard_register_connectors(register):
+            register(_lazy_connector())
+    """
+
+    def __init__(self, module: str, cls: str) -> None:
+        self.module = module
+        self.cls = cls
+        self._made: Connector | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Connector:
+        if self._made is None:
+            with self._lock:
+                if self._made is None:
+                    self._made = getattr(importlib.import_module(self.module), self.cls)()
+        assert self._made is not None
+        return self._made
+
+    def module_getattr(self, package: str, name: str = "connector") -> Callable[[str], Any]:
+        """A module ``__getattr__`` for ``package`` (PEP 562) that gives this connector
+        as ``package.<name>``; any other name raises :class:`AttributeError`."""
+
+        def __getattr__(attribute: str) -> Any:
+            if attribute == name:
+                return self()
+            raise AttributeError(f"module {package!r} has no attribute {attribute!r}")
+
+        return __getattr__
