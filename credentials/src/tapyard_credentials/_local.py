@@ -106,6 +106,14 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def _credential_row(conn: sqlite3.Connection, name: str) -> Sequence[Any] | None:
+    """The stored row of credential ``name`` (columns ``_ROW_COLUMNS``), or ``None``."""
+    row: Sequence[Any] | None = conn.execute(
+        f"SELECT {_ROW_COLUMNS} FROM credentials WHERE name = ?", (name,)
+    ).fetchone()
+    return row
+
+
 class _Meta:
     __slots__ = ("doc", "kdf", "key_check", "key_id")
 
@@ -181,9 +189,7 @@ class LocalBackend(SecretBackend):
             conn = self._connection(create=False)
             if conn is None:
                 return None
-            row = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM credentials WHERE name = ?", (name,)
-            ).fetchone()
+            row = _credential_row(conn, name)
             if row is None:
                 return None
             info = self._row_info(row)
@@ -197,9 +203,7 @@ class LocalBackend(SecretBackend):
             conn = self._connection(create=False)
             if conn is None:
                 return None
-            row = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM credentials WHERE name = ?", (name,)
-            ).fetchone()
+            row = _credential_row(conn, name)
             return None if row is None else self._row_info(row)
 
     def list(self) -> builtins.list[CredentialInfo]:
@@ -222,9 +226,7 @@ class LocalBackend(SecretBackend):
         audit: AuditEvent,
     ) -> CredentialInfo:
         with self._lock, self._write(durable=True) as conn:
-            found = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM credentials WHERE name = ?", (name,)
-            ).fetchone()
+            found = _credential_row(conn, name)
             # A damaged row is reported, not silently written over (remove() still works).
             previous = None if found is None else self._row_info(found)
             info = info_for_put(
@@ -239,9 +241,7 @@ class LocalBackend(SecretBackend):
         self, name: str, fields: Mapping[str, str], *, at: datetime, audit: AuditEvent
     ) -> CredentialInfo | None:
         with self._lock, self._write(durable=True) as conn:
-            row = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM credentials WHERE name = ?", (name,)
-            ).fetchone()
+            row = _credential_row(conn, name)
             if row is None:
                 return None
             old = self._row_info(row)
@@ -263,9 +263,7 @@ class LocalBackend(SecretBackend):
 
     def mark_used(self, name: str, *, at: datetime, audit: AuditEvent) -> None:
         with self._lock, self._write(durable=False) as conn:
-            row = conn.execute(
-                f"SELECT {_ROW_COLUMNS} FROM credentials WHERE name = ?", (name,)
-            ).fetchone()
+            row = _credential_row(conn, name)
             if row is not None:
                 info = self._row_info(row).model_copy(update={"last_used_at": at})
                 conn.execute(
@@ -580,8 +578,11 @@ class LocalBackend(SecretBackend):
             raise damaged(self.path, f"the row of credential {name!r} was changed")
         return info
 
-    def _row_digest(self, info: CredentialInfo, sealed: bytes) -> str:
-        return digest(
+    @staticmethod
+    def _row_values(info: CredentialInfo) -> tuple[str | None, ...]:
+        """The columns of a credential's row before its sealed fields, as stored and as
+        covered by the row's digest."""
+        return (
             info.name,
             info.connector,
             info.kind,
@@ -590,8 +591,10 @@ class LocalBackend(SecretBackend):
             _ts(info.created_at),
             _ts(info.updated_at),
             _ts(info.last_used_at),
-            sealed,
         )
+
+    def _row_digest(self, info: CredentialInfo, sealed: bytes) -> str:
+        return digest(*self._row_values(info), sealed)
 
     @staticmethod
     def _aad(info: CredentialInfo) -> bytes:
@@ -638,18 +641,7 @@ class LocalBackend(SecretBackend):
         conn.execute(
             f"{'REPLACE' if replace else 'INSERT'} INTO credentials ({_ROW_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                info.name,
-                info.connector,
-                info.kind,
-                json.dumps(info.allowed_connectors),
-                json.dumps(info.field_names),
-                _ts(info.created_at),
-                _ts(info.updated_at),
-                _ts(info.last_used_at),
-                sealed,
-                self._row_digest(info, sealed),
-            ),
+            (*self._row_values(info), sealed, self._row_digest(info, sealed)),
         )
 
     def _insert_audit(self, conn: sqlite3.Connection, event: AuditEvent) -> None:
