@@ -17,7 +17,7 @@ these classes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -77,30 +77,35 @@ def _parse(parse: Any, ctx: Any, args: list[str]) -> list[str]:
         raise kind(name, f"No such option: {name}; {hint}", ctx=getattr(exc, "ctx", None)) from None
 
 
-class Group(TyperGroup):
+# typer (>= 0.29) bases its classes on its own copy of click (private), so the mixin
+# names it for the type checker only
+if TYPE_CHECKING:
+    from typer._click.core import Command as _TyperBase
+else:
+    _TyperBase = object
+
+
+class _Plain(_TyperBase):
+    """What :class:`Group` and :class:`Command` change in typer's classes (placed
+    before them in the bases): ``--help`` defaults to ``False``, help has plain
+    metavars, and a misspelt option gets a suggestion."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _false_by_default(super().get_help_option(ctx))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return _parse(super().parse_args, ctx, args)
+
+
+class Group(_Plain, TyperGroup):
     """A typer group whose ``--help`` defaults to ``False`` and whose help has plain metavars."""
 
-    def get_help_option(self, ctx: Any) -> Any:
-        return _false_by_default(super().get_help_option(ctx))
 
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _tidy(super().get_params(ctx))
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _parse(super().parse_args, ctx, args)
-
-
-class Command(TyperCommand):
+class Command(_Plain, TyperCommand):
     """A typer command whose ``--help`` defaults to ``False`` and whose help has plain metavars."""
-
-    def get_help_option(self, ctx: Any) -> Any:
-        return _false_by_default(super().get_help_option(ctx))
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _tidy(super().get_params(ctx))
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _parse(super().parse_args, ctx, args)
 
 
 def complete(app: typer.Typer) -> None:
