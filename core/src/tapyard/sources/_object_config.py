@@ -13,16 +13,18 @@ from tapyard.files import FORMATS, FileFormat
 __all__ = ["ObjectStoreConfig"]
 
 
+def _worded(text: str, model: type[Any]) -> str:
+    """``text`` with the store's own words (:attr:`ObjectStoreConfig.words`) in it."""
+    for word, meaning in {**ObjectStoreConfig.words, **getattr(model, "words", {})}.items():
+        text = text.replace("{" + word + "}", meaning)
+    return text
+
+
 def _in_the_store_s_words(schema: dict[str, Any], model: type[Any]) -> None:
-    """Put the store's own words (:attr:`ObjectStoreConfig.words`) into the JSON Schema's
-    descriptions of the shared fields."""
-    words: dict[str, str] = {**ObjectStoreConfig.words, **getattr(model, "words", {})}
+    """Put the store's own words into the JSON Schema's descriptions of the shared fields."""
     for spec in schema.get("properties", {}).values():
-        text = spec.get("description")
-        if isinstance(text, str):
-            for word, meaning in words.items():
-                text = text.replace("{" + word + "}", meaning)
-            spec["description"] = text
+        if isinstance(spec.get("description"), str):
+            spec["description"] = _worded(spec["description"], model)
 
 
 class ObjectStoreConfig(BaseModel):
@@ -58,6 +60,18 @@ class ObjectStoreConfig(BaseModel):
     requests_per_second: float | None = Field(
         None, gt=0, description="Requests per second at most, for every run of the credential (--rate overrides it)."
     )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """The store's words in its fields' descriptions too, for code that reads them
+        from ``model_fields`` (the JSON Schema gets them from ``_in_the_store_s_words``)."""
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, info in cls.model_fields.items():
+            inherited = ObjectStoreConfig.model_fields.get(name)
+            # a field shared with the base's (not copied) keeps the template: the base
+            # and every other store read it too
+            if info.description and info is not inherited:
+                info.description = _worded(info.description, cls)
 
     @field_validator("*")
     @classmethod
