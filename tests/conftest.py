@@ -28,11 +28,11 @@ def no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 #: the reliability suite's sizes: (variable, default size in .ci/run, --nightly size)
 RELIABILITY_SIZES = {
-    "TAPYARD_KILL_ROUNDS": ("6", "30"),
+    "TAPYARD_KILL_ROUNDS": ("4", "30"),
     "TAPYARD_FUZZ_EXAMPLES": ("25", "200"),
     "TAPYARD_FUZZ_RANDOM": ("0", "1"),
     "TAPYARD_CHAOS_SECONDS": ("40", "180"),
-    "TAPYARD_DISK_FULL_TRIALS": ("3", "10"),
+    "TAPYARD_DISK_FULL_TRIALS": ("2", "10"),
 }
 #: the acceptance bound of the default size (issue 19): reported, not enforced,
 #: since a loaded machine stretches it

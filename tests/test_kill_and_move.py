@@ -13,7 +13,8 @@ The deterministic cases kill a process of their own at an exact point, then
 resume in the test's process: the kill is what needs a process, and each
 start costs seconds of imports on a loaded machine.
 
-``TAPYARD_KILL_ROUNDS`` sets the rounds per case (default 6; the measured
+``TAPYARD_KILL_ROUNDS`` sets the rounds per case (default 4, 30 with
+``--nightly``; the measured
 runs in docs/reliability.md used 30 per case, 120 interruptions in all).
 """
 
@@ -48,7 +49,7 @@ pytestmark = pytest.mark.reliability
 
 HERE = Path(__file__).resolve().parent
 
-ROUNDS = int(os.environ.get("TAPYARD_KILL_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("TAPYARD_KILL_ROUNDS", "4"))
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 ENV = {**os.environ, "TAPYARD_QUIET": "1"}
 #: each case's bound: a round waits at most 120 s for a first commit, 1.5 s, then 30 s
@@ -135,8 +136,11 @@ def interrupt(cmd: list[str], rng: random.Random, longest: float, url: str, key:
     before = saved_states(url, key)
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
+    # each look at PostgreSQL is a new connection, a server process forked: fewer
+    # of them, or the looking slows the run it waits for
+    poll = 0.1 if url.startswith("postgresql:") else 0.02
     while proc.poll() is None and saved_states(url, key) == before and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(poll)
     try:
         proc.wait(timeout=rng.uniform(0.0, longest))
     except subprocess.TimeoutExpired:

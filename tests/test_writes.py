@@ -213,29 +213,28 @@ def test_a_page_token_the_vendor_refuses_restarts_the_read_with_a_warning(
 def test_jsonl_refuses_a_file_it_did_not_write_and_appends_to_its_own(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# a file the user wrote\n")
-    refused = subprocess.run([*TAPYARD, "sync", "sample", "--to", f"jsonl:///{readme}"],
-                             env=ENV, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 1
+    refused = run_cli("sync", "sample", "--to", f"jsonl:///{readme}")
+    assert refused.exit_code == 1
     assert "tapyard did not write it" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert readme.read_text() == "# a file the user wrote\n"
 
     out = tmp_path / "out.jsonl"
     config = {"records_per_stream": 50, "as_of": (T0 + dt.timedelta(days=20)).isoformat()}
-    first = subprocess.run([*TAPYARD, "sync", "sample", "-c", json.dumps(config), "--to", f"jsonl:///{out}"],
-                           env=ENV, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
+    first = run_cli("sync", "sample", "-c", json.dumps(config), "--to", f"jsonl:///{out}")
+    assert first.exit_code == 0, first.stderr
     written = out.read_text()
     config["as_of"] = None
-    again = subprocess.run([*TAPYARD, "sync", "sample", "-c", json.dumps(config), "--to", f"jsonl:///{out}"],
-                           env=ENV, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
+    again = run_cli("sync", "sample", "-c", json.dumps(config), "--to", f"jsonl:///{out}")
+    assert again.exit_code == 0, again.stderr
     assert out.read_text().startswith(written) and len(out.read_text()) > len(written)  # appended
 
 
-def test_a_sqlite_url_with_one_slash_is_refused_naming_the_right_forms(tmp_path: Path) -> None:
-    done = subprocess.run([*TAPYARD, "sync", "sample", "--to", "sqlite:/tapyard-out-test.db"],
-                          env=ENV, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 1
+def test_a_sqlite_url_with_one_slash_is_refused_naming_the_right_forms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done = run_cli("sync", "sample", "--to", "sqlite:/tapyard-out-test.db")
+    assert done.exit_code == 1
     line = done.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line
     assert "sqlite:///tapyard-out-test.db" in line and "sqlite:////tapyard-out-test.db" in line
