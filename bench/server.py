@@ -290,7 +290,8 @@ def rate_headers(convention: str, bucket: TokenBucket | FixedWindow, admitted: b
     return lines if admitted else [*lines, b"Retry-After: %d\r\n" % whole]
 
 
-def seconds_over(arrivals: list[float], rate: float, burst: float) -> dict[str, Any]:
+def seconds_over(arrivals: list[float], rate: float, burst: float,
+                 refusals: list[float] | None = None) -> dict[str, Any]:
     """How many requests reached the limit in each second: every request counts,
     the refused ones too (a client that sends more than the limit is over it, whatever
     the server answers).
@@ -312,6 +313,11 @@ def seconds_over(arrivals: list[float], rate: float, burst: float) -> dict[str, 
             k = int(t - times[0])
             if k < whole:
                 counts[k] += 1
+    refused = [0] * len(counts)
+    for t in refusals or ():
+        k = int(t - times[0])
+        if 0 <= k < len(refused):
+            refused[k] += 1
     most, j = 0, 0
     for i, t in enumerate(times):
         while j < len(times) and times[j] < t + 1.0:
@@ -321,6 +327,7 @@ def seconds_over(arrivals: list[float], rate: float, burst: float) -> dict[str, 
         "limit": limit,
         "windows": len(counts),
         "counts": counts,
+        "refused": refused,
         "over": sum(1 for c in counts if c > limit),
         "over_2pct": sum(1 for c in counts if c > 1.02 * rate),
         "sliding_max": most,
@@ -344,8 +351,9 @@ class Stats:
         self.connections = 0
         self.first: float | None = None
         self.last: float | None = None
-        #: when each request that met the limit arrived, admitted or refused
+        #: when each request that met the limit arrived, admitted or refused, and the refused ones
         self.arrivals: list[float] = []
+        self.refusals: list[float] = []
         self.attempts: dict[tuple[Any, ...], int] = {}
         self.started = time.monotonic()
 
@@ -434,6 +442,7 @@ class App:
             admitted, tokens, wait = self.bucket.take()
             headers += rate_headers(self.convention, self.bucket, admitted, tokens, wait)
             if not admitted:
+                stats.refusals.append(now)
                 stats.throttled += 1
                 return 429, headers, b'{"error":{"type":"rate_limit_error","message":"Too many requests"}}'
         if method != b"GET":
@@ -545,7 +554,7 @@ class App:
             out["admitted"] = admitted
             out["quota_used"] = admitted / allowed if allowed else None
             if isinstance(self.bucket, TokenBucket):
-                out["seconds"] = seconds_over(s.arrivals, self.bucket.rate, self.bucket.burst)
+                out["seconds"] = seconds_over(s.arrivals, self.bucket.rate, self.bucket.burst, s.refusals)
         return out
 
 

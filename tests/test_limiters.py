@@ -155,6 +155,39 @@ def test_the_static_bucket_keeps_its_promise_on_a_virtual_clock(tmp_path: Path) 
     budget.close()
 
 
+def test_a_grant_waits_for_the_one_before_it_to_reach_the_wire(tmp_path: Path) -> None:
+    """Grants are taken when they may go now: the next waits until the grant before it
+    is reported sent (a process descheduled between its grant and the wire must not let
+    the next request arrive right behind it), and is spaced from that send; a process
+    that has learned nothing is spaced by what the others learned; and before anyone
+    has learned from a response, a second grant waits for one."""
+    from tapyard.http import Ask
+
+    now = [1000.0]
+    budget = SqliteBudget(tmp_path / "l.db", clock=lambda: now[0])
+    learned = Ask(rate=None, burst=1, spacing=0.01, max_wait=None, reports=True)
+    wait, token, since = budget.take("k", learned)
+    assert wait == 0 and token and since == -1
+    now[0] += 0.05  # well past the spacing, but the request has not gone out yet
+    wait, none, _ = budget.take("k", learned)
+    assert 0 < wait <= 0.001 and none == ""
+    budget.sent("k", token)  # it goes out now: the next is spaced from here
+    assert budget.take("k", learned)[0] == pytest.approx(0.01)
+    now[0] += 0.01
+    wait, token, since = budget.take("k", Ask(rate=None, burst=1, spacing=0.0, max_wait=None, reports=True))
+    assert wait == 0 and since == pytest.approx(0.01)
+    # a newcomer that learned nothing is spaced by the 10 ms the others learned
+    budget.sent("k", token)
+    assert budget.take("k", Ask(rate=None, burst=1, spacing=0.0, max_wait=None))[0] == pytest.approx(0.01)
+    # a fresh key: nobody has seen a response, so the second grant waits for one
+    fresh = Ask(rate=None, burst=1, spacing=0.0, max_wait=None, answered=False)
+    assert budget.take("fresh", fresh)[0] == 0
+    assert budget.take("fresh", fresh)[0] > 0
+    assert budget.take("fresh", Ask(rate=None, burst=1, spacing=0.0, max_wait=None))[0] == 0
+    assert budget.take("fresh", fresh)[0] == 0  # known now
+    budget.close()
+
+
 # -- Redis: a fleet's budget ----------------------------------------------------------------
 
 

@@ -61,6 +61,8 @@ from tapyard.http._ratelimit import (
     _LAG_MAX_SHARE,
     _LAG_MIN_SAMPLES,
     _LAG_WINDOW,
+    _PROBE_POLL,
+    _PROBE_TIMEOUT,
     RateLimiter,
     RateLimitSettings,
     RateLimitWaitTooLong,
@@ -190,7 +192,8 @@ class Ask:
     none) and ``burst``, the ``spacing`` it learned (0: nothing yet), the longest
     wait it accepts, whether it will report its send (:meth:`Budget.sent`), and
     how much ``ahead`` of the spacing to grant (its usual delay from a grant to
-    the wire, so that its request reaches the wire a spacing after the last)."""
+    the wire, so that its request reaches the wire a spacing after the last),
+    and whether it has learned from a response yet (``answered``)."""
 
     rate: float | None
     burst: float
@@ -198,6 +201,7 @@ class Ask:
     max_wait: float | None
     reports: bool = False
     ahead: float = 0.0
+    answered: bool = True
 
 
 class Budget(Protocol):
@@ -236,9 +240,12 @@ class Budget(Protocol):
         ``_HANDOFF_TIMEOUT`` seconds after it was taken: a process that was
         slow to send its request (descheduled between its grant and the wire)
         then delays the next one instead of arriving just before it.
-        The spacing is the larger of ``ask.spacing`` and the last one a caller
-        who had learned one took a grant with: a process that has just started
-        is spaced by what the others learned. Raises
+        The spacing is ``ask.spacing``, or, when the caller has learned none
+        yet, the last one a caller who had took a grant with: a process that
+        has just started is spaced by what the others learned. With no static
+        rate, until a caller that has learned from a response asks, a grant
+        waits (up to ``_PROBE_TIMEOUT`` after the last) for one to come: a
+        fleet does not open with a burst against a quota nobody knows. Raises
         :class:`RateLimitWaitTooLong` (taking nothing) when the wait is more
         than ``ask.max_wait`` seconds.
         """
@@ -321,14 +328,18 @@ def _take_at(
     rate: float | None,
     burst: float,
     spacing: float,
+    probing: bool,
 ) -> tuple[float, float, bool]:
     """When a grant taken now-or-later may go, the bucket's arrival time after it,
-    and whether the wait is only for the grant before it to be sent. ``spacing``
-    is the caller's, already the larger of its own and the fleet's, less its lead."""
+    and whether the wait is only for another process (its send, its first
+    response). ``spacing`` is the caller's or the fleet's, less the caller's
+    lead; ``probing``: nobody who asked had learned from a response yet."""
     at, tat = _grant_at(now, tat, last, hold, rate, burst, spacing)
     handoff = False
     if unsent > 0 and now < unsent + _HANDOFF_TIMEOUT and at < now + _HANDOFF_POLL:
         at, handoff = min(now + _HANDOFF_POLL, unsent + _HANDOFF_TIMEOUT), True
+    if probing and not rate and last > 0 and now < last + _PROBE_TIMEOUT and at < now + _PROBE_POLL:
+        at, handoff = min(now + _PROBE_POLL, last + _PROBE_TIMEOUT), True
     return at, tat, handoff
 
 
@@ -340,7 +351,8 @@ CREATE TABLE IF NOT EXISTS budget (
     hold REAL NOT NULL DEFAULT 0,
     why TEXT NOT NULL DEFAULT '',
     unsent REAL NOT NULL DEFAULT 0,
-    spacing REAL NOT NULL DEFAULT 0
+    spacing REAL NOT NULL DEFAULT 0,
+    known INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS slots (
     key TEXT NOT NULL,
@@ -367,7 +379,7 @@ class SqliteBudget:
             for statement in _SCHEMA.split(";"):
                 db.execute(statement)
             columns = {row[1] for row in db.execute("PRAGMA table_info(budget)")}
-            for column in ("unsent", "spacing"):  # a file written before these were kept
+            for column in ("unsent", "spacing", "known"):  # a file written before these were kept
                 if column not in columns:
                     db.execute(f"ALTER TABLE budget ADD COLUMN {column} REAL NOT NULL DEFAULT 0")
 
@@ -428,10 +440,11 @@ class SqliteBudget:
         with self._transaction() as db:
             now = self._clock()
             tat, last, hold, why = self._row(db, key)
-            row = db.execute("SELECT unsent, spacing FROM budget WHERE key = ?", (key,)).fetchone()
-            unsent, learned = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
-            spaced = max(0.0, max(ask.spacing, learned) - ask.ahead)
-            at, tat, handoff = _take_at(now, tat, last, hold, unsent, ask.rate, ask.burst, spaced)
+            row = db.execute("SELECT unsent, spacing, known FROM budget WHERE key = ?", (key,)).fetchone()
+            unsent, learned, known = (float(row[0]), float(row[1]), bool(row[2])) if row else (0.0, 0.0, False)
+            spaced = max(0.0, (ask.spacing or learned) - ask.ahead)
+            probing = not (known or ask.answered)
+            at, tat, handoff = _take_at(now, tat, last, hold, unsent, ask.rate, ask.burst, spaced, probing)
             if at - now > _GRANT_EPSILON:
                 if not handoff and ask.max_wait is not None and at - now > ask.max_wait:
                     reason = why if at <= hold else "the rate limit shared with other processes"
@@ -439,11 +452,11 @@ class SqliteBudget:
                 return at - now, "", 0.0
             token = repr(now)
             db.execute(
-                "INSERT INTO budget (key, tat, last, unsent, spacing) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO budget (key, tat, last, unsent, spacing, known) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, last = max(last, excluded.last), "
-                "unsent = excluded.unsent, "
+                "unsent = excluded.unsent, known = max(known, excluded.known), "
                 "spacing = CASE WHEN excluded.spacing > 0 THEN excluded.spacing ELSE spacing END",
-                (key, tat, now, now if ask.reports else 0.0, ask.spacing),
+                (key, tat, now, now if ask.reports else 0.0, ask.spacing, int(ask.answered)),
             )
             return 0.0, token, now - last if last > 0 else -1.0
 
@@ -564,7 +577,7 @@ class SharedLimiter:
             spacing = self.local.spacing
             cap = None if self.local.max_wait is None else max(0.0, self.local.max_wait - waited)
             ask = Ask(self.local.rate, self.local.burst, spacing, cap, self.local.reports_sends,
-                      min(self._lag, _LAG_MAX_SHARE * spacing))
+                      min(self._lag, _LAG_MAX_SHARE * spacing), not self.local.probing)
             wait, token, since = self.budget.take(self.key, ask)
             if token:
                 self._grants.token, self._grants.asked = token, asked

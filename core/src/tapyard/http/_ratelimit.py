@@ -402,6 +402,11 @@ class RateLimiter:
         self._local.after = seconds
 
     @property
+    def probing(self) -> bool:
+        """Whether it waits for a first response to learn from (no static rate, none yet)."""
+        return self._probing
+
+    @property
     def reports_sends(self) -> bool:
         """Whether its callers report when requests go out (:meth:`sent` was called)."""
         return self._handoff

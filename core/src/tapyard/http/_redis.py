@@ -16,8 +16,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tapyard.http._limiters import _HANDOFF_POLL, _HANDOFF_TIMEOUT, Ask, BudgetLimiterStore
-from tapyard.http._ratelimit import RateLimitWaitTooLong
+from tapyard.http._limiters import (
+    _HANDOFF_POLL,
+    _HANDOFF_TIMEOUT,
+    Ask,
+    BudgetLimiterStore,
+)
+from tapyard.http._ratelimit import _PROBE_POLL, _PROBE_TIMEOUT, RateLimitWaitTooLong
 
 __all__ = ["RedisBudget", "RedisLimiterStore"]
 
@@ -59,17 +64,26 @@ return {1, string.format('%.6f', at - now), ''}
 _SPACED = """
 local own = tonumber(ARGV[3])
 local learned = tonumber(redis.call('HGET', KEYS[1], 'spacing') or '0') or 0
-ARGV[3] = tostring(math.max(0, math.max(own, learned) - tonumber(ARGV[8])))
+local spacing = own
+if own <= 0 then spacing = learned end
+ARGV[3] = tostring(math.max(0, spacing - tonumber(ARGV[8])))
 """
 
 #: ARGV[4] max_wait (-1: none), ARGV[5] 1 when the caller reports its send,
-#: ARGV[6] the handoff timeout, ARGV[7] its poll (see ``Budget.take``)
+#: ARGV[6] the handoff timeout, ARGV[7] its poll, ARGV[9] 1 when the caller has
+#: learned from a response, ARGV[10] and [11] the probe's timeout and poll (see ``Budget.take``)
 _TAKE = _SPACED + _GRANT + """
 local unsent = tonumber(redis.call('HGET', KEYS[1], 'unsent') or '0') or 0
 local timeout, poll = tonumber(ARGV[6]), tonumber(ARGV[7])
 local handoff = false
 if unsent > 0 and now < unsent + timeout and at < now + poll then
   at = math.min(now + poll, unsent + timeout)
+  handoff = true
+end
+local known = redis.call('HGET', KEYS[1], 'known') == '1' or ARGV[9] == '1'
+local probe, probe_poll = tonumber(ARGV[10]), tonumber(ARGV[11])
+if not known and rate <= 0 and last > 0 and now < last + probe and at < now + probe_poll then
+  at = math.min(now + probe_poll, last + probe)
   handoff = true
 end
 if at - now > 0.000001 then
@@ -86,6 +100,9 @@ local mark = '0'
 if ARGV[5] == '1' then mark = token end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat), 'last', string.format('%.6f', math.max(last, now)),
   'unsent', mark)
+if ARGV[9] == '1' then
+  redis.call('HSET', KEYS[1], 'known', '1')
+end
 if own > 0 then
   redis.call('HSET', KEYS[1], 'spacing', string.format('%.6f', own))
 end
@@ -181,7 +198,8 @@ class RedisBudget:
 
     def take(self, key: str, ask: Ask) -> tuple[float, str, float]:
         args = [ask.rate or 0, ask.burst, ask.spacing, -1 if ask.max_wait is None else ask.max_wait,
-                int(ask.reports), _HANDOFF_TIMEOUT, _HANDOFF_POLL, ask.ahead]
+                int(ask.reports), _HANDOFF_TIMEOUT, _HANDOFF_POLL, ask.ahead, int(ask.answered),
+                _PROBE_TIMEOUT, _PROBE_POLL]
         granted, wait, extra = self._take(keys=[_PREFIX + key], args=args)
         text = extra.decode() if isinstance(extra, bytes) else str(extra)
         if int(granted) == 1:
