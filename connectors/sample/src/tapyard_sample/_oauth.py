@@ -33,7 +33,6 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from authlib.oauth2.rfc6749 import (
@@ -52,6 +51,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from joserfc.jwk import import_key
 
 from tapyard_credentials import redactor
+from tapyard_sample._serving import BackgroundServer
 
 __all__ = ["LocalAuthorizationServer", "OAuthClient"]
 
@@ -255,7 +255,7 @@ class _PKCE(CodeChallenge):  # type: ignore[misc]
         super().validate_code_challenge(grant, redirect_uri)
 
 
-class LocalAuthorizationServer:
+class LocalAuthorizationServer(BackgroundServer):
     """The authorization server (see the module docs), served on 127.0.0.1 by
     :meth:`start` or mounted in another server through :meth:`handle`.
 
@@ -284,8 +284,6 @@ class LocalAuthorizationServer:
         self._codes: dict[str, _Code] = {}
         self._access: dict[str, _Issued] = {}
         self._refresh: dict[str, _Issued] = {}
-        self._httpd: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._base_url: str | None = None
         self._server = self._build()
 
@@ -517,31 +515,6 @@ class LocalAuthorizationServer:
 
         httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         httpd.daemon_threads = True
-        self._httpd = httpd
         self._base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serve(httpd)
         return self
-
-    def stop(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
-            return
-        self._httpd = self._thread = None
-        httpd.shutdown()
-        httpd.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> LocalAuthorizationServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

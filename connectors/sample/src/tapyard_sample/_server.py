@@ -51,13 +51,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import orjson
 
 from tapyard_sample._data import Dataset, Listing, format_timestamp, parse_timestamp
+from tapyard_sample._serving import BackgroundServer
 
 if TYPE_CHECKING:
     from tapyard_sample._oauth import LocalAuthorizationServer
@@ -112,7 +112,7 @@ class _TokenBucket:
         return allowed, headers
 
 
-class SampleServer:
+class SampleServer(BackgroundServer):
     """Serve a :class:`Dataset` over HTTP on ``127.0.0.1``, on a free port, in a daemon thread.
 
     ``as_of`` fixes the moment the data is seen at (``None``: everything, in
@@ -168,8 +168,6 @@ class SampleServer:
         self._listings_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._served = self._throttled = self._connections = 0
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._routes: Mapping[str, Callable[[dict[str, str]], _Response]] = {
             "/v1/customers": self._customers,
             "/v1/orders": self._orders,
@@ -188,40 +186,13 @@ class SampleServer:
         self._httpd = httpd
         if self.oauth is not None:
             self.oauth.mount(self.url)
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"tapyard-sample-server-{httpd.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._serve(httpd, name=f"tapyard-sample-server-{httpd.server_address[1]}")
         return self
 
-    def stop(self) -> None:
-        """Stop serving and close every connection, idle keep-alive ones included.
-
-        Safe to call twice, or on a server that never started.
-        """
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
-            return
-        self._httpd = self._thread = None
-        httpd.shutdown()
-        httpd.server_close()
+    def _closed(self, httpd: http.server.ThreadingHTTPServer) -> None:
+        """Close every connection when stopping, idle keep-alive ones included."""
+        assert isinstance(httpd, _HTTPServer)
         httpd.close_connections()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> SampleServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def warm(self) -> None:
         """Build every stream's listing now rather than on its first request."""
