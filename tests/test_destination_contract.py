@@ -437,6 +437,23 @@ def test_rows_loaded_straight_into_a_new_table_then_met_again_are_merged(url: st
         assert_same_value(count, landed[key]["count"], key)
 
 
+def test_a_write_written_again_keeps_each_dead_letter_once(url: str) -> None:
+    """A record the database cannot hold, then a key stored by an earlier write of
+    the run (DuckDB writes the whole write again): one dead letter, the rest lands."""
+    later = AT + dt.timedelta(hours=1)
+    with opened(url) as destination:
+        write(destination, Batch("things", items=[thing(1)]))
+        batch = Batch("things", items=[thing(2, note="lone \udc80 surrogate"), thing(1, at=later, count=10), thing(3)],
+                      state=StreamState(cursor="c"))
+        write(destination, batch)
+        assert [d.raw["id"] for d in batch.dead] == ["t0002"]
+        assert [json.loads(d.raw)["id"] for d in destination.dead_letters("k")] == ["t0002"]
+        assert destination.load_state("k")["things"].cursor == "c"
+    landed = rows(url)
+    assert set(landed) == {"t0001", "t0003"}
+    assert_same_value(10, landed["t0001"]["count"], "t0001")
+
+
 # -- kill and resume -----------------------------------------------------------------------
 
 

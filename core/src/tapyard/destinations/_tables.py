@@ -758,11 +758,16 @@ class MergeDestination(TableDestination):
         plans = {b.stream: self._plans[b.stream] for b in batches if b.stream in self._plans}
         for _ in range(len(plans) + 1):
             kept = {name: _PlanState.of(plan) for name, plan in plans.items()}
+            # what an attempt does to the batches (records moved to the dead letters)
+            records = [(b, b.items, b.rows, len(b.dead)) for b in batches]
             try:
                 self._write_once(state_key, batches)
             except _KeyStored:
                 for name, state in kept.items():
                     state.restore(plans[name])
+                for batch, items, rows, dead in records:
+                    batch.items, batch.rows = items, rows
+                    del batch.dead[dead:]
                 continue
             except BaseException:
                 for name, state in kept.items():
