@@ -130,6 +130,8 @@ def one_run(label: str, headers: str, rate: float, burst: float, count: int, sec
     window = stats["since_first"] or 0.0
     admitted = stats["requests"] - stats["throttled"] - stats["unauthorized"]
     allowed = burst + rate * window
+    if "seconds" not in stats:
+        raise SystemExit(f"{label}: no request reached the server; the processes said: {early}")
     windows = stats["seconds"]
     # the same from the second whole second on: cold processes (each importing, opening its
     # database and building its models on the first page, eight on one core) cost the

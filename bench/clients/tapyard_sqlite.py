@@ -141,12 +141,12 @@ def main() -> None:
     if to.startswith("postgresql"):
         import psycopg  # noqa: F401
 
-        import tapyard.destinations._postgresql
+        from tapyard.destinations import _postgresql  # noqa: F401 (not "import tapyard....": that makes tapyard local)
     elif to.startswith("duckdb"):
         import duckdb  # noqa: F401
         import pyarrow  # noqa: F401
 
-        import tapyard.destinations._duckdb
+        from tapyard.destinations import _duckdb  # noqa: F401
     credentials = BearerCredentials(token=SecretStr(job["token"]), name=options.get("credential"))
     limiters = None
     if options.get("limiters"):
