@@ -58,7 +58,11 @@ def test_sigterm_as_cron_or_systemd_sends_it(tmp_path: Path, sig: int, code: int
     url = f"sqlite:///{db}" if destination == "sqlite" else f"jsonl:///{out}"
     committed = (lambda: _committed(db)) if destination == "sqlite" else (lambda: _jsonl_committed(out))
     cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", json.dumps(CONFIG), "--to", url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The interrupted run pages slowly (5 ms a page, the same data), so that a
+    # loaded machine that deschedules this test between its poll and the signal
+    # does not see the run finish first (a CI run did: exit 0 on SIGHUP).
+    slow = [*cmd[:6], json.dumps({**CONFIG, "latency_ms": 5}), *cmd[7:]]
+    proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while committed() < 500:
         assert proc.poll() is None, proc.communicate()
