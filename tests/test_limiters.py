@@ -228,6 +228,33 @@ def test_a_hold_in_redis_holds_back_every_worker_and_a_long_one_is_refused(redis
         closing.close()
 
 
+def test_the_limiter_url_gives_every_run_handed_no_store_the_fleets_redis(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TAPYARD_LIMITER_URL=redis://...``: the default store of every run (the CLI, the
+    scheduler, a Celery worker) is that Redis server; a 429's hold seen there holds
+    back a store of another process. Another scheme is one line naming the scheme only."""
+    import redis as redis_client
+
+    from tapyard import ConfigError
+    from tapyard.http import RedisLimiterStore, default_limiter_store
+
+    monkeypatch.setenv("TAPYARD_LIMITER_URL", redis.url)
+    store = default_limiter_store()
+    assert isinstance(store, RedisLimiterStore) and default_limiter_store() is store
+    key = f"conn|{time.time_ns()}"
+    store.limiter(key, RateLimitSettings()).penalize(30)
+    assert redis_client.Redis.from_url(redis.url).exists(f"tapyard:limit:{key}")
+    elsewhere = RedisLimiterStore(redis.url)
+    assert elsewhere.limiter(key, RateLimitSettings()).wait_time() > 25
+    elsewhere.close()
+    monkeypatch.setenv("TAPYARD_LIMITER_URL", "postgresql://user:s3cret@db/x")
+    with pytest.raises(ConfigError) as caught:
+        default_limiter_store()
+    message = str(caught.value)
+    assert "'postgresql'" in message and "s3cret" not in message and "\n" not in message
+
+
 # -- two syncs, two processes, one credential ---------------------------------------------
 
 SYNC = """

@@ -31,9 +31,7 @@ if TYPE_CHECKING:
         SharedLimiter,
         SqliteBudget,
         SqliteLimiterStore,
-        default_limiter_store,
         limiter_key,
-        limiters_of,
     )
     from tapyard.http._ratelimit import (
         RateLimiter,
@@ -44,6 +42,7 @@ if TYPE_CHECKING:
     )
     from tapyard.http._redis import RedisBudget, RedisLimiterStore
     from tapyard.http._sdk import SdkAttempt, SdkEngine, SdkReply, SdkSource, sdk_engine
+    from tapyard.http._stores import default_limiter_store, limiters_of
 
 __all__ = [
     "Ask",
@@ -86,10 +85,11 @@ __getattr__ = lazy_exports(
         "_engine": ("HttpEngine", "HttpPolicy", "redact_url"),
         "_limiters": (
             "Ask", "Budget", "BudgetLimiterStore", "Limiter", "LimiterStore", "MemoryLimiterStore", "SharedLimiter",
-            "SqliteBudget", "SqliteLimiterStore", "default_limiter_store", "limiter_key", "limiters_of",
+            "SqliteBudget", "SqliteLimiterStore", "limiter_key",
         ),
         "_ratelimit": ("RateLimitSettings", "RateLimiter", "rate_limit_settings", "shared_limiter", "split_rate_limit"),
         "_redis": ("RedisBudget", "RedisLimiterStore"),
+        "_stores": ("default_limiter_store", "limiters_of"),
         "_sdk": ("SdkAttempt", "SdkEngine", "SdkReply", "SdkSource", "sdk_engine"),
     },
 )

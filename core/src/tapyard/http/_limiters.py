@@ -38,7 +38,7 @@ that asks the same store for the same key shares one budget. Two stores:
   the one every process on a machine shares.
 
 A store is an object handed to a run (``RunContext.limiters``), never a
-process global: a worker running many syncs hands them one store; a fleet of
+process global (``tapyard.http._stores`` picks the one of a run handed none): a worker running many syncs hands them one store; a fleet of
 processes on one machine points theirs at one file.
 """
 
@@ -80,9 +80,7 @@ __all__ = [
     "SharedLimiter",
     "SqliteBudget",
     "SqliteLimiterStore",
-    "default_limiter_store",
     "limiter_key",
-    "limiters_of",
 ]
 
 #: ``"credential"``: shared wherever the store reaches; ``"process"``: kept in
@@ -724,29 +722,3 @@ class SqliteLimiterStore(BudgetLimiterStore):
             path = data_dir() / "limits.db"
         self.path = Path(path)
         super().__init__(lambda: SqliteBudget(self.path))
-
-
-_FALLBACK: dict[Path, SqliteLimiterStore] = {}
-_FALLBACK_LOCK = threading.Lock()
-
-
-def default_limiter_store() -> LimiterStore:
-    """The store of a run handed none: the SQLite file of the data directory
-    (``limits.db`` in ``$TAPYARD_HOME``), one object per file in this process.
-    Every process using that data directory shares a named credential's budget."""
-    from tapyard_credentials import data_dir
-
-    path = data_dir() / "limits.db"
-    with _FALLBACK_LOCK:
-        store = _FALLBACK.get(path)
-        if store is None:
-            store = _FALLBACK[path] = SqliteLimiterStore(path)
-        return store
-
-
-def limiters_of(context: object) -> LimiterStore:
-    """The limiter store a run was handed (``context.limiters``), else :func:`default_limiter_store`."""
-    store = getattr(context, "limiters", None)
-    if store is not None:
-        return store  # type: ignore[no-any-return]
-    return default_limiter_store()

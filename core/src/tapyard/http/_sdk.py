@@ -344,8 +344,9 @@ def sdk_engine(
     Raises :class:`~tapyard.ConfigError` on settings that are not valid.
     """
     from tapyard.base import ConfigError
-    from tapyard.http._limiters import limiter_key, limiters_of
+    from tapyard.http._limiters import limiter_key
     from tapyard.http._ratelimit import rate_limit_settings
+    from tapyard.http._stores import limiters_of
 
     pm = context.pm
     hooked = pm.hook.tapyard_rate_limit_policy(connector=connector, config=config)
