@@ -119,8 +119,8 @@ def test_a_fleet_sharing_one_credential_stays_within_its_limit_and_uses_it(
     # Correctness, whatever the load: no second over the limit by more than 2%.
     assert seconds["over_2pct"] == 0, per_second
     assert seconds["windows"] >= 5, per_second
-    # 429s: a few, never a storm (each process alone would be refused most of the time).
-    assert stats["throttled"] <= 0.05 * stats["requests"], stats
+    # 429s: a few (the bench: 0.1-1.4% on a quiet core, 4% once at load 7), never a storm.
+    assert stats["throttled"] <= 0.08 * stats["requests"], stats
     # Used together: the bench measures >= 90% on a quiet machine; a loaded CI machine
     # slows every client (runs here under load gave 40-90%), so the floor is low, yet
     # far above what processes spacing the whole fleet by their own requests reached.
