@@ -36,15 +36,12 @@ from tapyard.destinations._tables import (
     MergeDestination,
     TablePlan,
     first_line,
-    json_column,
     quote,
     stream_file_lock,
     text_column,
 )
 
 __all__ = ["DuckDBDestination"]
-
-_REPORTED = {"timestamptz": "timestamp with time zone", "json": "json"}
 
 
 class RecordValueError(ValueError):
@@ -53,6 +50,12 @@ class RecordValueError(ValueError):
 
 class DuckDBDestination(MergeDestination):
     """Records in a DuckDB file (``duckdb:///path.duckdb``)."""
+
+    column_types = {"INTEGER": "BIGINT", "REAL": "DOUBLE", "BOOLEAN": "BOOLEAN", "JSON": "JSON", "BLOB": "BLOB"}
+    text_type = "VARCHAR"
+    # DuckDB's DECIMAL holds 38 digits: decimals are kept as text, every digit
+    decimal_type = None
+    reported_types = {"timestamptz": "timestamp with time zone", "json": "json"}
 
     product = "DuckDB"
     param = "?"
@@ -167,32 +170,6 @@ class DuckDBDestination(MergeDestination):
         return {name: kind for name, kind in rows}
 
     # -- types ----------------------------------------------------------------------------
-
-    def sql_type(self, column: Column) -> str:
-        if column.type == "INTEGER":
-            return "BIGINT"
-        if column.type == "REAL":
-            return "DOUBLE"
-        if column.type == "BOOLEAN":
-            return "BOOLEAN"
-        if column.type == "JSON":
-            return "JSON"
-        if column.type == "BLOB":
-            return "BLOB"
-        if column.format != "decimal" and column.convert and column.format in ("date-time", "date", "time"):
-            return {"date-time": "TIMESTAMPTZ", "date": "DATE", "time": "TIME"}[column.format]
-        return "VARCHAR"
-
-    def normal_type(self, sql_type: str) -> str:
-        lowered = sql_type.lower()
-        return _REPORTED.get(lowered, lowered)
-
-    def converter(self, column: Column) -> Callable[[list[Any]], list[Any]] | None:
-        if column.type == "JSON":
-            return json_column
-        if self.sql_type(column) == "VARCHAR" and column.convert:
-            return text_column
-        return None
 
     #: an integer column meeting a value past 64 bits keeps every digit as text, as SQLite does
     wide_integer_type = "VARCHAR"

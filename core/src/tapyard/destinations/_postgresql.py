@@ -28,7 +28,7 @@ import contextlib
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -41,23 +41,23 @@ from tapyard.destinations._tables import (
     MergeDestination,
     TablePlan,
     first_line,
-    json_column,
     quote,
-    text_column,
 )
 
 __all__ = ["PostgreSQLDestination"]
 
-#: declared types as PostgreSQL's ``format_type`` reports them
-_REPORTED = {
-    "timestamptz": "timestamp with time zone",
-    "time": "time without time zone",
-    "double precision": "double precision",
-}
-
 
 class PostgreSQLDestination(MergeDestination):
     """Records in PostgreSQL tables (``postgresql://...``; ``postgres://`` too)."""
+
+    column_types = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BOOLEAN": "BOOLEAN", "JSON": "JSONB", "BLOB": "BYTEA"}
+    decimal_type = "NUMERIC"
+    # declared types as PostgreSQL's format_type reports them
+    reported_types = {
+        "timestamptz": "timestamp with time zone",
+        "time": "time without time zone",
+        "double precision": "double precision",
+    }
 
     product = "PostgreSQL"
     param = "%s"
@@ -140,34 +140,6 @@ class PostgreSQLDestination(MergeDestination):
         return {name: kind for name, kind in rows}
 
     # -- types ----------------------------------------------------------------------------
-
-    def sql_type(self, column: Column) -> str:
-        if column.type == "INTEGER":
-            return "BIGINT"
-        if column.type == "REAL":
-            return "DOUBLE PRECISION"
-        if column.type == "BOOLEAN":
-            return "BOOLEAN"
-        if column.type == "JSON":
-            return "JSONB"
-        if column.type == "BLOB":
-            return "BYTEA"
-        if column.format == "decimal":
-            return "NUMERIC"
-        if column.convert and column.format in ("date-time", "date", "time"):
-            return {"date-time": "TIMESTAMPTZ", "date": "DATE", "time": "TIME"}[column.format]
-        return "TEXT"
-
-    def normal_type(self, sql_type: str) -> str:
-        lowered = sql_type.lower()
-        return _REPORTED.get(lowered, lowered)
-
-    def converter(self, column: Column) -> Callable[[list[Any]], list[Any]] | None:
-        if column.type == "JSON":
-            return json_column
-        if self.sql_type(column) == "TEXT" and column.convert:
-            return text_column
-        return None
 
     def row_error(self, exc: BaseException) -> bool:
         if isinstance(exc, UnicodeError | TypeError | ValueError | OverflowError | RecursionError):

@@ -557,13 +557,37 @@ class MergeDestination(TableDestination):
 
     # -- what a subclass gives ------------------------------------------------------
 
-    @abc.abstractmethod
+    #: the SQL type of each column type this database names (docs/types.md)
+    column_types: dict[str, str] = {}
+    #: the type of text, and of every column not named otherwise
+    text_type = "TEXT"
+    #: the type of exact decimals; None where the database has none wide enough
+    #: for every digit (they are kept as text)
+    decimal_type: str | None = None
+    #: the types of converted dates and times, by JSON Schema format
+    time_types: dict[str, str] = {"date-time": "TIMESTAMPTZ", "date": "DATE", "time": "TIME"}
+    #: a declared type (lower case) as the database reports it, where they differ
+    reported_types: dict[str, str] = {}
+
     def sql_type(self, column: Column) -> str:
         """The SQL type of ``column`` in this database (docs/types.md)."""
+        named = self.column_types.get(column.type)
+        if named is not None:
+            return named
+        if column.format == "decimal":
+            return self.decimal_type or self.text_type
+        if column.convert and column.format in self.time_types:
+            return self.time_types[column.format]
+        return self.text_type
 
-    @abc.abstractmethod
     def converter(self, column: Column) -> Callable[[list[Any]], list[Any]] | None:
-        """What a value of ``column`` goes through before the bulk load, if anything."""
+        """What a value of ``column`` goes through before the bulk load, if anything:
+        JSON is serialised, and text columns take the value's text."""
+        if column.type == "JSON":
+            return json_column
+        if column.convert and self.sql_type(column) == self.text_type:
+            return text_column
+        return None
 
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
@@ -705,7 +729,8 @@ class MergeDestination(TableDestination):
 
     def normal_type(self, sql_type: str) -> str:
         """A declared type in the form the database reports it (lower case)."""
-        return sql_type.lower()
+        lowered = sql_type.lower()
+        return self.reported_types.get(lowered, lowered)
 
     def same_type(self, stored: str, wanted: str) -> bool:
         return self.normal_type(stored) == self.normal_type(wanted)
