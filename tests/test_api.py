@@ -98,6 +98,31 @@ def test_importing_tapyard_is_lazy() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_lazy_names_taken_by_many_threads_at_once_are_whole() -> None:
+    """Sixteen threads of a fresh interpreter ask for ``tapyard.sync`` at once: the
+    one that imports the module does, the others wait for it, none gets a module
+    half made (they used to raise AttributeError: a server's worker threads, or
+    two syncs started in threads, met it)."""
+    code = (
+        "import threading, tapyard\n"
+        "barrier = threading.Barrier(16)\n"
+        "errors = []\n"
+        "def go():\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        tapyard.sync, tapyard.open_destination, tapyard.RestConnector\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=go) for _ in range(16)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(errors)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout[-2000:]
+
+
 def test_core_imports_no_connector_or_vendor_sdk() -> None:
     sources = (ROOT / "core" / "src" / "tapyard").rglob("*.py")
     forbidden = re.compile(

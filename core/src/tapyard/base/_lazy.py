@@ -28,7 +28,12 @@ def lazy_exports(package: str, exports: Mapping[str, Iterable[str]]) -> Callable
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(sys.modules.get(module) or importlib.import_module(module), name)
+        loaded = sys.modules.get(module)
+        if loaded is None or getattr(getattr(loaded, "__spec__", None), "_initializing", False):
+            # Another thread may be importing it: import_module waits for that
+            # import to finish (a module half made has no names yet).
+            loaded = importlib.import_module(module)
+        return getattr(loaded, name)
 
     return __getattr__
 
