@@ -62,7 +62,13 @@ def test_sigterm_as_cron_or_systemd_sends_it(tmp_path: Path, sig: int, code: int
     # loaded machine that deschedules this test between its poll and the signal
     # does not see the run finish first (a CI run did: exit 0 on SIGHUP).
     slow = [*cmd[:6], json.dumps({**CONFIG, "latency_ms": 5}), *cmd[7:]]
-    proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The signal at its default, as cron and systemd start a job: a test run
+    # under nohup would hand the child SIGHUP ignored, which tapyard keeps
+    # ignored on purpose (the test below).
+    proc = subprocess.Popen(
+        slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while committed() < 500:
         assert proc.poll() is None, proc.communicate()
@@ -86,6 +92,25 @@ def test_sigterm_as_cron_or_systemd_sends_it(tmp_path: Path, sig: int, code: int
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         for table in STREAMS:
             assert con.execute(f'SELECT count(*), count(DISTINCT id) FROM "{table}"').fetchone() == (20000, 20000)
+
+
+def test_a_sync_started_with_nohup_survives_sighup(tmp_path: Path) -> None:
+    """SIGHUP ignored by whoever started the sync (``nohup``) stays ignored: the
+    sync runs to the end and exits 0 with every record once."""
+    db = tmp_path / "nohup.db"
+    config = json.dumps({"records_per_stream": 3000, "latency_ms": 20})
+    cmd = [sys.executable, "-m", "tapyard", "sync", "sample", "--config", config, "--to", f"sqlite:///{db}"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    _wait_for_rows(db, proc, at_least=100)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    with sqlite3.connect(db) as con:
+        for table in STREAMS:
+            assert con.execute(f'SELECT count(*), count(DISTINCT id) FROM "{table}"').fetchone() == (3000, 3000)
 
 
 def test_a_second_signal_during_the_clean_up_stops_at_once(tmp_path: Path) -> None:
