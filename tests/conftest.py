@@ -6,6 +6,7 @@ isolation as these."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -49,6 +50,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background of a shell without job control inherits
+    # SIGINT ignored, and Python then leaves it ignored: every child would too, and
+    # tapyard keeps an ignored stop signal ignored on purpose (tests/test_signals.py),
+    # so the tests that interrupt a sync would see it run on. Ctrl-C as Python
+    # gives it, for this process and (reset to the default at exec) its children.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Read by the suite's modules when they are imported, after this runs; a
     # variable already set wins.
     if config.getoption("--nightly"):
