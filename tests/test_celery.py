@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,3 +118,109 @@ def test_the_celery_executor_without_a_broker_is_one_line(tmp_path: Path) -> Non
     env.pop("CELERY_BROKER_URL", None)
     done = tapyard(env, "scheduler", "run", "--once", "--executor", "celery")
     assert done.returncode == 1 and "TAPYARD_BROKER_URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def _add(env: dict[str, str], name: str, cron: str, dest: str, config: dict[str, object], *options: str) -> None:
+    added = tapyard(env, "jobs", "add", name, "--connector", "sample", "--cron", cron, "--to", dest,
+                    "--config", json.dumps(config), *options)
+    assert added.returncode == 0, added.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_run_waiting_for_a_busy_worker_is_not_abandoned_and_runs_once_the_worker_is_free(
+    tmp_path: Path, postgres_url: str, redis: RedisServer
+) -> None:
+    """One worker of concurrency 1 busy with a slow run; a second job comes due: its run
+    waits in the broker far past the start allowance and the queue timeout (the worker
+    is at work all along), is sent again meanwhile, is never abandoned, and runs once
+    the worker is free: one run, attempt 1, ok."""
+    heartbeat, allowance, queue_timeout = 0.5, 1.0, 3.0
+    clock = tmp_path / "clock.json"
+    write_test_clock(clock, TICK - dt.timedelta(minutes=5), rate=0)
+    broker = f"redis://{redis.host}:{redis.port}/2"  # a queue of its own: no other test's messages
+    env = tapyard_env(tmp_path / "home", postgres_url, TAPYARD_TEST_CLOCK=str(clock), TAPYARD_BROKER_URL=broker)
+    slow = {"records_per_stream": 1500, "page_size": 10, "latency_ms": 60}
+    _add(env, "slow", "0 12 * * *", f"sqlite:///{tmp_path / 'slow.db'}", slow)
+    _add(env, "next", "1 12 * * *", f"sqlite:///{tmp_path / 'next.db'}", {"records_per_stream": 50})
+    write_test_clock(clock, TICK, rate=0)
+    with workers(env, 1, tmp_path), schedulers(
+        env, 1, "--executor", "celery", "--poll", "0.1", "--heartbeat", str(heartbeat),
+        "--start-allowance", str(allowance), "--queue-timeout", str(queue_timeout), logs=tmp_path,
+    ):
+        wait_for(lambda: rows(postgres_url, "SELECT id FROM runs WHERE job = 'slow' AND status = 'running'"),
+                 90, "the slow run on the worker")
+        write_test_clock(clock, TICK + dt.timedelta(minutes=1), rate=0)  # the second job comes due
+        (waiting,) = wait_for(lambda: rows(postgres_url, "SELECT * FROM runs WHERE job = 'next'"), 30, "the second run")
+        # sent again while it waits (its heartbeat_at says when it was last sent)
+        wait_for(lambda: rows(postgres_url, "SELECT id FROM runs WHERE job = 'next' AND status = 'starting' "
+                                            "AND heartbeat_at > claimed_at + :a", a=allowance), 30, "a second sending")
+        shown = tapyard(env, "runs", "show", str(waiting.id))
+        assert shown.returncode == 0 and "status: starting" in shown.stdout, shown.stdout
+        assert "for a worker to take it" in shown.stdout
+        done = wait_for(lambda: len(rows(postgres_url, "SELECT id FROM runs WHERE status NOT IN "
+                                                      "('queued','starting','running','cancelling')")) >= 2
+                        and rows(postgres_url, "SELECT * FROM runs ORDER BY id"), 180, "both runs to end", step=0.5)
+    first, second = done
+    assert (first.job, first.status) == ("slow", "ok"), first.error
+    assert (second.job, second.status, second.attempt, second.error) == ("next", "ok", 1, None)
+    # it waited for the busy worker well past the allowance and the queue timeout, and
+    # started only once the slow run had ended
+    assert second.started_at - second.claimed_at > 1.5 * heartbeat + allowance + queue_timeout
+    assert second.started_at >= first.ended_at
+    assert len(rows(postgres_url, "SELECT id FROM runs WHERE job = 'next'")) == 1  # no retry
+
+
+@pytest.mark.timeout(120)
+def test_a_run_no_worker_takes_ends_by_the_queue_timeout_in_one_line(
+    tmp_path: Path, postgres_url: str, redis: RedisServer
+) -> None:
+    import redis as redis_client
+
+    queue_timeout = 2.0
+    broker = f"redis://{redis.host}:{redis.port}/3"  # no worker listens here
+    env, _ = _setup(tmp_path, postgres_url, broker, {"records_per_stream": 10}, "--retries", "0")
+    with schedulers(env, 1, "--executor", "celery", "--poll", "0.1", "--heartbeat", "0.5",
+                    "--start-allowance", "0.5", "--queue-timeout", str(queue_timeout), logs=tmp_path):
+        (run,) = wait_for(
+            lambda: rows(postgres_url, "SELECT * FROM runs WHERE status NOT IN ('queued','starting','running')"),
+            60, "the run to end",
+        )
+    client = redis_client.Redis.from_url(broker)
+    try:
+        sent = client.llen("tapyard")  # the first sending and those sent again, none taken
+        client.flushdb()
+    finally:
+        client.close()
+    assert sent >= 2
+    assert run.status == "timed_out" and run.started_at is None
+    assert queue_timeout <= run.ended_at - run.claimed_at <= queue_timeout + 5
+    assert re.match(r"waited \d+ s in the Celery queue with no worker taking it", run.error), run.error
+    assert "start tapyard worker" in run.error and "--queue-timeout" in run.error and "\n" not in run.error
+    assert len(rows(postgres_url, "SELECT id FROM runs")) == 1
+    listed = tapyard(env, "runs", "list")
+    assert listed.returncode == 0 and "timed_out" in listed.stdout and "Traceback" not in listed.stderr
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_a_run_waiting_for_a_worker_ends_it_at_once_and_no_worker_starts_it(
+    tmp_path: Path, postgres_url: str, redis: RedisServer
+) -> None:
+    import redis as redis_client
+
+    broker = f"redis://{redis.host}:{redis.port}/4"
+    env, _ = _setup(tmp_path, postgres_url, broker, {"records_per_stream": 10})
+    sent = tapyard(env, "scheduler", "run", "--once", "--executor", "celery", timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    (run,) = rows(postgres_url, "SELECT * FROM runs WHERE status = 'starting'")  # in the broker, no worker yet
+    cancelled = tapyard(env, "runs", "cancel", str(run.id))
+    assert cancelled.returncode == 0 and f"run {run.id} cancelled" in cancelled.stdout, cancelled.stderr
+    client = redis_client.Redis.from_url(broker)
+    try:
+        assert client.llen("tapyard") == 1
+        with workers(env, 1, tmp_path):  # a worker takes the message later: the run is not started
+            wait_for(lambda: client.llen("tapyard") == 0, 60, "the worker to take the message")
+            time.sleep(1.0)
+    finally:
+        client.close()
+    (after,) = rows(postgres_url, "SELECT * FROM runs")
+    assert (after.status, after.started_at, after.pid, after.error) == ("cancelled", None, None, "cancelled before it started")

@@ -43,7 +43,7 @@ def _short(text: str | None, limit: int = 100) -> str:
 @group.command("list")
 def list_runs(
     job: str | None = typer.Option(None, "--job", metavar="NAME", help="Only this job's runs."),
-    status: list[str] | None = typer.Option(None, "--status", metavar="STATUS", help="Only runs with this status (queued, running, ok, failed, timed_out, abandoned, cancelled, interrupted); repeatable."),
+    status: list[str] | None = typer.Option(None, "--status", metavar="STATUS", help="Only runs with this status (queued, starting, running, cancelling, ok, failed, timed_out, abandoned, cancelled, interrupted); repeatable."),
     since: str | None = typer.Option(None, "--since", metavar="WHEN", help="Only runs created since: a duration back (2h) or an ISO time."),
     limit: int = typer.Option(50, "--limit", metavar="N", min=1, max=100_000, help="At most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
@@ -91,6 +91,8 @@ def show(
                 "records", "dead_letters", "requests", "http_retries", "owner", "retry_of", "parent_id", "units"):
         if data.get(key) is not None:
             console.print(f"{key:>13}: {escape(str(data[key]))}")
+    if run.status == "starting" and run.claimed_at is not None:  # claimed; no process or worker took it yet
+        console.print(f"{'waiting':>13}: {time.time() - run.claimed_at:.0f} s for a worker to take it (claimed {data['claimed_at']})")
     if data.get("unit"):  # a unit of a spread run: what it reads
         what = data["unit"].get("partitions") or data["unit"].get("streams") or []
         console.print(f"{'unit':>13}: {escape(_short(', '.join(map(str, what)), 300))}")

@@ -26,6 +26,14 @@ def run(
         None, "--executor", metavar="local|celery",
         help="Where runs run: local processes, or Celery workers (tapyard worker) through TAPYARD_BROKER_URL. Default: TAPYARD_EXECUTOR, else local.",
     ),
+    start_allowance: float = typer.Option(
+        30.0, "--start-allowance", metavar="SECONDS", min=0,
+        help="How long a claimed run's process may take to start before it is abandoned; with Celery, how often the message of a run no worker took yet is sent again.",
+    ),
+    queue_timeout: float = typer.Option(
+        600.0, "--queue-timeout", metavar="SECONDS", min=0,
+        help="Celery: a run that waited this long in the queue while no worker took any run ends timed_out (0: never). Waiting for busy workers does not count.",
+    ),
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM or Ctrl-C (then drain)."""
     import os
@@ -44,7 +52,7 @@ def run(
     cp = _cp()
     scheduler = Scheduler(
         cp, max_runs=max_runs, per_credential=per_credential, heartbeat=heartbeat, poll=poll, drain=drain,
-        executor=executor,
+        executor=executor, start_allowance=start_allowance, queue_timeout=queue_timeout,
     )
     if metrics_port is not None:
         from tapyard import ConfigError

@@ -14,7 +14,10 @@ The guarantees stay the control plane's, not the broker's: a task is acked when 
 worker takes it (never redelivered), a worker that dies stops heartbeating and
 any scheduler marks its run ``abandoned`` and queues the retry, and a worker that
 wakes after its lease was lost cannot record anything (its token no longer
-matches). Only the run id, the token and the heartbeat interval cross the broker:
+matches). A run no worker has taken yet (every worker busy) waits in the
+broker as ``starting``, is sent again now and then and is not abandoned; it
+ends by its deadline or by the scheduler's queue timeout when no worker works
+at all (:meth:`tapyard.jobs._scheduler.Scheduler._waiting`). Only the run id, the token and the heartbeat interval cross the broker:
 each worker reads the control plane's URL (``TAPYARD_DATABASE_URL``, PostgreSQL
 for several machines) and its credentials from its own environment.
 """

@@ -14,6 +14,17 @@ the last beat), its token moves on (the lost process can no longer record
 anything), and a retry is queued when the job allows one; the retry resumes
 from the state the destination committed.
 
+With the Celery executor a claimed run (or a unit of a spread run: the same
+path) is a message in the broker until a worker takes it, and it stays
+``starting`` while it waits there: every worker busy is no sign of a lost one.
+Such a run is never marked abandoned; its message is sent again now and then
+(a worker that died holding it took it along; the copy taken second finds the
+run started and does nothing, fenced by its token), and it ends only by its
+deadline (a unit has its run's) or by the queue timeout: ``queue_timeout``
+seconds during which no worker took it and no worker started, ran or ended
+any run of the control plane (no worker serving the queue at all), as
+Airflow's ``task_queued_timeout`` and Dagster's ``start_timeout_seconds`` do.
+
 Schedule times come from :mod:`tapyard.jobs._clock` (a test clock may replace
 the system's); leases, heartbeats, backoff and timeouts are real time.
 """
@@ -50,8 +61,12 @@ log = logging.getLogger("tapyard.scheduler")
 
 #: how long past its deadline a run may still be running before the scheduler ends it
 TIMEOUT_GRACE = 5.0
-#: seconds a claimed run's worker may take to start before it counts as lost
+#: seconds a claimed run's worker may take to start before it counts as lost (a local
+#: run) or before its message is sent again (a run waiting for a Celery worker)
 STARTUP_ALLOWANCE = 30.0
+#: seconds a run may wait in the Celery queue while no worker shows any sign of work
+#: before it ends ``timed_out`` (Airflow's ``scheduler.task_queued_timeout`` is 600 s too)
+QUEUE_TIMEOUT = 600.0
 
 
 #: upper bounds of the lag histogram's buckets, seconds
@@ -187,8 +202,14 @@ class Scheduler:
         the_clock: Clock | None = None,
         echo: bool = True,
         executor: str = "local",
+        start_allowance: float = STARTUP_ALLOWANCE,
+        queue_timeout: float = QUEUE_TIMEOUT,
     ) -> None:
         self.cp = cp
+        #: seconds a claimed run's process or worker may take to beat first (see STARTUP_ALLOWANCE)
+        self.start_allowance = start_allowance
+        #: seconds a run waits for a Celery worker with none at work before it ends (0: never)
+        self.queue_timeout = queue_timeout
         #: "local" (a process of this machine) or "celery" (a worker anywhere: tapyard.jobs._celery)
         self.executor = executor
         self.engine = cp.engine
@@ -438,7 +459,8 @@ class Scheduler:
         if run.status == "cancelling":
             status, why = "cancelled", "cancelled; " + why
         job = self._job(run.job)
-        retry = self.cp.finish(run, status, error=why, spec=job.spec if job else None)
+        # fenced on the status read too: a run a worker started meanwhile is not ended for its wait
+        retry = self.cp.finish(run, status, error=why, spec=job.spec if job else None, expect=(run.status,))
         if retry is None:
             return
         log.warning("run %s of job %s %s: %s", run.id, run.job, status, why)
@@ -459,30 +481,35 @@ class Scheduler:
         now = time.time()
         silent = now - 1.5 * self.heartbeat
         # a worker has until its first beat to start Python and its connector
-        unstarted = silent - STARTUP_ALLOWANCE
+        unstarted = silent - self.start_allowance
+        in_broker = self.executor == "celery"
+        stale = [
+            sa.and_(db.runs.c.status != "starting", db.runs.c.heartbeat_at < silent),
+            sa.and_(db.runs.c.status == "starting", db.runs.c.heartbeat_at < unstarted),
+            sa.and_(db.runs.c.deadline.is_not(None), db.runs.c.deadline < now - TIMEOUT_GRACE),
+        ]
+        if in_broker and self.queue_timeout > 0:
+            # past the queue timeout a waiting run is looked at every pass: is any worker at work?
+            stale.append(sa.and_(db.runs.c.status == "starting", db.runs.c.claimed_at < now - self.queue_timeout))
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(db.runs).where(
                     db.runs.c.status.in_(("starting", "running", "cancelling")),
                     db.runs.c.units.is_(None),  # a split run lives by its units (below)
-                    sa.or_(
-                        sa.and_(db.runs.c.status != "starting", db.runs.c.heartbeat_at < silent),
-                        sa.and_(db.runs.c.status == "starting", db.runs.c.heartbeat_at < unstarted),
-                        sa.and_(db.runs.c.deadline.is_not(None), db.runs.c.deadline < now - TIMEOUT_GRACE),
-                    ),
+                    sa.or_(*stale),
                 )
             ).all()
+        seen: list[float] = []  # when a worker was last seen at work, read once a pass
         for row in rows:
             run = Run.from_row(row)
+            if in_broker and run.status == "starting":
+                self._waiting(run, now, unstarted, seen)
+                continue
             child = self.children.get(run.id)
             if run.deadline is not None and run.deadline < now - TIMEOUT_GRACE and (run.heartbeat_at or 0) >= silent:
                 if child is not None:
                     child.process.kill()
                 self._abandon(run, f"timed out; its process did not stop within {TIMEOUT_GRACE:.0f} s", "timed_out")
-                continue
-            waiting = run.status == "starting" and run.parent_id is not None and self.executor == "celery"
-            if waiting and (run.deadline is None or run.deadline >= now):
-                self._send_again(run)
                 continue
             if child is not None and child.process.poll() is None:
                 child.process.kill()
@@ -490,12 +517,56 @@ class Scheduler:
             self._abandon(run, f"no heartbeat for {age:.0f} s (its process died or hangs)")
         self._settle_split()
 
+    def _waiting(self, run: Run, now: float, unstarted: float, seen: list[float]) -> None:
+        """A run (a whole run or a unit of a spread run alike) sent to Celery that no
+        worker has taken yet. It waits in the broker for as long as the workers are
+        busy, which is no sign of a lost worker: it is not abandoned. It ends at its
+        deadline (a unit's is its run's), or once it waited ``queue_timeout`` seconds
+        while no worker took it or any other run (none serves the queue), both
+        ``timed_out`` and retried as the job allows; until then its message is sent
+        again once its last sending is ``start_allowance`` old (:meth:`_send_again`)."""
+        claimed = run.claimed_at or run.created_at
+        waited = now - claimed
+        if run.deadline is not None and run.deadline < now:
+            self._abandon(
+                run, f"timed out before a worker took it: it waited {waited:.0f} s in the Celery queue and its "
+                "run's deadline passed; start more tapyard workers (or raise --concurrency) or give the job more time",
+                "timed_out",
+            )
+            return
+        if self.queue_timeout > 0 and waited >= self.queue_timeout:
+            if not seen:
+                seen.append(self._worker_seen(now - self.queue_timeout))
+            idle = now - max(claimed, seen[0])
+            if idle >= self.queue_timeout:
+                self._abandon(
+                    run, f"waited {waited:.0f} s in the Celery queue with no worker taking it (no worker started, ran "
+                    f"or ended any run for {idle:.0f} s); start tapyard worker processes on the broker in "
+                    "TAPYARD_BROKER_URL, or raise the scheduler's --queue-timeout",
+                    "timed_out",
+                )
+                return
+        if (run.heartbeat_at or 0) < unstarted:
+            self._send_again(run)
+
+    def _worker_seen(self, since: float) -> float:
+        """When a worker was last seen at work (0 when not since ``since``): the newest
+        heartbeat of a run under way, or end of one that a worker started."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(sa.func.coalesce(db.runs.c.ended_at, db.runs.c.heartbeat_at))).where(
+                    db.runs.c.started_at.is_not(None),
+                    db.runs.c.units.is_(None),  # a split run's own beat is its first worker's, long gone
+                    sa.or_(db.runs.c.status.in_(("running", "cancelling")), db.runs.c.ended_at >= since),
+                )
+            ).scalar()
+        return float(value or 0.0)
+
     def _send_again(self, run: Run) -> None:
-        """A unit still waiting for a Celery worker: the units of a spread run are sent
-        together and wait their turn in the broker for as long as the workers are busy,
-        which is no sign of a lost worker. Its message is sent again (a worker that
-        died holding it took it along); the copy a worker takes second finds the unit
-        started and does nothing (the token fences it). It ends only by its run's deadline."""
+        """Send the message of a run still waiting for a Celery worker again: a worker
+        that died holding it took it along. The copy a worker takes second finds the run
+        started and does nothing (the token fences it). Its ``heartbeat_at`` says when
+        it was last sent."""
         from tapyard.jobs._celery import send
 
         with self.engine.begin() as conn:

@@ -280,33 +280,38 @@ class ControlPlane:
         return self.run(int(run_id))
 
     def cancel(self, run_id: int) -> str:
-        """Cancel a run: a queued one at once, a running one by asking it to stop
-        (it sees ``cancelling`` at its next heartbeat). The status it now has."""
+        """Cancel a run: one not started yet (queued, or claimed and ``starting``: its
+        process or Celery worker has not taken it) at once, a running one by asking it
+        to stop (it sees ``cancelling`` at its next heartbeat). The status it now has."""
         now = time.time()
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(db.runs.c.status).where(db.runs.c.id == run_id)).first()
+            # locked: a worker starting it now waits, then finds it cancelled (fenced)
+            row = conn.execute(
+                sa.select(db.runs.c.status, db.runs.c.token).where(db.runs.c.id == run_id).with_for_update()
+            ).first()
             if row is None:
                 raise RunNotFound(f"no run with id {run_id}; see tapyard runs list")
-            if row.status == "queued":
+            if row.status in ("queued", "starting"):
+                # a worker that takes it later cannot start it: its start needs status starting
                 conn.execute(
-                    db.runs.update().where(db.runs.c.id == run_id, db.runs.c.status == "queued")
-                    .values(status="cancelled", ended_at=now, error="cancelled before it started")
+                    db.runs.update().where(db.runs.c.id == run_id, db.runs.c.status == row.status)
+                    .values(status="cancelled", ended_at=now, error="cancelled before it started",
+                            token=row.token + 1 if row.status == "starting" else row.token)
                 )
                 return "cancelled"
-            if row.status in ("starting", "running"):
+            if row.status == "running":
                 conn.execute(
                     db.runs.update().where(db.runs.c.id == run_id, db.runs.c.status == row.status)
                     .values(status="cancelling")
                 )
-                # a spread run's units stop with it: the queued ones at once, the
+                # a spread run's units stop with it: those not started yet at once, the
                 # others at their next heartbeat; the last to end settles the run
                 conn.execute(
-                    db.runs.update().where(db.runs.c.parent_id == run_id, db.runs.c.status == "queued")
-                    .values(status="cancelled", ended_at=now, error="its run was cancelled")
+                    db.runs.update().where(db.runs.c.parent_id == run_id, db.runs.c.status.in_(("queued", "starting")))
+                    .values(status="cancelled", ended_at=now, error="its run was cancelled", token=db.runs.c.token + 1)
                 )
                 conn.execute(
-                    db.runs.update()
-                    .where(db.runs.c.parent_id == run_id, db.runs.c.status.in_(("starting", "running")))
+                    db.runs.update().where(db.runs.c.parent_id == run_id, db.runs.c.status == "running")
                     .values(status="cancelling")
                 )
                 self._settle(conn, run_id)
@@ -321,10 +326,12 @@ class ControlPlane:
         error: str | None = None,
         figures: dict[str, Any] | None = None,
         spec: JobSpec | None = None,
+        expect: Sequence[str] = ACTIVE,
     ) -> int | None:
         """Record that ``run`` (as read, with its token) ended with ``status``; queue a
         retry when the job allows one. Fenced: nothing happens, and None is returned,
-        when another party changed the run since (its token or status moved on).
+        when another party changed the run since (its token moved on, or its status
+        is no longer one of ``expect``).
         Returns the retry's id, 0 when no retry follows, None when fenced out.
 
         A unit of a spread run is retried alone (a unit that timed out met its
@@ -336,7 +343,7 @@ class ControlPlane:
         with self.engine.begin() as conn:
             done = conn.execute(
                 db.runs.update()
-                .where(db.runs.c.id == run.id, db.runs.c.token == run.token, db.runs.c.status.in_(ACTIVE))
+                .where(db.runs.c.id == run.id, db.runs.c.token == run.token, db.runs.c.status.in_(list(expect)))
                 .values(**values)
             ).rowcount
             if not done:
