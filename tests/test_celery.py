@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 from tapyard.jobs._clock import write_test_clock
 from tapyard.testing import RedisServer
 from tests.jobs_helpers import (
+    _free_port,
     assert_destination_equals_source,
     rows,
     schedulers,
@@ -143,9 +145,11 @@ def test_a_run_waiting_for_a_busy_worker_is_not_abandoned_and_runs_once_the_work
     _add(env, "slow", "0 12 * * *", f"sqlite:///{tmp_path / 'slow.db'}", slow)
     _add(env, "next", "1 12 * * *", f"sqlite:///{tmp_path / 'next.db'}", {"records_per_stream": 50})
     write_test_clock(clock, TICK, rate=0)
+    port = _free_port()
     with workers(env, 1, tmp_path), schedulers(
         env, 1, "--executor", "celery", "--poll", "0.1", "--heartbeat", str(heartbeat),
-        "--start-allowance", str(allowance), "--queue-timeout", str(queue_timeout), logs=tmp_path,
+        "--start-allowance", str(allowance), "--queue-timeout", str(queue_timeout), "--metrics-port", str(port),
+        logs=tmp_path,
     ):
         wait_for(lambda: rows(postgres_url, "SELECT id FROM runs WHERE job = 'slow' AND status = 'running'"),
                  90, "the slow run on the worker")
@@ -157,6 +161,11 @@ def test_a_run_waiting_for_a_busy_worker_is_not_abandoned_and_runs_once_the_work
         shown = tapyard(env, "runs", "show", str(waiting.id))
         assert shown.returncode == 0 and "status: starting" in shown.stdout, shown.stdout
         assert "for a worker to take it" in shown.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        (gauge,) = [x for x in metrics.splitlines() if x.startswith("tapyard_oldest_waiting_run_seconds ")]
+        assert float(gauge.split()[-1]) > allowance
+        assert 'tapyard_runs{status="starting"} 1.0' in metrics
         done = wait_for(lambda: len(rows(postgres_url, "SELECT id FROM runs WHERE status NOT IN "
                                                       "('queued','starting','running','cancelling')")) >= 2
                         and rows(postgres_url, "SELECT * FROM runs ORDER BY id"), 180, "both runs to end", step=0.5)

@@ -12,6 +12,8 @@ scheduler's own: from the instant a run was due to the moment it was started.
   server_errors, transport_errors
 - ``tapyard_rate_limit_wait_seconds_24h{job}``
 - ``tapyard_oldest_running_run_age_seconds``
+- ``tapyard_oldest_waiting_run_seconds``: how long the oldest run claimed but not
+  started yet (``starting``; with Celery, in the broker waiting for a worker) has waited
 - ``tapyard_schedule_lag_seconds``: a histogram of tick-to-start lag
 - ``tapyard_scheduler_running_runs``: runs this scheduler is running
 - ``tapyard_credential_expires_in_seconds{credential}``: for each vault credential a
@@ -81,6 +83,10 @@ class _Collector:
             oldest = conn.execute(
                 sa.select(sa.func.min(db.runs.c.started_at)).where(db.runs.c.status.in_(("running", "cancelling")))
             ).scalar()
+            waiting = conn.execute(
+                sa.select(sa.func.min(sa.func.coalesce(db.runs.c.claimed_at, db.runs.c.created_at)))
+                .where(db.runs.c.status == "starting")
+            ).scalar()
         runs = GaugeMetricFamily("tapyard_runs", "Runs by status", labels=["status"])
         for status, count in by_status:
             runs.add_metric([status], count)
@@ -124,6 +130,10 @@ class _Collector:
         yield waited
         yield GaugeMetricFamily(
             "tapyard_oldest_running_run_age_seconds", "Age of the oldest running run", value=0 if oldest is None else now - oldest
+        )
+        yield GaugeMetricFamily(
+            "tapyard_oldest_waiting_run_seconds", "Seconds the oldest claimed run not started yet (with Celery: in the queue) has waited",
+            value=0 if waiting is None else now - waiting,
         )
         lag = self.scheduler.lag
         buckets = [(str(b), c) for b, c in zip(LAG_BUCKETS, lag.counts, strict=True)] + [("+Inf", lag.total)]
