@@ -161,6 +161,10 @@ def test_a_run_waiting_for_a_busy_worker_is_not_abandoned_and_runs_once_the_work
         shown = tapyard(env, "runs", "show", str(waiting.id))
         assert shown.returncode == 0 and "status: starting" in shown.stdout, shown.stdout
         assert "for a worker to take it" in shown.stdout
+        status = tapyard(env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        (entry,) = [j for j in json.loads(status.stdout)["jobs"] if j["job"] == "next"]
+        assert (entry["running"], entry["running_status"]) == (waiting.id, "starting")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
         (gauge,) = [x for x in metrics.splitlines() if x.startswith("tapyard_oldest_waiting_run_seconds ")]
@@ -233,3 +237,36 @@ def test_cancelling_a_run_waiting_for_a_worker_ends_it_at_once_and_no_worker_sta
         client.close()
     (after,) = rows(postgres_url, "SELECT * FROM runs")
     assert (after.status, after.started_at, after.pid, after.error) == ("cancelled", None, None, "cancelled before it started")
+
+
+
+@pytest.mark.timeout(120)
+def test_a_broker_down_while_a_run_waits_does_not_stop_the_scheduler(
+    tmp_path: Path, postgres_url: str, redis: RedisServer
+) -> None:
+    """The broker goes away after the run was sent (a redis-server of its own, stopped):
+    sending it again fails, the scheduler says so and goes on, and the run still ends
+    by the queue timeout."""
+    from tapyard.testing import redis_server
+
+    own_server = redis_server()
+    own = own_server.__enter__()
+    running = True
+    try:
+        env, _ = _setup(tmp_path, postgres_url, own.url, {"records_per_stream": 10}, "--retries", "0")
+        with schedulers(env, 1, "--executor", "celery", "--poll", "0.1", "--heartbeat", "0.5",
+                        "--start-allowance", "0.2", "--queue-timeout", "4", logs=tmp_path) as procs:
+            wait_for(lambda: rows(postgres_url, "SELECT id FROM runs WHERE status = 'starting'"), 60, "the run sent")
+            own_server.__exit__(None, None, None)
+            running = False
+            (run,) = wait_for(
+                lambda: rows(postgres_url, "SELECT * FROM runs WHERE status NOT IN ('queued','starting','running')"),
+                60, "the run to end",
+            )
+            assert procs[0].poll() is None  # the scheduler goes on
+    finally:
+        if running:
+            own_server.__exit__(None, None, None)
+    assert run.status == "timed_out" and "with no worker taking it" in run.error
+    log = (tmp_path / "scheduler-0.log").read_text()
+    assert "could not be sent to the broker" in log and "Traceback" not in log

@@ -131,6 +131,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
                 "error": previous.error,
             },
             "running": running[job.name].id if job.name in running else None,
+            # starting: claimed, not taken by its process or a worker yet (with Celery: in the queue)
+            "running_status": running[job.name].status if job.name in running else None,
             "next_run_at": iso(next_at),
             "health": _health(job, previous, next_at, interval, now),
         })
@@ -146,7 +148,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the status 
         lr = r["last_run"]
         shown = "-" if lr is None else f"{lr['id']} {lr['status']} {(lr['ended_at'] or '')[:19].replace('T', ' ')}"
         if r["running"]:
-            shown += f" (run {r['running']} running)"
+            doing = "waiting for a worker" if r["running_status"] == "starting" else r["running_status"]
+            shown += f" (run {r['running']} {doing})"
         table.add_row(escape(r["job"]), escape(r["schedule"]), shown, (r["next_run_at"] or "-")[:19].replace("T", " "), r["health"])
     if rows:
         console.print(table)

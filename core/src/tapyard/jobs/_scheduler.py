@@ -417,11 +417,9 @@ class Scheduler:
 
     def _launch(self, run: Run) -> None:
         if self.executor == "celery":
-            from tapyard.jobs._celery import send
-
             # the worker that takes it heartbeats into the control plane; a silent
             # one is reaped by any scheduler, like a local run
-            send(run.id, run.token, self.heartbeat)
+            self._send(run)
             self.lag.observe(max(0.0, time.time() - run.not_before))
             return
         url = self.engine.url.render_as_string(hide_password=False)
@@ -567,8 +565,6 @@ class Scheduler:
         that died holding it took it along. The copy a worker takes second finds the run
         started and does nothing (the token fences it). Its ``heartbeat_at`` says when
         it was last sent."""
-        from tapyard.jobs._celery import send
-
         with self.engine.begin() as conn:
             renewed = conn.execute(
                 db.runs.update()
@@ -576,7 +572,24 @@ class Scheduler:
                 .values(heartbeat_at=time.time())
             ).rowcount
         if renewed:
+            self._send(run)
+
+    def _send(self, run: Run) -> None:
+        """Hand a claimed run to the Celery broker. A broker that cannot be reached does
+        not stop the scheduler: the run waits as one whose message was lost, and is sent
+        again at its next turn (:meth:`_waiting`)."""
+        from tapyard.jobs._celery import send
+
+        try:
             send(run.id, run.token, self.heartbeat)
+        except Exception as exc:  # kombu's OperationalError, or whatever the transport raises
+            import re
+
+            said = re.sub(r"://[^@/\s]*@", "://***@", " ".join(str(exc).split()))[:200]  # no broker password
+            log.warning(
+                "run %s could not be sent to the broker (%s: %s); sent again in %.0f s",
+                run.id, type(exc).__name__, said, 1.5 * self.heartbeat + self.start_allowance,
+            )
 
     def _settle_split(self) -> None:
         """End the split runs none of whose units is left: the last unit to end does
