@@ -270,3 +270,37 @@ def test_a_broker_down_while_a_run_waits_does_not_stop_the_scheduler(
     assert run.status == "timed_out" and "with no worker taking it" in run.error
     log = (tmp_path / "scheduler-0.log").read_text()
     assert "could not be sent to the broker" in log and "Traceback" not in log
+
+
+@pytest.mark.timeout(120)
+def test_a_run_whose_message_was_lost_is_sent_again_and_runs_once(
+    tmp_path: Path, postgres_url: str, redis: RedisServer
+) -> None:
+    """The message of a run waiting for a worker is lost (as when a worker that had
+    taken it dies before starting it: here the broker's list is emptied): the run is
+    sent again, a worker started afterwards runs it, once, as attempt 1, and the
+    copies it takes after that do nothing."""
+    import redis as redis_client
+
+    broker = f"redis://{redis.host}:{redis.port}/5"
+    config = {"records_per_stream": 30}
+    env, dest = _setup(tmp_path, postgres_url, broker, config)
+    client = redis_client.Redis.from_url(broker)
+    try:
+        with schedulers(env, 1, "--executor", "celery", "--poll", "0.1", "--heartbeat", "0.5",
+                        "--start-allowance", "0.5", logs=tmp_path):
+            wait_for(lambda: client.llen("tapyard") >= 1, 60, "the run's message")
+            client.delete("tapyard")  # lost
+            wait_for(lambda: client.llen("tapyard") >= 1, 30, "the run sent again")
+            with workers(env, 1, tmp_path):
+                (run,) = wait_for(
+                    lambda: rows(postgres_url, "SELECT * FROM runs WHERE status NOT IN ('queued','starting','running')"),
+                    60, "the run to end",
+                )
+                time.sleep(2.0)  # the copies still queued are taken and fenced out
+                assert rows(postgres_url, "SELECT status FROM runs") == [("ok",)]
+    finally:
+        client.flushdb()
+        client.close()
+    assert (run.status, run.attempt, run.error) == ("ok", 1, None)
+    assert_destination_equals_source(dest, config)
