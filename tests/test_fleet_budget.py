@@ -12,17 +12,22 @@ exact figures; this test asserts bounds that hold on a loaded two-core machine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tapyard.http import Ask, Budget, RedisBudget, SqliteBudget
 from tapyard.testing import RedisServer
+from tests.test_ratelimit import max_in_window
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 100
@@ -125,3 +130,120 @@ def test_a_fleet_sharing_one_credential_stays_within_its_limit_and_uses_it(
     # slows every client (runs here under load gave 40-90%), so the floor is low, yet
     # far above what processes spacing the whole fleet by their own requests reached.
     assert stats["quota_used"] >= 0.3, (stats["quota_used"], per_second)
+
+
+# -- the queue of waiting callers ---------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def budget(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Budget]:
+    if request.param == "sqlite":
+        made: Budget = SqliteBudget(tmp_path / "limits.db")
+    else:
+        made = RedisBudget(request.getfixturevalue("redis").url)
+    yield made
+    made.close()
+
+
+def test_callers_told_to_wait_ask_again_one_at_a_time(budget: Budget) -> None:
+    """While one grant is out, four more callers ask: each is told a moment a spacing
+    after the one told before it (in the order they asked), not all the same moment
+    (when all of them would wake and ask at once, and all but one be told to wait
+    again). One asking again at its moment keeps its place; a grant taken by a caller
+    with no ticket (one that asked when a grant could go at once) moves nobody on."""
+    key = f"conn|{time.time_ns()}"
+    ask = Ask(rate=None, burst=1, spacing=0.05, max_wait=None, reports=True)
+    wait, token, _ = budget.take(key, ask)
+    assert wait == 0 and token
+    budget.sent(key, token)
+    told = [budget.take(key, ask) for _ in range(4)]
+    waits = [wait for wait, _, _ in told]
+    tickets = [int(ticket) for _, _, ticket in told]
+    assert tickets == sorted(set(tickets)) and len(tickets) == 4
+    for before, after in itertools.pairwise(waits):
+        # a spacing apart (each ask took a moment, so a little less)
+        assert 0.04 <= after - before <= 0.05 + 1e-6, waits
+    assert 0.03 < waits[0] <= 0.05
+    # the first in line, asking again at its moment, is granted
+    time.sleep(waits[0] + 0.002)
+    wait, token, _ = budget.take(key, replace(ask, ticket=tickets[0]))
+    assert wait == 0 and token
+    budget.sent(key, token)
+    # the second, asking again early (its moment was a spacing after the first's
+    # grant moment, which came late), is still next: told the grant's own moment
+    wait, _, ticket = budget.take(key, replace(ask, ticket=tickets[1]))
+    assert ticket == tickets[1] and 0.04 < wait <= 0.05
+    # a newcomer queues behind the last ticket still out
+    wait, _, ticket = budget.take(key, ask)
+    assert ticket == tickets[-1] + 1 and wait > 0.05 * 3
+
+
+def test_a_queue_whose_callers_went_away_holds_nobody_up(budget: Budget) -> None:
+    """Tickets of callers that died or gave up while waiting cost a newcomer nothing
+    once every moment told has passed: it is first in line."""
+    key = f"conn|{time.time_ns()}"
+    ask = Ask(rate=None, burst=1, spacing=0.02, max_wait=None, reports=True)
+    wait, token, _ = budget.take(key, ask)
+    budget.sent(key, token)
+    told = [budget.take(key, ask) for _ in range(5)]  # and they all go away
+    time.sleep(max(wait for wait, _, _ in told) + 0.01)
+    wait, token, _ = budget.take(key, ask)
+    assert wait == 0 and token  # long past the spacing: granted at once
+    wait, _, _ = budget.take(key, ask)
+    assert 0 < wait <= 0.02
+
+
+ASKER = """
+import sys, time
+import tapyard.http._redis as redis_budget
+from tapyard.http import RedisLimiterStore, RateLimitSettings
+
+asks = 0
+take = redis_budget.RedisBudget.take
+
+def counted(self, key, ask):
+    global asks
+    asks += 1
+    return take(self, key, ask)
+
+redis_budget.RedisBudget.take = counted
+url, key, go, grants = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+limiter = RedisLimiterStore(url).limiter(key, RateLimitSettings(rate=50))
+while time.time() < float(go):
+    time.sleep(0.001)
+times = []
+for _ in range(grants):
+    limiter.acquire()
+    times.append(time.time())
+print(asks, *times)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_fleet_waiting_for_one_credential_asks_redis_about_once_per_grant(redis: RedisServer) -> None:
+    """Six processes, one credential at 50/s in Redis: each waiting process asks when
+    its turn comes, not every waiting process at each grant's moment (all but one
+    then told to wait again: each ask a round trip and a wake-up on the CPU the
+    granted request needs to reach the wire)."""
+    key = f"conn|{time.time_ns()}"
+    go = time.time() + 3.0  # all importing first, then together
+    procs = [
+        subprocess.Popen([sys.executable, "-c", ASKER, redis.url, key, str(go), "25"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    outputs = [proc.communicate(timeout=100) for proc in procs]
+    asks, times = 0, []
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+        first, *rest = out.split()
+        asks += int(first)
+        times += [float(t) for t in rest]
+    times.sort()
+    assert len(times) == 150
+    # the budget is kept (one ms of slack for the time taken after a grant) ...
+    assert max_in_window(times, 1.0) <= 50 + 1 + 1
+    # ... and asked two or three times per grant (the first ask, told its place; one
+    # more when the grants before it came late; the one granted), not six or more
+    # (6.3 without the queue)
+    assert asks / len(times) < 4.0, asks

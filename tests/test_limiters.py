@@ -172,9 +172,11 @@ def test_a_grant_waits_for_the_one_before_it_to_reach_the_wire(tmp_path: Path) -
     wait, none, _ = budget.take("k", learned)
     assert 0 < wait <= 0.001 and none == ""
     budget.sent("k", token)  # it goes out now: the next is spaced from here
-    assert budget.take("k", learned)[0] == pytest.approx(0.01)
+    wait, _, ticket = budget.take("k", learned)
+    assert wait == pytest.approx(0.01) and ticket == 1  # first in line
     now[0] += 0.01
-    wait, token, since = budget.take("k", Ask(rate=None, burst=1, spacing=0.0, max_wait=None, reports=True))
+    again = Ask(rate=None, burst=1, spacing=0.0, max_wait=None, reports=True, ticket=int(ticket))
+    wait, token, since = budget.take("k", again)
     assert wait == 0 and since == pytest.approx(0.01)
     # a newcomer that learned nothing is spaced by the 10 ms the others learned
     budget.sent("k", token)

@@ -29,7 +29,11 @@ that asks the same store for the same key shares one budget. Two stores:
   just before it, and the spacing runs from the last *send*. The spacing is
   the larger of the asking process's and the last one learned by any (a
   process that has just started is spaced by what the others learned), less
-  the asking process's usual delay from a grant to the wire.
+  the asking process's usual delay from a grant to the wire. Processes told
+  to wait are queued (a ticket each): the first is told the grant's moment,
+  the next a spacing later, and so on, so that about one asks at each grant's
+  moment instead of every waiting process at once (their asks and wake-ups
+  took the CPU the granted request needed to reach the wire).
 
   ``concurrency`` is a cap per credential across every process sharing the
   store: each in-flight request holds a leased slot in the budget, renewed
@@ -191,7 +195,9 @@ class Ask:
     wait it accepts, whether it will report its send (:meth:`Budget.sent`), and
     how much ``ahead`` of the spacing to grant (its usual delay from a grant to
     the wire, so that its request reaches the wire a spacing after the last),
-    and whether it has learned from a response yet (``answered``)."""
+    whether it has learned from a response yet (``answered``), and its place
+    in the queue of callers waiting for a grant (``ticket``: the one an
+    earlier :meth:`Budget.take` handed it, 0 on a first ask)."""
 
     rate: float | None
     burst: float
@@ -200,6 +206,7 @@ class Ask:
     reports: bool = False
     ahead: float = 0.0
     answered: bool = True
+    ticket: int = 0
 
 
 class Budget(Protocol):
@@ -228,8 +235,9 @@ class Budget(Protocol):
 
     def take(self, key: str, ask: Ask) -> tuple[float, str, float]:
         """Take a grant of ``key`` if one may go now: ``(0, token, since)``, ``since`` the
-        seconds from the last grant or send of anyone (-1: none yet); else ``(seconds, "", 0)``,
-        the wait before asking again (taking nothing). ``ask`` says what the
+        seconds from the last grant or send of anyone (-1: none yet); else ``(seconds, "", ticket)``,
+        the wait before asking again (taking nothing) and the caller's place in the queue
+        of waiting callers, to ask again with (``ask.ticket``). ``ask`` says what the
         caller knows (see :class:`Ask`).
 
         A grant may go once the static bucket, the spacing after the last grant
@@ -246,6 +254,15 @@ class Budget(Protocol):
         fleet does not open with a burst against a quota nobody knows. Raises
         :class:`RateLimitWaitTooLong` (taking nothing) when the wait is more
         than ``ask.max_wait`` seconds.
+
+        Callers told to wait are queued (a ticket each, in the order they first
+        asked): the first is told the grant's moment, the k-th k - 1 spacings
+        after it. Of N processes waiting for one credential, about one asks at
+        each grant's moment, rather than all N at once, whose asks and wake-ups
+        would delay the granted request on its way to the wire (on the CPU it
+        needs). The order only says when to ask: a grant still goes to whoever
+        asks once it may go, so a waiter that died or was late costs at most
+        one spacing.
         """
         ...
 
@@ -341,6 +358,30 @@ def _take_at(
     return at, tat, handoff
 
 
+def _queued(
+    now: float, at: float, ticket: int, queue: tuple[int, int, float], step: float
+) -> tuple[float, int, tuple[int, int, float]]:
+    """When a caller told to wait asks again, its ticket, and the queue after it.
+
+    ``queue`` is ``(tickets, served, until)``: the last ticket handed out, the
+    highest ticket granted so far, and the latest moment told to a caller.
+    ``ticket`` is the caller's (0: a first ask, which takes the next). The
+    ticket ``served + k`` is k-th in line: ``k - 1`` steps after ``at``. A
+    grant taken by a caller with no ticket (one that asked when a grant could
+    go at once) moves nobody on; one whose turn passed (it came late) is first
+    in line with the next. Once every moment told has passed, the tickets
+    still out belong to nobody waiting (their callers died, or gave up): a
+    first ask is then first in line.
+    """
+    tickets, served, until = queue
+    if ticket <= 0:
+        if until < now:
+            tickets = served
+        ticket = tickets = max(tickets, served) + 1
+    wake = at + max(0, ticket - served - 1) * step
+    return wake, ticket, (tickets, served, max(until, wake))
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budget (
     key TEXT PRIMARY KEY,
@@ -350,7 +391,10 @@ CREATE TABLE IF NOT EXISTS budget (
     why TEXT NOT NULL DEFAULT '',
     unsent REAL NOT NULL DEFAULT 0,
     spacing REAL NOT NULL DEFAULT 0,
-    known INTEGER NOT NULL DEFAULT 0
+    known INTEGER NOT NULL DEFAULT 0,
+    tickets INTEGER NOT NULL DEFAULT 0,
+    served INTEGER NOT NULL DEFAULT 0,
+    until REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS slots (
     key TEXT NOT NULL,
@@ -377,7 +421,7 @@ class SqliteBudget:
             for statement in _SCHEMA.split(";"):
                 db.execute(statement)
             columns = {row[1] for row in db.execute("PRAGMA table_info(budget)")}
-            for column in ("unsent", "spacing", "known"):  # a file written before these were kept
+            for column in ("unsent", "spacing", "known", "tickets", "served", "until"):  # a file written before these were kept
                 if column not in columns:
                     db.execute(f"ALTER TABLE budget ADD COLUMN {column} REAL NOT NULL DEFAULT 0")
 
@@ -438,8 +482,11 @@ class SqliteBudget:
         with self._transaction() as db:
             now = self._clock()
             tat, last, hold, why = self._row(db, key)
-            row = db.execute("SELECT unsent, spacing, known FROM budget WHERE key = ?", (key,)).fetchone()
+            row = db.execute(
+                "SELECT unsent, spacing, known, tickets, served, until FROM budget WHERE key = ?", (key,)
+            ).fetchone()
             unsent, learned, known = (float(row[0]), float(row[1]), bool(row[2])) if row else (0.0, 0.0, False)
+            queue = (int(row[3]), int(row[4]), float(row[5])) if row else (0, 0, 0.0)
             spaced = max(0.0, (ask.spacing or learned) - ask.ahead)
             probing = not (known or ask.answered)
             at, tat, handoff = _take_at(now, tat, last, hold, unsent, ask.rate, ask.burst, spaced, probing)
@@ -447,14 +494,24 @@ class SqliteBudget:
                 if not handoff and ask.max_wait is not None and at - now > ask.max_wait:
                     reason = why if at <= hold else "the rate limit shared with other processes"
                     raise RateLimitWaitTooLong(at - now, ask.max_wait, reason)
-                return at - now, "", 0.0
+                ticket = ask.ticket
+                if not handoff:
+                    step = max(spaced, 1.0 / ask.rate if ask.rate else 0.0)
+                    at, ticket, queue = _queued(now, at, ask.ticket, queue, step)
+                    db.execute(
+                        "INSERT INTO budget (key, tickets, until) VALUES (?, ?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET tickets = excluded.tickets, until = excluded.until",
+                        (key, queue[0], queue[2]),
+                    )
+                return at - now, "", float(ticket)
             token = repr(now)
             db.execute(
-                "INSERT INTO budget (key, tat, last, unsent, spacing, known) VALUES (?, ?, ?, ?, ?, ?) "
+                "INSERT INTO budget (key, tat, last, unsent, spacing, known, served) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, last = max(last, excluded.last), "
+                "served = max(served, excluded.served), "
                 "unsent = excluded.unsent, known = max(known, excluded.known), "
                 "spacing = CASE WHEN excluded.spacing > 0 THEN excluded.spacing ELSE spacing END",
-                (key, tat, now, now if ask.reports else 0.0, ask.spacing, int(ask.answered)),
+                (key, tat, now, now if ask.reports else 0.0, ask.spacing, int(ask.answered), ask.ticket),
             )
             return 0.0, token, now - last if last > 0 else -1.0
 
@@ -571,16 +628,18 @@ class SharedLimiter:
     def acquire(self) -> float:
         waited = self.local.acquire()
         asked: float | None = None  # when this thread asked at the moment it was told to
+        ticket = 0  # its place in the budget's queue of waiting callers
         while True:
             spacing = self.local.spacing
             cap = None if self.local.max_wait is None else max(0.0, self.local.max_wait - waited)
             ask = Ask(self.local.rate, self.local.burst, spacing, cap, self.local.reports_sends,
-                      min(self._lag, _LAG_MAX_SHARE * spacing), not self.local.probing)
+                      min(self._lag, _LAG_MAX_SHARE * spacing), not self.local.probing, ticket)
             wait, token, since = self.budget.take(self.key, ask)
             if token:
                 self._grants.token, self._grants.asked = token, asked
                 self._grants.since, self._grants.granted = since, time.monotonic()
                 return waited
+            ticket = int(since)
             self._sleep(wait)
             waited += wait
             asked = time.monotonic()

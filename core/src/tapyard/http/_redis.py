@@ -71,7 +71,10 @@ ARGV[3] = tostring(math.max(0, spacing - tonumber(ARGV[8])))
 
 #: ARGV[4] max_wait (-1: none), ARGV[5] 1 when the caller reports its send,
 #: ARGV[6] the handoff timeout, ARGV[7] its poll, ARGV[9] 1 when the caller has
-#: learned from a response, ARGV[10] and [11] the probe's timeout and poll (see ``Budget.take``)
+#: learned from a response, ARGV[10] and [11] the probe's timeout and poll,
+#: ARGV[12] the caller's ticket (0: none yet), its place in the queue of waiting
+#: callers (``tickets``: the last handed out, ``served``: the highest granted,
+#: ``until``: the latest moment told; see ``_queued``)
 _TAKE = _SPACED + _GRANT + """
 local unsent = tonumber(redis.call('HGET', KEYS[1], 'unsent') or '0') or 0
 local timeout, poll = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -93,13 +96,35 @@ if at - now > 0.000001 then
     if at > hold then reason = '' end
     return {0, string.format('%.6f', at - now), reason}
   end
-  return {2, string.format('%.6f', at - now), ''}
+  local ticket = tonumber(ARGV[12])
+  if not handoff then
+    local queue = redis.call('HMGET', KEYS[1], 'tickets', 'served', 'until')
+    local tickets, served = tonumber(queue[1] or '0') or 0, tonumber(queue[2] or '0') or 0
+    local until_ = tonumber(queue[3] or '0') or 0
+    if ticket <= 0 then
+      if until_ < now then tickets = served end
+      ticket = math.max(tickets, served) + 1
+      redis.call('HSET', KEYS[1], 'tickets', ticket)
+    end
+    local step = spacing
+    if rate > 0 then step = math.max(step, 1 / rate) end
+    at = at + math.max(0, ticket - served - 1) * step
+    if at > until_ then
+      redis.call('HSET', KEYS[1], 'until', string.format('%.6f', at))
+    end
+    redis.call('EXPIRE', KEYS[1], 86400)
+  end
+  return {2, string.format('%.6f', at - now), tostring(ticket)}
 end
 local token = string.format('%.6f', now)
 local mark = '0'
 if ARGV[5] == '1' then mark = token end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat), 'last', string.format('%.6f', math.max(last, now)),
   'unsent', mark)
+local ticket = tonumber(ARGV[12])
+if ticket > 0 and ticket > (tonumber(redis.call('HGET', KEYS[1], 'served') or '0') or 0) then
+  redis.call('HSET', KEYS[1], 'served', ticket)
+end
 if ARGV[9] == '1' then
   redis.call('HSET', KEYS[1], 'known', '1')
 end
@@ -199,7 +224,7 @@ class RedisBudget:
     def take(self, key: str, ask: Ask) -> tuple[float, str, float]:
         args = [ask.rate or 0, ask.burst, ask.spacing, -1 if ask.max_wait is None else ask.max_wait,
                 int(ask.reports), _HANDOFF_TIMEOUT, _HANDOFF_POLL, ask.ahead, int(ask.answered),
-                _PROBE_TIMEOUT, _PROBE_POLL]
+                _PROBE_TIMEOUT, _PROBE_POLL, ask.ticket]
         granted, wait, extra = self._take(keys=[_PREFIX + key], args=args)
         text = extra.decode() if isinstance(extra, bytes) else str(extra)
         if int(granted) == 1:
@@ -208,7 +233,7 @@ class RedisBudget:
         if not int(granted):
             assert ask.max_wait is not None
             raise RateLimitWaitTooLong(seconds, ask.max_wait, text or "the rate limit shared with other workers")
-        return seconds, "", 0.0
+        return seconds, "", float(text or 0)
 
     def sent(self, key: str, token: str) -> None:
         self._sent(keys=[_PREFIX + key], args=[token])
