@@ -248,6 +248,27 @@ def test_a_refresh_abandoned_then_started_again_keeps_only_the_new_pass(url: str
     assert set(landed) == {"t0000", "t0002"} and landed["t0000"]["count"] == 4
 
 
+def test_a_refresh_that_meets_a_key_again_in_a_later_commit_keeps_its_last_version(url: str) -> None:
+    """Staged pages go straight into an empty staging table without asking which keys
+    it holds; a record listed again on a later page (it moved while the source was
+    listed) then meets its own key there: that commit is written again, merging."""
+    with opened(url) as destination:
+        write(destination, Batch("things", items=[thing(i) for i in range(4)]))
+        state = StreamState(pass_id=3, refresh=True)
+        write(destination, Batch("things", items=[thing(0), thing(1, count=10)], pass_id=3, tracked=True,
+                                 replace=True, stage=True, state=state))
+        write(destination, Batch("things", items=[thing(1, count=11), thing(2)], pass_id=3, tracked=True,
+                                 replace=True, stage=True, state=state))
+        write(destination, Batch("things", items=[thing(5)], pass_id=3, tracked=True, replace=True, stage=True,
+                                 state=state))
+        end = Batch("things", pass_id=3, tracked=True, swap=3, pages=0, state=StreamState(cursor="done"))
+        write(destination, end)
+        assert end.deleted == 1
+    landed = rows(url)
+    assert set(landed) == {"t0000", "t0001", "t0002", "t0005"}
+    assert landed["t0001"]["count"] == 11
+
+
 def test_a_full_refresh_sync_removes_stale_rows_and_readers_never_see_it_half_done(url: str) -> None:
     big = SampleConfig(records_per_stream=300, page_size=50)
     assert tapyard.sync("sample", big, to=url, streams=["customers"]).ok

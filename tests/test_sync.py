@@ -268,3 +268,37 @@ def test_sigkill_mid_stream_then_resume_loses_and_duplicates_nothing(tmp_path: P
             ids = [line["record"]["id"] for line in lines if line["stream"] == stream]
             assert len(ids) == len(set(ids)) == 400, stream
             assert set(ids) == {r["id"] for r in source_records(sample, stream)}
+
+
+class ThresholdProbe:
+    """Records the collector's gen-0 threshold while pages stream through."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @tapyard.hookimpl
+    def tapyard_map_records(self, connector: Any, stream: Any, records: list[dict[str, Any]]) -> None:
+        import gc
+
+        self.seen.append(gc.get_threshold()[0])
+
+
+def test_collector_runs_about_once_a_commit_during_a_sync_and_is_put_back(
+    tmp_path: Path, register_plugin: Any
+) -> None:
+    """A commit's batch (2,000 records, some 20,000 containers) stays below the
+    gen-0 threshold during a sync, so the collector does not walk it page after
+    page; the host process gets its own threshold back afterwards."""
+    import gc
+
+    probe = ThresholdProbe()
+    register_plugin(probe, name="threshold-probe")
+    before = gc.get_threshold()
+    gc.set_threshold(700, before[1], before[2])
+    try:
+        result = tapyard.sync("sample", SampleConfig(records_per_stream=60, page_size=20), to=f"sqlite:///{tmp_path / 'gc.db'}")
+        assert result.ok
+        assert probe.seen and min(probe.seen) >= 100_000
+        assert gc.get_threshold()[0] == 700
+    finally:
+        gc.set_threshold(*before)

@@ -248,6 +248,11 @@ class TablePlan:
     key_column: int | None = None
     #: tapyard's columns added to the table since (the partition column)
     extra: set[str] = dataclasses.field(default_factory=set)
+    #: the staging table is there (made or found by a write whose transaction has not rolled back)
+    stage_ready: bool = False
+    #: the staging table was empty when this run first wrote to it and no load has met a
+    #: stored key since (None: not asked yet): staged rows go straight in, as in ``fresh``
+    stage_fresh: bool | None = None
 
     @property
     def names(self) -> list[str]:
@@ -505,22 +510,26 @@ class _KeyStored(Exception):
 class _PlanState:
     """What a write may change in a :class:`TablePlan` while its transaction runs
     (types widened, columns added), to put back when the transaction rolls back.
-    ``fresh`` is left out: it only ever turns false, which is always safe."""
+    ``fresh`` and ``stage_fresh`` are left out: they only ever turn false (a staging
+    table a rollback takes away is made again empty), which is always safe."""
 
     types: list[str]
     converters: list[Callable[[list[Any]], list[Any]] | None]
     key_column: int | None
     has_pass: bool
     extra: set[str]
+    stage_ready: bool
 
     @classmethod
     def of(cls, plan: TablePlan) -> _PlanState:
-        return cls(list(plan.types), list(plan.converters), plan.key_column, plan.has_pass, set(plan.extra))
+        return cls(list(plan.types), list(plan.converters), plan.key_column, plan.has_pass, set(plan.extra),
+                   plan.stage_ready)
 
     def restore(self, plan: TablePlan) -> None:
         plan.types[:] = self.types
         plan.converters[:] = self.converters
         plan.key_column, plan.has_pass, plan.extra = self.key_column, self.has_pass, set(self.extra)
+        plan.stage_ready = self.stage_ready
 
 
 class MergeDestination(TableDestination):
@@ -757,10 +766,18 @@ class MergeDestination(TableDestination):
             plan.has_pass = True
 
     def _ensure_stage(self, tx: Any, plan: TablePlan) -> str:
-        """The stream's staging table (made like its table, with the pass column)."""
+        """The stream's staging table (made like its table, with the pass column).
+        The first time a run writes to it, whether it holds rows (an earlier pass's, or
+        this pass's before a resume) decides ``stage_fresh``."""
         stage = stage_table(plan.table)
-        if not self.table_columns(tx, stage):
-            self.execute(tx, self._table_sql(stage, plan, pass_column=True))
+        if not plan.stage_ready:
+            if not self.table_columns(tx, stage):
+                self.execute(tx, self._table_sql(stage, plan, pass_column=True))
+                if plan.stage_fresh is None:
+                    plan.stage_fresh = True
+            elif plan.stage_fresh is None:
+                plan.stage_fresh = not self.query(tx, f"SELECT 1 FROM {self.qualified(stage)} LIMIT 1")
+            plan.stage_ready = True
         return stage
 
     # -- statements -----------------------------------------------------------------------
@@ -855,9 +872,9 @@ class MergeDestination(TableDestination):
             # its versions sorted out; most batches have none, and skip the sort
             twice = len(set(keys[0] if len(keys) == 1 else zip(*keys, strict=True))) != batch.count
             loaded = False
+            fresh = plan.stage_fresh if batch.stage else plan.fresh
             if not twice and scope is None and len(keys) == 1 and (
-                (plan.fresh and self.optimistic_loads and not batch.stage)
-                or not self.any_stored(tx, plan, target, keys[0])
+                (fresh and self.optimistic_loads) or not self.any_stored(tx, plan, target, keys[0])
             ):
                 # none of these keys is stored yet (a first sync, new records): loaded
                 # straight into the table, as a hand-written loader would
@@ -867,7 +884,11 @@ class MergeDestination(TableDestination):
                 except Exception as exc:
                     if not self.unique_violation(exc):
                         raise
-                    plan.fresh = False  # ask before loading from now on
+                    # ask before loading from now on
+                    if batch.stage:
+                        plan.stage_fresh = False
+                    else:
+                        plan.fresh = False
                     if not self.savepoints:
                         raise _KeyStored from exc  # the transaction is lost: write() writes it again
             if not loaded:
@@ -922,6 +943,7 @@ class MergeDestination(TableDestination):
         caller's transaction: staged rows upserted (whatever their cursor), rows
         the pass did not stage removed (kept when ``keep``), the staging table dropped."""
         stage = stage_table(plan.table)
+        plan.stage_ready, plan.stage_fresh = False, None  # the staging table is gone after this
         if not self.table_columns(tx, stage):
             return 0, 0
         self._ensure_pass(tx, plan)

@@ -213,6 +213,10 @@ def _status(code: int) -> str:
     return f"{code} {httpx.codes.get_reason_phrase(code)}".rstrip()
 
 
+#: how many merged URLs an engine keeps (next links differ page by page: the cache is then emptied)
+_URL_CACHE = 256
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One call of :meth:`HttpEngine.request`: what every attempt sends."""
@@ -338,6 +342,8 @@ class HttpEngine:
             transport=transport,
         )
         self._base_origin = _origin(self._client.base_url) if base_url else None
+        #: each URL text a call named, merged with the base URL (a stream's path, asked for page after page)
+        self._urls: dict[str, httpx.URL] = {}
         # httpx's default transport is httpcore, which calls the trace hook;
         # another transport may not, so it is paced before the send.
         self._traced = transport is None
@@ -406,6 +412,19 @@ class HttpEngine:
         merged = httpx.Headers(self._headers)
         merged.update(headers or {})
         try:
+            if json is None and content is None and not self._client.cookies:
+                # No body and no cookie to merge: the URL against the base URL (made
+                # once per URL text) and the client's headers are all httpx's own
+                # request building would add, and _build makes the request sent.
+                base = self._urls.get(url)
+                if base is None:
+                    if len(self._urls) >= _URL_CACHE:
+                        self._urls.clear()
+                    base = self._urls[url] = self._client.build_request("GET", url).url
+                target = base.copy_merge_params(params) if params else base
+                sent = httpx.Headers(self._client.headers)
+                sent.update(merged)
+                return _Call(method.upper(), target, sent, b"", redact_url(target), self._base_origin or _origin(target))
             first = self._client.build_request(
                 method.upper(), url, headers=merged, json=json, content=content
             )
