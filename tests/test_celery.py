@@ -254,8 +254,8 @@ def test_a_broker_down_while_a_run_waits_does_not_stop_the_scheduler(
     running = True
     try:
         env, _ = _setup(tmp_path, postgres_url, own.url, {"records_per_stream": 10}, "--retries", "0")
-        with schedulers(env, 1, "--executor", "celery", "--poll", "0.1", "--heartbeat", "0.5",
-                        "--start-allowance", "0.2", "--queue-timeout", "4", logs=tmp_path) as procs:
+        env.update(TAPYARD_QUEUE_TIMEOUT="4", TAPYARD_START_ALLOWANCE="0.2")  # as the options say
+        with schedulers(env, 1, "--executor", "celery", "--poll", "0.1", "--heartbeat", "0.5", logs=tmp_path) as procs:
             wait_for(lambda: rows(postgres_url, "SELECT id FROM runs WHERE status = 'starting'"), 60, "the run sent")
             own_server.__exit__(None, None, None)
             running = False
@@ -268,6 +268,7 @@ def test_a_broker_down_while_a_run_waits_does_not_stop_the_scheduler(
         if running:
             own_server.__exit__(None, None, None)
     assert run.status == "timed_out" and "with no worker taking it" in run.error
+    assert 4 <= run.ended_at - run.claimed_at <= 9
     log = (tmp_path / "scheduler-0.log").read_text()
     assert "could not be sent to the broker" in log and "Traceback" not in log
 

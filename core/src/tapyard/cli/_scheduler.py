@@ -27,11 +27,11 @@ def run(
         help="Where runs run: local processes, or Celery workers (tapyard worker) through TAPYARD_BROKER_URL. Default: TAPYARD_EXECUTOR, else local.",
     ),
     start_allowance: float = typer.Option(
-        30.0, "--start-allowance", metavar="SECONDS", min=0,
+        30.0, "--start-allowance", metavar="SECONDS", min=0, envvar="TAPYARD_START_ALLOWANCE",
         help="How long a claimed run's process may take to start before it is abandoned; with Celery, how often the message of a run no worker took yet is sent again.",
     ),
     queue_timeout: float = typer.Option(
-        600.0, "--queue-timeout", metavar="SECONDS", min=0,
+        600.0, "--queue-timeout", metavar="SECONDS", min=0, envvar="TAPYARD_QUEUE_TIMEOUT",
         help="Celery: a run that waited this long in the queue while no worker took any run ends timed_out (0: never). Waiting for busy workers does not count.",
     ),
 ) -> None:

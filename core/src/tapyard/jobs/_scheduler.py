@@ -202,14 +202,13 @@ class Scheduler:
         the_clock: Clock | None = None,
         echo: bool = True,
         executor: str = "local",
-        start_allowance: float = STARTUP_ALLOWANCE,
-        queue_timeout: float = QUEUE_TIMEOUT,
+        start_allowance: float | None = None,
+        queue_timeout: float | None = None,
     ) -> None:
         self.cp = cp
-        #: seconds a claimed run's process or worker may take to beat first (see STARTUP_ALLOWANCE)
-        self.start_allowance = start_allowance
-        #: seconds a run waits for a Celery worker with none at work before it ends (0: never)
-        self.queue_timeout = queue_timeout
+        # None: the module's STARTUP_ALLOWANCE and QUEUE_TIMEOUT, read when used
+        self._start_allowance = start_allowance
+        self._queue_timeout = queue_timeout
         #: "local" (a process of this machine) or "celery" (a worker anywhere: tapyard.jobs._celery)
         self.executor = executor
         self.engine = cp.engine
@@ -230,6 +229,16 @@ class Scheduler:
         self.lease_renewed = 0.0
         self.next_queued: float | None = None
         self.lag = LagHistogram()  # tick-to-start lag of the runs this scheduler started
+
+    @property
+    def start_allowance(self) -> float:
+        """Seconds a claimed run's process or worker may take to beat first (see STARTUP_ALLOWANCE)."""
+        return STARTUP_ALLOWANCE if self._start_allowance is None else self._start_allowance
+
+    @property
+    def queue_timeout(self) -> float:
+        """Seconds a run waits for a Celery worker with none at work before it ends (0: never)."""
+        return QUEUE_TIMEOUT if self._queue_timeout is None else self._queue_timeout
 
     # --- jobs and ticks -----------------------------------------------------------
 
