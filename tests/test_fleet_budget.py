@@ -220,7 +220,7 @@ print(asks, *times)
 
 
 @pytest.mark.timeout(120)
-def test_a_fleet_waiting_for_one_credential_asks_redis_about_once_per_grant(redis: RedisServer) -> None:
+def test_a_fleet_waiting_for_one_credential_asks_redis_in_turn(redis: RedisServer) -> None:
     """Six processes, one credential at 50/s in Redis: each waiting process asks when
     its turn comes, not every waiting process at each grant's moment (all but one
     then told to wait again: each ask a round trip and a wake-up on the CPU the
