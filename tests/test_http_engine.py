@@ -791,3 +791,25 @@ def test_circuit_half_opens_after_the_cooldown(server: ScriptedServer) -> None:
         now[0] += 30.0
         assert http.get_json("/x")[0] == {"ok": 1}  # the trial
         assert http.breaker.state == "closed"
+
+
+@pytest.mark.parametrize("paced", [False, True])
+def test_a_read_response_is_freed_without_the_garbage_collector(server: ScriptedServer, paced: bool) -> None:
+    """httpx's response and the stream it reads refer to each other: left so, every
+    page's body would wait for the collector (tens of megabytes in a long sync with
+    the collector raised). The engine breaks the cycle once the body is read."""
+    import gc
+
+    server.always("/x", Reply.json({"data": ["x" * 1000] * 50}))
+    gc.collect()
+    gc.disable()
+    try:
+        with engine(server, limiter=RateLimiter(rate=1000, burst=1000) if paced else None) as http:
+            for _ in range(20):
+                body, response = http.get_json("/x")
+                assert len(body["data"]) == 50 and response.status_code == 200
+            del body, response
+            alive = [o for o in gc.get_objects() if isinstance(o, httpx.Response)]
+        assert alive == []
+    finally:
+        gc.enable()

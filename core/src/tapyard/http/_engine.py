@@ -213,6 +213,9 @@ def _status(code: int) -> str:
     return f"{code} {httpx.codes.get_reason_phrase(code)}".rstrip()
 
 
+#: what a response's stream becomes once its body is read (see HttpEngine._send_paced)
+_DRAINED = httpx.ByteStream(b"")
+
 #: how many merged URLs an engine keeps (next links differ page by page: the cache is then emptied)
 _URL_CACHE = 256
 
@@ -597,6 +600,10 @@ class HttpEngine:
             self._read(call, response, deadline)
         finally:
             response.close()
+            # httpx's response and the stream it reads refer to each other: a cycle
+            # that only the garbage collector frees, and the body with it, page after
+            # page. The body is read (or the response failed): the stream is done with.
+            response.stream = _DRAINED
             self.stats.add("bytes", response.num_bytes_downloaded)
         if self._on_response is not None:
             self._on_response(response)
