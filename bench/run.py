@@ -115,6 +115,13 @@ CLIENT_CORES, SERVER_CORE = cores()
 def _pin_client() -> None:
     if CLIENT_CORES is not None:
         os.sched_setaffinity(0, CLIENT_CORES)
+        if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) == os.SCHED_FIFO:
+            # A client pinned to one core runs round-robin, not first-in-first-out:
+            # under `chrt -f` a DuckDB worker thread spinning for work the client's
+            # other threads were to hand it kept that core forever (twice in some
+            # forty runs of scenario p; the run never ended). Round-robin gives each
+            # thread its time slice in turn, at the same real-time priority.
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_getparam(0))
 
 
 # --- the server ------------------------------------------------------------
@@ -720,29 +727,46 @@ def scenario_p(runner: Runner) -> dict[str, Any]:
             with postgres_server(settings={"fsync": "on", "synchronous_commit": "on",
                                            "full_page_writes": "on"}) as pg:
                 log(f"p: PostgreSQL, {size:,} records")
-                rows = []
-                for client in ("baseline_postgresql", "tapyard_postgresql"):
-                    runs = []
-                    for _ in range(max(1, runner.args.repeat)):
-                        url = pg.create_database(f"bench_{runner.serial + 1}")
-                        runs.append(runner.run(server, client, streams, options={"url": url}, timeout=1800))
-                    runs.sort(key=lambda r: r.get("records_per_s") or 0)
-                    row = runs[len(runs) // 2]
-                    row["repeats"] = [r.get("records_per_s") for r in runs]
-                    runner.note_failure("p", row)
-                    rows.append(row)
+
+                def options(client: str) -> dict[str, Any]:
+                    return {"url": pg.create_database(f"bench_{runner.serial + 1}")}
+
+                rows = _interleaved(runner, server, ("baseline_postgresql", "tapyard_postgresql"), streams, options)
                 add_ratios(rows, "records_per_s", ("baseline_postgresql",))
                 out["tables"].append({"records": size, "destination": "postgresql", "rows": rows})
         except ServiceUnavailable as exc:
             out["tables"].append({"records": size, "destination": "postgresql", "skipped": str(exc), "rows": []})
         log(f"p: DuckDB, {size:,} records")
-        rows = [runner.run(server, client, streams, timeout=1800, repeat=runner.args.repeat)
-                for client in ("baseline_duckdb", "tapyard_duckdb")]
-        for row in rows:
-            runner.note_failure("p", row)
+        rows = _interleaved(runner, server, ("baseline_duckdb", "tapyard_duckdb"), streams, lambda client: {})
         add_ratios(rows, "records_per_s", ("baseline_duckdb",))
         out["tables"].append({"records": size, "destination": "duckdb", "rows": rows})
     return out
+
+
+def _interleaved(runner: Runner, server: Server, clients: tuple[str, ...], streams: list[dict[str, Any]],
+                 options: Any) -> list[dict[str, Any]]:
+    """Each client's ``--repeat`` runs taken in turns (loader, tapyard, loader, ...), so
+    that a slow spell of the machine falls on both sides, not on one client's five
+    runs in a row; each client's median run is its row."""
+    runs: dict[str, list[dict[str, Any]]] = {client: [] for client in clients}
+    for _ in range(max(1, runner.args.repeat)):
+        for client in clients:
+            runs[client].append(runner.run(server, client, streams, options=options(client), timeout=1800))
+    rows = []
+    for client in clients:
+        done = sorted(runs[client], key=lambda r: r.get("records_per_s") or 0)
+        row = done[len(done) // 2]
+        row["repeats"] = [r.get("records_per_s") for r in runs[client]]
+        runner.note_failure("p", row)
+        rows.append(row)
+    # each of tapyard's runs against the loader's run just before it: the spread of the ratio
+    pairs = sorted(t["records_per_s"] / b["records_per_s"] for b, t in zip(runs[clients[0]], runs[clients[-1]], strict=True)
+                   if b.get("records_per_s") and t.get("records_per_s"))
+    if pairs:
+        rows[-1]["pair_ratios"] = [round(r, 3) for r in pairs]
+        rows[-1].setdefault("notes", []).append(
+            f"each run over the loader's run before it: median {pairs[len(pairs) // 2]:.2f}x, {pairs[0]:.2f}-{pairs[-1]:.2f}x")
+    return rows
 
 
 def scenario_w(runner: Runner) -> dict[str, Any]:
