@@ -412,8 +412,6 @@ class HttpEngine:
         json: Any,
         content: bytes | str | None,
     ) -> _Call:
-        merged = httpx.Headers(self._headers)
-        merged.update(headers or {})
         try:
             if json is None and content is None and not self._client.cookies:
                 # No body and no cookie to merge: the URL against the base URL (made
@@ -426,8 +424,11 @@ class HttpEngine:
                     base = self._urls[url] = self._client.build_request("GET", url).url
                 target = base.copy_merge_params(params) if params else base
                 sent = httpx.Headers(self._client.headers)
-                sent.update(merged)
+                sent.update(self._headers)
+                sent.update(headers or {})
                 return _Call(method.upper(), target, sent, b"", redact_url(target), self._base_origin or _origin(target))
+            merged = httpx.Headers(self._headers)
+            merged.update(headers or {})
             first = self._client.build_request(
                 method.upper(), url, headers=merged, json=json, content=content
             )
