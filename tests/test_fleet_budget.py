@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tapyard.http import Ask, Budget, RedisBudget, SqliteBudget
+from tapyard.http._limiters import _SETTLED_FRESH
 from tapyard.testing import RedisServer
 from tests.test_ratelimit import max_in_window
 
@@ -193,6 +194,38 @@ def test_a_queue_whose_callers_went_away_holds_nobody_up(budget: Budget) -> None
     # the next is first in line: told the grant's moment, not five tickets later
     wait, _, ticket = budget.take(key, ask)
     assert 0.01 < wait <= 0.02 and ticket == 1
+
+
+def test_a_process_still_probing_is_spaced_by_the_settled_ones(budget: Budget) -> None:
+    """A process whose spacing is still a probe (a coarse server's, narrowing in from
+    three times too wide here) is spaced by the one a settled process took its last
+    grant with, not by its own: otherwise the settled process's grants always come
+    first, the prober is never granted (and never learns), and when the settled one
+    stops the fleet starts over at the wide end. Its grant keeps the settled spacing
+    the fleet's. A second after the last settled grant, its own counts again."""
+    key = f"conn|{time.time_ns()}"
+    settled = Ask(rate=None, burst=1, spacing=0.01, max_wait=None, reports=True)
+    probe = replace(settled, spacing=0.03, settled=False)
+    wait, token, _ = budget.take(key, settled)
+    assert wait == 0 and token
+    budget.sent(key, token)
+    wait, _, ticket = budget.take(key, probe)
+    assert 0.005 < wait <= 0.01  # the settled process's 10 ms, not its own 30
+    time.sleep(wait + 0.001)
+    wait, token, _ = budget.take(key, replace(probe, ticket=int(ticket)))
+    assert wait == 0 and token
+    budget.sent(key, token)
+    # the probe's grant did not make its 30 ms the fleet's: a newcomer that has
+    # learned nothing is spaced by the settled 10 ms
+    wait, _, _ = budget.take(key, replace(settled, spacing=0.0))
+    assert 0.005 < wait <= 0.01
+    # no settled grant for a second: the probe is spaced by its own again
+    time.sleep(_SETTLED_FRESH + 0.05)
+    wait, token, _ = budget.take(key, probe)
+    assert wait == 0 and token
+    budget.sent(key, token)
+    wait, _, _ = budget.take(key, probe)
+    assert 0.02 < wait <= 0.03
 
 
 ASKER = """

@@ -806,3 +806,46 @@ def test_every_convention_keeps_every_10_second_window_within_the_limit(tmp_path
         if share < 0.15:  # a floor against sleeping out whole-second resets (1/s here)
             failures.append(f"{label}: only {share:.0%} of the limit ({server.throttled} 429s)")
     assert not failures, failures
+
+
+def _coarse_server_run(limiter: RateLimiter, ft: FakeTime, requests: int) -> list[tuple[bool, float]]:
+    """``requests`` requests of one limiter to a server of 100/s (burst 1) that tells
+    its reset in whole epoch seconds; each response learned 0.5 ms after its send.
+    Returns (settled, spacing) after each."""
+    tokens, stamp, seen = 1.0, 0.0, []
+    for _ in range(requests):
+        limiter.acquire()
+        limiter.sent()
+        now = ft.now
+        tokens, stamp = min(1.0, tokens + (now - stamp) * 100.0), now
+        admitted = tokens >= 1.0 - 1e-9
+        tokens -= 1.0 if admitted else 0.0
+        reset = math.ceil(EPOCH + now + max(0.0, 1.0 - tokens) / 100.0)
+        headers = {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": str(math.floor(tokens)),
+                   "X-RateLimit-Reset": str(reset)}
+        ft.now += 0.0005
+        if admitted:
+            limiter.learn(headers, status=200)
+        else:
+            limiter.learn({**headers, "Retry-After": "1"}, status=429)
+            limiter.throttled("1")
+        seen.append((limiter.settled, limiter.spacing))
+    return seen
+
+
+def test_a_coarse_servers_spacing_is_settled_once_narrowed_in_on() -> None:
+    """Whole-second resets say nothing finer than "R left": the limiter narrows in on
+    the spacing the server keeps, and until a spacing the server kept and one it
+    refused lie within 10% of each other its spacing is a probe, not settled (a
+    fleet spaces such a process by a settled one's: tapyard.http._limiters). Once
+    settled, it is within 5% of the server's 10 ms. Precise resets are settled at once."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, sleep=ft.sleep, wall_clock=ft.wall)
+    seen = _coarse_server_run(limiter, ft, 200)
+    assert not seen[0][0] and seen[0][1] > 0.02  # the first probe: a 32nd of the reset
+    first = next(i for i, (settled, _) in enumerate(seen) if settled)
+    assert first < 60, seen[:60]
+    assert all(0.0095 <= spacing <= 0.0105 for settled, spacing in seen[first:] if settled), seen[first:]
+    precise = RateLimiter(clock=ft.clock, sleep=ft.sleep, wall_clock=ft.wall)
+    precise.learn({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.010"}, status=200)
+    assert precise.settled and precise.spacing > 0.009

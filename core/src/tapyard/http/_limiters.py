@@ -27,9 +27,11 @@ that asks the same store for the same key shares one budget. Two stores:
   between its grant and the wire then delays the next grant (which waits for
   the send to be reported, up to ``_HANDOFF_TIMEOUT``) instead of arriving
   just before it, and the spacing runs from the last *send*. The spacing is
-  the larger of the asking process's and the last one learned by any (a
-  process that has just started is spaced by what the others learned), less
-  the asking process's usual delay from a grant to the wire. Processes told
+  the asking process's, or the last one a grant was taken with when it has
+  none yet (a process that has just started is spaced by what the others
+  learned) or when its own is a probe (a coarse server's spacing still being
+  narrowed in on) and a process whose spacing is settled took a grant in the
+  last second; less the asking process's usual delay from a grant to the wire. Processes told
   to wait are queued (a ticket each): the first is told the grant's moment,
   the next a spacing later, and so on, so that about one asks at each grant's
   moment instead of every waiting process at once (their asks and wake-ups
@@ -195,9 +197,12 @@ class Ask:
     wait it accepts, whether it will report its send (:meth:`Budget.sent`), and
     how much ``ahead`` of the spacing to grant (its usual delay from a grant to
     the wire, so that its request reaches the wire a spacing after the last),
-    whether it has learned from a response yet (``answered``), and its place
+    whether it has learned from a response yet (``answered``), its place
     in the queue of callers waiting for a grant (``ticket``: the one an
-    earlier :meth:`Budget.take` handed it, 0 on a first ask)."""
+    earlier :meth:`Budget.take` handed it, 0 on a first ask), and whether its
+    ``spacing`` is settled (what the server said, or close to a spacing it was
+    seen to keep) rather than a probe narrowing in on a coarse server's
+    spacing from afar."""
 
     rate: float | None
     burst: float
@@ -207,6 +212,7 @@ class Ask:
     ahead: float = 0.0
     answered: bool = True
     ticket: int = 0
+    settled: bool = True
 
 
 class Budget(Protocol):
@@ -248,7 +254,14 @@ class Budget(Protocol):
         then delays the next one instead of arriving just before it.
         The spacing is ``ask.spacing``, or, when the caller has learned none
         yet, the last one a caller who had took a grant with: a process that
-        has just started is spaced by what the others learned. With no static
+        has just started is spaced by what the others learned. A caller whose
+        spacing is a probe (``ask.settled`` false: a coarse server's spacing
+        still being narrowed in on) is spaced by the one a settled caller took
+        a grant with, while one did in the last ``_SETTLED_FRESH`` seconds:
+        the fleet's pace is one thing, the server's, and a process whose own
+        probe is wider would otherwise never be granted (the settled
+        processes' grants always come first) and, when they stop, start its
+        narrowing-in over at the wide end (see ``_fleet_spacing``). With no static
         rate, until a caller that has learned from a response asks, a grant
         waits (up to ``_PROBE_TIMEOUT`` after the last) for one to come: a
         fleet does not open with a burst against a quota nobody knows. Raises
@@ -320,6 +333,9 @@ def _grant_at(
     return at, tat
 
 
+#: how long the spacing a settled caller took a grant with stays the fleet's
+#: (see ``Budget.take``): a process granted less often than this has left
+_SETTLED_FRESH = 1.0
 #: how long a shared grant waits for the grant before it to be reported sent,
 #: and how often it asks again meanwhile
 _HANDOFF_TIMEOUT = 0.25
@@ -358,6 +374,17 @@ def _take_at(
     return at, tat, handoff
 
 
+def _fleet_spacing(ask: Ask, learned: float, settled: float, now: float) -> tuple[float, float]:
+    """The spacing a caller's grant is taken with, and the one the budget keeps after
+    it (0: keep the last), given the last one kept (``learned``) and when a settled
+    caller last took a grant (``settled``): while one did in the last
+    ``_SETTLED_FRESH`` seconds, a caller whose own spacing is a probe is spaced by
+    that one and keeps nothing (see ``Budget.take``)."""
+    if not ask.settled and settled > now - _SETTLED_FRESH:
+        return learned, 0.0
+    return ask.spacing or learned, ask.spacing
+
+
 def _queued(
     now: float, at: float, ticket: int, queue: tuple[int, int, float], step: float
 ) -> tuple[float, int, tuple[int, int, float]]:
@@ -394,7 +421,8 @@ CREATE TABLE IF NOT EXISTS budget (
     known INTEGER NOT NULL DEFAULT 0,
     tickets INTEGER NOT NULL DEFAULT 0,
     served INTEGER NOT NULL DEFAULT 0,
-    until REAL NOT NULL DEFAULT 0
+    until REAL NOT NULL DEFAULT 0,
+    settled REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS slots (
     key TEXT NOT NULL,
@@ -421,7 +449,7 @@ class SqliteBudget:
             for statement in _SCHEMA.split(";"):
                 db.execute(statement)
             columns = {row[1] for row in db.execute("PRAGMA table_info(budget)")}
-            for column in ("unsent", "spacing", "known", "tickets", "served", "until"):  # a file written before these were kept
+            for column in ("unsent", "spacing", "known", "tickets", "served", "until", "settled"):  # a file written before these were kept
                 if column not in columns:
                     db.execute(f"ALTER TABLE budget ADD COLUMN {column} REAL NOT NULL DEFAULT 0")
 
@@ -483,11 +511,12 @@ class SqliteBudget:
             now = self._clock()
             tat, last, hold, why = self._row(db, key)
             row = db.execute(
-                "SELECT unsent, spacing, known, tickets, served, until FROM budget WHERE key = ?", (key,)
+                "SELECT unsent, spacing, known, tickets, served, until, settled FROM budget WHERE key = ?", (key,)
             ).fetchone()
             unsent, learned, known = (float(row[0]), float(row[1]), bool(row[2])) if row else (0.0, 0.0, False)
             queue = (int(row[3]), int(row[4]), float(row[5])) if row else (0, 0, 0.0)
-            spaced = max(0.0, (ask.spacing or learned) - ask.ahead)
+            spacing, keep = _fleet_spacing(ask, learned, float(row[6]) if row else 0.0, now)
+            spaced = max(0.0, spacing - ask.ahead)
             probing = not (known or ask.answered)
             at, tat, handoff = _take_at(now, tat, last, hold, unsent, ask.rate, ask.burst, spaced, probing)
             if at - now > _GRANT_EPSILON:
@@ -506,12 +535,15 @@ class SqliteBudget:
                 return at - now, "", float(ticket)
             token = repr(now)
             db.execute(
-                "INSERT INTO budget (key, tat, last, unsent, spacing, known, served) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO budget (key, tat, last, unsent, spacing, known, served, settled) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET tat = excluded.tat, last = max(last, excluded.last), "
                 "served = max(served, excluded.served), "
                 "unsent = excluded.unsent, known = max(known, excluded.known), "
-                "spacing = CASE WHEN excluded.spacing > 0 THEN excluded.spacing ELSE spacing END",
-                (key, tat, now, now if ask.reports else 0.0, ask.spacing, int(ask.answered), ask.ticket),
+                "spacing = CASE WHEN excluded.spacing > 0 THEN excluded.spacing ELSE spacing END, "
+                "settled = max(settled, excluded.settled)",
+                (key, tat, now, now if ask.reports else 0.0, keep, int(ask.answered), ask.ticket,
+                 now if keep > 0 and ask.settled else 0.0),
             )
             return 0.0, token, now - last if last > 0 else -1.0
 
@@ -633,7 +665,7 @@ class SharedLimiter:
             spacing = self.local.spacing
             cap = None if self.local.max_wait is None else max(0.0, self.local.max_wait - waited)
             ask = Ask(self.local.rate, self.local.burst, spacing, cap, self.local.reports_sends,
-                      min(self._lag, _LAG_MAX_SHARE * spacing), not self.local.probing, ticket)
+                      min(self._lag, _LAG_MAX_SHARE * spacing), not self.local.probing, ticket, self.local.settled)
             wait, token, since = self.budget.take(self.key, ask)
             if token:
                 self._grants.token, self._grants.asked = token, asked

@@ -174,6 +174,9 @@ _HEAD_DECREASE = _HEAD_STEP * _HEAD_EARLY_SHARE / (1.0 - _HEAD_EARLY_SHARE)
 _COARSE_WINDOW = 2.0
 #: a known-good and a known-bad spacing this close (as a ratio) are converged
 _COARSE_CONVERGED = 1.03
+#: a known-good and a known-bad spacing this close: the spacing kept between them
+#: is settled (within 5% of the server's), and a fleet may space every process by it
+_COARSE_SETTLED = 1.1
 #: the margin kept over the known-good spacing once converged
 _COARSE_MARGIN = 0.01
 #: how much a 429 at a good spacing raises it (doubling while such 429s come
@@ -400,6 +403,18 @@ class RateLimiter:
         process's own last request. Call it before :meth:`learn` of its response.
         """
         self._local.after = seconds
+
+    @property
+    def settled(self) -> bool:
+        """Whether :attr:`spacing` is one the server said, or lies between a spacing the
+        server was seen to keep and one it refused, ``_COARSE_SETTLED`` apart, rather
+        than a probe still narrowing in on a coarse server's spacing from afar: a
+        fleet spaces a process whose spacing is such a probe by the one a settled
+        process took its last grant with (``tapyard.http._limiters``)."""
+        with self._lock:
+            if not (self._coarse and self._spare < 1):
+                return True
+            return self._bad > 0.0 and self._good <= self._bad * _COARSE_SETTLED
 
     @property
     def probing(self) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 from tapyard.http._limiters import (
     _HANDOFF_POLL,
     _HANDOFF_TIMEOUT,
+    _SETTLED_FRESH,
     Ask,
     BudgetLimiterStore,
 )
@@ -59,13 +60,23 @@ redis.call('EXPIRE', KEYS[1], 86400)
 return {1, string.format('%.6f', at - now), ''}
 """
 
-#: take: the spacing (ARGV[3]) becomes the larger of the caller's and the last
-#: one learned, less the caller's lead (ARGV[8]); see ``Budget.take``
+#: take: the spacing (ARGV[3]) the grant is taken with and the one kept after it
+#: (``own``), as ``_fleet_spacing`` says (ARGV[13]: 1 when the caller's spacing is
+#: settled; ARGV[14]: how long a settled caller's grant keeps its spacing the
+#: fleet's), less the caller's lead (ARGV[8]); see ``Budget.take``
 _SPACED = """
 local own = tonumber(ARGV[3])
-local learned = tonumber(redis.call('HGET', KEYS[1], 'spacing') or '0') or 0
+local fleet = redis.call('HMGET', KEYS[1], 'spacing', 'settled')
+local learned = tonumber(fleet[1] or '0') or 0
 local spacing = own
 if own <= 0 then spacing = learned end
+if ARGV[13] ~= '1' then
+  local clock = redis.call('TIME')
+  local settled = tonumber(fleet[2] or '0') or 0
+  if settled > tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - tonumber(ARGV[14]) then
+    spacing, own = learned, 0
+  end
+end
 ARGV[3] = tostring(math.max(0, spacing - tonumber(ARGV[8])))
 """
 
@@ -130,6 +141,9 @@ if ARGV[9] == '1' then
 end
 if own > 0 then
   redis.call('HSET', KEYS[1], 'spacing', string.format('%.6f', own))
+  if ARGV[13] == '1' then
+    redis.call('HSET', KEYS[1], 'settled', token)
+  end
 end
 redis.call('EXPIRE', KEYS[1], 86400)
 local since = -1
@@ -224,7 +238,7 @@ class RedisBudget:
     def take(self, key: str, ask: Ask) -> tuple[float, str, float]:
         args = [ask.rate or 0, ask.burst, ask.spacing, -1 if ask.max_wait is None else ask.max_wait,
                 int(ask.reports), _HANDOFF_TIMEOUT, _HANDOFF_POLL, ask.ahead, int(ask.answered),
-                _PROBE_TIMEOUT, _PROBE_POLL, ask.ticket]
+                _PROBE_TIMEOUT, _PROBE_POLL, ask.ticket, int(ask.settled), _SETTLED_FRESH]
         granted, wait, extra = self._take(keys=[_PREFIX + key], args=args)
         text = extra.decode() if isinstance(extra, bytes) else str(extra)
         if int(granted) == 1:
