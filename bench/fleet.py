@@ -124,9 +124,12 @@ def one_run(label: str, headers: str, rate: float, burst: float, count: int, sec
     early = []
     for index, proc in enumerate(procs):
         if proc.returncode not in (-signal.SIGKILL, 0):
-            err = (workdir / label.replace(" ", "_") / f"p{index:02d}" / "stderr").read_text(errors="replace")
-            tail = [line for line in err.strip().splitlines() if line.strip()][-3:]
-            early.append({"exit": proc.returncode, "stderr": " | ".join(tail)})
+            scratch = workdir / label.replace(" ", "_") / f"p{index:02d}"
+            said = {}
+            for name in ("stderr", "stdout"):  # the client reports a failed sync's errors on stdout
+                lines = (scratch / name).read_text(errors="replace").strip().splitlines()
+                said[name] = " | ".join([line for line in lines if line.strip()][-3:])[-2000:]
+            early.append({"exit": proc.returncode, **said})
     window = stats["since_first"] or 0.0
     admitted = stats["requests"] - stats["throttled"] - stats["unauthorized"]
     allowed = burst + rate * window

@@ -849,3 +849,19 @@ def test_a_coarse_servers_spacing_is_settled_once_narrowed_in_on() -> None:
     precise = RateLimiter(clock=ft.clock, sleep=ft.sleep, wall_clock=ft.wall)
     precise.learn({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.010"}, status=200)
     assert precise.settled and precise.spacing > 0.009
+
+
+def test_an_epoch_reset_is_timed_from_the_wire_even_for_the_first_request() -> None:
+    """A request that waited long between its grant and the wire (the first one of a
+    fleet's process waits for the others) is timed from its send: an epoch reset
+    10 ms after the send makes a 10 ms pace, not the half second since the grant
+    (the first send comes before the limiter knows its sends are reported, and
+    pace is only lowered gradually: a pace that wide held for seconds)."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, sleep=ft.sleep, wall_clock=ft.wall)
+    limiter.acquire()
+    ft.now += 0.5  # waiting for the fleet's budget
+    limiter.sent()
+    ft.now += 0.0004
+    limiter.learn({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{EPOCH + ft.now + 0.0096:.3f}"}, status=200)
+    assert 0.009 < limiter.spacing < 0.012

@@ -521,12 +521,17 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             self._handoff = True
+            if not getattr(self._local, "measured", True):
+                # Time the round trip, and the window of an epoch reset, from the
+                # wire, not from the grant: the first request of all (sent before
+                # the handoff starts) may have waited long after its grant, for
+                # the other processes of a fleet (a window that long made its
+                # pace ten times too wide, and pace is only lowered gradually).
+                self._local.granted = now
             if self._unsent is None or self._unsent[0] != threading.get_ident():
                 return
             self._unsent = None
             self._last_grant = max(self._last_grant, now)
-            if not getattr(self._local, "measured", True):
-                self._local.granted = now  # time the round trip from the wire
             aim = getattr(self._local, "aim", None)
             if aim is not None and now >= aim:
                 self._local.aim = None
