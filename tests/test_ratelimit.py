@@ -865,3 +865,31 @@ def test_an_epoch_reset_is_timed_from_the_wire_even_for_the_first_request() -> N
     ft.now += 0.0004
     limiter.learn({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{EPOCH + ft.now + 0.0096:.3f}"}, status=200)
     assert 0.009 < limiter.spacing < 0.012
+
+
+def test_429s_in_a_row_beside_a_precise_reset_end_in_the_servers_retry_after() -> None:
+    """A 429 with a precise reset is retried at the reset (its whole-second
+    Retry-After is coarse beside it), but one refused again and again there (in a
+    fleet, each token went to another process) waits the Retry-After in full at the
+    fifth in a row, so the sixth attempt (the HTTP engine's last) is not spent at once."""
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, sleep=ft.sleep, wall_clock=ft.wall)
+    waits = []
+    for _ in range(5):
+        limiter.acquire()
+        limiter.sent()
+        ft.now += 0.0005
+        headers = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{EPOCH + ft.now + 0.004:.3f}",
+                   "Retry-After": "1"}
+        limiter.learn(headers, status=429)
+        assert limiter.throttled("1") == 0.0
+        waits.append(limiter.wait_time())
+    assert all(wait < 0.05 for wait in waits[:4]), waits
+    assert waits[4] > 0.9, waits
+    # a request taken again starts the count over
+    ft.now += waits[4]
+    limiter.acquire()
+    limiter.sent()
+    ft.now += 0.0005
+    limiter.learn({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{EPOCH + ft.now + 0.01:.3f}"}, status=200)
+    assert limiter._strikes == 0

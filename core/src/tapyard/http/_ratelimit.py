@@ -640,7 +640,14 @@ class RateLimiter:
                         # and the margin, not the 429 boost, spaces the grants
                         slack = min(slack, self._margin)
                     self._not_before = max(self._not_before, not_before)
-                    pace = max(pace, spread + slack)
+                    if not quota.throttled:
+                        # A 429's reset says when the next token comes (kept in
+                        # not_before), not how far apart tokens come: the token
+                        # before it went to someone else (another process of a
+                        # fleet) a moment earlier. Taken as the pace, it spaced a
+                        # process's grants half the server's spacing apart, 429
+                        # after 429 until its request failed.
+                        pace = max(pace, spread + slack)
             if not quota.throttled:
                 self._since_early += 1
                 if self._since_early >= _HEAD_CALM:
@@ -680,6 +687,13 @@ class RateLimiter:
             )
             if coarse and seconds is not None and self._precise_429:
                 self._penalty()
+                # Refused again and again at the moment the reset named (in a
+                # fleet, the token went to another process each time): the
+                # server's Retry-After is honoured in full, as for coarse ones.
+                self._strikes += 1
+                if self._strikes >= _COARSE_STRIKES:
+                    self._not_before = max(self._not_before, self._clock() + seconds)
+                    self._why = "the server's 429 Retry-After"
                 return 0.0
         if not self.learning:
             if seconds is None:
