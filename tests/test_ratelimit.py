@@ -893,3 +893,26 @@ def test_429s_in_a_row_beside_a_precise_reset_end_in_the_servers_retry_after() -
     ft.now += 0.0005
     limiter.learn({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{EPOCH + ft.now + 0.01:.3f}"}, status=200)
     assert limiter._strikes == 0
+
+
+def test_an_old_pace_fades_by_the_slots_gone_by_not_by_the_responses() -> None:
+    """A lower pace is approached by 2% a response while responses come a slot
+    apart (one odd response cannot speed everyone up), but a process that saw no
+    response for many slots (a process of a fleet sees one in eight; the others took
+    the slots) takes the new pace: what it learned long ago does not outweigh it."""
+
+    def answer(limiter: RateLimiter, ft: FakeTime, reset: float) -> None:
+        limiter.acquire()
+        limiter.sent()
+        ft.now += 0.0005
+        limiter.learn({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{reset:.4f}"}, status=200)
+
+    ft = FakeTime()
+    limiter = RateLimiter(clock=ft.clock, sleep=ft.sleep, wall_clock=ft.wall)
+    answer(limiter, ft, 0.020)
+    assert limiter.spacing == pytest.approx(0.020, rel=0.05)
+    answer(limiter, ft, 0.010)  # the next slot: lowered by 2% only
+    assert limiter.spacing == pytest.approx(0.0196, rel=0.01)
+    ft.now += 5.0  # 250 slots with no response of its own
+    answer(limiter, ft, 0.010)
+    assert limiter.spacing == pytest.approx(0.010, rel=0.05)

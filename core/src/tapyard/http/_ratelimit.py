@@ -357,6 +357,8 @@ class RateLimiter:
         self._min_rtt = math.inf
         self._samples = 0
         self._boost = 0.0
+        # when the pace and the boost were last lowered (see learn())
+        self._faded = clock()
         # With no static rate, nothing is known about the quota until a first
         # response is learned; one request goes out alone to find out.
         self._probing = self._rate is None
@@ -657,9 +659,16 @@ class RateLimiter:
                 self._margin = max(_MIN_SLACK, self._margin - _HEAD_DECREASE)
             # A 429 saying "a token in 0 s" must not undo the spacing that the
             # responses before it agreed on, and a lower pace is only approached
-            # gradually, so one odd response cannot speed every worker up.
-            self._pace = max(pace, self._pace * (1.0 if quota.throttled else _PACE_DECAY))
-            self._boost *= _BOOST_DECAY
+            # gradually, so one odd response cannot speed every worker up:
+            # by a step per slot of the pace since the last response, which is
+            # one step per response for a process that takes every slot, and
+            # more for one that sees a response in eight (a process of a fleet
+            # sharing a budget), whose old pace and 429 boost would otherwise
+            # outlive what the fleet learned since by eight times as long.
+            slots = min(1e4, max(1.0, (now - self._faded) / self._pace)) if self._pace > 0 else 1.0
+            self._faded = now
+            self._pace = max(pace, self._pace * (1.0 if quota.throttled else _PACE_DECAY**slots))
+            self._boost *= _BOOST_DECAY**slots
 
     def throttled(self, retry_after: str | None) -> float | None:
         """Account for a 429 whose ``Retry-After`` header is ``retry_after``.
