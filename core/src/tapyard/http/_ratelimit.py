@@ -490,7 +490,7 @@ class RateLimiter:
                     if self._rate is not None:
                         self._tokens = max(0.0, self._tokens - 1.0)
                     self._last_grant = now
-                    self._local.granted, self._local.measured = now, False
+                    self._local.granted, self._local.measured, self._local.wired = now, False, False
                     self._local.after = None
                     self._local.aim = aim
                     # A request on a spare token says nothing of the spacing.
@@ -523,13 +523,14 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             self._handoff = True
-            if not getattr(self._local, "measured", True):
+            if not getattr(self._local, "wired", True):
                 # Time the round trip, and the window of an epoch reset, from the
-                # wire, not from the grant: the first request of all (sent before
-                # the handoff starts) may have waited long after its grant, for
-                # the other processes of a fleet (a window that long made its
-                # pace ten times too wide, and pace is only lowered gradually).
-                self._local.granted = now
+                # wire (the first report of it: a caller may report again), not
+                # from the grant: the first request of all (sent before the
+                # handoff starts) may have waited long after its grant, for the
+                # other processes of a fleet (a window that long made its pace
+                # ten times too wide, and pace is only lowered gradually).
+                self._local.granted, self._local.wired = now, True
             if self._unsent is None or self._unsent[0] != threading.get_ident():
                 return
             self._unsent = None
@@ -618,7 +619,9 @@ class RateLimiter:
                             # never earlier than the earliest the header allows
                             earliest = not_before - 2.0 * min(quota.rounding, _MAX_ROUNDING * spread)
                             not_before = min(not_before, max(earliest, sent + usual - leg + self._margin))
-                            spread = min(spread, max(0.0, usual - leg))
+                            # (the spacing between sends is not shortened by a
+                            # leg: every send takes one to get there)
+                            spread = min(spread, usual)
                             slack = min(slack, self._margin)
                     if sent is not None and self._handoff and self._send_anchor and not quota.absolute:
                         # Anchored on the send: a server that counts a request as it
