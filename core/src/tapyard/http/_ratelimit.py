@@ -29,8 +29,9 @@ early, and forgets one that arrives late):
   leg before they arrived, and the next request takes a leg to get there.
 - *Slack.* Every spacing carries a margin: 0.2% of it (at least 0.05 ms), plus a
   boost that each 429 raises by a millisecond and every response lets decay.
-  A pace learned lower than the current one is approached gradually, and a
-  429's own headers never lower it.
+  A pace learned lower than the current one is approached gradually (by a
+  step for each slot of the pace gone by), and a 429's own headers never set
+  it: they say when the next token comes, not how far apart tokens come.
 - *Anchored on the send.* Once sends are reported, a slot is timed from the
   send of the request whose response taught it rather than from the response:
   a server that counts a request as it reads it times its reset from that
