@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -744,7 +744,7 @@ def scenario_p(runner: Runner) -> dict[str, Any]:
 
 
 def _interleaved(runner: Runner, server: Server, clients: tuple[str, ...], streams: list[dict[str, Any]],
-                 options: Any) -> list[dict[str, Any]]:
+                 options: Callable[[str], dict[str, Any]]) -> list[dict[str, Any]]:
     """Each client's ``--repeat`` runs taken in turns (loader, tapyard, loader, ...), so
     that a slow spell of the machine falls on both sides, not on one client's five
     runs in a row; each client's median run is its row."""

@@ -698,16 +698,6 @@ class RateLimiter:
                 and seconds <= _COARSE_RETRY_AFTER
                 and (self._coarse or self._good * 4.0 <= seconds or self._precise_429)
             )
-            if coarse and seconds is not None and self._precise_429:
-                self._penalty()
-                # Refused again and again at the moment the reset named (in a
-                # fleet, the token went to another process each time): the
-                # server's Retry-After is honoured in full, as for coarse ones.
-                self._strikes += 1
-                if self._strikes >= _COARSE_STRIKES:
-                    self._not_before = max(self._not_before, self._clock() + seconds)
-                    self._why = "the server's 429 Retry-After"
-                return 0.0
         if not self.learning:
             if seconds is None:
                 return None
@@ -730,8 +720,10 @@ class RateLimiter:
             if not self._precise_429:
                 self._refused()
             if self._strikes >= _COARSE_STRIKES:
-                # Refused again and again: the server means its wait (or, naming
-                # none, gets an exponential backoff).
+                # Refused again and again (beside a precise reset too: in a fleet
+                # the token it named went to another process each time): the
+                # server means its wait (or, naming none, gets an exponential
+                # backoff).
                 hold = seconds if seconds is not None else min(30.0, max(self._gap, 0.05) * 2.0**self._strikes)
                 self._not_before = max(self._not_before, now + hold)
                 self._why = "the server's 429 Retry-After" if seconds is not None else "backing off after 429s"
